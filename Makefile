@@ -1,0 +1,42 @@
+# RecOps developer entry points. The two that matter:
+#   make demo   - the whole system on an embedded local default (local control plane, ...)
+#   make test   - install everything (venv, Debian packages, control-plane binaries) and run all tests
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+
+.PHONY: demo down test lint bench venv system-deps testbin crds
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[all,dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+venv: $(STAMP)
+
+system-deps:
+	@scripts/system-deps.sh
+
+# Builds (once, cached outside the repo) or reuses $KUBEBUILDER_ASSETS.
+testbin:
+	@scripts/build-testbin.sh >/dev/null
+
+demo: venv testbin
+	KUBEBUILDER_ASSETS=$${KUBEBUILDER_ASSETS:-$$(scripts/build-testbin.sh | tail -n1)} $(BIN)/recops-demo
+
+down: venv
+	$(BIN)/recops-localcluster down
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: system-deps venv testbin
+	$(BIN)/ruff check .
+	KUBEBUILDER_ASSETS=$${KUBEBUILDER_ASSETS:-$$(scripts/build-testbin.sh | tail -n1)} $(BIN)/pytest $(PYTEST_ARGS)
+
+bench: system-deps venv testbin
+	KUBEBUILDER_ASSETS=$${KUBEBUILDER_ASSETS:-$$(scripts/build-testbin.sh | tail -n1)} $(BIN)/python -m bench

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Debian packages the tests and the demo run for real: Redis (feature store) and Prometheus (+promtool).
+set -euo pipefail
+need=()
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v prometheus >/dev/null && command -v promtool >/dev/null || need+=(prometheus)
+command -v openssl >/dev/null || need+=(openssl)
+[ ${#need[@]} -eq 0 ] && exit 0
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+echo "system-deps: installing ${need[*]}" >&2
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+# The packages' own services are not needed (tests start their own on free ports); stop them if started.
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+for s in redis-server prometheus; do $SUDO service "$s" stop >/dev/null 2>&1 || true; done
