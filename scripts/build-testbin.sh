@@ -11,6 +11,10 @@ ETCD_V=${RECOPS_ETCD_VERSION:-v3.6.14}
 KWOK_V=${RECOPS_KWOK_VERSION:-v0.8.0}
 OUT=${RECOPS_TESTBIN:-${XDG_CACHE_HOME:-$HOME/.cache}/recops/testbin/k8s-$KV-etcd-$ETCD_V-kwok-$KWOK_V}
 LOGDIR=$OUT/build-logs
+if [ -n "${RECOPS_PRINT_ONLY:-}" ]; then  # just say where the binaries are, if they are all there
+  for b in etcd kube-apiserver kube-controller-manager kube-scheduler kwok; do [ -x "$OUT/$b" ] || exit 1; done
+  echo "$OUT"; exit 0
+fi
 mkdir -p "$OUT" "$LOGDIR"
 export GOWORK=off GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
 
