@@ -1,0 +1,327 @@
+"""Pure render of spot-only training workloads: spec.training -> CronJob / on-demand Job.
+
+Everything here is a function of the RecommenderService body (plus, for an on-demand run,
+the trigger token), so the operator can diff and server-side apply the result and tests
+can check it without a cluster.
+
+How a run survives preemption, in the Job itself:
+* ``podFailurePolicy`` ignores pods that carry ``DisruptionTarget`` (eviction, preemption,
+  taint eviction) or ECI's ``ContainerInstanceExpired`` (set before a spot release that
+  ends in ``BidFailed``), and exit code 143 (SIGTERM: the trainer checkpointed and left
+  on request), so preemptions never consume ``backoffLimit``; it fails the Job at once on
+  a configuration error exit code (retrying cannot help).
+* every pod of the Job gets the same run id (the Job name, via the downward API), the
+  per-run checkpoint URI and ``--resume``, so a replacement pod continues from the last
+  checkpoint instead of starting over.
+* ``terminationGracePeriodSeconds`` stays below the spot notice window, so SIGTERM ->
+  checkpoint -> exit fits before the instance disappears.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from recops_operator import topology
+from recops_operator.training import config as c
+from recops_operator.training import naming
+from recops_operator.training.config import TrainingConfig, TrainingConfigError
+
+API_GROUP_VERSION = "recops.io/v1alpha1"
+KIND = "RecommenderService"
+#: Finished on-demand Jobs are kept this long for inspection (lineage lives in status).
+ON_DEMAND_TTL_SECONDS = 7 * 24 * 3600
+#: A scheduled run that could not start within this window (e.g. an on-demand run held
+#: the CronJob) is skipped rather than started late.
+STARTING_DEADLINE_SECONDS = 1800
+#: Non-root user of the inference image.
+RUN_AS_USER = 65532
+
+
+def _meta(body: Mapping[str, Any]) -> tuple[str, str, str | None]:
+    meta = body.get("metadata") or {}
+    return meta["name"], meta.get("namespace") or "default", meta.get("uid")
+
+
+def _owner_refs(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    name, _, uid = _meta(body)
+    if not uid:
+        return []
+    return [
+        {
+            "apiVersion": API_GROUP_VERSION,
+            "kind": KIND,
+            "name": name,
+            "uid": uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+
+
+def training_labels(service: str) -> dict[str, str]:
+    """Labels on every training CronJob, Job and pod of ``service`` (handlers select on them)."""
+    return {
+        c.SERVICE_LABEL: service,
+        c.COMPONENT_LABEL: c.COMPONENT_TRAINING,
+        "app.kubernetes.io/name": "recops-train",
+        "app.kubernetes.io/component": "training",
+        "app.kubernetes.io/managed-by": "recops",
+    }
+
+
+def training_selector(service: str) -> str:
+    """Label selector for the training Jobs/pods of ``service``."""
+    return f"{c.SERVICE_LABEL}={service},{c.COMPONENT_LABEL}={c.COMPONENT_TRAINING}"
+
+
+def _placement(cfg: TrainingConfig) -> tuple[dict[str, Any], list[dict[str, str]], dict[str, str]]:
+    """(affinity, tolerations, annotations) that put the pod on spot capacity only."""
+    if cfg.placement == "eci":
+        terms = [
+            {"key": topology.ECI_NODE_LABEL_KEY, "operator": "In", "values": [topology.ECI_NODE_LABEL_VALUE]}
+        ]
+        tolerations = [topology.ECI_TAINT.toleration()]
+        annotations = {
+            topology.ECI_SPOT_STRATEGY: "SpotAsPriceGo",
+            # Spot only: never fall back to pay-as-you-go when spot stock runs out.
+            topology.ECI_SPOT_FALLBACK: "false",
+            # On SpotToBeReleased, ECI evicts through the Eviction API: DisruptionTarget +
+            # our grace period, i.e. SIGTERM -> checkpoint -> exit.
+            topology.ECI_SPOT_RELEASE_STRATEGY: "api-evict",
+        }
+    elif cfg.placement == "nodes":
+        terms = topology.spot_only_node_affinity_terms()
+        tolerations = [topology.SPOT_TAINT.toleration()]
+        annotations = {}
+    else:
+        raise TrainingConfigError(f"spec.training.placement={cfg.placement!r}: expected 'eci' or 'nodes'")
+    affinity = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": terms}]
+            }
+        }
+    }
+    return affinity, tolerations, annotations
+
+
+def trainer_args(cfg: TrainingConfig) -> list[str]:
+    """``recops-serve train`` arguments; ``$(VAR)`` is expanded by the kubelet from the env."""
+    return [
+        "train",
+        "--dataset",
+        cfg.dataset,
+        "--out",
+        "$(RECOPS_OUTPUT_URI)",
+        "--checkpoint",
+        "$(RECOPS_CHECKPOINT_URI)",
+        "--checkpoint-interval",
+        str(cfg.checkpoint_interval_seconds),
+        # Always resume: the first pod finds no checkpoint and starts fresh; a replacement
+        # pod after preemption continues from the last one.
+        "--resume",
+        "--version",
+        "$(RECOPS_MODEL_VERSION)",
+    ]
+
+
+def _env(cfg: TrainingConfig, service: str, model_uri: str, trigger: str) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {
+            "name": "RECOPS_RUN_ID",
+            "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['batch.kubernetes.io/job-name']"}},
+        },
+        {"name": "RECOPS_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "RECOPS_SERVICE", "value": service},
+        {"name": "RECOPS_TRAINING_TRIGGER", "value": trigger},
+        {"name": "RECOPS_MODEL_VERSION", "value": "$(RECOPS_RUN_ID)"},
+        {
+            "name": "RECOPS_CHECKPOINT_URI",
+            "value": naming.checkpoint_uri(cfg.checkpoint_uri, "$(RECOPS_RUN_ID)"),
+        },
+        {"name": "RECOPS_OUTPUT_URI", "value": naming.bundle_uri(model_uri, "$(RECOPS_RUN_ID)")},
+    ]
+    if cfg.data_window_days is not None:
+        env.append({"name": "RECOPS_DATA_WINDOW_DAYS", "value": str(cfg.data_window_days)})
+    return env
+
+
+def render_pod_template(body: Mapping[str, Any], cfg: TrainingConfig, trigger: str) -> dict[str, Any]:
+    """Hardened, spot-only pod template of one training run."""
+    service, _, _ = _meta(body)
+    spec = body.get("spec") or {}
+    model_uri = (spec.get("model") or {}).get("uri")
+    image = cfg.image or (spec.get("serving") or {}).get("image")
+    if not model_uri:
+        raise TrainingConfigError("spec.model.uri is required: trained bundles are written under it")
+    if not image:
+        raise TrainingConfigError("spec.training.image (or spec.serving.image) is required")
+    affinity, tolerations, annotations = _placement(cfg)
+    resources = {"cpu": cfg.cpu, "memory": cfg.memory}
+    return {
+        "metadata": {
+            "labels": {**training_labels(service), c.TRIGGER_LABEL: trigger},
+            "annotations": annotations,
+        },
+        "spec": {
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": cfg.termination_grace_period_seconds,
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": RUN_AS_USER,
+                "runAsGroup": RUN_AS_USER,
+                "fsGroup": RUN_AS_USER,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "affinity": affinity,
+            "tolerations": tolerations,
+            "containers": [
+                {
+                    "name": c.CONTAINER_NAME,
+                    "image": image,
+                    "command": ["recops-serve"],
+                    "args": trainer_args(cfg),
+                    "env": _env(cfg, service, model_uri, trigger),
+                    "resources": {"requests": dict(resources), "limits": dict(resources)},
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "privileged": False,
+                        "readOnlyRootFilesystem": True,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                }
+            ],
+            "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}}],
+        },
+    }
+
+
+def pod_failure_policy() -> dict[str, Any]:
+    """Preemption is not failure; a configuration error fails the Job at once."""
+    return {
+        "rules": [
+            {
+                "action": "Ignore",
+                "onPodConditions": [
+                    {"type": "DisruptionTarget", "status": "True"},
+                    {"type": c.ECI_EXPIRED_CONDITION, "status": "True"},
+                ],
+            },
+            {
+                "action": "Ignore",
+                "onExitCodes": {"containerName": c.CONTAINER_NAME, "operator": "In", "values": [143]},
+            },
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": c.CONTAINER_NAME,
+                    "operator": "In",
+                    "values": list(c.CONFIG_ERROR_EXIT_CODES),
+                },
+            },
+        ]
+    }
+
+
+def render_job_spec(body: Mapping[str, Any], cfg: TrainingConfig, trigger: str) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "backoffLimit": cfg.backoff_limit,
+        "completions": 1,
+        "parallelism": 1,
+        "podReplacementPolicy": "Failed",
+        "podFailurePolicy": pod_failure_policy(),
+        "template": render_pod_template(body, cfg, trigger),
+    }
+    if cfg.active_deadline_seconds:
+        spec["activeDeadlineSeconds"] = int(cfg.active_deadline_seconds)
+    return spec
+
+
+def render_cronjob(body: Mapping[str, Any], *, hold: bool = False) -> dict[str, Any] | None:
+    """The CronJob of scheduled runs, or None when spec.training has no schedule.
+
+    ``hold`` suspends it while another (on-demand) run of the service is active, because
+    ``concurrencyPolicy: Forbid`` only sees Jobs the CronJob created itself.
+    """
+    cfg = TrainingConfig.from_spec(body.get("spec") or {})
+    if cfg is None or not cfg.schedule:
+        return None
+    service, namespace, _ = _meta(body)
+    labels = training_labels(service)
+    cron_spec: dict[str, Any] = {
+        "schedule": cfg.schedule,
+        "concurrencyPolicy": "Forbid",
+        "suspend": cfg.suspend or hold,
+        "startingDeadlineSeconds": STARTING_DEADLINE_SECONDS,
+        "successfulJobsHistoryLimit": cfg.successful_jobs_history_limit,
+        "failedJobsHistoryLimit": cfg.failed_jobs_history_limit,
+        "jobTemplate": {
+            "metadata": {"labels": {**labels, c.TRIGGER_LABEL: c.TRIGGER_SCHEDULED}},
+            "spec": render_job_spec(body, cfg, c.TRIGGER_SCHEDULED),
+        },
+    }
+    if cfg.time_zone:
+        cron_spec["timeZone"] = cfg.time_zone
+    meta: dict[str, Any] = {
+        "name": naming.training_base_name(service),
+        "namespace": namespace,
+        "labels": labels,
+    }
+    if refs := _owner_refs(body):
+        meta["ownerReferences"] = refs
+    return {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": meta, "spec": cron_spec}
+
+
+def render_on_demand_job(body: Mapping[str, Any], token: str) -> dict[str, Any]:
+    """The Job of the on-demand run requested with ``token`` (deterministic name)."""
+    cfg = TrainingConfig.from_spec(body.get("spec") or {})
+    if cfg is None:
+        raise TrainingConfigError("on-demand training requested but spec.training is not set")
+    service, namespace, _ = _meta(body)
+    meta: dict[str, Any] = {
+        "name": naming.on_demand_job_name(service, token),
+        "namespace": namespace,
+        "labels": {**training_labels(service), c.TRIGGER_LABEL: c.TRIGGER_ON_DEMAND},
+        "annotations": {c.TRIGGER_TOKEN_ANNOTATION: token},
+    }
+    if refs := _owner_refs(body):
+        meta["ownerReferences"] = refs
+    spec = render_job_spec(body, cfg, c.TRIGGER_ON_DEMAND)
+    spec["ttlSecondsAfterFinished"] = ON_DEMAND_TTL_SECONDS
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": spec}
+
+
+def requested_trigger(body: Mapping[str, Any]) -> str | None:
+    """The on-demand trigger token currently requested (annotation wins over the field)."""
+    ann = (body.get("metadata") or {}).get("annotations") or {}
+    if ann.get(c.TRIGGER_ANNOTATION):
+        return str(ann[c.TRIGGER_ANNOTATION])
+    training = (body.get("spec") or {}).get("training") or {}
+    return training.get("trigger") or None
+
+
+def pending_trigger(body: Mapping[str, Any]) -> str | None:
+    """A requested trigger that has not been turned into a run yet (status records handled ones)."""
+    token = requested_trigger(body)
+    handled = ((body.get("status") or {}).get("training") or {}).get("lastTrigger")
+    return token if token and token != handled else None
+
+
+def cronjob_hold(body: Mapping[str, Any]) -> bool:
+    """True while an on-demand run is active: the CronJob must not start a second run."""
+    current = ((body.get("status") or {}).get("training") or {}).get("currentRun") or {}
+    return current.get("trigger") == c.TRIGGER_ON_DEMAND and current.get("phase") in ("Pending", "Running")
+
+
+def render_training(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The declarative training objects of a service (the render-pipeline hook).
+
+    Only the CronJob is steady state; on-demand Jobs are one-shot actions created by the
+    training handler (a re-render must not re-create a finished, TTL-deleted run).
+    """
+    cron = render_cronjob(body, hold=cronjob_hold(body))
+    return [cron] if cron else []

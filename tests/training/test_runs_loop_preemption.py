@@ -1,0 +1,114 @@
+"""Pure parts of status, preemption detection and the closed-loop metrics gate."""
+
+from __future__ import annotations
+
+from recops_operator.training import config as c
+from recops_operator.training import loop, preemption, runs
+from recops_operator.training.config import MetricsGate
+
+
+def _job(name, created, *, active=0, cond=None, reason=None, labels=None, ann=None):
+    status = {"active": active, "startTime": created}
+    if cond:
+        status["conditions"] = [
+            {"type": cond, "status": "True", "reason": reason, "lastTransitionTime": "t-end"}
+        ]
+        if cond == "Complete":
+            status["completionTime"] = "t-done"
+    return {
+        "metadata": {
+            "name": name,
+            "creationTimestamp": created,
+            "labels": labels or {},
+            "annotations": ann or {},
+        },
+        "status": status,
+    }
+
+
+def test_current_and_last_runs_from_jobs():
+    jobs = [
+        _job("a-train-1", "2026-11-22T02:00:00Z", cond="Complete"),
+        _job("a-train-2", "2026-11-23T02:00:00Z", cond="Failed", reason="BackoffLimitExceeded"),
+        _job(
+            "a-train-od-x",
+            "2026-11-24T01:00:00Z",
+            active=1,
+            labels={c.TRIGGER_LABEL: c.TRIGGER_ON_DEMAND},
+            ann={runs.preempted_pod_key("a-train-od-x-abcde"): "EvictionByEvictionAPI", "other": "1"},
+        ),
+    ]
+    current, last = runs.current_and_last(jobs)
+    assert current["name"] == "a-train-od-x" and current["phase"] == "Running"
+    assert current["trigger"] == c.TRIGGER_ON_DEMAND and current["preemptions"] == 1
+    assert last == {
+        "name": "a-train-2",
+        "version": "a-train-2",
+        "trigger": c.TRIGGER_SCHEDULED,
+        "phase": "Failed",
+        "reason": "BackoffLimitExceeded",
+        "startTime": "2026-11-23T02:00:00Z",
+        "preemptions": 0,
+        "completionTime": "t-end",
+    }
+    assert runs.active_runs(jobs) == ["a-train-od-x"]
+
+
+def test_preemption_reasons():
+    assert preemption.preemption_reason({"status": {"phase": "Failed", "reason": "BidFailed"}}) == "BidFailed"
+    evicted = {
+        "status": {
+            "conditions": [{"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"}]
+        }
+    }
+    assert preemption.preemption_reason(evicted) == "EvictionByEvictionAPI"
+    notice = {
+        "status": {"phase": "Running", "conditions": [{"type": "ContainerInstanceExpired", "status": "True"}]}
+    }
+    assert preemption.release_notice(notice)
+    assert preemption.should_request_checkpoint(notice)
+    notice["metadata"] = {"annotations": {c.PREEMPTION_ANNOTATION: "t"}}
+    assert not preemption.should_request_checkpoint(notice)  # asked once only
+    assert preemption.preemption_reason({"status": {"phase": "Failed", "conditions": []}}) is None
+    ev = {"reason": "SpotToBeReleased", "involvedObject": {"kind": "Pod", "name": "p"}}
+    assert preemption.is_spot_release_event(ev)
+    assert not preemption.is_spot_release_event({**ev, "reason": "Scheduled"})
+    body = preemption.eviction_body("p", "ns", 120)
+    assert body["deleteOptions"] == {"gracePeriodSeconds": 120}
+
+
+def test_metrics_gate_is_tolerant_but_fails_closed():
+    gate = MetricsGate(metrics=("ndcg@10", "recall@50"), tolerance=0.01)
+    assert loop.metrics_gate(
+        {"ndcg@10": 0.195, "recall@50": 0.4}, {"ndcg@10": 0.2, "recall@50": 0.4}, gate
+    ).passed
+    worse = loop.metrics_gate({"ndcg@10": 0.18, "recall@50": 0.4}, {"ndcg@10": 0.2, "recall@50": 0.4}, gate)
+    assert not worse.passed and "ndcg@10" in worse.reasons[0]
+    missing = loop.metrics_gate({"ndcg@10": 0.3}, {"ndcg@10": 0.2, "recall@50": 0.4}, gate)
+    assert not missing.passed and "recall@50" in missing.reasons[0]
+
+
+def test_decide_sets_candidate_only_when_gate_passes_and_auto_rollout(svc):
+    run = {"name": "home-feed-train-1", "version": "home-feed-train-1", "phase": "Succeeded"}
+    good = {"ndcg@10": 0.21, "recall@50": 0.5}
+    base = {"ndcg@10": 0.2, "recall@50": 0.5}
+    auto = svc(autoRollout=True)["spec"]
+    d = loop.decide(auto, run, good, base)
+    assert d.candidate_version == "home-feed-train-1"
+    assert (
+        d.record["gate"]["passed"] and d.record["dataWindowDays"] == 90 and d.record["servingVersion"] == "v1"
+    )
+    assert loop.candidate_patch("home-feed-train-1") == {
+        "spec": {"rollout": {"candidate": {"version": "home-feed-train-1"}}}
+    }
+    # gate passes but autoRollout off: recorded, no candidate
+    assert loop.decide(svc()["spec"], run, good, base).candidate_version is None
+    # worse model: no candidate, reason recorded
+    bad = loop.decide(auto, run, {"ndcg@10": 0.1, "recall@50": 0.5}, base)
+    assert bad.candidate_version is None and bad.record["action"] == "gate-failed"
+    # failed run or unreadable manifest: no candidate
+    assert loop.decide(auto, {**run, "phase": "Failed"}, good, base).candidate_version is None
+    assert loop.decide(auto, run, None, base).candidate_version is None
+    # already the candidate: nothing to do (idempotent)
+    auto["rollout"] = {"candidate": {"version": "home-feed-train-1"}}
+    assert loop.decide(auto, run, good, base).candidate_version is None
