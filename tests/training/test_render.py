@@ -9,7 +9,6 @@ from recops_operator.training import config as c
 from recops_operator.training import naming
 from recops_operator.training.config import TrainingConfigError
 from recops_operator.training.render import (
-    cronjob_hold,
     pending_trigger,
     render_cronjob,
     render_on_demand_job,
@@ -166,10 +165,6 @@ def test_trigger_field_annotation_and_status_record(svc):
     assert pending_trigger(body) is None  # already turned into a run
 
 
-def test_cronjob_is_held_while_an_on_demand_run_is_active(svc):
-    body = svc()
-    body["status"] = {"training": {"currentRun": {"name": "x", "trigger": "on-demand", "phase": "Running"}}}
-    assert cronjob_hold(body)
-    assert render_training(body)[0]["spec"]["suspend"] is True
-    body["status"]["training"]["currentRun"]["trigger"] = "scheduled"
-    assert render_training(body)[0]["spec"]["suspend"] is False  # Forbid covers its own runs
+def test_every_run_is_created_queued(svc):
+    assert render_on_demand_job(svc(), "t")["spec"]["suspend"] is True
+    assert render_cronjob(svc())["spec"]["jobTemplate"]["spec"]["suspend"] is True

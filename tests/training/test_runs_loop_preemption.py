@@ -54,6 +54,22 @@ def test_current_and_last_runs_from_jobs():
     assert runs.active_runs(jobs) == ["a-train-od-x"]
 
 
+def test_only_one_run_holds_the_slot():
+    def j(name, created, suspend, **kw):
+        job = _job(name, created, **kw)
+        job["spec"] = {"suspend": suspend}
+        return job
+
+    queued_cron = j("a-train-2", "2026-11-24T02:00:00Z", True)
+    queued_od = j("a-train-od-x", "2026-11-24T02:00:05Z", True)
+    running = j("a-train-1", "2026-11-24T01:00:00Z", False, active=1)
+    done = j("a-train-0", "2026-11-23T01:00:00Z", False, cond="Complete")
+    assert runs.next_to_start([done, queued_od, running, queued_cron]) is None
+    assert runs.next_to_start([done, queued_od, queued_cron]) == "a-train-2"  # oldest first
+    assert runs.next_to_start([done]) is None
+    assert runs.job_phase(queued_od) == ("Pending", None)
+
+
 def test_preemption_reasons():
     assert preemption.preemption_reason({"status": {"phase": "Failed", "reason": "BidFailed"}}) == "BidFailed"
     evicted = {

@@ -229,6 +229,11 @@ def pod_failure_policy() -> dict[str, Any]:
 
 def render_job_spec(body: Mapping[str, Any], cfg: TrainingConfig, trigger: str) -> dict[str, Any]:
     spec: dict[str, Any] = {
+        # Every run is created queued; the operator starts the oldest queued run only when
+        # no other run of the service is active (runs.next_to_start). That is what makes
+        # "never two runs at once" hold across scheduled and on-demand runs, which
+        # concurrencyPolicy: Forbid alone cannot (it only sees the CronJob's own Jobs).
+        "suspend": True,
         "backoffLimit": cfg.backoff_limit,
         "completions": 1,
         "parallelism": 1,
@@ -241,12 +246,8 @@ def render_job_spec(body: Mapping[str, Any], cfg: TrainingConfig, trigger: str) 
     return spec
 
 
-def render_cronjob(body: Mapping[str, Any], *, hold: bool = False) -> dict[str, Any] | None:
-    """The CronJob of scheduled runs, or None when spec.training has no schedule.
-
-    ``hold`` suspends it while another (on-demand) run of the service is active, because
-    ``concurrencyPolicy: Forbid`` only sees Jobs the CronJob created itself.
-    """
+def render_cronjob(body: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The CronJob of scheduled runs, or None when spec.training has no schedule."""
     cfg = TrainingConfig.from_spec(body.get("spec") or {})
     if cfg is None or not cfg.schedule:
         return None
@@ -255,7 +256,7 @@ def render_cronjob(body: Mapping[str, Any], *, hold: bool = False) -> dict[str, 
     cron_spec: dict[str, Any] = {
         "schedule": cfg.schedule,
         "concurrencyPolicy": "Forbid",
-        "suspend": cfg.suspend or hold,
+        "suspend": cfg.suspend,
         "startingDeadlineSeconds": STARTING_DEADLINE_SECONDS,
         "successfulJobsHistoryLimit": cfg.successful_jobs_history_limit,
         "failedJobsHistoryLimit": cfg.failed_jobs_history_limit,
@@ -311,17 +312,11 @@ def pending_trigger(body: Mapping[str, Any]) -> str | None:
     return token if token and token != handled else None
 
 
-def cronjob_hold(body: Mapping[str, Any]) -> bool:
-    """True while an on-demand run is active: the CronJob must not start a second run."""
-    current = ((body.get("status") or {}).get("training") or {}).get("currentRun") or {}
-    return current.get("trigger") == c.TRIGGER_ON_DEMAND and current.get("phase") in ("Pending", "Running")
-
-
 def render_training(body: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The declarative training objects of a service (the render-pipeline hook).
 
     Only the CronJob is steady state; on-demand Jobs are one-shot actions created by the
     training handler (a re-render must not re-create a finished, TTL-deleted run).
     """
-    cron = render_cronjob(body, hold=cronjob_hold(body))
+    cron = render_cronjob(body)
     return [cron] if cron else []

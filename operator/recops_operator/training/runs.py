@@ -26,7 +26,7 @@ def job_phase(job: Mapping[str, Any]) -> tuple[str, str | None]:
             return "Succeeded", None
         if cond.get("type") == "Failed":
             return "Failed", cond.get("reason")
-    if status.get("active"):
+    if status.get("active") and not (job.get("spec") or {}).get("suspend"):
         return "Running", None
     return "Pending", None
 
@@ -93,3 +93,24 @@ def active_runs(jobs: Iterable[Mapping[str, Any]]) -> list[str]:
         if job_phase(j)[0] in ("Pending", "Running")
         and not (j.get("metadata") or {}).get("deletionTimestamp")
     ]
+
+
+def _suspended(job: Mapping[str, Any]) -> bool:
+    return bool((job.get("spec") or {}).get("suspend"))
+
+
+def next_to_start(jobs: Iterable[Mapping[str, Any]]) -> str | None:
+    """The queued run to start now, or None: a run starts only when no other run is active.
+
+    Runs are created suspended (queued). Among unfinished runs, if one is already
+    unsuspended it keeps the slot; otherwise the oldest queued one gets it.
+    """
+    unfinished = [
+        j
+        for j in sorted(jobs, key=_created)
+        if job_phase(j)[0] in ("Pending", "Running")
+        and not (j.get("metadata") or {}).get("deletionTimestamp")
+    ]
+    if not unfinished or any(not _suspended(j) for j in unfinished):
+        return None
+    return (unfinished[0].get("metadata") or {}).get("name")

@@ -1,0 +1,69 @@
+"""Reading what a training run produced: bundle manifest metrics and checkpoint times.
+
+The inference image owns the formats (``recops_serve.bundle`` / ``recops_serve.storage``);
+this module is the operator's read-only window on them. When the image's storage adapter
+is importable it is used for every URI scheme; otherwise local paths and ``file://`` URIs
+are read directly (tests, the local demo) and other schemes answer None, which the
+closed loop treats as "cannot compare" (fail closed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.json"
+
+
+def _local_path(uri: str) -> Path | None:
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        return Path(parsed.path if parsed.scheme else uri)
+    return None
+
+
+def read_manifest(bundle_uri: str) -> dict[str, Any] | None:
+    """The bundle manifest at ``bundle_uri``, or None when it cannot be read."""
+    try:
+        from recops_serve import storage  # type: ignore[attr-defined]
+
+        reader = getattr(storage, "read_json", None)
+        if reader is not None:
+            return reader(f"{bundle_uri.rstrip('/')}/{MANIFEST_NAME}")
+    except ImportError:
+        pass
+    except Exception as exc:  # storage errors must not crash reconcile
+        log.warning("cannot read manifest of %s: %s", bundle_uri, exc)
+        return None
+    path = _local_path(bundle_uri)
+    if path is None:
+        return None
+    try:
+        return json.loads((path / MANIFEST_NAME).read_text())
+    except (OSError, ValueError) as exc:
+        log.info("no readable manifest at %s: %s", path, exc)
+        return None
+
+
+def offline_metrics(manifest: dict[str, Any] | None) -> dict[str, float] | None:
+    """Numeric offline metrics of a manifest (``metrics`` mapping), or None."""
+    if not manifest or not isinstance(manifest.get("metrics"), dict):
+        return None
+    return {k: float(v) for k, v in manifest["metrics"].items() if isinstance(v, int | float)}
+
+
+def last_checkpoint_time(checkpoint_uri: str) -> str | None:
+    """RFC 3339 time of the newest checkpoint file under ``checkpoint_uri`` (local stores)."""
+    path = _local_path(checkpoint_uri)
+    if path is None or not path.is_dir():
+        return None
+    newest = max((p.stat().st_mtime for p in path.rglob("*") if p.is_file()), default=None)
+    if newest is None:
+        return None
+    return datetime.fromtimestamp(newest, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

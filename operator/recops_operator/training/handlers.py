@@ -1,0 +1,156 @@
+"""kopf glue for training: spec/timer/Job-event syncs and spot preemption handling.
+
+Importing this module registers the handlers (the operator's main module imports it).
+Each handler is a thin call into ``sync`` / ``preemption``; all decisions are pure
+functions tested without a cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import kopf
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from recops_operator.training import config as c
+from recops_operator.training import preemption
+from recops_operator.training.sync import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    apply_sync,
+    record_preemption,
+    service_lock,
+    sync_training,
+)
+
+log = logging.getLogger(__name__)
+
+TRAINING_LABELS = {c.COMPONENT_LABEL: c.COMPONENT_TRAINING}
+SYNC_INTERVAL_SECONDS = 20.0
+
+_api: client.ApiClient | None = None
+
+
+def api() -> client.ApiClient:
+    """One shared API client (in-cluster config, else the kubeconfig)."""
+    global _api
+    if _api is None:
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
+        _api = client.ApiClient()
+    return _api
+
+
+def _sync_into_patch(body: kopf.Body, patch: kopf.Patch) -> None:
+    meta = body["metadata"]
+    with service_lock(meta["namespace"], meta["name"]):
+        status, spec_patch = sync_training(api(), body)
+    if spec_patch:
+        patch.spec["rollout"] = spec_patch["spec"]["rollout"]
+    if status is not None:
+        patch.status["training"] = status
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL, id="training-sync")
+@kopf.on.create(GROUP, VERSION, PLURAL, id="training-sync")
+@kopf.on.update(GROUP, VERSION, PLURAL, id="training-sync")
+def on_service_change(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    """A spec or trigger-annotation change: queue on-demand runs, refresh status at once."""
+    _sync_into_patch(body, patch)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, id="training-timer", interval=SYNC_INTERVAL_SECONDS, idle=5)
+def on_timer(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    """Level-based catch-up: missed events, operator restarts, checkpoint times."""
+    _sync_into_patch(body, patch)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=TRAINING_LABELS)
+def on_job_event(body: kopf.Body, type: str | None, **_: Any) -> None:
+    """A run changed (created, started, finished): start the next run, run the closed loop."""
+    if type is None:  # initial listing: the timer and resume handler cover it
+        return
+    service = (body.get("metadata", {}).get("labels") or {}).get(c.SERVICE_LABEL)
+    if service:
+        apply_sync(api(), body["metadata"]["namespace"], service)
+
+
+def request_checkpoint(pod: dict[str, Any] | kopf.Body, why: str) -> bool:
+    """Ask a training pod to checkpoint and exit inside the spot notice window.
+
+    Eviction (API server adds DisruptionTarget; the kubelet sends SIGTERM and waits the
+    pod's grace period, which the renderer keeps below the notice). If a PDB refuses the
+    eviction, fall back to marking DisruptionTarget ourselves and deleting with the same
+    grace period, so the Job still ignores the failure. Returns True when asked now.
+    """
+    meta = pod["metadata"]
+    name, namespace = meta["name"], meta["namespace"]
+    if not preemption.should_request_checkpoint(pod):
+        return False
+    core = client.CoreV1Api(api())
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    core.patch_namespaced_pod(
+        name, namespace, {"metadata": {"annotations": {c.PREEMPTION_ANNOTATION: f"{now} {why}"}}}
+    )
+    grace = int((pod.get("spec") or {}).get("terminationGracePeriodSeconds") or c.MAX_GRACE_SECONDS)
+    grace = min(grace, c.MAX_GRACE_SECONDS)
+    try:
+        core.create_namespaced_pod_eviction(name, namespace, preemption.eviction_body(name, namespace, grace))
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        if exc.status != 429:
+            raise
+        cond = {
+            "type": "DisruptionTarget",
+            "status": "True",
+            "reason": "SpotToBeReleased",
+            "message": "spot instance is about to be released; checkpointing",
+            "lastTransitionTime": now,
+        }
+        core.patch_namespaced_pod_status(name, namespace, {"status": {"conditions": [cond]}})
+        core.delete_namespaced_pod(name, namespace, grace_period_seconds=grace)
+    log.info("training pod %s/%s: asked to checkpoint and exit (%s, grace %ss)", namespace, name, why, grace)
+    return True
+
+
+@kopf.on.event("v1", "pods", labels=TRAINING_LABELS)
+def on_training_pod(body: kopf.Body, type: str | None, **_: Any) -> None:
+    """Release notice -> checkpoint request; any preemption -> counted on the run's Job."""
+    pod = dict(body)
+    if type != "DELETED" and preemption.release_notice(pod):
+        request_checkpoint(pod, c.ECI_EXPIRED_CONDITION)
+    reason = preemption.preemption_reason(pod)
+    if reason and record_preemption(api(), pod, reason):
+        log.info(
+            "training pod %s/%s preempted: %s",
+            body["metadata"]["namespace"],
+            body["metadata"]["name"],
+            reason,
+        )
+
+
+@kopf.on.event("v1", "events", field="reason", value=c.SPOT_TO_BE_RELEASED_REASON)
+def on_spot_release_event(body: kopf.Body, **_: Any) -> None:
+    """ECI's SpotToBeReleased Event on a training pod -> checkpoint request."""
+    if not preemption.is_spot_release_event(body):
+        return
+    involved = body.get("involvedObject") or {}
+    try:
+        pod = client.CoreV1Api(api()).read_namespaced_pod(
+            involved["name"], involved.get("namespace") or body["metadata"]["namespace"]
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return
+        raise
+    pod_dict = api().sanitize_for_serialization(pod)
+    if (pod_dict["metadata"].get("labels") or {}).get(c.COMPONENT_LABEL) != c.COMPONENT_TRAINING:
+        return
+    request_checkpoint(pod_dict, c.SPOT_TO_BE_RELEASED_REASON)

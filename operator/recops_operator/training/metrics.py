@@ -1,0 +1,26 @@
+"""Operator-side training metrics (names fixed by the team contract)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from prometheus_client import Counter, Gauge
+
+runs_total = Counter(
+    "recops_training_runs_total", "Training runs seen finished, by result", ["namespace", "recsvc", "result"]
+)
+preemptions_total = Counter(
+    "recops_training_preemptions_total",
+    "Training pods taken away by spot preemption",
+    ["namespace", "recsvc"],
+)
+last_checkpoint = Gauge(
+    "recops_training_last_checkpoint_timestamp_seconds",
+    "Unix time of the newest checkpoint of the current or last run",
+    ["namespace", "recsvc"],
+)
+
+
+def set_last_checkpoint(namespace: str, service: str, rfc3339: str) -> None:
+    ts = datetime.strptime(rfc3339, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    last_checkpoint.labels(namespace, service).set(ts)

@@ -1,0 +1,201 @@
+"""One level-based training reconcile of a RecommenderService (thin I/O over the pure parts).
+
+``sync_training`` reads the service's training Jobs, then: turns a pending on-demand
+trigger into a queued Job; starts the oldest queued run when none is active; computes
+``status.training``; and, the first time it sees a run finished, runs the closed loop
+(metrics gate -> maybe ``spec.rollout.candidate``). Every step is idempotent, so it can
+run from a timer, a Job event or a spec change, after an operator restart or twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from recops_operator.training import artifacts, loop, naming, runs
+from recops_operator.training import config as c
+from recops_operator.training import metrics as m
+from recops_operator.training.config import TrainingConfig
+from recops_operator.training.render import pending_trigger, render_on_demand_job, training_selector
+
+log = logging.getLogger(__name__)
+
+GROUP, VERSION, PLURAL = "recops.io", "v1alpha1", "recommenderservices"
+
+# One sync per service at a time: Job events, pod events and the timer may race, and the
+# run slot ("never two runs at once") must be granted by exactly one of them.
+_locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+
+
+def service_lock(namespace: str, name: str) -> threading.Lock:
+    return _locks[(namespace, name)]
+
+
+def list_training_jobs(api: client.ApiClient, namespace: str, service: str) -> list[dict[str, Any]]:
+    batch = client.BatchV1Api(api)
+    resp = batch.list_namespaced_job(
+        namespace, label_selector=training_selector(service), _preload_content=False
+    )
+    return json.loads(resp.data)["items"]
+
+
+def _create_job(api: client.ApiClient, job: dict[str, Any]) -> dict[str, Any] | None:
+    try:
+        client.BatchV1Api(api).create_namespaced_job(job["metadata"]["namespace"], job)
+    except ApiException as exc:
+        if exc.status != 409:  # AlreadyExists: this trigger was turned into a run before
+            raise
+        return None
+    return job
+
+
+def sync_training(
+    api: client.ApiClient, body: Mapping[str, Any]
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(status.training to write, spec merge patch or None) for ``body``."""
+    spec = body.get("spec") or {}
+    cfg = TrainingConfig.from_spec(spec)
+    if cfg is None:
+        return None, None
+    meta = body["metadata"]
+    namespace, service = meta["namespace"], meta["name"]
+    previous = (body.get("status") or {}).get("training") or {}
+    status: dict[str, Any] = {
+        "lastTrigger": previous.get("lastTrigger"),
+        "preemptions": previous.get("preemptions", 0),
+    }
+    jobs = list_training_jobs(api, namespace, service)
+
+    token = pending_trigger(body)
+    if token:
+        job = render_on_demand_job(body, token)
+        if _create_job(api, job):
+            log.info(
+                "training %s/%s: on-demand run %s queued (trigger %r)",
+                namespace,
+                service,
+                job["metadata"]["name"],
+                token,
+            )
+            jobs.append({**job, "metadata": {**job["metadata"], "creationTimestamp": "9999"}, "status": {}})
+        status["lastTrigger"] = token
+
+    start = runs.next_to_start(jobs)
+    if start:
+        client.BatchV1Api(api).patch_namespaced_job(start, namespace, {"spec": {"suspend": False}})
+        log.info("training %s/%s: starting run %s", namespace, service, start)
+        for j in jobs:
+            if j["metadata"]["name"] == start:
+                j["spec"]["suspend"] = False
+
+    current, last = runs.current_and_last(jobs)
+    status["currentRun"] = current
+    spec_patch = None
+    prev_last = previous.get("lastRun") or {}
+    if last is not None:
+        if prev_last.get("name") == last["name"] and "gate" in prev_last:
+            last = {**prev_last, **last}  # keep the closed-loop record made when it finished
+        else:
+            last, spec_patch = _finish_run(body, cfg, last)
+            status["preemptions"] = int(status["preemptions"] or 0) + int(last.get("preemptions", 0))
+            m.runs_total.labels(namespace, service, last["phase"]).inc()
+    status["lastRun"] = last or None
+    ckpt_run = (current or last or {}).get("name")
+    if ckpt_run:
+        ts = artifacts.last_checkpoint_time(naming.checkpoint_uri(cfg.checkpoint_uri, ckpt_run))
+        status["lastCheckpointTime"] = ts or previous.get("lastCheckpointTime")
+        if ts:
+            m.set_last_checkpoint(namespace, service, ts)
+    return status, spec_patch
+
+
+def _finish_run(
+    body: Mapping[str, Any], cfg: TrainingConfig, run: dict[str, Any]
+) -> tuple[dict[str, Any], dict | None]:
+    """Closed-loop step for a run seen finished for the first time."""
+    spec = body.get("spec") or {}
+    model = spec.get("model") or {}
+    cand = serving = None
+    if run["phase"] == "Succeeded" and model.get("uri"):
+        cand_manifest = artifacts.read_manifest(naming.bundle_uri(model["uri"], run["version"]))
+        cand = artifacts.offline_metrics(cand_manifest)
+        if cand_manifest and cand_manifest.get("data_window"):
+            run["dataWindow"] = cand_manifest["data_window"]
+        if model.get("version"):
+            serving = artifacts.offline_metrics(
+                artifacts.read_manifest(naming.bundle_uri(model["uri"], model["version"]))
+            )
+    decision = loop.decide(spec, run, cand, serving)
+    run = {**run, **{k: v for k, v in decision.record.items() if k not in ("run", "version")}}
+    meta = body["metadata"]
+    log.info(
+        "training %s/%s: run %s %s -> %s",
+        meta["namespace"],
+        meta["name"],
+        run["name"],
+        run["phase"],
+        run["action"],
+    )
+    if decision.candidate_version:
+        return run, loop.candidate_patch(decision.candidate_version)
+    return run, None
+
+
+def apply_sync(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
+    """Fetch the service, sync, and write status/spec (for callers outside a kopf handler)."""
+    custom = client.CustomObjectsApi(api)
+    with service_lock(namespace, name):
+        try:
+            body = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        status, spec_patch = sync_training(api, body)
+        if spec_patch:
+            custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, spec_patch)
+        if status is not None:
+            custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURAL, name, {"status": {"training": status}}
+            )
+        return status
+
+
+def preempted_job_annotation(pod: Mapping[str, Any], reason: str) -> tuple[str, dict[str, Any]] | None:
+    """(job name, merge patch) that records ``pod`` as preempted on its Job."""
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    job = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
+    if not job:
+        return None
+    key = runs.preempted_pod_key(pod["metadata"]["name"])
+    return job, {"metadata": {"annotations": {key: reason}}}
+
+
+def record_preemption(api: client.ApiClient, pod: Mapping[str, Any], reason: str) -> bool:
+    """Count ``pod`` as a preemption of its run (once). True when newly recorded."""
+    found = preempted_job_annotation(pod, reason)
+    if not found:
+        return False
+    job_name, patch = found
+    batch = client.BatchV1Api(api)
+    namespace = pod["metadata"]["namespace"]
+    try:
+        job = batch.read_namespaced_job(job_name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    (key,) = patch["metadata"]["annotations"]
+    if key in (job.metadata.annotations or {}):
+        return False
+    batch.patch_namespaced_job(job_name, namespace, patch)
+    service = (pod["metadata"].get("labels") or {}).get(c.SERVICE_LABEL, "")
+    m.preemptions_total.labels(namespace, service).inc()
+    return True
