@@ -8,7 +8,6 @@ functions tested without a cluster.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import kopf
@@ -81,51 +80,12 @@ def on_job_event(body: kopf.Body, type: str | None, **_: Any) -> None:
         apply_sync(api(), body["metadata"]["namespace"], service)
 
 
-def request_checkpoint(pod: dict[str, Any] | kopf.Body, why: str) -> bool:
-    """Ask a training pod to checkpoint and exit inside the spot notice window.
-
-    Eviction (API server adds DisruptionTarget; the kubelet sends SIGTERM and waits the
-    pod's grace period, which the renderer keeps below the notice). If a PDB refuses the
-    eviction, fall back to marking DisruptionTarget ourselves and deleting with the same
-    grace period, so the Job still ignores the failure. Returns True when asked now.
-    """
-    meta = pod["metadata"]
-    name, namespace = meta["name"], meta["namespace"]
-    if not preemption.should_request_checkpoint(pod):
-        return False
-    core = client.CoreV1Api(api())
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    core.patch_namespaced_pod(
-        name, namespace, {"metadata": {"annotations": {c.PREEMPTION_ANNOTATION: f"{now} {why}"}}}
-    )
-    grace = int((pod.get("spec") or {}).get("terminationGracePeriodSeconds") or c.MAX_GRACE_SECONDS)
-    grace = min(grace, c.MAX_GRACE_SECONDS)
-    try:
-        core.create_namespaced_pod_eviction(name, namespace, preemption.eviction_body(name, namespace, grace))
-    except ApiException as exc:
-        if exc.status == 404:
-            return False
-        if exc.status != 429:
-            raise
-        cond = {
-            "type": "DisruptionTarget",
-            "status": "True",
-            "reason": "SpotToBeReleased",
-            "message": "spot instance is about to be released; checkpointing",
-            "lastTransitionTime": now,
-        }
-        core.patch_namespaced_pod_status(name, namespace, {"status": {"conditions": [cond]}})
-        core.delete_namespaced_pod(name, namespace, grace_period_seconds=grace)
-    log.info("training pod %s/%s: asked to checkpoint and exit (%s, grace %ss)", namespace, name, why, grace)
-    return True
-
-
 @kopf.on.event("v1", "pods", labels=TRAINING_LABELS)
 def on_training_pod(body: kopf.Body, type: str | None, **_: Any) -> None:
     """Release notice -> checkpoint request; any preemption -> counted on the run's Job."""
     pod = dict(body)
     if type != "DELETED" and preemption.release_notice(pod):
-        request_checkpoint(pod, c.ECI_EXPIRED_CONDITION)
+        request_checkpoint(api(), pod, c.ECI_EXPIRED_CONDITION)
     reason = preemption.preemption_reason(pod)
     if reason and record_preemption(api(), pod, reason):
         log.info(
@@ -153,4 +113,4 @@ def on_spot_release_event(body: kopf.Body, **_: Any) -> None:
     pod_dict = api().sanitize_for_serialization(pod)
     if (pod_dict["metadata"].get("labels") or {}).get(c.COMPONENT_LABEL) != c.COMPONENT_TRAINING:
         return
-    request_checkpoint(pod_dict, c.SPOT_TO_BE_RELEASED_REASON)
+    request_checkpoint(api(), pod_dict, c.SPOT_TO_BE_RELEASED_REASON)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from recops_operator.training import artifacts, loop, naming, runs
+from recops_operator.training import artifacts, loop, naming, preemption, runs
 from recops_operator.training import config as c
 from recops_operator.training import metrics as m
 from recops_operator.training.config import TrainingConfig
@@ -198,4 +199,43 @@ def record_preemption(api: client.ApiClient, pod: Mapping[str, Any], reason: str
     batch.patch_namespaced_job(job_name, namespace, patch)
     service = (pod["metadata"].get("labels") or {}).get(c.SERVICE_LABEL, "")
     m.preemptions_total.labels(namespace, service).inc()
+    return True
+
+
+def request_checkpoint(api: client.ApiClient, pod: Mapping[str, Any], why: str) -> bool:
+    """Ask a training pod to checkpoint and exit inside the spot notice window.
+
+    Eviction (API server adds DisruptionTarget; the kubelet sends SIGTERM and waits the
+    pod's grace period, which the renderer keeps below the notice). If a PDB refuses the
+    eviction, fall back to marking DisruptionTarget ourselves and deleting with the same
+    grace period, so the Job still ignores the failure. Returns True when asked now.
+    """
+    meta = pod["metadata"]
+    name, namespace = meta["name"], meta["namespace"]
+    if not preemption.should_request_checkpoint(pod):
+        return False
+    core = client.CoreV1Api(api)
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    core.patch_namespaced_pod(
+        name, namespace, {"metadata": {"annotations": {c.PREEMPTION_ANNOTATION: f"{now} {why}"}}}
+    )
+    grace = int((pod.get("spec") or {}).get("terminationGracePeriodSeconds") or c.MAX_GRACE_SECONDS)
+    grace = min(grace, c.MAX_GRACE_SECONDS)
+    try:
+        core.create_namespaced_pod_eviction(name, namespace, preemption.eviction_body(name, namespace, grace))
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        if exc.status != 429:
+            raise
+        cond = {
+            "type": "DisruptionTarget",
+            "status": "True",
+            "reason": "SpotToBeReleased",
+            "message": "spot instance is about to be released; checkpointing",
+            "lastTransitionTime": now,
+        }
+        core.patch_namespaced_pod_status(name, namespace, {"status": {"conditions": [cond]}})
+        core.delete_namespaced_pod(name, namespace, grace_period_seconds=grace)
+    log.info("training pod %s/%s: asked to checkpoint and exit (%s, grace %ss)", namespace, name, why, grace)
     return True

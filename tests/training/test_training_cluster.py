@@ -1,0 +1,390 @@
+"""Training on the real control plane: kube-apiserver + KCM (Job/CronJob controllers) +
+kube-scheduler + KWOK spot / on-demand / ECI nodes.
+
+KWOK's ``recops-job-pod-succeeded`` stage completes every Running Job pod after ~1 s.
+Tests that need a training pod to stay Running (to preempt it, or to hold the run slot)
+add the annotation ``recops.io/kwok-hold`` to the *rendered* pod template (the stage skips
+pods carrying it; nothing else in the template is changed), and remove it from a pod to
+let that pod complete. A preemption is simulated the way the kubelet reports one:
+pod status -> Failed with ``DisruptionTarget=True`` (and exit 137), or through the real
+Eviction API (what ECI's ``api-evict`` and our SpotToBeReleased handler do).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from kubernetes import client
+from recops_operator import topology
+from recops_operator.training import check_capacity_invariants, naming, runs
+from recops_operator.training import config as c
+from recops_operator.training.render import render_cronjob, render_on_demand_job, training_selector
+from recops_operator.training.sync import record_preemption, request_checkpoint, sync_training
+
+pytestmark = pytest.mark.integration
+
+HOLD = "recops.io/kwok-hold"
+
+
+def wait_for(what: str, fn: Callable[[], Any], timeout: float = 60, interval: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def _hold(template: dict[str, Any]) -> None:
+    template["metadata"].setdefault("annotations", {})[HOLD] = "true"
+
+
+def _apply(cluster, obj: dict[str, Any]) -> None:
+    cluster.kubectl(
+        "apply", "--server-side", "--field-manager=recops.io/training-test", "-f", "-", input=json.dumps(obj)
+    )
+
+
+def _pods(api, ns: str, selector: str) -> list[dict[str, Any]]:
+    resp = client.CoreV1Api(api).list_namespaced_pod(ns, label_selector=selector, _preload_content=False)
+    return sorted(json.loads(resp.data)["items"], key=lambda p: p["metadata"]["creationTimestamp"])
+
+
+def _job(api, ns: str, name: str) -> dict[str, Any]:
+    resp = client.BatchV1Api(api).read_namespaced_job(name, ns, _preload_content=False)
+    return json.loads(resp.data)
+
+
+def _node_labels(api) -> dict[str, dict[str, str]]:
+    return {n.metadata.name: n.metadata.labels for n in client.CoreV1Api(api).list_node().items}
+
+
+def _body(svc, ns: str, tmp_path=None, **training) -> dict[str, Any]:
+    body = svc(**training)
+    body["metadata"]["namespace"] = ns
+    del body["metadata"]["uid"]  # not stored in this cluster: no owner reference
+    if tmp_path is not None:
+        body["spec"]["model"]["uri"] = f"file://{tmp_path}/models"
+        body["spec"]["training"]["checkpoint"]["uri"] = f"file://{tmp_path}/ckpt"
+    return body
+
+
+def _running(api, ns, selector, n=1):
+    def ready():
+        pods = [p for p in _pods(api, ns, selector) if p["status"].get("phase") == "Running"]
+        return pods if len(pods) >= n else None
+
+    return ready
+
+
+def _fail_pod(api, pod: dict[str, Any], *, exit_code: int, disruption: bool) -> None:
+    """What the kubelet writes for a terminated pod (optionally with DisruptionTarget)."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    conds = [
+        {
+            "type": "DisruptionTarget",
+            "status": "True",
+            "reason": "TerminationByKubelet",
+            "lastTransitionTime": now,
+        }
+    ]
+    status = {
+        "phase": "Failed",
+        "conditions": conds if disruption else [],
+        "containerStatuses": [
+            {
+                "name": c.CONTAINER_NAME,
+                "image": pod["spec"]["containers"][0]["image"],
+                "imageID": "",
+                "ready": False,
+                "restartCount": 0,
+                "state": {
+                    "terminated": {
+                        "exitCode": exit_code,
+                        "reason": "Error",
+                        "startedAt": now,
+                        "finishedAt": now,
+                    }
+                },
+            }
+        ],
+    }
+    client.CoreV1Api(api).patch_namespaced_pod_status(
+        pod["metadata"]["name"], pod["metadata"]["namespace"], {"status": status}
+    )
+
+
+def _condition(job: dict[str, Any], ctype: str) -> dict[str, Any] | None:
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond["type"] == ctype and cond["status"] == "True":
+            return cond
+    return None
+
+
+# --------------------------------------------------------------------------------------
+def test_training_lands_only_on_spot_and_inference_never(k8s_cluster, k8s_namespace, svc):
+    """Real scheduler: spot-pool and ECI-spot training pods vs. on-demand/ECI inference pods."""
+    api, ns = k8s_cluster.api_client(), k8s_namespace
+    jobs = []
+    for placement in ("nodes", "eci"):
+        for i in range(3):
+            job = render_on_demand_job(_body(svc, ns, placement=placement), f"{placement}-{i}")
+            job["spec"]["suspend"] = False
+            _hold(job["spec"]["template"])
+            jobs.append(job)
+    not_spot = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": topology.not_spot_node_affinity_terms()}]
+            }
+        }
+    }
+    inference = []
+    for name, extra in (
+        ("serve-nodes", {"affinity": not_spot}),
+        ("serve-eci", {"affinity": not_spot, "tolerations": [topology.ECI_TAINT.toleration()]}),
+    ):
+        inference.append(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": name, "namespace": ns},
+                "spec": {
+                    "replicas": 6,
+                    "selector": {"matchLabels": {"app": name}},
+                    "template": {
+                        "metadata": {"labels": {"app": name, "recops.io/track": "stable"}},
+                        "spec": {"containers": [{"name": "serve", "image": "recops-serve:1"}], **extra},
+                    },
+                },
+            }
+        )
+    assert check_capacity_invariants(jobs + inference) == []  # what the webhook will check
+    for obj in jobs + inference:
+        _apply(k8s_cluster, obj)
+
+    nodes = _node_labels(api)
+    training = wait_for("6 running training pods", _running(api, ns, training_selector("home-feed"), 6))
+    for pod in training:
+        labels = nodes[pod["spec"]["nodeName"]]
+        if pod["metadata"]["annotations"].get(topology.ECI_SPOT_STRATEGY):
+            assert labels.get(topology.ECI_NODE_LABEL_KEY) == topology.ECI_NODE_LABEL_VALUE
+        else:
+            assert labels.get(topology.CAPACITY_LABEL) == topology.CAPACITY_SPOT, pod["spec"]["nodeName"]
+    eci_training = [
+        p for p in training if p["metadata"]["annotations"].get(topology.ECI_SPOT_STRATEGY) == "SpotAsPriceGo"
+    ]
+    assert len(eci_training) == 3
+    serving = wait_for("12 running inference pods", _running(api, ns, "recops.io/track=stable", 12))
+    placed = [nodes[p["spec"]["nodeName"]] for p in serving]
+    assert all(lbl.get(topology.CAPACITY_LABEL) != topology.CAPACITY_SPOT for lbl in placed)
+    assert all(not p["metadata"].get("annotations", {}).get(topology.ECI_SPOT_STRATEGY) for p in serving)
+    # the spot taint is what keeps the spot pool clean: a training template without the
+    # toleration (rejected by the invariant check) cannot be scheduled at all
+    bad = render_on_demand_job(_body(svc, ns), "no-toleration")
+    bad["spec"]["suspend"] = False
+    bad["spec"]["template"]["spec"]["tolerations"] = []
+    assert check_capacity_invariants([bad])
+    _apply(k8s_cluster, bad)
+    sel = f"batch.kubernetes.io/job-name={bad['metadata']['name']}"
+    wait_for("unschedulable pod", lambda: _pods(api, ns, sel))
+    time.sleep(2)
+    (pod,) = _pods(api, ns, sel)
+    assert pod["status"].get("phase") == "Pending" and not pod["spec"].get("nodeName")
+
+
+def test_preemption_does_not_fail_the_job_and_the_replacement_resumes(k8s_cluster, k8s_namespace, svc):
+    """backoffLimit 0: a single counted failure would fail the Job, so surviving two
+    preemptions proves they are ignored; a genuine failure afterwards does fail it."""
+    api, ns = k8s_cluster.api_client(), k8s_namespace
+    job = render_on_demand_job(_body(svc, ns, backoffLimit=0), "preempt-me")
+    job["spec"]["suspend"] = False
+    _hold(job["spec"]["template"])
+    _apply(k8s_cluster, job)
+    name = job["metadata"]["name"]
+    sel = f"batch.kubernetes.io/job-name={name}"
+
+    (first,) = wait_for("first pod running", _running(api, ns, sel))
+    # 1) spot reclaim as the kubelet reports it: Failed + DisruptionTarget, exit 137
+    _fail_pod(api, first, exit_code=137, disruption=True)
+    assert record_preemption(api, {**first, "status": {}}, "TerminationByKubelet")
+    assert not record_preemption(api, first, "TerminationByKubelet")  # counted once
+    second = wait_for(
+        "replacement pod",
+        lambda: [
+            p for p in _running(api, ns, sel)() or [] if p["metadata"]["name"] != first["metadata"]["name"]
+        ],
+    )[0]
+    # 2) the operator's answer to SpotToBeReleased: Eviction API with the pod's grace period
+    assert request_checkpoint(api, second, c.SPOT_TO_BE_RELEASED_REASON)
+    third = wait_for(
+        "second replacement pod",
+        lambda: [
+            p
+            for p in _running(api, ns, sel)() or []
+            if p["metadata"]["name"] not in (first["metadata"]["name"], second["metadata"]["name"])
+        ],
+    )[0]
+    assert record_preemption(api, second, "EvictionByEvictionAPI")
+
+    status = _job(api, ns, name)
+    assert _condition(status, "Failed") is None
+    assert status["status"].get("failed", 0) == 0  # Ignore: not counted against backoffLimit
+    assert runs.job_preemptions(status) == 2
+    # every pod of the run: same run id (Job name label -> RECOPS_RUN_ID), same resume args
+    for pod in (first, second, third):
+        assert pod["metadata"]["labels"]["batch.kubernetes.io/job-name"] == name
+    container = third["spec"]["containers"][0]
+    assert container["args"] == first["spec"]["containers"][0]["args"]
+    assert "--resume" in container["args"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["RECOPS_CHECKPOINT_URI"]["value"].endswith("/$(RECOPS_RUN_ID)")
+    assert (
+        env["RECOPS_RUN_ID"]["valueFrom"]["fieldRef"]["fieldPath"]
+        == "metadata.labels['batch.kubernetes.io/job-name']"
+    )
+
+    # control: a genuine crash (exit 1, no disruption) is counted and fails the Job at backoffLimit 0
+    _fail_pod(api, third, exit_code=1, disruption=False)
+    failed = wait_for("job failed", lambda: _condition(_job(api, ns, name), "Failed"))
+    assert failed["reason"] == "BackoffLimitExceeded"
+
+
+def test_config_error_exit_code_fails_the_job_at_once(k8s_cluster, k8s_namespace, svc):
+    api, ns = k8s_cluster.api_client(), k8s_namespace
+    job = render_on_demand_job(_body(svc, ns, backoffLimit=6), "bad-config")
+    job["spec"]["suspend"] = False
+    _hold(job["spec"]["template"])
+    _apply(k8s_cluster, job)
+    sel = f"batch.kubernetes.io/job-name={job['metadata']['name']}"
+    (pod,) = wait_for("pod running", _running(api, ns, sel))
+    _fail_pod(api, pod, exit_code=78, disruption=False)
+    failed = wait_for("job failed", lambda: _condition(_job(api, ns, job["metadata"]["name"]), "Failed"))
+    assert failed["reason"] == "PodFailurePolicy"  # not retried 6 times
+    assert len(_pods(api, ns, sel)) == 1
+
+
+def _sync(api, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """One reconcile as the operator does it, carrying status forward like the API server would."""
+    status, spec_patch = sync_training(api, body)
+    body["status"] = {"training": status}
+    if spec_patch:
+        body["spec"]["rollout"] = spec_patch["spec"]["rollout"]
+    unsuspended = [
+        j["metadata"]["name"]
+        for j in runs_of(api, body)
+        if not j["spec"].get("suspend") and runs.job_phase(j)[0] in ("Pending", "Running")
+    ]
+    assert len(unsuspended) <= 1, f"two runs at once: {unsuspended}"
+    return status, spec_patch
+
+
+def runs_of(api, body):
+    from recops_operator.training.sync import list_training_jobs
+
+    return list_training_jobs(api, body["metadata"]["namespace"], body["metadata"]["name"])
+
+
+def test_scheduled_and_on_demand_runs_never_overlap(k8s_cluster, k8s_namespace, svc, tmp_path):
+    api, ns = k8s_cluster.api_client(), k8s_namespace
+    body = _body(svc, ns, tmp_path, schedule="* * * * *")
+    cron = render_cronjob(body)
+    _hold(cron["spec"]["jobTemplate"]["spec"]["template"])
+    _apply(k8s_cluster, cron)
+    # the CronJob controller creates the scheduled run at the next minute, queued
+    scheduled = wait_for("scheduled Job", lambda: runs_of(api, body), timeout=75, interval=1)[0]
+    k8s_cluster.kubectl(
+        "patch", "cronjob", "-n", ns, cron["metadata"]["name"], "-p", '{"spec":{"suspend":true}}'
+    )
+    assert scheduled["metadata"]["name"].startswith(naming.training_base_name("home-feed") + "-")
+    assert scheduled["metadata"]["labels"][c.TRIGGER_LABEL] == c.TRIGGER_SCHEDULED
+    assert scheduled["spec"]["suspend"] is True and not _pods(
+        api, ns, f"batch.kubernetes.io/job-name={scheduled['metadata']['name']}"
+    )
+    status, _ = _sync(api, body)
+    assert status["currentRun"]["name"] == scheduled["metadata"]["name"]
+    sel_cron = f"batch.kubernetes.io/job-name={scheduled['metadata']['name']}"
+    (cron_pod,) = wait_for("scheduled run running", _running(api, ns, sel_cron))
+    assert _node_labels(api)[cron_pod["spec"]["nodeName"]][topology.CAPACITY_LABEL] == topology.CAPACITY_SPOT
+
+    # an on-demand request while the scheduled run is active: recorded, queued, not started
+    body["spec"]["training"]["trigger"] = "retrain-2026-11-24"
+    status, _ = _sync(api, body)
+    od_name = naming.on_demand_job_name("home-feed", "retrain-2026-11-24")
+    assert status["lastTrigger"] == "retrain-2026-11-24"
+    od = _job(api, ns, od_name)
+    assert od["metadata"]["labels"][c.TRIGGER_LABEL] == c.TRIGGER_ON_DEMAND
+    assert od["spec"]["suspend"] is True
+    _sync(api, body)  # idempotent: no second Job for the same token
+    assert len(runs_of(api, body)) == 2
+
+    # the scheduled run finishes (KWOK completes the pod once the hold is lifted) ...
+    client.CoreV1Api(api).patch_namespaced_pod(
+        cron_pod["metadata"]["name"], ns, {"metadata": {"annotations": {HOLD: None}}}
+    )
+    wait_for(
+        "scheduled run complete", lambda: _condition(_job(api, ns, scheduled["metadata"]["name"]), "Complete")
+    )
+    status, _ = _sync(api, body)  # ... and only then the on-demand run gets the slot
+    assert (
+        status["lastRun"]["name"] == scheduled["metadata"]["name"]
+        and status["lastRun"]["phase"] == "Succeeded"
+    )
+    assert _job(api, ns, od_name)["spec"]["suspend"] is False
+    wait_for("on-demand run complete", lambda: _condition(_job(api, ns, od_name), "Complete"))
+    status, _ = _sync(api, body)
+    assert status["lastRun"]["name"] == od_name and status["lastRun"]["trigger"] == c.TRIGGER_ON_DEMAND
+    assert status["currentRun"] is None
+
+
+def _manifest(root, version: str, metrics: dict[str, float]) -> None:
+    d = root / "models" / version
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "manifest.json").write_text(
+        json.dumps({"version": version, "data_window": {"days": 90}, "metrics": metrics})
+    )
+
+
+def test_closed_loop_sets_candidate_only_when_the_metrics_gate_passes(
+    k8s_cluster, k8s_namespace, svc, tmp_path
+):
+    api, ns = k8s_cluster.api_client(), k8s_namespace
+    body = _body(svc, ns, tmp_path, schedule=None, autoRollout=True)
+    _manifest(tmp_path, "v1", {"ndcg@10": 0.200, "recall@50": 0.500})
+
+    def run(token: str, metrics: dict[str, float]):
+        name = naming.on_demand_job_name("home-feed", token)
+        _manifest(tmp_path, name, metrics)  # what `recops-serve train --out` leaves behind
+        ckpt = tmp_path / "ckpt" / name
+        ckpt.mkdir(parents=True)
+        (ckpt / "step-1.ckpt").write_text("x")
+        body["spec"]["training"]["trigger"] = token
+        _sync(api, body)
+        wait_for(f"run {name} complete", lambda: _condition(_job(api, ns, name), "Complete"))
+        return name, _sync(api, body)
+
+    # slightly worse but within tolerance (0.005): candidate set, lineage recorded
+    good, (status, patch) = run("good", {"ndcg@10": 0.197, "recall@50": 0.52})
+    assert patch == {"spec": {"rollout": {"candidate": {"version": good}}}}
+    last = status["lastRun"]
+    assert last["name"] == good and last["phase"] == "Succeeded" and last["action"] == "candidate-set"
+    assert last["gate"] == {"passed": True, "reasons": []}
+    assert (
+        last["metrics"] == {"ndcg@10": 0.197, "recall@50": 0.52} and last["servingMetrics"]["ndcg@10"] == 0.2
+    )
+    assert last["dataWindow"] == {"days": 90} and last["servingVersion"] == "v1"
+    assert status["lastCheckpointTime"]
+    assert _sync(api, body)[1] is None  # decided once per run
+
+    # worse than serving beyond tolerance: no candidate, reason recorded
+    bad, (status, patch) = run("bad", {"ndcg@10": 0.15, "recall@50": 0.52})
+    assert patch is None
+    assert body["spec"]["rollout"]["candidate"]["version"] == good  # untouched
+    assert status["lastRun"]["name"] == bad and status["lastRun"]["action"] == "gate-failed"
+    assert "ndcg@10" in status["lastRun"]["gate"]["reasons"][0]
