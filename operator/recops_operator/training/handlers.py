@@ -22,6 +22,7 @@ from recops_operator.training.sync import (
     VERSION,
     apply_sync,
     record_preemption,
+    request_checkpoint,
     service_lock,
     sync_training,
 )
