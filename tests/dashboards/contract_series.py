@@ -1,0 +1,115 @@
+"""OpenMetrics text for every series of the serving/operator metrics contract, for backfilling a real
+Prometheus. Counters grow, histograms put observations in plausible buckets, labels are the contract's
+(plus the scrape-target labels namespace/recsvc/track/pod). kube-state-metrics' HPA gauges are included
+because the dashboards read them and no exporter runs in tests."""
+
+from __future__ import annotations
+
+TARGET = {"namespace": "shop", "recsvc": "home-feed"}
+PODS = {"stable": ("home-feed-stable-0", "2026-11-20"), "canary": ("home-feed-canary-0", "2026-11-21")}
+
+
+def _lbl(d: dict[str, str]) -> str:
+    return "{" + ",".join(f'{k}="{v}"' for k, v in d.items()) + "}"
+
+
+def _hist(
+    lines: list[str],
+    name: str,
+    labels: dict,
+    step: int,
+    per_step: float,
+    buckets: dict[float, float],
+    ts: int,
+) -> None:
+    """buckets: upper bound -> share of observations (cumulative is computed)."""
+    cum = 0.0
+    total = per_step * step
+    for le, share in sorted(buckets.items()):
+        cum += share
+        lines.append(f"{name}_bucket{_lbl({**labels, 'le': str(le)})} {total * cum:.3f} {ts}")
+    lines.append(f"{name}_bucket{_lbl({**labels, 'le': '+Inf'})} {total:.3f} {ts}")
+    lines.append(f"{name}_count{_lbl(labels)} {total:.3f} {ts}")
+    lines.append(f"{name}_sum{_lbl(labels)} {total * 0.02:.3f} {ts}")
+
+
+def openmetrics(end: int, minutes: int = 30, step_s: int = 15) -> str:
+    lines: list[str] = []
+    steps = minutes * 60 // step_s
+    for i in range(steps + 1):
+        ts = end - (steps - i) * step_s
+        for track, (pod, version) in PODS.items():
+            t = {**TARGET, "track": track, "pod": pod}
+            lines.append(f"up{_lbl({**t, 'job': 'recops-serve'})} 1 {ts}")
+            lines.append(f"recops_model_info{_lbl({**t, 'model_version': version})} 1 {ts}")
+            for arm, share in (("model", 0.95), ("holdout", 0.05)):
+                _hist(
+                    lines,
+                    "recops_http_request_duration_seconds",
+                    {**t, "route": "recommendations", "arm": arm},
+                    i,
+                    50 * share,
+                    {0.005: 0.2, 0.01: 0.4, 0.025: 0.3, 0.05: 0.08, 0.1: 0.02},
+                    ts,
+                )
+                for code, n in (("200", 50 * share), ("503", 0.2 * share)):
+                    lines.append(
+                        f"recops_http_requests_total{_lbl({**t, 'route': 'recommendations', 'arm': arm, 'code': code})} {n * i:.3f} {ts}"
+                    )
+                for typ in ("view", "purchase"):
+                    n = (3 if arm == "model" else 2.5) * share * (1 if typ == "view" else 0.1)
+                    lines.append(
+                        f"recops_attributed_events_total{_lbl({**t, 'arm': arm, 'type': typ})} {n * i:.3f} {ts}"
+                    )
+            lines.append(
+                f"recops_http_requests_total{_lbl({**t, 'route': 'events', 'arm': 'model', 'code': '202'})} {20 * i} {ts}"
+            )
+            for reason in ("feature_store", "cold_start"):
+                lines.append(
+                    f"recops_recommendation_fallback_total{_lbl({**t, 'reason': reason})} {0.5 * i} {ts}"
+                )
+            for op in ("get", "append"):
+                lines.append(f"recops_feature_store_errors_total{_lbl({**t, 'op': op})} {0.01 * i:.3f} {ts}")
+                _hist(
+                    lines,
+                    "recops_feature_store_duration_seconds",
+                    {**t, "op": op},
+                    i,
+                    40,
+                    {0.001: 0.7, 0.005: 0.3},
+                    ts,
+                )
+            _hist(lines, "recops_session_feature_age_seconds", t, i, 40, {1: 0.5, 10: 0.3, 60: 0.2}, ts)
+            for typ in ("view", "add_to_cart", "purchase"):
+                lines.append(f"recops_events_ingested_total{_lbl({**t, 'type': typ})} {5 * i} {ts}")
+            lines.append(f"recops_inflight_requests{_lbl(t)} 3 {ts}")
+            lines.append(f"recops_overload_rejections_total{_lbl(t)} {0.1 * i:.2f} {ts}")
+            lines.append(f"recops_model_load_failures_total{_lbl(t)} 0 {ts}")
+        sh = {**TARGET, "track": "stable", "pod": PODS["stable"][0]}
+        for outcome, n in (("ok", 2), ("error", 0.1), ("dropped", 0.05)):
+            lines.append(f"recops_shadow_requests_total{_lbl({**sh, 'outcome': outcome})} {n * i:.2f} {ts}")
+        _hist(lines, "recops_shadow_topk_overlap_ratio", sh, i, 2, {0.5: 0.3, 0.8: 0.5, 1.0: 0.2}, ts)
+        _hist(lines, "recops_shadow_latency_delta_seconds", sh, i, 2, {-0.01: 0.2, 0.0: 0.3, 0.01: 0.5}, ts)
+        # kube-state-metrics
+        hpa = {"namespace": "shop", "horizontalpodautoscaler": "home-feed-stable"}
+        lines.append(f"kube_horizontalpodautoscaler_status_desired_replicas{_lbl(hpa)} 4 {ts}")
+        lines.append(f"kube_horizontalpodautoscaler_spec_max_replicas{_lbl(hpa)} 200 {ts}")
+        # operator
+        lines.append(f"recops_operator_reconcile_total{_lbl({'result': 'success'})} {i} {ts}")
+        lines.append(f"recops_operator_reconcile_total{_lbl({'result': 'error'})} {i // 20} {ts}")
+        lines.append(f"recops_rollout_weight{_lbl(TARGET)} {10 if i > steps // 2 else 2} {ts}")
+        for phase in ("Shadow", "Canary", "Stable"):
+            lines.append(
+                f"recops_rollout_phase{_lbl({**TARGET, 'phase': phase})} {int(phase == 'Canary')} {ts}"
+            )
+        for check in ("latency", "errors"):
+            lines.append(
+                f"recops_rollout_analysis_total{_lbl({**TARGET, 'check': check, 'verdict': 'pass'})} {i // 4} {ts}"
+            )
+        for result in ("promoted", "rolled_back"):
+            lines.append(f"recops_rollouts_total{_lbl({**TARGET, 'result': result})} {i // 40} {ts}")
+        for result in ("Succeeded", "Failed"):
+            lines.append(f"recops_training_runs_total{_lbl({**TARGET, 'result': result})} {i // 40} {ts}")
+        lines.append(f"recops_training_preemptions_total{_lbl(TARGET)} {i // 30} {ts}")
+        lines.append(f"recops_training_last_checkpoint_timestamp_seconds{_lbl(TARGET)} {ts - 120} {ts}")
+    return "\n".join(lines) + "\n# EOF\n"
