@@ -388,3 +388,76 @@ def test_closed_loop_sets_candidate_only_when_the_metrics_gate_passes(
     assert body["spec"]["rollout"]["candidate"]["version"] == good  # untouched
     assert status["lastRun"]["name"] == bad and status["lastRun"]["action"] == "gate-failed"
     assert "ndcg@10" in status["lastRun"]["gate"]["reasons"][0]
+
+
+@pytest.fixture
+def training_operator(k8s_cluster, k8s_namespace, monkeypatch):
+    """The training kopf handlers running in-process, scoped to the test namespace."""
+    import kubernetes.config.kube_config as kube_config
+    from kopf.testing import KopfRunner
+    from recops_operator.training import handlers
+
+    monkeypatch.setenv("KUBECONFIG", str(k8s_cluster.kubeconfig))
+    # read once at import by the kubernetes client, which kopf's login uses
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(k8s_cluster.kubeconfig))
+    monkeypatch.setattr(handlers, "_api", k8s_cluster.api_client())
+    args = ["run", "--standalone", "--namespace", k8s_namespace, "-m", "recops_operator.training.handlers"]
+    with KopfRunner(args, timeout=60) as runner:
+        time.sleep(2)  # watches established
+        yield runner
+    assert runner.exception is None, runner.output[-3000:]
+
+
+@pytest.mark.parametrize("signal", ["event", "condition"])
+def test_operator_answers_spot_release_notice(k8s_cluster, k8s_namespace, svc, training_operator, signal):
+    api, ns = k8s_cluster.api_client(), k8s_namespace
+    job = render_on_demand_job(_body(svc, ns, backoffLimit=0, placement="eci"), f"notice-{signal}")
+    job["spec"]["suspend"] = False
+    _hold(job["spec"]["template"])
+    _apply(k8s_cluster, job)
+    name = job["metadata"]["name"]
+    sel = f"batch.kubernetes.io/job-name={name}"
+    (pod,) = wait_for("training pod running", _running(api, ns, sel))
+    core = client.CoreV1Api(api)
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    if signal == "event":  # what ECI emits ~3 min before the release
+        core.create_namespaced_event(
+            ns,
+            {
+                "metadata": {"generateName": "spot-", "namespace": ns},
+                "involvedObject": {
+                    "kind": "Pod",
+                    "name": pod["metadata"]["name"],
+                    "namespace": ns,
+                    "apiVersion": "v1",
+                },
+                "reason": c.SPOT_TO_BE_RELEASED_REASON,
+                "message": "Spot ECI will be released",
+                "type": "Warning",
+                "source": {"component": "virtual-kubelet"},
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "count": 1,
+            },
+        )
+    else:  # and the pod condition it sets
+        cond = {"type": c.ECI_EXPIRED_CONDITION, "status": "True", "lastTransitionTime": now}
+        core.patch_namespaced_pod_status(
+            pod["metadata"]["name"], ns, {"status": {"conditions": [*pod["status"]["conditions"], cond]}}
+        )
+    t0 = time.monotonic()
+    replacement = wait_for(
+        "replacement pod after the operator's eviction",
+        lambda: [
+            p for p in _running(api, ns, sel)() or [] if p["metadata"]["name"] != pod["metadata"]["name"]
+        ],
+        timeout=30,
+    )[0]
+    reaction = time.monotonic() - t0
+    wait_for(
+        "preemption counted on the run", lambda: runs.job_preemptions(_job(api, ns, name)) == 1, timeout=15
+    )
+    status = _job(api, ns, name)
+    assert _condition(status, "Failed") is None and status["status"].get("failed", 0) == 0
+    assert replacement["spec"]["containers"][0]["args"] == pod["spec"]["containers"][0]["args"]
+    print(f"\nspot notice ({signal}) -> replacement pod running: {reaction:.2f}s")
