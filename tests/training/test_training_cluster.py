@@ -13,6 +13,7 @@ Eviction API (what ECI's ``api-evict`` and our SpotToBeReleased handler do).
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -460,4 +461,4 @@ def test_operator_answers_spot_release_notice(k8s_cluster, k8s_namespace, svc, t
     status = _job(api, ns, name)
     assert _condition(status, "Failed") is None and status["status"].get("failed", 0) == 0
     assert replacement["spec"]["containers"][0]["args"] == pod["spec"]["containers"][0]["args"]
-    print(f"\nspot notice ({signal}) -> replacement pod running: {reaction:.2f}s")
+    sys.__stdout__.write(f"\nspot notice ({signal}) -> replacement pod running: {reaction:.2f}s\n")
