@@ -1,0 +1,30 @@
+"""Reading bundle manifests and checkpoint times from a local store (file:// and paths)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from recops_operator.training import artifacts
+
+
+def test_manifest_metrics_and_checkpoint_time(tmp_path):
+    bundle = tmp_path / "models" / "run-1"
+    bundle.mkdir(parents=True)
+    (bundle / "manifest.json").write_text(
+        json.dumps({"version": "run-1", "metrics": {"ndcg@10": 0.2, "note": "x", "n": 3}})
+    )
+    assert artifacts.offline_metrics(artifacts.read_manifest(f"file://{bundle}")) == {
+        "ndcg@10": 0.2,
+        "n": 3.0,
+    }
+    assert artifacts.read_manifest(str(bundle))["version"] == "run-1"
+    assert artifacts.read_manifest(f"file://{tmp_path}/missing") is None
+    assert artifacts.offline_metrics({"version": "x"}) is None
+
+    ckpt = tmp_path / "ckpt" / "run-1"
+    assert artifacts.last_checkpoint_time(f"file://{ckpt}") is None
+    (ckpt / "sub").mkdir(parents=True)
+    (ckpt / "sub" / "state.npz").write_bytes(b"x")
+    os.utime(ckpt / "sub" / "state.npz", (1_795_000_000, 1_795_000_000))
+    assert artifacts.last_checkpoint_time(f"file://{ckpt}") == "2026-11-18T11:06:40Z"
