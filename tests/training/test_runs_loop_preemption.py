@@ -128,3 +128,22 @@ def test_decide_sets_candidate_only_when_gate_passes_and_auto_rollout(svc):
     # already the candidate: nothing to do (idempotent)
     auto["rollout"] = {"candidate": {"version": "home-feed-train-1"}}
     assert loop.decide(auto, run, good, base).candidate_version is None
+
+
+def test_unchanged_status_is_not_written():
+    from recops_operator.training.sync import status_changed
+
+    body = {
+        "status": {
+            "training": {"lastTrigger": "a", "preemptions": 0, "lastRun": {"name": "r", "phase": "Succeeded"}}
+        }
+    }
+    same = {
+        "lastTrigger": "a",
+        "preemptions": 0,
+        "currentRun": None,
+        "lastRun": {"name": "r", "phase": "Succeeded"},
+    }
+    assert not status_changed(body, same)
+    assert status_changed(body, {**same, "preemptions": 1})
+    assert not status_changed(body, None)

@@ -24,6 +24,7 @@ from recops_operator.training.sync import (
     record_preemption,
     request_checkpoint,
     service_lock,
+    status_changed,
     sync_training,
 )
 
@@ -53,7 +54,7 @@ def _sync_into_patch(body: kopf.Body, patch: kopf.Patch) -> None:
         status, spec_patch = sync_training(api(), body)
     if spec_patch:
         patch.spec["rollout"] = spec_patch["spec"]["rollout"]
-    if status is not None:
+    if status_changed(body, status):
         patch.status["training"] = status
 
 

@@ -149,6 +149,22 @@ def _finish_run(
     return run, None
 
 
+def _strip_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_strip_none(v) for v in value]
+    return value
+
+
+def status_changed(body: Mapping[str, Any], status: Mapping[str, Any] | None) -> bool:
+    """Whether writing ``status`` would change ``status.training`` (steady state makes no writes)."""
+    if status is None:
+        return False
+    current = (body.get("status") or {}).get("training") or {}
+    return _strip_none(dict(status)) != _strip_none(dict(current))
+
+
 def apply_sync(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
     """Fetch the service, sync, and write status/spec (for callers outside a kopf handler)."""
     custom = client.CustomObjectsApi(api)
@@ -162,7 +178,7 @@ def apply_sync(api: client.ApiClient, namespace: str, name: str) -> dict[str, An
         status, spec_patch = sync_training(api, body)
         if spec_patch:
             custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, spec_patch)
-        if status is not None:
+        if status_changed(body, status):
             custom.patch_namespaced_custom_object_status(
                 GROUP, VERSION, namespace, PLURAL, name, {"status": {"training": status}}
             )
