@@ -13,9 +13,20 @@ LOG=$OUT/build-logs/helm.log
 export GOWORK=off GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
 if [ ! -x "$OUT/helm" ]; then
   echo "build-helm: building helm $HV (cold build takes 3-8 min; log: $LOG)" >&2
-  ( GOBIN="$OUT" go install -trimpath \
-      -ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HV -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
-      "helm.sh/helm/v3/cmd/helm@$HV" && "$OUT/helm" version --short ) >"$LOG" 2>&1 || {
+  (
+    set -euo pipefail
+    # Like helm's Makefile: the default Kubernetes version (for .Capabilities and kubeVersion checks in
+    # `helm template`/`lint`) comes from the client-go it is built with; without it helm assumes v1.20.
+    gomod=$(go mod download -json "helm.sh/helm/v3@$HV" | python3 -c 'import json,sys;print(json.load(sys.stdin)["GoMod"])')
+    cgo=$(awk '$1=="k8s.io/client-go"{print $2}' "$gomod")   # v0.MINOR.PATCH
+    minor=$(echo "$cgo" | cut -d. -f2)
+    ldf="-s -w -X helm.sh/helm/v3/internal/version.version=$HV -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+    for p in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+      ldf="$ldf -X $p.k8sVersionMajor=1 -X $p.k8sVersionMinor=$minor"
+    done
+    GOBIN="$OUT" go install -trimpath -ldflags="$ldf" "helm.sh/helm/v3/cmd/helm@$HV"
+    "$OUT/helm" version --short
+  ) >"$LOG" 2>&1 || {
     echo "build-helm: FAILED building helm $HV; read $LOG" >&2; tail -n 20 "$LOG" >&2 || true; exit 1; }
 fi
 echo "$OUT"
