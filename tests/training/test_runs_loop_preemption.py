@@ -83,8 +83,11 @@ def test_preemption_reasons():
     }
     assert preemption.release_notice(notice)
     assert preemption.should_request_checkpoint(notice)
-    notice["metadata"] = {"annotations": {c.PREEMPTION_ANNOTATION: "t"}}
-    assert not preemption.should_request_checkpoint(notice)  # asked once only
+    notice["metadata"] = {"deletionTimestamp": "2026-11-24T02:00:00Z"}
+    assert not preemption.should_request_checkpoint(notice)  # evicted already: asked once only
+    notice["metadata"] = {}
+    notice["status"]["conditions"].append({"type": "DisruptionTarget", "status": "True"})
+    assert not preemption.should_request_checkpoint(notice)
     assert preemption.preemption_reason({"status": {"phase": "Failed", "conditions": []}}) is None
     ev = {"reason": "SpotToBeReleased", "involvedObject": {"kind": "Pod", "name": "p"}}
     assert preemption.is_spot_release_event(ev)

@@ -28,8 +28,6 @@ TRIGGER_TOKEN_ANNOTATION = "recops.io/training-trigger-token"
 #: Annotation on the RecommenderService that requests an on-demand run (same meaning as
 #: ``spec.training.trigger``; the annotation wins when both are set).
 TRIGGER_ANNOTATION = "recops.io/train-now"
-#: Annotation on a training pod recording that the operator asked it to checkpoint and exit.
-PREEMPTION_ANNOTATION = "recops.io/preempted"
 
 #: Name of the training container (podFailurePolicy exit-code rules refer to it).
 CONTAINER_NAME = "trainer"

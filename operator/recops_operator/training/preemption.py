@@ -41,9 +41,6 @@ def preemption_reason(pod: Mapping[str, Any]) -> str | None:
             return cond.get("reason") or "DisruptionTarget"
         if cond.get("type") == c.ECI_EXPIRED_CONDITION:
             return c.ECI_EXPIRED_CONDITION
-    ann = (pod.get("metadata") or {}).get("annotations") or {}
-    if ann.get(c.PREEMPTION_ANNOTATION):
-        return c.SPOT_TO_BE_RELEASED_REASON
     return None
 
 
@@ -54,7 +51,8 @@ def should_request_checkpoint(pod: Mapping[str, Any]) -> bool:
         return False
     if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
         return False
-    return not (meta.get("annotations") or {}).get(c.PREEMPTION_ANNOTATION)
+    # An accepted eviction sets deletionTimestamp and DisruptionTarget: asked already.
+    return not _condition_true(pod, "DisruptionTarget")
 
 
 def is_spot_release_event(event: Mapping[str, Any]) -> bool:

@@ -232,9 +232,6 @@ def request_checkpoint(api: client.ApiClient, pod: Mapping[str, Any], why: str) 
         return False
     core = client.CoreV1Api(api)
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    core.patch_namespaced_pod(
-        name, namespace, {"metadata": {"annotations": {c.PREEMPTION_ANNOTATION: f"{now} {why}"}}}
-    )
     grace = int((pod.get("spec") or {}).get("terminationGracePeriodSeconds") or c.MAX_GRACE_SECONDS)
     grace = min(grace, c.MAX_GRACE_SECONDS)
     try:
