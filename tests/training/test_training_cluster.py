@@ -84,20 +84,33 @@ def _running(api, ns, selector, n=1):
     return ready
 
 
-def _fail_pod(api, pod: dict[str, Any], *, exit_code: int, disruption: bool) -> None:
-    """What the kubelet writes for a terminated pod (optionally with DisruptionTarget)."""
+def _fail_pod(
+    api,
+    pod: dict[str, Any],
+    *,
+    exit_code: int,
+    disruption: bool,
+    reason: str | None = None,
+    eci_expired: bool = False,
+) -> None:
+    """What the kubelet (or ECI) writes for a terminated pod, optionally with DisruptionTarget."""
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    conds = [
-        {
-            "type": "DisruptionTarget",
-            "status": "True",
-            "reason": "TerminationByKubelet",
-            "lastTransitionTime": now,
-        }
-    ]
+    conds = []
+    if disruption:
+        conds.append(
+            {
+                "type": "DisruptionTarget",
+                "status": "True",
+                "reason": "TerminationByKubelet",
+                "lastTransitionTime": now,
+            }
+        )
+    if eci_expired:
+        conds.append({"type": c.ECI_EXPIRED_CONDITION, "status": "True", "lastTransitionTime": now})
     status = {
         "phase": "Failed",
-        "conditions": conds if disruption else [],
+        **({"reason": reason} if reason else {}),
+        "conditions": conds,
         "containerStatuses": [
             {
                 "name": c.CONTAINER_NAME,
@@ -213,6 +226,8 @@ def test_preemption_does_not_fail_the_job_and_the_replacement_resumes(k8s_cluste
 
     (first,) = wait_for("first pod running", _running(api, ns, sel))
     # 1) spot reclaim as the kubelet reports it: Failed + DisruptionTarget, exit 137
+    delays = []
+    t = time.monotonic()
     _fail_pod(api, first, exit_code=137, disruption=True)
     assert record_preemption(api, {**first, "status": {}}, "TerminationByKubelet")
     assert not record_preemption(api, first, "TerminationByKubelet")  # counted once
@@ -222,7 +237,9 @@ def test_preemption_does_not_fail_the_job_and_the_replacement_resumes(k8s_cluste
             p for p in _running(api, ns, sel)() or [] if p["metadata"]["name"] != first["metadata"]["name"]
         ],
     )[0]
+    delays.append(time.monotonic() - t)
     # 2) the operator's answer to SpotToBeReleased: Eviction API with the pod's grace period
+    t = time.monotonic()
     assert request_checkpoint(api, second, c.SPOT_TO_BE_RELEASED_REASON)
     third = wait_for(
         "second replacement pod",
@@ -232,6 +249,7 @@ def test_preemption_does_not_fail_the_job_and_the_replacement_resumes(k8s_cluste
             if p["metadata"]["name"] not in (first["metadata"]["name"], second["metadata"]["name"])
         ],
     )[0]
+    delays.append(time.monotonic() - t)
     assert record_preemption(api, second, "EvictionByEvictionAPI")
 
     status = _job(api, ns, name)
@@ -251,8 +269,26 @@ def test_preemption_does_not_fail_the_job_and_the_replacement_resumes(k8s_cluste
         == "metadata.labels['batch.kubernetes.io/job-name']"
     )
 
+    # 3) ECI released the spot instance: Failed/BidFailed after ContainerInstanceExpired
+    t = time.monotonic()
+    _fail_pod(api, third, exit_code=137, disruption=False, reason="BidFailed", eci_expired=True)
+    seen = {first["metadata"]["name"], second["metadata"]["name"], third["metadata"]["name"]}
+    fourth = wait_for(
+        "third replacement pod",
+        lambda: [p for p in _running(api, ns, sel)() or [] if p["metadata"]["name"] not in seen],
+    )[0]
+    delays.append(time.monotonic() - t)
+    shown = ", ".join(f"{d:.1f}s" for d in delays)
+    sys.__stdout__.write(
+        f"\npreemption -> replacement Running (kubelet-style, eviction, BidFailed): {shown}\n"
+    )
+    assert record_preemption(api, {**third, "status": {"reason": "BidFailed"}}, "BidFailed")
+    assert runs.job_preemptions(_job(api, ns, name)) == 3
+    assert fourth["spec"]["containers"][0]["args"] == container["args"]
+    assert _job(api, ns, name)["status"].get("failed", 0) == 0
+
     # control: a genuine crash (exit 1, no disruption) is counted and fails the Job at backoffLimit 0
-    _fail_pod(api, third, exit_code=1, disruption=False)
+    _fail_pod(api, fourth, exit_code=1, disruption=False)
     failed = wait_for("job failed", lambda: _condition(_job(api, ns, name), "Failed"))
     assert failed["reason"] == "BackoffLimitExceeded"
 
