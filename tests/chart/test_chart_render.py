@@ -46,8 +46,11 @@ def test_helm_lint_strict():
 
 def test_rbac_is_exactly_what_the_operator_uses():
     rules = _rules(template())
-    crd_read = (["apiextensions.k8s.io"], ["customresourcedefinitions"], ["get", "list", "watch"])
-    assert sorted(rules) == sorted([*EXPECTED_RULES, crd_read])
+    discovery = [
+        (["apiextensions.k8s.io"], ["customresourcedefinitions"], ["get", "list", "watch"]),
+        ([""], ["namespaces"], ["get", "list", "watch"]),  # kopf's namespace observer
+    ]
+    assert sorted(rules) == sorted([*EXPECTED_RULES, *discovery])
     flat = [(g, r, v) for gs, rs, vs in rules for g in gs for r in rs for v in vs]
     assert not [x for x in flat if "*" in x], "no wildcards"
     for group, resource in [
@@ -79,7 +82,7 @@ def test_optional_integrations_drop_their_rules_and_namespaced_mode_binds_per_na
     bindings = by_kind(docs, "RoleBinding")
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["ads", "shop"]
     assert [b["roleRef"]["name"] for b in by_kind(docs, "ClusterRoleBinding")] == [
-        "recops-recops-operator-crd-read"
+        "recops-recops-operator-discovery"
     ]
     args = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespace=shop" in args and "--all-namespaces" not in args

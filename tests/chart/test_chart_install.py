@@ -1,0 +1,192 @@
+"""helm install into the real local control plane (server-side validation), then the installed RBAC is
+proven sufficient by running the operator's spot-notice e2e scenario under the chart ServiceAccount's own
+token (TokenRequest API), and proven minimal with SubjectAccessReviews for what it must not do."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .helm import CHART, helm
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def release(cluster):
+    """The chart installed by helm into its own namespace; uninstalled afterwards."""
+    suffix = uuid.uuid4().hex[:5]
+    name, ns = f"recops-{suffix}", f"recops-system-{suffix}"
+    env = cluster.env
+    common = ["--namespace", ns, "--kubeconfig", str(cluster.kubeconfig)]
+    # server-side dry run: every object validated by the API server (schemas, RBAC escalation checks)
+    dry = helm("install", name, str(CHART), *common, "--create-namespace", "--dry-run=server", env=env)
+    assert "STATUS: pending-install" in dry.stdout
+    helm("install", name, str(CHART), *common, "--create-namespace", "--wait", "--timeout", "120s", env=env)
+    try:
+        yield {
+            "name": name,
+            "ns": ns,
+            "sa": f"{name}-recops-operator" if "recops-operator" not in name else name,
+            "common": common,
+        }
+    finally:
+        helm("uninstall", name, *common, "--wait", "--timeout", "60s", env=env, check=False)
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def _get(cluster, *args):
+    return json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
+
+
+def test_installed_operator_runs_on_on_demand_capacity(cluster, release):
+    dep = _get(cluster, "deployment", "-n", release["ns"], release["sa"])
+    assert dep["status"]["availableReplicas"] == 1
+    (pod,) = _get(
+        cluster, "pods", "-n", release["ns"], "-l", f"app.kubernetes.io/instance={release['name']}"
+    )["items"]
+    node = _get(cluster, "node", pod["spec"]["nodeName"])
+    from recops_operator import topology
+
+    assert node["metadata"]["labels"].get(topology.CAPACITY_LABEL) != topology.CAPACITY_SPOT
+    assert pod["spec"]["serviceAccountName"] == release["sa"]
+
+
+def test_upgrade_keeps_the_webhook_certificate(cluster, release):
+    secret = f"{release['sa']}-webhook-tls"
+    before = _get(cluster, "secret", "-n", release["ns"], secret)["data"]
+    helm("upgrade", release["name"], str(CHART), *release["common"], "--reuse-values", env=cluster.env)
+    after = _get(cluster, "secret", "-n", release["ns"], secret)["data"]
+    assert before == after
+    vwc = _get(cluster, "validatingwebhookconfiguration", release["sa"])
+    assert vwc["webhooks"][0]["clientConfig"]["caBundle"] == after["ca.crt"]
+
+
+MUST = [  # (verb, resource, subresource-less) the operator's calls, in a workload namespace
+    ("patch", "recommenderservices.recops.io"),
+    ("patch", "recommenderservices.recops.io/status"),
+    ("watch", "recommenderservices.recops.io"),
+    ("create", "deployments.apps"),
+    ("delete", "deployments.apps"),
+    ("patch", "services"),
+    ("patch", "configmaps"),
+    ("patch", "horizontalpodautoscalers.autoscaling"),
+    ("patch", "poddisruptionbudgets.policy"),
+    ("create", "jobs.batch"),
+    ("patch", "cronjobs.batch"),
+    ("delete", "pods"),
+    ("create", "pods/eviction"),
+    ("patch", "pods/status"),
+    ("create", "events"),
+    ("patch", "ingresses.networking.k8s.io"),
+    ("patch", "virtualservices.networking.istio.io"),
+    ("patch", "servicemonitors.monitoring.coreos.com"),
+    ("list", "customresourcedefinitions.apiextensions.k8s.io"),
+]
+MUST_NOT = [
+    ("get", "secrets"),
+    ("list", "secrets"),
+    ("create", "pods"),
+    ("patch", "pods"),
+    ("patch", "nodes"),
+    ("list", "nodes"),
+    ("create", "serviceaccounts/token"),
+    ("create", "rolebindings.rbac.authorization.k8s.io"),
+    ("patch", "clusterroles.rbac.authorization.k8s.io"),
+    ("create", "recommenderservices.recops.io"),
+    ("delete", "recommenderservices.recops.io"),
+    ("patch", "validatingwebhookconfigurations.admissionregistration.k8s.io"),
+    ("patch", "customresourcedefinitions.apiextensions.k8s.io"),
+    ("create", "namespaces"),
+    ("get", "configmaps/proxy"),
+    ("impersonate", "users"),
+    ("escalate", "clusterroles.rbac.authorization.k8s.io"),
+]
+
+
+def _can(cluster, release, verb, resource, ns="shop") -> bool:
+    """A SubjectAccessReview for the ServiceAccount (works for CRDs that are not installed here, too)."""
+    resource, _, sub = resource.partition("/")
+    res, _, group = resource.partition(".")
+    sar = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SubjectAccessReview",
+        "spec": {
+            "user": f"system:serviceaccount:{release['ns']}:{release['sa']}",
+            "groups": [
+                "system:serviceaccounts",
+                f"system:serviceaccounts:{release['ns']}",
+                "system:authenticated",
+            ],
+            "resourceAttributes": {
+                "namespace": ns,
+                "verb": verb,
+                "group": group,
+                "resource": res,
+                "subresource": sub,
+            },
+        },
+    }
+    out = cluster.kubectl("create", "-f", "-", "-o", "json", input=json.dumps(sar)).stdout
+    return json.loads(out)["status"].get("allowed", False)
+
+
+def test_service_account_can_do_what_the_operator_does_and_nothing_more(cluster, release):
+    missing = [m for m in MUST if not _can(cluster, release, *m)]
+    assert not missing, f"chart RBAC lacks {missing}"
+    extra = [m for m in MUST_NOT if _can(cluster, release, *m)]
+    assert not extra, f"chart RBAC grants {extra}"
+
+
+def _token_kubeconfig(cluster, release, tmp_path: Path) -> Path:
+    """A kubeconfig that authenticates as the chart's ServiceAccount with a TokenRequest token."""
+    token = cluster.kubectl(
+        "create", "token", release["sa"], "-n", release["ns"], "--duration=1h"
+    ).stdout.strip()
+    admin = yaml.safe_load(Path(cluster.kubeconfig).read_text())
+    clu = admin["clusters"][0]["cluster"]
+    cfg = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "local", "cluster": clu}],
+        "users": [{"name": "operator", "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": "local", "user": "operator"}}],
+        "current-context": "operator",
+    }
+    path = tmp_path / "operator.kubeconfig"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_operator_e2e_scenario_runs_under_the_chart_identity(
+    cluster, release, namespace, tmp_path, monkeypatch
+):
+    """The training engineer's operator scenario (kopf handlers in-process, SpotToBeReleased -> eviction ->
+    replacement -> counted preemption), with the operator authenticated as the chart's ServiceAccount."""
+    import kubernetes.config.kube_config as kube_config
+    from kopf.testing import KopfRunner
+    from kubernetes import client, config
+    from recops_operator.training import handlers
+
+    from tests.training.conftest import service
+    from tests.training.test_training_cluster import test_operator_answers_spot_release_notice as scenario
+
+    kubeconfig = _token_kubeconfig(cluster, release, tmp_path)
+    whoami = cluster.kubectl("auth", "whoami", f"--kubeconfig={kubeconfig}", "-o", "json").stdout
+    assert json.loads(whoami)["status"]["userInfo"]["username"].endswith(f":{release['sa']}")
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
+    cfg = client.Configuration()
+    config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)
+    monkeypatch.setattr(handlers, "_api", client.ApiClient(cfg))
+    args = ["run", "--standalone", "--namespace", namespace, "-m", "recops_operator.training.handlers"]
+    with KopfRunner(args, timeout=90) as runner:
+        time.sleep(2)
+        scenario(cluster, namespace, service, runner, "event")
+    assert runner.exception is None, runner.output[-3000:]
+    assert "Forbidden" not in runner.output and "403" not in runner.output, runner.output[-3000:]
