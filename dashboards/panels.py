@@ -107,14 +107,14 @@ SERVING = Dashboard(
             ),
         ),
         Panel(
-            "Feature store: p99 latency and errors by op",
+            "Feature store p99 latency by op",
             "s",
-            (
-                Query(_q(0.99, "recops_feature_store_duration_seconds", "op"), "p99 {{op}}"),
-                Query(
-                    f"sum by (op) (rate(recops_feature_store_errors_total{{{SEL}}}[{RI}]))", "errors/s {{op}}"
-                ),
-            ),
+            (Query(_q(0.99, "recops_feature_store_duration_seconds", "op"), "p99 {{op}}"),),
+        ),
+        Panel(
+            "Feature store errors by op",
+            "ops",
+            (Query(f"sum by (op) (rate(recops_feature_store_errors_total{{{SEL}}}[{RI}]))", "{{op}}"),),
         ),
         Panel(
             "Event-to-visible freshness (age of newest session event at read)",
@@ -122,11 +122,12 @@ SERVING = Dashboard(
             (
                 Query(_q(0.5, "recops_session_feature_age_seconds", "recsvc"), "p50 {{recsvc}}"),
                 Query(_q(0.99, "recops_session_feature_age_seconds", "recsvc"), "p99 {{recsvc}}"),
-                Query(
-                    f"sum by (type) (rate(recops_events_ingested_total{{{SEL}}}[{RI}]))",
-                    "ingested {{type}}/s",
-                ),
             ),
+        ),
+        Panel(
+            "Events ingested by type",
+            "ops",
+            (Query(f"sum by (type) (rate(recops_events_ingested_total{{{SEL}}}[{RI}]))", "{{type}}"),),
         ),
         Panel(
             "Holdout lift (attributed events per recommendation, model vs holdout, 1h)",
@@ -163,16 +164,19 @@ SERVING = Dashboard(
             kind="stat",
         ),
         Panel(
-            "Shadow: top-K overlap and latency delta vs stable (p50)",
+            "Shadow: top-K overlap with stable (p50)",
             "percentunit",
-            (
-                Query(_q(0.5, "recops_shadow_topk_overlap_ratio", "recsvc"), "overlap p50"),
-                Query(_q(0.5, "recops_shadow_latency_delta_seconds", "recsvc"), "latency delta p50 (s)"),
-                Query(
-                    f"sum by (outcome) (rate(recops_shadow_requests_total{{{SEL}}}[{RI}]))",
-                    "shadow {{outcome}}/s",
-                ),
-            ),
+            (Query(_q(0.5, "recops_shadow_topk_overlap_ratio", "recsvc"), "{{recsvc}}"),),
+        ),
+        Panel(
+            "Shadow: latency delta vs stable (p50)",
+            "s",
+            (Query(_q(0.5, "recops_shadow_latency_delta_seconds", "recsvc"), "{{recsvc}}"),),
+        ),
+        Panel(
+            "Shadow requests by outcome",
+            "reqps",
+            (Query(f"sum by (outcome) (rate(recops_shadow_requests_total{{{SEL}}}[{RI}]))", "{{outcome}}"),),
         ),
     ),
 )

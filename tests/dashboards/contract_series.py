@@ -5,8 +5,15 @@ because the dashboards read them and no exporter runs in tests."""
 
 from __future__ import annotations
 
+import math
+
 TARGET = {"namespace": "shop", "recsvc": "home-feed"}
 PODS = {"stable": ("home-feed-stable-0", "2026-11-20"), "canary": ("home-feed-canary-0", "2026-11-21")}
+
+
+def _c(i: int) -> float:
+    """Cumulative load after i steps: the rate swings +-60% around its mean (monotone, as counters must be)."""
+    return i + 6 * math.sin(i / 10)
 
 
 def _lbl(d: dict[str, str]) -> str:
@@ -24,12 +31,12 @@ def _hist(
 ) -> None:
     """buckets: upper bound -> share of observations (cumulative is computed)."""
     cum = 0.0
-    total = per_step * step
+    total = per_step * _c(step)
     for le, share in sorted(buckets.items()):
         cum += share
-        lines.append(f"{name}_bucket{_lbl({**labels, 'le': str(le)})} {total * cum:.3f} {ts}")
-    lines.append(f"{name}_bucket{_lbl({**labels, 'le': '+Inf'})} {total:.3f} {ts}")
-    lines.append(f"{name}_count{_lbl(labels)} {total:.3f} {ts}")
+        lines.append(f"{name}_bucket{_lbl({**labels, 'le': str(le)})} {total * cum:.6f} {ts}")
+    lines.append(f"{name}_bucket{_lbl({**labels, 'le': '+Inf'})} {total:.6f} {ts}")
+    lines.append(f"{name}_count{_lbl(labels)} {total:.6f} {ts}")
     lines.append(f"{name}_sum{_lbl(labels)} {total * 0.02:.3f} {ts}")
 
 
@@ -49,27 +56,31 @@ def openmetrics(end: int, minutes: int = 30, step_s: int = 15) -> str:
                     {**t, "route": "recommendations", "arm": arm},
                     i,
                     50 * share,
-                    {0.005: 0.2, 0.01: 0.4, 0.025: 0.3, 0.05: 0.08, 0.1: 0.02},
+                    {0.005: 0.2, 0.01: 0.4, 0.025: 0.3, 0.05: 0.08, 0.1: 0.02}
+                    if track == "stable"
+                    else {0.005: 0.1, 0.01: 0.3, 0.025: 0.4, 0.05: 0.17, 0.1: 0.03},
                     ts,
                 )
                 for code, n in (("200", 50 * share), ("503", 0.2 * share)):
                     lines.append(
-                        f"recops_http_requests_total{_lbl({**t, 'route': 'recommendations', 'arm': arm, 'code': code})} {n * i:.3f} {ts}"
+                        f"recops_http_requests_total{_lbl({**t, 'route': 'recommendations', 'arm': arm, 'code': code})} {n * _c(i):.3f} {ts}"
                     )
                 for typ in ("view", "purchase"):
                     n = (3 if arm == "model" else 2.5) * share * (1 if typ == "view" else 0.1)
                     lines.append(
-                        f"recops_attributed_events_total{_lbl({**t, 'arm': arm, 'type': typ})} {n * i:.3f} {ts}"
+                        f"recops_attributed_events_total{_lbl({**t, 'arm': arm, 'type': typ})} {n * _c(i):.3f} {ts}"
                     )
             lines.append(
-                f"recops_http_requests_total{_lbl({**t, 'route': 'events', 'arm': 'model', 'code': '202'})} {20 * i} {ts}"
+                f"recops_http_requests_total{_lbl({**t, 'route': 'events', 'arm': 'model', 'code': '202'})} {20 * _c(i):.3f} {ts}"
             )
             for reason in ("feature_store", "cold_start"):
                 lines.append(
-                    f"recops_recommendation_fallback_total{_lbl({**t, 'reason': reason})} {0.5 * i} {ts}"
+                    f"recops_recommendation_fallback_total{_lbl({**t, 'reason': reason})} {0.5 * _c(i):.3f} {ts}"
                 )
             for op in ("get", "append"):
-                lines.append(f"recops_feature_store_errors_total{_lbl({**t, 'op': op})} {0.01 * i:.3f} {ts}")
+                lines.append(
+                    f"recops_feature_store_errors_total{_lbl({**t, 'op': op})} {0.01 * _c(i):.3f} {ts}"
+                )
                 _hist(
                     lines,
                     "recops_feature_store_duration_seconds",
@@ -81,13 +92,15 @@ def openmetrics(end: int, minutes: int = 30, step_s: int = 15) -> str:
                 )
             _hist(lines, "recops_session_feature_age_seconds", t, i, 40, {1: 0.5, 10: 0.3, 60: 0.2}, ts)
             for typ in ("view", "add_to_cart", "purchase"):
-                lines.append(f"recops_events_ingested_total{_lbl({**t, 'type': typ})} {5 * i} {ts}")
+                lines.append(f"recops_events_ingested_total{_lbl({**t, 'type': typ})} {5 * _c(i):.3f} {ts}")
             lines.append(f"recops_inflight_requests{_lbl(t)} 3 {ts}")
-            lines.append(f"recops_overload_rejections_total{_lbl(t)} {0.1 * i:.2f} {ts}")
+            lines.append(f"recops_overload_rejections_total{_lbl(t)} {0.1 * _c(i):.2f} {ts}")
             lines.append(f"recops_model_load_failures_total{_lbl(t)} 0 {ts}")
         sh = {**TARGET, "track": "stable", "pod": PODS["stable"][0]}
         for outcome, n in (("ok", 2), ("error", 0.1), ("dropped", 0.05)):
-            lines.append(f"recops_shadow_requests_total{_lbl({**sh, 'outcome': outcome})} {n * i:.2f} {ts}")
+            lines.append(
+                f"recops_shadow_requests_total{_lbl({**sh, 'outcome': outcome})} {n * _c(i):.2f} {ts}"
+            )
         _hist(lines, "recops_shadow_topk_overlap_ratio", sh, i, 2, {0.5: 0.3, 0.8: 0.5, 1.0: 0.2}, ts)
         _hist(lines, "recops_shadow_latency_delta_seconds", sh, i, 2, {-0.01: 0.2, 0.0: 0.3, 0.01: 0.5}, ts)
         # kube-state-metrics
@@ -95,7 +108,7 @@ def openmetrics(end: int, minutes: int = 30, step_s: int = 15) -> str:
         lines.append(f"kube_horizontalpodautoscaler_status_desired_replicas{_lbl(hpa)} 4 {ts}")
         lines.append(f"kube_horizontalpodautoscaler_spec_max_replicas{_lbl(hpa)} 200 {ts}")
         # operator
-        lines.append(f"recops_operator_reconcile_total{_lbl({'result': 'success'})} {i} {ts}")
+        lines.append(f"recops_operator_reconcile_total{_lbl({'result': 'success'})} {_c(i):.3f} {ts}")
         lines.append(f"recops_operator_reconcile_total{_lbl({'result': 'error'})} {i // 20} {ts}")
         lines.append(f"recops_rollout_weight{_lbl(TARGET)} {10 if i > steps // 2 else 2} {ts}")
         for phase in ("Shadow", "Canary", "Stable"):

@@ -43,3 +43,16 @@ def test_alert_expression_runs_and_its_condition_selects_data(prom, alert):
     signal = re.sub(r"\s*(>|>=|<|==)\s*[0-9.]+$", "", alert.expr)
     assert signal != alert.expr
     assert prom.query(signal, at=prom.end), f"{alert.name}: signal has no data: {signal}"
+
+
+@pytest.mark.parametrize("uid", ["recops-serving", "recops-rollouts"])
+def test_png_preview_draws_every_panel(prom, tmp_path, uid):
+    import render
+    from panels import DASHBOARDS
+
+    dash = next(d for d in DASHBOARDS if d.uid == uid)
+    out = tmp_path / f"{uid}.png"
+    drawn = render.render(prom.url, dash, out, prom.end - 20 * 60, prom.end)
+    expected = {p.title for p in dash.panels if p.kind == "timeseries"}
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert set(drawn) == expected and all(drawn.values())  # every panel drew at least one series
