@@ -33,7 +33,9 @@ ALERTS = (
     ),
     Alert(
         "RecOpsServingErrorRateHigh",
-        'sum by (namespace, recsvc, track) (rate(recops_http_requests_total{code=~"5.."}[5m]))'
+        # "or ... * 0": a 0 ratio (not an empty result) while no 5xx happened, so the signal is always visible.
+        '(sum by (namespace, recsvc, track) (rate(recops_http_requests_total{code=~"5.."}[5m]))'
+        " or sum by (namespace, recsvc, track) (rate(recops_http_requests_total[5m])) * 0)"
         " / sum by (namespace, recsvc, track) (rate(recops_http_requests_total[5m])) > 0.01",
         "5m",
         "page",

@@ -1,0 +1,162 @@
+"""Serving dashboard and alert queries against a real Prometheus scraping a real `recops-serve serve`.
+
+Two inference processes (stable and canary tracks, scrape labels as the ServiceMonitor sets them) with a real
+Redis get recommendation and event traffic; every serving query must then return data. Needs the serving
+engineer's `recops-serve` and a model bundle: `RECOPS_TEST_BUNDLE` (a bundle URI), or
+`tests/support/serve_bundle.py::make_bundle(dir) -> uri` when that helper exists; otherwise it skips, saying so.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from alerts import ALERTS
+from panels import all_queries, concrete
+
+from tests.support.prometheus_server import PrometheusServer, Target, free_port
+
+pytestmark = pytest.mark.integration
+
+
+def _serving(expr: str) -> bool:
+    return "recops_operator" not in expr and "recops_rollout" not in expr and "recops_training" not in expr
+
+
+def _bundle(tmp: Path) -> str:
+    if os.environ.get("RECOPS_TEST_BUNDLE"):
+        return os.environ["RECOPS_TEST_BUNDLE"]
+    try:
+        helper = importlib.import_module("tests.support.serve_bundle")
+    except ImportError:
+        pytest.skip(
+            "no model bundle: set RECOPS_TEST_BUNDLE or add tests/support/serve_bundle.py (serving engineer)"
+        )
+    return helper.make_bundle(tmp)
+
+
+def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"process exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"{url} not ready in {timeout}s; log {log}")
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    exe = shutil.which("recops-serve") or str(Path(sys.executable).parent / "recops-serve")
+    if not Path(exe).exists():
+        pytest.skip("recops-serve is not installed yet (serving engineer)")
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server not installed")
+    tmp = tmp_path_factory.mktemp("live")
+    procs: list[subprocess.Popen] = []
+    try:
+        rport = free_port()
+        procs.append(
+            subprocess.Popen(
+                [
+                    "redis-server",
+                    "--port",
+                    str(rport),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--dir",
+                    str(tmp),
+                ],
+                stdout=subprocess.DEVNULL,
+            )
+        )
+        bundle = _bundle(tmp)
+        targets, urls = [], []
+        for track in ("stable", "canary"):
+            port = free_port()
+            log = tmp / f"serve-{track}.log"
+            p = subprocess.Popen(
+                [
+                    exe,
+                    "serve",
+                    "--bundle",
+                    bundle,
+                    "--redis-url",
+                    f"redis://127.0.0.1:{rport}/0",
+                    "--port",
+                    str(port),
+                ],
+                stdout=log.open("w"),
+                stderr=subprocess.STDOUT,
+            )
+            procs.append(p)
+            _wait_http(f"http://127.0.0.1:{port}/readyz", p, log)
+            urls.append(f"http://127.0.0.1:{port}")
+            targets.append(
+                Target(
+                    f"127.0.0.1:{port}",
+                    {
+                        "namespace": "shop",
+                        "recsvc": "home-feed",
+                        "track": track,
+                        "pod": f"home-feed-{track}-0",
+                    },
+                    job="recops-serve",
+                )
+            )
+        with PrometheusServer(tmp / "prom", targets, scrape_interval="1s") as prom:
+            with httpx.Client(timeout=5) as http:
+                for round_ in range(6):
+                    for base in urls:
+                        for u in range(40):
+                            user = f"u{u}"
+                            http.get(f"{base}/v1/recommendations", params={"user": user, "k": 10})
+                            http.post(
+                                f"{base}/v1/events",
+                                json={"user": user, "item": str(u + round_), "type": "view"},
+                            )
+                        http.get(
+                            f"{base}/v1/recommendations", params={"k": "-1"}
+                        )  # a 400 for the error panels
+                    time.sleep(1)
+            time.sleep(3)  # two more scrapes after the last traffic
+            yield prom
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+SERVING_QUERIES = [(u, t, q) for u, t, q in all_queries() if _serving(q.expr) and not q.external]
+
+
+@pytest.mark.parametrize(
+    ("uid", "title", "query"), SERVING_QUERIES, ids=lambda v: getattr(v, "legend", str(v))[:40]
+)
+def test_serving_query_returns_data_from_a_live_server(live, uid, title, query):
+    assert live.wait_for(concrete(query.expr, "30s"), timeout=15), f"{title}: no data for {query.expr}"
+
+
+@pytest.mark.parametrize("alert", [a for a in ALERTS if _serving(a.expr)], ids=lambda a: a.name)
+def test_serving_alert_signal_has_data_from_a_live_server(live, alert):
+    import re
+
+    signal = re.sub(r"\s*(>|>=|<|==)\s*[0-9.]+$", "", alert.expr)
+    assert live.wait_for(signal, timeout=15), f"{alert.name}: no data for {signal}"
