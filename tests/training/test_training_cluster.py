@@ -577,8 +577,21 @@ def test_operator_closed_loop_end_to_end(k8s_cluster, k8s_namespace, svc, tmp_pa
 
         obj = wait_for("candidate set by the closed loop", candidate, timeout=60)
         elapsed = time.monotonic() - t0
+        # steady state: kopf's follow-up handling settles, then a full timer period
+        # (SYNC_INTERVAL_SECONDS) passes without a single write to the service
+        time.sleep(3)
+        before = custom.get_namespaced_custom_object(
+            "recops.io", "v1alpha1", ns, "recommenderservices", "home-feed"
+        )
+        time.sleep(handlers.SYNC_INTERVAL_SECONDS + 3)
+        after = custom.get_namespaced_custom_object(
+            "recops.io", "v1alpha1", ns, "recommenderservices", "home-feed"
+        )
     assert runner.exception is None, runner.output[-3000:]
     assert obj["spec"]["rollout"]["candidate"]["version"] == run
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"], (
+        "writes in steady state"
+    )
     training = obj["status"]["training"]
     assert training["lastTrigger"] == "nightly-2026-11-24"
     assert training["lastRun"]["name"] == run and training["lastRun"]["phase"] == "Succeeded"
