@@ -70,6 +70,7 @@ def test_upgrade_keeps_the_webhook_certificate(cluster, release):
 MUST = [  # (verb, resource, subresource-less) the operator's calls, in a workload namespace
     ("patch", "recommenderservices.recops.io"),
     ("patch", "recommenderservices.recops.io/status"),
+    ("update", "recommenderservices.recops.io/finalizers"),
     ("watch", "recommenderservices.recops.io"),
     ("create", "deployments.apps"),
     ("delete", "deployments.apps"),

@@ -15,6 +15,7 @@ MANAGE = ["get", "list", "watch", "create", "patch", "update", "delete"]
 EXPECTED_RULES = [
     (["recops.io"], ["recommenderservices"], ["get", "list", "watch", "patch", "update"]),
     (["recops.io"], ["recommenderservices/status"], ["get", "patch", "update"]),
+    (["recops.io"], ["recommenderservices/finalizers"], ["update"]),
     (["apps"], ["deployments"], MANAGE),
     ([""], ["services", "configmaps"], MANAGE),
     (["autoscaling"], ["horizontalpodautoscalers"], MANAGE),
