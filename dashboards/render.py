@@ -3,6 +3,8 @@
 matplotlib draws what Prometheus' range API returns for each panel query, so the picture shows exactly the
 series an operator will see in Grafana (without running Grafana here).
 Run: python dashboards/render.py --prometheus http://127.0.0.1:9090 [--dashboard recops-serving] [--minutes 15]
+ or: python dashboards/render.py --sample   (a throw-away Prometheus backfilled with the contract-shaped
+     sample series of tests/dashboards/contract_series.py; this is how dashboards/img/ was made)
 """
 
 from __future__ import annotations
@@ -48,7 +50,14 @@ def query_range(url: str, expr: str, start: float, end: float, step: float) -> l
 
 
 def render(
-    url: str, dashboard: Dashboard, out: Path, start: float, end: float, *, skip_external: bool = False
+    url: str,
+    dashboard: Dashboard,
+    out: Path,
+    start: float,
+    end: float,
+    *,
+    skip_external: bool = False,
+    note: str = "Prometheus range queries of the Grafana panels",
 ) -> dict[str, int]:
     """Draw every time-series panel; returns the number of series drawn per panel title."""
     panels = [p for p in dashboard.panels if p.kind == "timeseries"]
@@ -83,7 +92,7 @@ def render(
             ax.legend(fontsize=6, loc="upper left", ncol=2, frameon=False)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
-    fig.suptitle(f"{dashboard.title}  (Prometheus range queries of the Grafana panels)", fontsize=10)
+    fig.suptitle(f"{dashboard.title}  ({note})", fontsize=10)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.canvas.draw()
@@ -100,18 +109,41 @@ def _ts(t: float):
     return dt.datetime.fromtimestamp(t, tz=dt.UTC)
 
 
+def _sample(d: Dashboard, out: Path, minutes: float) -> dict[str, int]:
+    import tempfile
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path[:0] = [str(root), str(root / "tests" / "dashboards")]
+    from contract_series import openmetrics
+
+    from tests.support.prometheus_server import PrometheusServer
+
+    end = int(time.time()) - 60
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        PrometheusServer(Path(tmp), openmetrics=openmetrics(end)) as prom,
+    ):
+        note = "sample series backfilled into Prometheus, same queries"
+        return render(prom.url, d, out, end - minutes * 60, end, note=note)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--prometheus", required=True)
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prometheus", help="Prometheus base URL")
+    src.add_argument("--sample", action="store_true", help="render from backfilled sample series")
     ap.add_argument("--dashboard", default="recops-serving", choices=[d.uid for d in DASHBOARDS])
-    ap.add_argument("--minutes", type=float, default=15)
+    ap.add_argument("--minutes", type=float, default=25)
     ap.add_argument("--end", type=float, default=None, help="unix time (default: now)")
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args(argv)
     d = next(d for d in DASHBOARDS if d.uid == a.dashboard)
-    end = a.end or time.time()
     out = a.out or Path(__file__).resolve().parent / "img" / f"{d.uid}.png"
-    drawn = render(a.prometheus, d, out, end - a.minutes * 60, end)
+    if a.sample:
+        drawn = _sample(d, out, a.minutes)
+    else:
+        end = a.end or time.time()
+        drawn = render(a.prometheus, d, out, end - a.minutes * 60, end)
     print(f"{out}: {sum(drawn.values())} series in {len(drawn)} panels")
     return 0 if drawn else 1
 
