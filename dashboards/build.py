@@ -13,11 +13,18 @@ import sys
 from pathlib import Path
 
 import yaml
+from grafana_foundation_sdk.builders import common as gcommon
 from grafana_foundation_sdk.builders import dashboard as gdash
 from grafana_foundation_sdk.builders import prometheus as gprom
 from grafana_foundation_sdk.builders import stat as gstat
 from grafana_foundation_sdk.builders import timeseries as gts
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models.common import (
+    LegendDisplayMode,
+    LegendPlacement,
+    SortOrder,
+    TooltipDisplayMode,
+)
 from grafana_foundation_sdk.models.dashboard import DataSourceRef
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -58,13 +65,25 @@ def dashboard_model(d: Dashboard) -> dict:
         )
     )
     for p in d.panels:
-        panel = (
-            (gstat.Panel() if p.kind == "stat" else gts.Panel())
-            .title(p.title)
-            .unit(p.unit)
-            .span(p.width)
-            .height(8)
-        )
+        if p.kind == "stat":
+            panel = gstat.Panel().reduce_options(
+                gcommon.ReduceDataOptions().calcs(["lastNotNull"]).values(False)
+            )
+        else:  # table legend with last/max: what on-call reads first
+            panel = (
+                gts.Panel()
+                .legend(
+                    gcommon.VizLegendOptions()
+                    .display_mode(LegendDisplayMode.TABLE)
+                    .placement(LegendPlacement.BOTTOM)
+                    .show_legend(True)
+                    .calcs(["lastNotNull", "max"])
+                )
+                .tooltip(
+                    gcommon.VizTooltipOptions().mode(TooltipDisplayMode.MULTI).sort(SortOrder.DESCENDING)
+                )
+            )
+        panel = panel.title(p.title).unit(p.unit).span(p.width).height(8)
         panel = panel.datasource(DS)
         if p.description:
             panel = panel.description(p.description)

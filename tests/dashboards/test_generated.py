@@ -48,6 +48,17 @@ def test_dashboards_cover_the_required_signals():
     assert {v["name"] for v in model["templating"]["list"]} == {"datasource", "namespace", "recsvc"}
 
 
+def test_generated_json_parses_back_into_grafana_models():
+    from grafana_foundation_sdk.models import dashboard
+
+    for d in DASHBOARDS:
+        data = json.loads((ROOT / "dashboards" / "grafana" / f"{d.uid}.json").read_text())
+        model = dashboard.Dashboard.from_json(data)
+        assert model.uid == d.uid and len(model.panels) == len(d.panels)
+        for panel in data["panels"]:
+            assert panel["options"], f"{panel['title']}: options must be set (Grafana expects an object)"
+
+
 def test_runbook_anchors_exist():
     runbook = (ROOT / "docs" / "runbook.md").read_text()
     anchors = {
