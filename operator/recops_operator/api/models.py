@@ -1,0 +1,582 @@
+"""The RecommenderService API (recops.io/v1alpha1), defined once, in pydantic.
+
+These models are the single source of truth: ``recops_operator.api.crd`` turns
+them into the CRD's OpenAPI schema (with CEL rules from ``json_schema_extra``),
+the admission webhook validates with them, and renderers read typed specs.
+Field names are camelCase on the wire (aliases) and snake_case in Python.
+Anything the API server can check lives here as schema or CEL; semantic checks
+that need context (region of buckets/endpoints) live in ``api.semantics``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "recops.io"
+VERSION = "v1alpha1"
+KIND = "RecommenderService"
+PLURAL = "recommenderservices"
+SINGULAR = "recommenderservice"
+SHORT_NAMES = ["recsvc"]
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+REGION_PATTERN = r"^[a-z]{2}-[a-z]+(-[0-9]+)?$"
+OSS_URI_PATTERN = r"^oss://[a-z0-9][a-z0-9-]{1,61}[a-z0-9](\.[a-z0-9.-]+)?(/.*)?$"
+VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$"
+DURATION_PATTERN = r"^([0-9]+(s|m|h))+$"
+IMAGE_PATTERN = r"^[a-z0-9]([a-z0-9._/-]*[a-z0-9])?(:[A-Za-z0-9._-]+)?(@sha256:[a-f0-9]{64})?$"
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> dict:
+    """One x-kubernetes-validations entry."""
+    out = {"rule": rule, "message": message}
+    if field_path:
+        out["fieldPath"] = field_path
+    return out
+
+
+class Model(BaseModel):
+    """Base: camelCase aliases, unknown fields rejected (the CRD schema prunes them anyway)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+# ---------------------------------------------------------------------------------- model
+class ModelRef(Model):
+    """Which trained model bundle to serve."""
+
+    uri: Annotated[
+        str,
+        Field(
+            description="Object-storage prefix holding versioned model bundles, e.g. oss://retail-models-hz/home-feed/. "
+            "Must be a bucket in spec.region. Never embed credentials.",
+            pattern=OSS_URI_PATTERN,
+            max_length=1024,
+        ),
+    ]
+    version: Annotated[
+        str,
+        Field(
+            description="Model version (bundle directory under uri) served by the stable track.",
+            pattern=VERSION_PATTERN,
+        ),
+    ]
+
+
+# ---------------------------------------------------------------------------------- serving
+class Replicas(Model):
+    """Replica bounds; the HPA moves between them."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [cel("self.min <= self.max", "replicas.min must be <= replicas.max")]
+        }
+    )
+    min: Annotated[int, Field(description="Minimum replicas (also the PDB's floor).", ge=1, le=1000)] = 2
+    max: Annotated[int, Field(description="Maximum replicas for a flash-sale spike.", ge=1, le=1000)] = 20
+
+
+class Autoscaling(Model):
+    """HorizontalPodAutoscaler targets (autoscaling/v2)."""
+
+    target_cpu_utilization: Annotated[
+        int,
+        Field(
+            alias="targetCPUUtilization",
+            description="Average CPU utilization target, percent of requests.",
+            ge=10,
+            le=95,
+        ),
+    ] = 60
+    target_requests_per_second: Annotated[
+        int | None,
+        Field(
+            description="Per-pod requests/s target (pods metric recops_http_requests_per_second via the metrics adapter). Unset: CPU only.",
+            ge=1,
+            le=100000,
+        ),
+    ] = 800
+    scale_up_stabilization_seconds: Annotated[
+        int, Field(description="Scale-up stabilization window; 0 reacts at once to a spike.", ge=0, le=3600)
+    ] = 0
+    scale_down_stabilization_seconds: Annotated[
+        int,
+        Field(description="Scale-down stabilization window, so a dip does not drop capacity.", ge=0, le=3600),
+    ] = 300
+
+
+class ResourceList(Model):
+    cpu: Annotated[str, Field(description="CPU quantity, e.g. 500m or 2.", pattern=QUANTITY_PATTERN)]
+    memory: Annotated[str, Field(description="Memory quantity, e.g. 1Gi.", pattern=QUANTITY_PATTERN)]
+
+
+class Resources(Model):
+    """Container resources of an inference pod."""
+
+    requests: Annotated[ResourceList, Field(description="Requests (also sizes the ECI instance).")] = (
+        ResourceList(cpu="1", memory="2Gi")
+    )
+    limits: Annotated[ResourceList, Field(description="Limits.")] = ResourceList(cpu="2", memory="4Gi")
+
+
+class SecretKeyRef(Model):
+    name: Annotated[
+        str, Field(description="Secret name in the same namespace.", pattern=DNS_LABEL, max_length=253)
+    ]
+    key: Annotated[
+        str,
+        Field(
+            description="Key in the Secret holding the redis:// or rediss:// URL (with password).",
+            max_length=253,
+        ),
+    ] = "url"
+
+
+class FeatureStore(Model):
+    """Real-time session features in Tair/Redis. Credentials only by Secret reference."""
+
+    secret_ref: Annotated[
+        SecretKeyRef, Field(description="Secret with the feature-store URL; never inline credentials.")
+    ]
+    session_ttl_seconds: Annotated[
+        int, Field(description="TTL of a session's recent events.", ge=60, le=604800)
+    ] = 1800
+    max_session_events: Annotated[int, Field(description="Recent events kept per session.", ge=1, le=500)] = (
+        50
+    )
+
+
+class Fallback(Model):
+    """What anonymous or unknown users get, and how new items are boosted."""
+
+    strategy: Annotated[
+        Literal["category-popularity", "popularity"],
+        Field(description="Cold-start fallback: per-category then global popularity, or global only."),
+    ] = "category-popularity"
+    new_item_boost_hours: Annotated[
+        int, Field(description="Boost items first seen within this many hours (0 disables).", ge=0, le=720)
+    ] = 48
+
+
+class EciOptions(Model):
+    """ECI pod options (only when placement is eci)."""
+
+    use_specs: Annotated[
+        list[str], Field(description="Ordered ECI instance specs to try, e.g. 2-4Gi.", max_length=5)
+    ] = []
+    image_cache: Annotated[
+        bool, Field(description="Let ECI match/create an image cache (k8s.aliyun.com/eci-auto-imc).")
+    ] = True
+
+
+class Serving(Model):
+    """The inference Deployment, Service and autoscaling."""
+
+    image: Annotated[
+        str,
+        Field(description="recops-serve image (same image trains).", pattern=IMAGE_PATTERN, max_length=512),
+    ]
+    placement: Annotated[
+        Literal["eci", "nodes"],
+        Field(description="eci: ECI virtual nodes (serverless); nodes: the on-demand node pool. Never spot."),
+    ] = "nodes"
+    replicas: Annotated[Replicas, Field(description="Replica bounds.")] = Replicas()
+    autoscaling: Annotated[Autoscaling, Field(description="Autoscaling targets.")] = Autoscaling()
+    resources: Annotated[Resources, Field(description="Container resources.")] = Resources()
+    top_k: Annotated[
+        int, Field(alias="topK", description="Default number of recommendations per request.", ge=1, le=500)
+    ] = 50
+    feature_store: Annotated[
+        FeatureStore | None,
+        Field(description="Session feature store. Unset: serve without session features."),
+    ] = None
+    fallback: Annotated[Fallback, Field(description="Cold-start fallback policy.")] = Fallback()
+    eci: Annotated[EciOptions, Field(description="ECI options.")] = EciOptions()
+    port: Annotated[int, Field(description="Container and Service port.", ge=1024, le=65535)] = 8080
+
+
+class Monitoring(Model):
+    """Prometheus integration (ServiceMonitor/PrometheusRule when the CRDs exist)."""
+
+    service_monitor: Annotated[
+        bool,
+        Field(description="Create a ServiceMonitor and PrometheusRule when monitoring.coreos.com exists."),
+    ] = True
+    scrape_interval: Annotated[str, Field(description="Scrape interval.", pattern=DURATION_PATTERN)] = "15s"
+
+
+# ---------------------------------------------------------------------------------- training
+class TrainingResources(Model):
+    cpu: Annotated[str, Field(description="CPU for the training pod.", pattern=QUANTITY_PATTERN)] = "1"
+    memory: Annotated[str, Field(description="Memory for the training pod.", pattern=QUANTITY_PATTERN)] = (
+        "2Gi"
+    )
+
+
+class Checkpoint(Model):
+    uri: Annotated[
+        str,
+        Field(
+            description="Object-storage prefix for checkpoints (oss:// in spec.region).",
+            pattern=OSS_URI_PATTERN,
+            max_length=1024,
+        ),
+    ]
+    interval_seconds: Annotated[
+        int,
+        Field(
+            description="Checkpoint interval; at most this much work is lost to a preemption.", ge=30, le=3600
+        ),
+    ] = 300
+
+
+class DataWindow(Model):
+    days: Annotated[int, Field(description="Train on the last N days of interactions.", ge=1, le=3650)]
+
+
+class MetricsGate(Model):
+    metrics: Annotated[
+        list[str],
+        Field(
+            description="Offline metrics compared with the serving model (candidate >= serving - tolerance).",
+            min_length=1,
+            max_length=10,
+        ),
+    ] = ["ndcg@10"]
+    tolerance: Annotated[float, Field(description="Allowed drop per metric.", ge=0, le=1)] = 0.0
+
+
+class History(Model):
+    successful: Annotated[int, Field(description="Finished Jobs kept.", ge=0, le=20)] = 3
+    failed: Annotated[int, Field(description="Failed Jobs kept.", ge=0, le=20)] = 3
+
+
+class Training(Model):
+    """Spot-only training runs (scheduled and on demand) that resume from checkpoints."""
+
+    dataset: Annotated[
+        str,
+        Field(
+            description="Dataset name or data URI passed to recops-serve train.",
+            min_length=1,
+            max_length=1024,
+        ),
+    ]
+    checkpoint: Annotated[Checkpoint, Field(description="Checkpoint location and interval.")]
+    schedule: Annotated[
+        str | None,
+        Field(description="Cron schedule for nightly runs. Unset: on demand only.", max_length=100),
+    ] = None
+    time_zone: Annotated[str | None, Field(description="IANA time zone of the schedule.", max_length=64)] = (
+        None
+    )
+    suspend: Annotated[bool, Field(description="Suspend scheduled runs.")] = False
+    image: Annotated[
+        str | None,
+        Field(description="Training image; default: serving.image.", pattern=IMAGE_PATTERN, max_length=512),
+    ] = None
+    placement: Annotated[
+        Literal["eci", "nodes"], Field(description="eci: spot ECI pods; nodes: the spot node pool.")
+    ] = "nodes"
+    capacity: Annotated[
+        Literal["spot"], Field(description="Always spot: training never uses on-demand capacity.")
+    ] = "spot"
+    resources: Annotated[TrainingResources, Field(description="Training pod resources.")] = (
+        TrainingResources()
+    )
+    data_window: Annotated[DataWindow | None, Field(description="Data window.")] = None
+    backoff_limit: Annotated[
+        int, Field(description="Genuine failures tolerated (preemptions do not count).", ge=0, le=20)
+    ] = 3
+    active_deadline_seconds: Annotated[int | None, Field(description="Hard limit on one run.", ge=60)] = None
+    termination_grace_period_seconds: Annotated[
+        int,
+        Field(description="Time to checkpoint after SIGTERM; below the spot notice window.", ge=1, le=150),
+    ] = 120
+    trigger: Annotated[
+        str | None,
+        Field(description="Change this token to start an on-demand run (GitOps-safe).", max_length=128),
+    ] = None
+    auto_rollout: Annotated[
+        bool, Field(description="When a run passes the metrics gate, make its version the rollout candidate.")
+    ] = False
+    gate: Annotated[MetricsGate, Field(description="Offline metrics gate for autoRollout.")] = MetricsGate()
+    history: Annotated[History, Field(description="Job history limits.")] = History()
+
+
+# ---------------------------------------------------------------------------------- rollout
+class Candidate(Model):
+    """What the rollout moves traffic to."""
+
+    version: Annotated[str, Field(description="Candidate model version.", pattern=VERSION_PATTERN)]
+    image: Annotated[
+        str | None,
+        Field(description="Candidate image; default: serving.image.", pattern=IMAGE_PATTERN, max_length=512),
+    ] = None
+
+
+class CustomCheck(Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [cel("has(self.min) || has(self.max)", "a check needs min or max")]
+        }
+    )
+    name: Annotated[str, Field(description="Check name (shown in status).", pattern=DNS_LABEL, max_length=63)]
+    query: Annotated[
+        str,
+        Field(
+            description="PromQL returning one number; $namespace, $service and $track are substituted.",
+            min_length=1,
+            max_length=4096,
+        ),
+    ]
+    min: Annotated[float | None, Field(description="Fail below this.")] = None
+    max: Annotated[float | None, Field(description="Fail above this.")] = None
+
+
+class RelativeAnalysis(Model):
+    """Compare the candidate with the stable track instead of only absolute limits."""
+
+    max_latency_increase_percent: Annotated[
+        float | None,
+        Field(
+            description="Fail when candidate p99 exceeds stable p99 by more than this percent.", ge=0, le=1000
+        ),
+    ] = None
+    max_error_rate_increase: Annotated[
+        float | None,
+        Field(
+            description="Fail when candidate error rate exceeds stable by more than this (absolute).",
+            ge=0,
+            le=1,
+        ),
+    ] = None
+
+
+class Analysis(Model):
+    max_p99_latency_ms: Annotated[
+        float,
+        Field(alias="maxP99LatencyMs", description="p99 latency limit for the candidate.", gt=0, le=60000),
+    ] = 80
+    max_error_rate: Annotated[float, Field(description="5xx ratio limit.", ge=0, le=1)] = 0.01
+    min_requests: Annotated[
+        int, Field(description="Fewer requests in the interval is Inconclusive (never a pass).", ge=1)
+    ] = 200
+    min_shadow_overlap: Annotated[
+        float, Field(description="Minimum mean top-K overlap with stable during shadowing.", ge=0, le=1)
+    ] = 0.0
+    relative: Annotated[RelativeAnalysis | None, Field(description="Relative checks against stable.")] = None
+    checks: Annotated[list[CustomCheck], Field(description="Extra PromQL checks.", max_length=20)] = []
+
+
+class Shadow(Model):
+    percent: Annotated[
+        int,
+        Field(
+            description="Percent of requests mirrored to the candidate before any live traffic (0: no shadow phase).",
+            ge=0,
+            le=100,
+        ),
+    ] = 0
+    intervals: Annotated[
+        int, Field(description="Analysis intervals to shadow before the first step.", ge=1, le=100)
+    ] = 2
+
+
+class Traffic(Model):
+    provider: Annotated[
+        Literal["nginx", "alb", "asm"],
+        Field(description="Router that splits traffic: ingress-nginx, ALB Ingress or ASM (Istio)."),
+    ] = "nginx"
+    host: Annotated[
+        str | None, Field(description="Intranet host name of the Ingress/VirtualService.", max_length=253)
+    ] = None
+    ingress_class_name: Annotated[
+        str | None, Field(description="IngressClass (nginx/alb).", max_length=253)
+    ] = None
+
+
+class ManualAction(Model):
+    """A declarative, GitOps-safe action: applied once per nonce, echoed in status."""
+
+    type: Annotated[Literal["promote", "abort", "retry", "pause", "resume"], Field(description="Action.")]
+    nonce: Annotated[str, Field(description="Change to apply the action again.", min_length=1, max_length=64)]
+
+
+class Rollout(Model):
+    """Shadow -> canary steps -> promote, or roll back, decided by Prometheus."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.steps.all(x, self.steps.filter(y, y <= x).size() == self.steps.indexOf(x) + 1)",
+                    "rollout.steps must be strictly ascending",
+                    ".steps",
+                ),
+                cel(
+                    "self.steps[self.steps.size() - 1] == 100", "the last rollout step must be 100", ".steps"
+                ),
+            ]
+        }
+    )
+    candidate: Annotated[Candidate | None, Field(description="Setting it starts a rollout.")] = None
+    steps: Annotated[
+        list[Annotated[int, Field(ge=1, le=100)]],
+        Field(
+            description="Canary weights in percent, ascending, ending at 100.", min_length=1, max_length=20
+        ),
+    ] = [2, 10, 25, 50, 100]
+    interval: Annotated[
+        str, Field(description="How long each step is held and analysed.", pattern=DURATION_PATTERN)
+    ] = "1m"
+    progress_deadline_seconds: Annotated[
+        int, Field(description="Roll back when the rollout has not finished by then.", ge=60)
+    ] = 3600
+    failure_limit: Annotated[
+        int, Field(description="Consecutive failed analyses before rollback.", ge=1, le=100)
+    ] = 2
+    inconclusive_limit: Annotated[
+        int, Field(description="Consecutive inconclusive analyses before the rollout fails.", ge=1, le=1000)
+    ] = 10
+    analysis: Annotated[Analysis, Field(description="Analysis thresholds.")] = Analysis()
+    shadow: Annotated[Shadow, Field(description="Mirrored traffic before the canary.")] = Shadow()
+    traffic: Annotated[Traffic, Field(description="Traffic router.")] = Traffic()
+    prometheus_url: Annotated[
+        str | None,
+        Field(
+            alias="prometheusURL",
+            description="Prometheus API (in-cluster or ARMS in spec.region); default: the operator's.",
+            pattern=r"^https?://[^@\s]+$",
+            max_length=1024,
+        ),
+    ] = None
+    canary_replicas: Annotated[
+        Replicas | None,
+        Field(description="Replica bounds of the candidate track; default: scaled with its weight."),
+    ] = None
+    action: Annotated[ManualAction | None, Field(description="Manual promote/abort/retry/pause/resume.")] = (
+        None
+    )
+
+
+# ---------------------------------------------------------------------------------- experiment
+class Holdout(Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.percent == 0.0 || size(self.salt) > 0",
+                    "holdout.salt is required when holdout.percent > 0",
+                )
+            ]
+        }
+    )
+    percent: Annotated[
+        float,
+        Field(
+            description="Percent of users (salted hash of the user id) served the popularity baseline.",
+            ge=0,
+            le=50,
+        ),
+    ] = 0
+    salt: Annotated[
+        str,
+        Field(description="Salt of the assignment hash; change it to reshuffle the groups.", max_length=64),
+    ] = ""
+
+
+class Experiment(Model):
+    holdout: Annotated[Holdout, Field(description="Persistent holdout group for measuring lift.")] = Holdout()
+
+
+# ---------------------------------------------------------------------------------- spec
+class RecommenderServiceSpec(Model):
+    """Desired state of a recommendation service."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.rollout) || !has(self.rollout.candidate) || self.rollout.candidate.version != self.model.version",
+                    "rollout.candidate.version equals model.version: nothing to roll out",
+                ),
+            ]
+        }
+    )
+    region: Annotated[
+        str,
+        Field(
+            description="Alibaba Cloud region (data residency): every bucket and endpoint must be in it. Immutable.",
+            pattern=REGION_PATTERN,
+            json_schema_extra={
+                "x-kubernetes-validations": [cel("self == oldSelf", "region is immutable (data residency)")]
+            },
+        ),
+    ]
+    model: Annotated[ModelRef, Field(description="The model served by the stable track.")]
+    serving: Annotated[Serving, Field(description="Inference serving.")]
+    monitoring: Annotated[Monitoring, Field(description="Prometheus integration.")] = Monitoring()
+    training: Annotated[Training | None, Field(description="Spot-only training.")] = None
+    rollout: Annotated[Rollout, Field(description="Progressive delivery of a candidate model.")] = Rollout()
+    experiment: Annotated[Experiment, Field(description="Experiments (holdout).")] = Experiment()
+
+
+# ---------------------------------------------------------------------------------- status
+class Condition(Model):
+    type: Annotated[str, Field(description="Ready, Reconciled, Degraded, MonitoringAvailable, ...")]
+    status: Annotated[Literal["True", "False", "Unknown"], Field(description="Condition status.")]
+    reason: Annotated[str, Field(description="CamelCase reason.")] = ""
+    message: Annotated[str, Field(description="Human-readable detail.")] = ""
+    last_transition_time: Annotated[
+        str | None, Field(description="RFC 3339 time of the last status change.")
+    ] = None
+    observed_generation: Annotated[
+        int | None, Field(description="Generation this condition was computed for.")
+    ] = None
+
+
+class ReplicaStatus(Model):
+    desired: Annotated[int, Field(description="Replicas the stable Deployment wants.")] = 0
+    ready: Annotated[int, Field(description="Ready stable replicas.")] = 0
+
+
+class RecommenderServiceStatus(Model):
+    """Observed state. Rollout and training sections are written by their controllers."""
+
+    observed_generation: Annotated[int | None, Field(description="Generation last reconciled.")] = None
+    phase: Annotated[str | None, Field(description="Pending, Ready, Degraded, Progressing, ...")] = None
+    conditions: Annotated[list[Condition], Field(description="Standard conditions.")] = []
+    replicas: Annotated[ReplicaStatus, Field(description="Stable track replicas.")] = ReplicaStatus()
+    stable_version: Annotated[str | None, Field(description="Model version serving stable traffic.")] = None
+    candidate_version: Annotated[str | None, Field(description="Candidate under rollout.")] = None
+    canary_weight: Annotated[int, Field(description="Percent of traffic on the candidate.")] = 0
+    rollout: Annotated[
+        dict | None,
+        Field(
+            description="Rollout state machine (phase, step, analysis results, actions).",
+            json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+        ),
+    ] = None
+    training: Annotated[
+        dict | None,
+        Field(
+            description="Training runs, preemptions, checkpoints, metrics and lineage.",
+            json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+        ),
+    ] = None
+
+
+class RecommenderService(Model):
+    """Top-level object, for typed access in Python (the CRD wraps spec/status itself)."""
+
+    model_config = ConfigDict(extra="ignore", alias_generator=to_camel, populate_by_name=True)
+    api_version: str = f"{GROUP}/{VERSION}"
+    kind: str = KIND
+    metadata: dict = {}
+    spec: RecommenderServiceSpec
+    status: RecommenderServiceStatus | None = None
