@@ -1,0 +1,411 @@
+"""Pure render of the serving stack: spec -> desired Kubernetes objects.
+
+No API calls here: the same input always gives the same objects, which is what
+makes reconcile idempotent and lets tests validate every object against the
+Kubernetes 1.37 OpenAPI schema without a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from recops_operator import topology as topo
+from recops_operator.api.models import GROUP, KIND, VERSION, RecommenderServiceSpec
+
+MANAGED_BY = "recops"
+CONFIG_MOUNT = "/etc/recops"
+CONFIG_FILE = "config.json"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The RecommenderService that owns the rendered objects."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    def reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+@dataclass(frozen=True)
+class RenderContext:
+    """Facts about the cluster the renderer may depend on (discovered by the handler)."""
+
+    monitoring_available: bool = False
+
+
+def labels(owner: Owner, track: str | None = None, version: str | None = None) -> dict[str, str]:
+    out = {
+        "app.kubernetes.io/name": "recops-serve",
+        "app.kubernetes.io/instance": owner.name,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "recops.io/service": owner.name,
+    }
+    if track:
+        out["recops.io/track"] = track
+    if version:
+        out["recops.io/model-version"] = version
+    return out
+
+
+def _meta(owner: Owner, name: str, extra_labels: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": {**labels(owner), **(extra_labels or {})},
+        "ownerReferences": [owner.reference()],
+    }
+
+
+def config_map_name(owner: Owner, track: str = "stable") -> str:
+    return f"{owner.name}-serving" if track == "stable" else f"{owner.name}-serving-{track}"
+
+
+def serving_config(spec: RecommenderServiceSpec, version: str, track: str) -> dict[str, Any]:
+    """The recops-serve config file (keys documented in recops_serve's config module)."""
+    s = spec.serving
+    fs = s.feature_store
+    return {
+        "model_uri": spec.model.uri.rstrip("/") + "/" + version,
+        "model_version": version,
+        "track": track,
+        "top_k": s.top_k,
+        "session_ttl_seconds": fs.session_ttl_seconds if fs else 1800,
+        "max_session_events": fs.max_session_events if fs else 50,
+        "fallback_strategy": s.fallback.strategy,
+        "new_item_boost_hours": s.fallback.new_item_boost_hours,
+        "holdout_percent": spec.experiment.holdout.percent,
+        "holdout_salt": spec.experiment.holdout.salt,
+        "region": spec.region,
+    }
+
+
+def render_config_map(
+    owner: Owner, spec: RecommenderServiceSpec, version: str, track: str = "stable"
+) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(owner, config_map_name(owner, track), {"recops.io/track": track}),
+        "data": {CONFIG_FILE: json.dumps(serving_config(spec, version, track), indent=2, sort_keys=True)},
+    }
+
+
+def _placement(spec: RecommenderServiceSpec) -> tuple[dict[str, Any], dict[str, str]]:
+    """Pod-spec placement fields and pod annotations. Inference is never on spot."""
+    affinity = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": topo.not_spot_node_affinity_terms()}]
+            }
+        }
+    }
+    if spec.serving.placement == "eci":
+        annotations = {topo.ECI_AUTO_IMAGE_CACHE: "true" if spec.serving.eci.image_cache else "false"}
+        if spec.serving.eci.use_specs:
+            annotations[topo.ECI_USE_SPECS] = ",".join(spec.serving.eci.use_specs)
+        fields = {
+            "nodeSelector": {topo.ECI_NODE_LABEL_KEY: topo.ECI_NODE_LABEL_VALUE},
+            "tolerations": [topo.ECI_TAINT.toleration()],
+            "affinity": affinity,
+        }
+        return fields, annotations
+    fields = {
+        "nodeSelector": {topo.CAPACITY_LABEL: topo.CAPACITY_ON_DEMAND},
+        "affinity": affinity,
+    }
+    return fields, {}
+
+
+def deployment_name(owner: Owner, track: str = "stable") -> str:
+    return owner.name if track == "stable" else f"{owner.name}-{track}"
+
+
+def render_deployment(
+    owner: Owner,
+    spec: RecommenderServiceSpec,
+    *,
+    track: str = "stable",
+    version: str | None = None,
+    image: str | None = None,
+    replicas: int | None = None,
+) -> dict[str, Any]:
+    """An inference Deployment for one track. ``replicas`` None leaves scaling to the HPA."""
+    version = version or spec.model.version
+    image = image or spec.serving.image
+    s = spec.serving
+    pod_labels = labels(owner, track, version)
+    selector = {"recops.io/service": owner.name, "recops.io/track": track}
+    placement, annotations = _placement(spec)
+    env: list[dict[str, Any]] = [
+        {"name": "RECOPS_CONFIG", "value": f"{CONFIG_MOUNT}/{CONFIG_FILE}"},
+        {"name": "RECOPS_MODEL_VERSION", "value": version},
+        {"name": "RECOPS_TRACK", "value": track},
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+    ]
+    if s.feature_store:
+        env.append(
+            {
+                "name": "RECOPS_REDIS_URL",
+                "valueFrom": {
+                    "secretKeyRef": {
+                        "name": s.feature_store.secret_ref.name,
+                        "key": s.feature_store.secret_ref.key,
+                    }
+                },
+            }
+        )
+    container = {
+        "name": "serve",
+        "image": image,
+        "args": ["serve", "--config", f"{CONFIG_MOUNT}/{CONFIG_FILE}", "--port", str(s.port)],
+        "ports": [{"name": "http", "containerPort": s.port, "protocol": "TCP"}],
+        "env": env,
+        "resources": {
+            "requests": {"cpu": s.resources.requests.cpu, "memory": s.resources.requests.memory},
+            "limits": {"cpu": s.resources.limits.cpu, "memory": s.resources.limits.memory},
+        },
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": "http"},
+            "periodSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": "http"},
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
+        "startupProbe": {
+            "httpGet": {"path": "/healthz", "port": "http"},
+            "periodSeconds": 2,
+            "failureThreshold": 60,
+        },
+        "securityContext": {
+            "runAsNonRoot": True,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [
+            {"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True},
+            {"name": "model-cache", "mountPath": "/var/cache/recops"},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    pod_spec = {
+        **placement,
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 30,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 10001,
+            "runAsGroup": 10001,
+            "fsGroup": 10001,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": topo.ZONE_LABEL,
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": selector},
+            },
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": selector},
+            },
+        ],
+        "containers": [container],
+        "volumes": [
+            {"name": "config", "configMap": {"name": config_map_name(owner, track)}},
+            {"name": "model-cache", "emptyDir": {"sizeLimit": "4Gi"}},
+            {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+        ],
+    }
+    deployment: dict[str, Any] = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(owner, deployment_name(owner, track), {"recops.io/track": track}),
+        "spec": {
+            "selector": {"matchLabels": selector},
+            "revisionHistoryLimit": 3,
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
+            "template": {"metadata": {"labels": pod_labels, "annotations": annotations}, "spec": pod_spec},
+        },
+    }
+    if replicas is not None:
+        deployment["spec"]["replicas"] = replicas
+    return deployment
+
+
+def render_service(owner: Owner, spec: RecommenderServiceSpec) -> dict[str, Any]:
+    """Intranet-only load balancer in front of every track (weights are the router's job)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            **_meta(owner, owner.name),
+            "annotations": {
+                topo.SLB_ADDRESS_TYPE: topo.SLB_INTRANET,
+                "service.beta.kubernetes.io/alibaba-cloud-loadbalancer-instance-charge-type": "PayByCLCU",
+                "service.beta.kubernetes.io/alibaba-cloud-loadbalancer-additional-resource-tags": f"recops-service={owner.name},region={spec.region}",
+            },
+        },
+        "spec": {
+            "type": "LoadBalancer",
+            "externalTrafficPolicy": "Local",
+            "selector": {"recops.io/service": owner.name, "recops.io/track": "stable"},
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def render_hpa(owner: Owner, spec: RecommenderServiceSpec) -> dict[str, Any]:
+    a, r = spec.serving.autoscaling, spec.serving.replicas
+    metrics: list[dict[str, Any]] = [
+        {
+            "type": "Resource",
+            "resource": {
+                "name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": a.target_cpu_utilization},
+            },
+        }
+    ]
+    if a.target_requests_per_second:
+        metrics.append(
+            {
+                "type": "Pods",
+                "pods": {
+                    "metric": {"name": "recops_http_requests_per_second"},
+                    "target": {"type": "AverageValue", "averageValue": str(a.target_requests_per_second)},
+                },
+            }
+        )
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _meta(owner, owner.name),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment_name(owner)},
+            "minReplicas": r.min,
+            "maxReplicas": r.max,
+            "metrics": metrics,
+            # A flash sale doubles traffic in seconds: scale up fast, down slowly.
+            "behavior": {
+                "scaleUp": {
+                    "stabilizationWindowSeconds": a.scale_up_stabilization_seconds,
+                    "selectPolicy": "Max",
+                    "policies": [
+                        {"type": "Percent", "value": 100, "periodSeconds": 15},
+                        {"type": "Pods", "value": 10, "periodSeconds": 15},
+                    ],
+                },
+                "scaleDown": {
+                    "stabilizationWindowSeconds": a.scale_down_stabilization_seconds,
+                    "policies": [{"type": "Percent", "value": 10, "periodSeconds": 60}],
+                },
+            },
+        },
+    }
+
+
+def render_pdb(owner: Owner, spec: RecommenderServiceSpec) -> dict[str, Any]:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _meta(owner, owner.name),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": {"recops.io/service": owner.name, "recops.io/track": "stable"}},
+        },
+    }
+
+
+def render_monitoring(owner: Owner, spec: RecommenderServiceSpec) -> list[dict[str, Any]]:
+    """ServiceMonitor (relabels pod labels to recsvc/track) and a per-service PrometheusRule."""
+    sel = f'namespace="{owner.namespace}",recsvc="{owner.name}"'
+    p99 = spec.rollout.analysis.max_p99_latency_ms / 1000
+    return [
+        {
+            "apiVersion": "monitoring.coreos.com/v1",
+            "kind": "ServiceMonitor",
+            "metadata": _meta(owner, owner.name),
+            "spec": {
+                "selector": {"matchLabels": {"recops.io/service": owner.name}},
+                "endpoints": [
+                    {
+                        "port": "http",
+                        "path": "/metrics",
+                        "interval": spec.monitoring.scrape_interval,
+                        "relabelings": [
+                            {
+                                "sourceLabels": ["__meta_kubernetes_pod_label_recops_io_service"],
+                                "targetLabel": "recsvc",
+                            },
+                            {
+                                "sourceLabels": ["__meta_kubernetes_pod_label_recops_io_track"],
+                                "targetLabel": "track",
+                            },
+                            {"sourceLabels": ["__meta_kubernetes_pod_name"], "targetLabel": "pod"},
+                        ],
+                    }
+                ],
+            },
+        },
+        {
+            "apiVersion": "monitoring.coreos.com/v1",
+            "kind": "PrometheusRule",
+            "metadata": _meta(owner, owner.name),
+            "spec": {
+                "groups": [
+                    {
+                        "name": f"recops-{owner.name}",
+                        "rules": [
+                            {
+                                "alert": "RecopsServiceP99High",
+                                "expr": f'histogram_quantile(0.99, sum by (le) (rate(recops_http_request_duration_seconds_bucket{{{sel},route="recommendations"}}[5m]))) > {p99}',
+                                "for": "5m",
+                                "labels": {"severity": "page"},
+                                "annotations": {
+                                    "summary": f"{owner.namespace}/{owner.name} p99 above {spec.rollout.analysis.max_p99_latency_ms} ms"
+                                },
+                            }
+                        ],
+                    }
+                ]
+            },
+        },
+    ]
+
+
+def render_serving(
+    owner: Owner, spec: RecommenderServiceSpec, ctx: RenderContext | None = None
+) -> list[dict[str, Any]]:
+    """Every serving object for the stable track."""
+    ctx = ctx or RenderContext()
+    objs = [
+        render_config_map(owner, spec, spec.model.version),
+        render_deployment(owner, spec),
+        render_service(owner, spec),
+        render_hpa(owner, spec),
+        render_pdb(owner, spec),
+    ]
+    if ctx.monitoring_available and spec.monitoring.service_monitor:
+        objs.extend(render_monitoring(owner, spec))
+    return objs

@@ -1,0 +1,118 @@
+"""The serving renderer: hardened, placed correctly, never on spot, schema-valid for Kubernetes 1.37."""
+
+from __future__ import annotations
+
+import kubernetes_validate
+import pytest
+
+from recops_operator import topology as topo
+from recops_operator.api.models import RecommenderServiceSpec
+from recops_operator.render import Owner, RenderContext, desired_objects
+from recops_operator.training.invariants import check_capacity_invariants
+
+OWNER = Owner(name="home-feed", namespace="shop", uid="0b7c6b3e-0000-4000-8000-000000000001")
+
+
+def spec(**serving) -> RecommenderServiceSpec:
+    return RecommenderServiceSpec.model_validate(
+        {
+            "region": "cn-hangzhou",
+            "model": {"uri": "oss://retail-models-hz/home-feed/", "version": "2026-11-20"},
+            "serving": {
+                "image": "registry.cn-hangzhou.aliyuncs.com/recops/recops-serve:1.0",
+                "featureStore": {"secretRef": {"name": "tair"}},
+                **serving,
+            },
+        }
+    )
+
+
+def by_kind(objs):
+    return {o["kind"]: o for o in objs}
+
+
+@pytest.mark.parametrize("placement", ["eci", "nodes"])
+@pytest.mark.parametrize("monitoring", [False, True])
+def test_objects_are_valid_for_kubernetes_1_37(placement, monitoring):
+    for obj in desired_objects(
+        OWNER, spec(placement=placement), RenderContext(monitoring_available=monitoring)
+    ):
+        if obj["apiVersion"].startswith("monitoring.coreos.com"):
+            continue  # not a core schema; shape asserted below
+        kubernetes_validate.validate(obj, "1.37", strict=True)
+
+
+def test_kinds_and_ownership():
+    objs = desired_objects(OWNER, spec(), RenderContext(monitoring_available=True))
+    kinds = sorted(o["kind"] for o in objs)
+    assert kinds == sorted(
+        [
+            "ConfigMap",
+            "Deployment",
+            "Service",
+            "HorizontalPodAutoscaler",
+            "PodDisruptionBudget",
+            "ServiceMonitor",
+            "PrometheusRule",
+        ]
+    )
+    for o in objs:
+        ref = o["metadata"]["ownerReferences"][0]
+        assert (ref["kind"], ref["uid"], ref["controller"]) == ("RecommenderService", OWNER.uid, True)
+        assert o["metadata"]["labels"]["recops.io/service"] == OWNER.name
+    assert "ServiceMonitor" not in by_kind(
+        desired_objects(OWNER, spec(), RenderContext(monitoring_available=False))
+    )
+
+
+def test_pod_is_hardened():
+    pod = by_kind(desired_objects(OWNER, spec()))["Deployment"]["spec"]["template"]["spec"]
+    sc = pod["containers"][0]["securityContext"]
+    assert sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"]
+    assert sc["capabilities"]["drop"] == ["ALL"] and sc["seccompProfile"]["type"] == "RuntimeDefault"
+    assert pod["automountServiceAccountToken"] is False
+    c = pod["containers"][0]
+    assert (
+        c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        and c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    )
+    assert {t["topologyKey"] for t in pod["topologySpreadConstraints"]} == {
+        topo.ZONE_LABEL,
+        "kubernetes.io/hostname",
+    }
+    redis = next(e for e in c["env"] if e["name"] == "RECOPS_REDIS_URL")
+    assert redis["valueFrom"]["secretKeyRef"] == {"name": "tair", "key": "url"}
+
+
+def test_eci_placement_and_never_spot():
+    eci = by_kind(desired_objects(OWNER, spec(placement="eci", eci={"useSpecs": ["2-4Gi"]})))["Deployment"][
+        "spec"
+    ]["template"]
+    assert eci["spec"]["nodeSelector"] == {"type": "virtual-kubelet"}
+    assert topo.ECI_TAINT.toleration() in eci["spec"]["tolerations"]
+    assert eci["metadata"]["annotations"][topo.ECI_AUTO_IMAGE_CACHE] == "true"
+    assert eci["metadata"]["annotations"][topo.ECI_USE_SPECS] == "2-4Gi"
+    nodes = by_kind(desired_objects(OWNER, spec(placement="nodes")))["Deployment"]["spec"]["template"]
+    assert nodes["spec"]["nodeSelector"] == {topo.CAPACITY_LABEL: topo.CAPACITY_ON_DEMAND}
+    for tpl in (eci, nodes):
+        terms = tpl["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+            "nodeSelectorTerms"
+        ]
+        assert terms == [{"matchExpressions": topo.not_spot_node_affinity_terms()}]
+        assert not any(t.get("key") == topo.SPOT_TAINT.key for t in tpl["spec"].get("tolerations", []))
+    # The shared capacity invariant (also used by the admission webhook) agrees.
+    for placement in ("eci", "nodes"):
+        assert check_capacity_invariants(desired_objects(OWNER, spec(placement=placement))) == []
+
+
+def test_service_is_intranet_only_and_hpa_bounds():
+    objs = by_kind(desired_objects(OWNER, spec(replicas={"min": 3, "max": 50})))
+    assert objs["Service"]["metadata"]["annotations"][topo.SLB_ADDRESS_TYPE] == "intranet"
+    hpa = objs["HorizontalPodAutoscaler"]["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (3, 50)
+    assert {m["type"] for m in hpa["metrics"]} == {"Resource", "Pods"}
+    assert "replicas" not in objs["Deployment"]["spec"], "the HPA owns replicas"
+
+
+def test_render_is_deterministic():
+    assert desired_objects(OWNER, spec()) == desired_objects(OWNER, spec())
