@@ -20,6 +20,8 @@ needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None, reason="pr
 
 def test_committed_outputs_match_the_generator():
     for path, text in build.outputs().items():
+        if path.parent.name == "crds":
+            continue  # the CRD copy in the chart has its own test (tests/chart)
         assert path.exists(), f"{path} missing: run python dashboards/build.py"
         assert path.read_text() == text, f"{path} is stale: run python dashboards/build.py"
 
