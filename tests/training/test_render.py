@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import kubernetes_validate
 import pytest
+
 from recops_operator import topology
 from recops_operator.training import config as c
 from recops_operator.training import naming
 from recops_operator.training.config import TrainingConfigError
+from recops_operator.training.invariants import check_capacity_invariants
 from recops_operator.training.render import (
     pending_trigger,
     render_cronjob,
@@ -168,3 +170,18 @@ def test_trigger_field_annotation_and_status_record(svc):
 def test_every_run_is_created_queued(svc):
     assert render_on_demand_job(svc(), "t")["spec"]["suspend"] is True
     assert render_cronjob(svc())["spec"]["jobTemplate"]["spec"]["suspend"] is True
+
+
+def test_pipeline_hook_renders_the_cronjob_from_the_typed_spec(svc):
+    from recops_operator.api.models import RecommenderServiceSpec
+    from recops_operator.render import Owner, RenderContext, desired_objects
+
+    body = svc()
+    body["spec"]["serving"]["featureStore"] = {"secretRef": {"name": "tair"}}
+    spec = RecommenderServiceSpec.model_validate(body["spec"])
+    owner = Owner(name="home-feed", namespace="shop", uid=body["metadata"]["uid"])
+    objs = desired_objects(owner, spec, RenderContext())
+    (cron,) = [o for o in objs if o["kind"] == "CronJob"]
+    assert cron == render_cronjob(body)  # typed spec and raw body render the same object
+    kubernetes_validate.validate(cron, K8S, strict=True)
+    assert check_capacity_invariants(objs) == []  # serving + training together

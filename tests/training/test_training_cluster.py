@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+
 from recops_operator import topology
 from recops_operator.training import check_capacity_invariants, naming, runs
 from recops_operator.training import config as c
@@ -432,6 +433,7 @@ def training_operator(k8s_cluster, k8s_namespace, monkeypatch):
     """The training kopf handlers running in-process, scoped to the test namespace."""
     import kubernetes.config.kube_config as kube_config
     from kopf.testing import KopfRunner
+
     from recops_operator.training import handlers
 
     monkeypatch.setenv("KUBECONFIG", str(k8s_cluster.kubeconfig))
@@ -550,6 +552,7 @@ def test_operator_closed_loop_end_to_end(k8s_cluster, k8s_namespace, svc, tmp_pa
 
     _ensure_crd(k8s_cluster)
     import kubernetes.config.kube_config as kube_config
+
     from recops_operator.training import handlers
 
     monkeypatch.setenv("KUBECONFIG", str(k8s_cluster.kubeconfig))

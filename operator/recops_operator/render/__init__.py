@@ -12,10 +12,11 @@ from typing import Any
 
 from recops_operator.api.models import RecommenderServiceSpec
 from recops_operator.render.serving import Owner, RenderContext, render_serving
+from recops_operator.training.render import render_training_objects
 
 Renderer = Callable[[Owner, RecommenderServiceSpec, RenderContext], list[dict[str, Any]]]
 
-RENDERERS: list[Renderer] = [render_serving]
+RENDERERS: list[Renderer] = [render_serving, render_training_objects]
 
 
 def desired_objects(

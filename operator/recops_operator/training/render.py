@@ -320,3 +320,12 @@ def render_training(body: Mapping[str, Any]) -> list[dict[str, Any]]:
     """
     cron = render_cronjob(body)
     return [cron] if cron else []
+
+
+def render_training_objects(owner: Any, spec: Any, ctx: Any = None) -> list[dict[str, Any]]:
+    """The render-pipeline hook: ``(Owner, RecommenderServiceSpec, RenderContext) -> objects``."""
+    body = {
+        "metadata": {"name": owner.name, "namespace": owner.namespace, "uid": owner.uid},
+        "spec": spec.model_dump(by_alias=True, exclude_none=True, mode="json"),
+    }
+    return render_training(body)
