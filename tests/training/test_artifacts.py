@@ -8,6 +8,16 @@ import os
 from recops_operator.training import artifacts
 
 
+def test_oss_uris_map_to_a_local_root_when_configured(tmp_path, monkeypatch):
+    bundle = tmp_path / "retail-models-hz" / "home-feed" / "v1"
+    bundle.mkdir(parents=True)
+    (bundle / "manifest.json").write_text(json.dumps({"metrics": {"ndcg@10": 0.3}}))
+    monkeypatch.delenv("RECOPS_OSS_LOCAL_ROOT", raising=False)
+    assert artifacts.read_manifest("oss://retail-models-hz/home-feed/v1") is None  # no adapter: fail closed
+    monkeypatch.setenv("RECOPS_OSS_LOCAL_ROOT", str(tmp_path))
+    assert artifacts.read_manifest("oss://retail-models-hz/home-feed/v1") == {"metrics": {"ndcg@10": 0.3}}
+
+
 def test_manifest_metrics_and_checkpoint_time(tmp_path):
     bundle = tmp_path / "models" / "run-1"
     bundle.mkdir(parents=True)

@@ -381,8 +381,8 @@ def test_scheduled_and_on_demand_runs_never_overlap(k8s_cluster, k8s_namespace, 
     assert status["currentRun"] is None
 
 
-def _manifest(root, version: str, metrics: dict[str, float]) -> None:
-    d = root / "models" / version
+def _manifest(root, version: str, metrics: dict[str, float], sub: str = "models") -> None:
+    d = root / sub / version
     d.mkdir(parents=True, exist_ok=True)
     (d / "manifest.json").write_text(
         json.dumps({"version": version, "data_window": {"days": 90}, "metrics": metrics})
@@ -502,44 +502,12 @@ def test_operator_answers_spot_release_notice(k8s_cluster, k8s_namespace, svc, t
     sys.__stdout__.write(f"\nspot notice ({signal}) -> replacement pod running: {reaction:.2f}s\n")
 
 
-_STAND_IN_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "recommenderservices.recops.io"},
-    "spec": {
-        "group": "recops.io",
-        "names": {
-            "kind": "RecommenderService",
-            "plural": "recommenderservices",
-            "singular": "recommenderservice",
-        },
-        "scope": "Namespaced",
-        "versions": [
-            {
-                "name": "v1alpha1",
-                "served": True,
-                "storage": True,
-                "subresources": {"status": {}},
-                "schema": {
-                    "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-                },
-            }
-        ],
-    },
-}
-
-
 def _ensure_crd(cluster) -> None:
-    """The generated CRD from crds/ when it exists (else a schemaless stand-in until the API lands)."""
+    """Install the CRD generated from the API models (crds/)."""
     from pathlib import Path
 
-    if cluster.kubectl("get", "crd", "recommenderservices.recops.io", check=False).returncode == 0:
-        return
-    generated = sorted(Path(__file__).resolve().parents[2].joinpath("crds").glob("*.yaml"))
-    if generated:
-        cluster.kubectl("apply", "--server-side", "-f", str(generated[0]))
-    else:
-        cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(_STAND_IN_CRD))
+    crd = Path(__file__).resolve().parents[2] / "crds" / "recommenderservices.recops.io.yaml"
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
     cluster.kubectl(
         "wait", "--for=condition=Established", "crd/recommenderservices.recops.io", "--timeout=30s"
     )
@@ -559,11 +527,15 @@ def test_operator_closed_loop_end_to_end(k8s_cluster, k8s_namespace, svc, tmp_pa
     monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(k8s_cluster.kubeconfig))
     monkeypatch.setattr(handlers, "_api", k8s_cluster.api_client())
     api, ns = k8s_cluster.api_client(), k8s_namespace
-    body = _body(svc, ns, tmp_path, schedule=None, autoRollout=True)
+    # oss:// as the CRD requires; the operator reads it from a local root (RECOPS_OSS_LOCAL_ROOT)
+    monkeypatch.setenv("RECOPS_OSS_LOCAL_ROOT", str(tmp_path))
+    body = _body(svc, ns, schedule=None, autoRollout=True)
+    body["spec"]["serving"]["featureStore"] = {"secretRef": {"name": "tair"}}
     body["metadata"]["annotations"] = {c.TRIGGER_ANNOTATION: "nightly-2026-11-24"}
-    _manifest(tmp_path, "v1", {"ndcg@10": 0.200, "recall@50": 0.500})
+    bucket = tmp_path / "retail-models-hz"  # spec.model.uri = oss://retail-models-hz/home-feed/
+    _manifest(bucket, "v1", {"ndcg@10": 0.200, "recall@50": 0.500}, sub="home-feed")
     run = naming.on_demand_job_name("home-feed", "nightly-2026-11-24")
-    _manifest(tmp_path, run, {"ndcg@10": 0.230, "recall@50": 0.510})
+    _manifest(bucket, run, {"ndcg@10": 0.230, "recall@50": 0.510}, sub="home-feed")
     custom = client.CustomObjectsApi(api)
     t0 = time.monotonic()
     args = ["run", "--standalone", "--namespace", ns, "-m", "recops_operator.training.handlers"]

@@ -4,13 +4,16 @@ The inference image owns the formats (``recops_serve.bundle`` / ``recops_serve.s
 this module is the operator's read-only window on them. When the image's storage adapter
 is importable it is used for every URI scheme; otherwise local paths and ``file://`` URIs
 are read directly (tests, the local demo) and other schemes answer None, which the
-closed loop treats as "cannot compare" (fail closed).
+closed loop treats as "cannot compare" (fail closed). ``RECOPS_OSS_LOCAL_ROOT`` maps
+``oss://bucket/key`` to ``<root>/bucket/key`` (the local demo and tests: object storage is
+"a local directory behind the same interface").
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,9 @@ def _local_path(uri: str) -> Path | None:
     parsed = urlparse(uri)
     if parsed.scheme in ("", "file"):
         return Path(parsed.path if parsed.scheme else uri)
+    root = os.environ.get("RECOPS_OSS_LOCAL_ROOT")
+    if parsed.scheme == "oss" and root:
+        return Path(root) / parsed.netloc / parsed.path.lstrip("/")
     return None
 
 
