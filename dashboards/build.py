@@ -1,4 +1,5 @@
-"""Generate the Grafana dashboards and Prometheus rules of RecOps (run: python dashboards/build.py).
+"""Generate what RecOps ships besides code (run: python dashboards/build.py): Grafana dashboards, Prometheus
+rules, the Helm chart's copies (rules, CRDs) and docs/reference.md (the RecommenderService API reference).
 
 Dashboards are built with grafana-foundation-sdk (Grafana's own generated, maintained builders), so the
 JSON follows Grafana's schema instead of being hand-edited. Outputs are committed and a test fails when
@@ -28,6 +29,7 @@ from grafana_foundation_sdk.models.common import (
 from grafana_foundation_sdk.models.dashboard import DataSourceRef
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import crd_reference
 from alerts import ALERTS
 from panels import DASHBOARDS, Dashboard
 
@@ -122,6 +124,9 @@ def outputs() -> dict[Path, str]:
     out[CHART / "files" / "recops-alerts.yaml"] = rules
     for path in sorted((ROOT / "crds").glob("*.yaml")):  # the operator-core engineer generates crds/
         out[CHART / "crds" / path.name] = path.read_text()
+    crd = ROOT / "crds" / "recommenderservices.recops.io.yaml"
+    if crd.exists():
+        out[ROOT / "docs" / "reference.md"] = crd_reference.render(crd)
     return out
 
 

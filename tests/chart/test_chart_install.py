@@ -17,6 +17,28 @@ from .helm import CHART, helm
 pytestmark = pytest.mark.integration
 
 
+def _install_example() -> dict:
+    text = (CHART.parents[1] / "docs" / "install.md").read_text()
+    start = text.index("kubectl apply -f - <<'YAML'\n") + len("kubectl apply -f - <<'YAML'\n")
+    return yaml.safe_load(text[start : text.index("\nYAML\n", start)])
+
+
+def test_install_guide_example_is_accepted_by_the_chart_crd(cluster, namespace):
+    """docs/install.md's first RecommenderService passes the API server's schema and CEL rules (server-side
+    dry run against the CRD shipped in the chart); a broken variant is refused with the CEL message."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "crd/recommenderservices.recops.io", "--timeout=30s"
+    )
+    obj = _install_example()
+    obj["metadata"]["namespace"] = namespace
+    ok = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=json.dumps(obj), check=False)
+    assert ok.returncode == 0, ok.stderr
+    obj["spec"]["experiment"]["holdout"]["salt"] = ""
+    bad = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=json.dumps(obj), check=False)
+    assert bad.returncode != 0 and "holdout.salt is required" in bad.stderr, bad.stderr
+
+
 @pytest.fixture(scope="module")
 def release(cluster):
     """The chart installed by helm into its own namespace; uninstalled afterwards."""
@@ -172,8 +194,8 @@ def test_operator_e2e_scenario_runs_under_the_chart_identity(
     import kubernetes.config.kube_config as kube_config
     from kopf.testing import KopfRunner
     from kubernetes import client, config
-    from recops_operator.training import handlers
 
+    from recops_operator.training import handlers
     from tests.training.conftest import service
     from tests.training.test_training_cluster import test_operator_answers_spot_release_notice as scenario
 
