@@ -143,7 +143,8 @@ class FeatureStore(Model):
         SecretKeyRef, Field(description="Secret with the feature-store URL; never inline credentials.")
     ]
     session_ttl_seconds: Annotated[
-        int, Field(description="TTL of a session's recent events.", ge=60, le=604800)
+        int,
+        Field(alias="sessionTTLSeconds", description="TTL of a session's recent events.", ge=60, le=604800),
     ] = 1800
     max_session_events: Annotated[int, Field(description="Recent events kept per session.", ge=1, le=500)] = (
         50

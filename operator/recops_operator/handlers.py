@@ -1,0 +1,161 @@
+"""Thin kopf handlers: every trigger calls ``reconcile``, which renders and applies.
+
+Triggers: spec changes (create/update/resume, retried with backoff on failure),
+any event on a child we own (a pod becoming ready changes the Deployment's
+status; someone edits or deletes a child), and a slow timer as a safety net.
+Deletion needs no handler: every child carries a controller ownerReference, so
+the garbage collector removes them, and object storage is never touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import defaultdict
+from typing import Any
+
+import kopf
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+from pydantic import ValidationError
+
+from recops_operator import metrics
+from recops_operator.api.models import GROUP, PLURAL, VERSION, RecommenderServiceSpec
+from recops_operator.apply import Applier
+from recops_operator.render import Owner, RenderContext, desired_objects
+from recops_operator.render.serving import MANAGED_BY, deployment_name
+from recops_operator.status import changed, compute_status, merge_conditions
+
+log = logging.getLogger(__name__)
+RESYNC_SECONDS = float(os.environ.get("RECOPS_RESYNC_SECONDS", "120"))
+
+_api: client.ApiClient | None = None
+_locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+
+
+def api() -> client.ApiClient:
+    global _api
+    if _api is None:
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
+        _api = client.ApiClient()
+    return _api
+
+
+_applier: Applier | None = None
+
+
+def applier() -> Applier:
+    global _applier
+    if _applier is None:
+        _applier = Applier(api())
+    return _applier
+
+
+def _get_service(namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        return client.CustomObjectsApi(api()).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, name
+        )
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+
+
+def reconcile(namespace: str, name: str, *, raise_errors: bool = False) -> dict[str, Any] | None:
+    """Converge the children of one RecommenderService and refresh its status. Idempotent."""
+    with _locks[(namespace, name)]:
+        body = _get_service(namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None
+        generation = body["metadata"].get("generation")
+        try:
+            spec = RecommenderServiceSpec.model_validate(body.get("spec") or {})
+        except ValidationError as e:  # the webhook normally rejects this earlier
+            _patch_status(body, {"observedGeneration": generation, "phase": "Degraded"}, f"invalid spec: {e}")
+            return body
+        owner = Owner(name=name, namespace=namespace, uid=body["metadata"]["uid"])
+        ap = applier()
+        monitoring = ap.has_kind("monitoring.coreos.com/v1", "ServiceMonitor")
+        error: str | None = None
+        try:
+            ap.apply_all(desired_objects(owner, spec, RenderContext(monitoring_available=monitoring)))
+            metrics.RECONCILES.labels(result="ok").inc()
+        except ApiException as e:
+            error = f"apply failed: {e.status} {e.reason}: {(e.body or '')[:300]}"
+            metrics.RECONCILES.labels(result="error").inc()
+            kopf.warn(body, reason="ApplyFailed", message=error)
+            if raise_errors:
+                raise kopf.TemporaryError(error, delay=10) from e
+        dep = ap.get(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": deployment_name(owner), "namespace": namespace},
+            }
+        )
+        new = compute_status(spec, generation, dep, reconcile_error=error, monitoring_available=monitoring)
+        _patch_status(body, new)
+        return body
+
+
+def _patch_status(body: dict[str, Any], new: dict[str, Any], error: str | None = None) -> None:
+    live = body.get("status") or {}
+    if error:
+        new["conditions"] = [{"type": "Ready", "status": "False", "reason": "InvalidSpec", "message": error}]
+    if not changed(live, new):
+        return
+    new["conditions"] = merge_conditions(live.get("conditions") or [], new.get("conditions") or [])
+    meta = body["metadata"]
+    client.CustomObjectsApi(api()).patch_namespaced_custom_object_status(
+        GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], {"status": new}
+    )
+    applier().writes += 1
+    if live.get("phase") != new.get("phase"):
+        kopf.info(body, reason=new.get("phase") or "Unknown", message=new["conditions"][0].get("message", ""))
+
+
+# ------------------------------------------------------------------ kopf triggers
+@kopf.on.resume(GROUP, VERSION, PLURAL, id="serving-resume")
+@kopf.on.create(GROUP, VERSION, PLURAL, id="serving-create")
+@kopf.on.update(GROUP, VERSION, PLURAL, id="serving-update", field="spec")
+def on_spec(namespace: str, name: str, **_: Any) -> None:
+    reconcile(namespace, name, raise_errors=True)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, id="serving-resync", interval=RESYNC_SECONDS, idle=RESYNC_SECONDS)
+def on_resync(namespace: str, name: str, **_: Any) -> None:
+    reconcile(namespace, name)
+
+
+_CHILD_LABELS = {"app.kubernetes.io/managed-by": MANAGED_BY}
+
+
+def _owner_of(body: kopf.Body) -> str | None:
+    for ref in body.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("kind") == "RecommenderService" and ref.get("apiVersion", "").startswith(GROUP + "/"):
+            return ref.get("name")
+    return None
+
+
+def _on_child(body: kopf.Body, namespace: str | None, **_: Any) -> None:
+    owner = _owner_of(body)
+    if owner and namespace:
+        try:
+            reconcile(namespace, owner)
+        except ApiException as e:  # the resync timer retries
+            log.warning("child-triggered reconcile of %s/%s failed: %s", namespace, owner, e.reason)
+
+
+for _resource in (
+    ("apps", "v1", "deployments"),
+    ("v1", "services"),
+    ("v1", "configmaps"),
+    ("autoscaling", "v2", "horizontalpodautoscalers"),
+    ("policy", "v1", "poddisruptionbudgets"),
+):
+    kopf.on.event(*_resource, labels=_CHILD_LABELS, id=f"child-{_resource[-1]}")(_on_child)

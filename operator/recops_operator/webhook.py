@@ -1,0 +1,93 @@
+"""Validating admission for RecommenderService: the semantic rules the CRD schema cannot hold.
+
+Schema and CEL already ran when this is called; here we re-validate with the
+pydantic models (same source), check residency (``api.semantics``) and render the
+pod templates to prove inference stays off spot and training stays on it. A
+rejection names every problem at once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from recops_operator.api.models import GROUP, PLURAL, VERSION, RecommenderServiceSpec
+from recops_operator.api.semantics import bucket_registry, residency_errors
+from recops_operator.render import Owner, RenderContext, desired_objects
+from recops_operator.training.invariants import check_capacity_invariants
+
+HANDLER_ID = "validate-recsvc"
+
+
+def problems(body: dict[str, Any]) -> list[str]:
+    """Every reason to reject ``body`` (empty when it is acceptable). Pure but for the env registry."""
+    try:
+        spec = RecommenderServiceSpec.model_validate(body.get("spec") or {})
+    except ValidationError as e:
+        return [f"spec.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()]
+    errors = residency_errors(spec, bucket_registry())
+    meta = body.get("metadata") or {}
+    owner = Owner(
+        name=meta.get("name") or meta.get("generateName") or "x",
+        namespace=meta.get("namespace") or "default",
+        uid="admission",
+    )
+    try:
+        objs = desired_objects(owner, spec, RenderContext(monitoring_available=False))
+    except ValueError as e:  # e.g. a training spec the renderer cannot express
+        return [*errors, str(e)]
+    errors.extend(check_capacity_invariants(objs))
+    return errors
+
+
+@kopf.on.validate(GROUP, VERSION, PLURAL, id=HANDLER_ID, operations=["CREATE", "UPDATE"])
+def validate(body: kopf.Body, **_: Any) -> None:
+    errors = problems(dict(body))
+    if errors:
+        raise kopf.AdmissionError("; ".join(errors), code=422)
+
+
+def self_signed(host: str = "127.0.0.1") -> tuple[Path, Path]:
+    """A throwaway serving certificate for a local webhook (the chart provides real ones)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    san: list[x509.GeneralName] = [x509.DNSName("localhost")]
+    try:
+        san.append(x509.IPAddress(ipaddress.ip_address(host)))
+    except ValueError:
+        san.append(x509.DNSName(host))
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName(san), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    d = Path(tempfile.mkdtemp(prefix="recops-webhook-"))
+    (d / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (d / "tls.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    (d / "tls.key").chmod(0o600)
+    return d / "tls.crt", d / "tls.key"
