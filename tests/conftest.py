@@ -12,12 +12,9 @@ exists), deleted afterwards.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -26,37 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 CRD_DIR = ROOT / "crds"
 
 
-@dataclass
-class ExistingCluster:
-    """The ``LocalCluster`` client surface over a kubeconfig we did not start."""
-
-    kubeconfig: Path
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
-
-    def kubectl(self, *args: str, check: bool = True, input: str | None = None, timeout: float = 120):
-        from recops_localcluster import binaries
-
-        cmd = [str(binaries.find("kubectl")), f"--kubeconfig={self.kubeconfig}", *args]
-        res = subprocess.run(cmd, capture_output=True, text=True, input=input, timeout=timeout, check=False)
-        if check and res.returncode != 0:
-            raise subprocess.CalledProcessError(res.returncode, cmd, res.stdout, res.stderr)
-        return res
-
-    def api_client(self):
-        from kubernetes import client, config
-
-        cfg = client.Configuration()
-        config.load_kube_config(config_file=str(self.kubeconfig), client_configuration=cfg)
-        return client.ApiClient(cfg)
-
-
 @pytest.fixture(scope="session")
 def k8s_cluster():
     from recops_localcluster import binaries
-    from recops_localcluster.cluster import LocalCluster, existing_cluster
+    from recops_localcluster.cluster import ExistingCluster, LocalCluster, existing_cluster
 
     kubeconfig = existing_cluster()
     if kubeconfig:
@@ -85,7 +55,9 @@ def k8s_namespace(k8s_cluster) -> Iterator[str]:
     deadline = time.monotonic() + 60
     while k8s_cluster.kubectl("get", "sa", "default", "-n", name, check=False).returncode != 0:
         if time.monotonic() > deadline:
-            pytest.fail(f"ServiceAccount default never appeared in {name} (is kube-controller-manager running?)")
+            pytest.fail(
+                f"ServiceAccount default never appeared in {name} (is kube-controller-manager running?)"
+            )
         time.sleep(0.2)
     yield name
     k8s_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

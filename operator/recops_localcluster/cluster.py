@@ -423,3 +423,28 @@ def existing_cluster() -> Path | None:
     if not path.exists():
         raise FileNotFoundError(f"USE_EXISTING_CLUSTER=true but kubeconfig {path} does not exist")
     return path
+
+
+@dataclass
+class ExistingCluster:
+    """The ``LocalCluster`` client surface over a kubeconfig we did not start."""
+
+    kubeconfig: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+
+    def kubectl(self, *args: str, check: bool = True, input: str | None = None, timeout: float = 120):
+        cmd = [str(binaries.find("kubectl")), f"--kubeconfig={self.kubeconfig}", *args]
+        res = subprocess.run(cmd, capture_output=True, text=True, input=input, timeout=timeout, check=False)
+        if check and res.returncode != 0:
+            raise subprocess.CalledProcessError(res.returncode, cmd, res.stdout, res.stderr)
+        return res
+
+    def api_client(self):
+        from kubernetes import client, config
+
+        cfg = client.Configuration()
+        config.load_kube_config(config_file=str(self.kubeconfig), client_configuration=cfg)
+        return client.ApiClient(cfg)

@@ -1,0 +1,145 @@
+"""``recops-demo``: the whole system on an embedded local default.
+
+Steps, in order (each prints what it did): start the local control plane (or use
+``USE_EXISTING_CLUSTER=true`` + ``KUBECONFIG``), install the CRDs from ``crds/``,
+start the operator as a real process (admission webhook on loopback), apply the
+example RecommenderService and wait until ``kubectl get recsvc`` shows it Ready,
+then wait for Ctrl-C and stop everything it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from recops_localcluster.cluster import ExistingCluster, LocalCluster, existing_cluster, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "home-feed.yaml"
+
+
+def say(msg: str) -> None:
+    print(f"[recops-demo] {msg}", flush=True)
+
+
+def start_operator(env: dict[str, str], log: Path) -> subprocess.Popen:
+    env = {
+        **env,
+        "RECOPS_WEBHOOK_PORT": str(free_port()),
+        "RECOPS_METRICS_PORT": str(free_port()),
+        "RECOPS_RESYNC_SECONDS": "60",
+    }
+    out = open(log, "ab")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "recops-operator"), "run", "--standalone", "--all-namespaces"],
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def wait_ready(cluster, name: str, namespace: str, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        res = cluster.kubectl("get", "recsvc", name, "-n", namespace, "-o", "json", check=False)
+        if res.returncode == 0:
+            body = json.loads(res.stdout)
+            if (body.get("status") or {}).get("phase") == "Ready":
+                return body
+        time.sleep(1)
+    raise TimeoutError(f"{namespace}/{name} did not become Ready in {timeout:.0f}s")
+
+
+def main() -> int:
+    cluster: LocalCluster | None = None
+    operator: subprocess.Popen | None = None
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
+        say("stopping")
+        if operator and operator.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(operator.pid, signal.SIGTERM)
+            try:
+                operator.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(operator.pid, signal.SIGKILL)
+        if cluster:
+            cluster.stop()
+        say("stopped: no process or port left behind")
+
+    signal.signal(signal.SIGTERM, lambda *a: (stop(), sys.exit(0)))
+    try:
+        kubeconfig = existing_cluster()
+        if kubeconfig:
+            target = ExistingCluster(kubeconfig)
+            say(f"using existing cluster {kubeconfig}")
+        else:
+            say(
+                "starting the local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)"
+            )
+            cluster = LocalCluster(log=say).start()
+            target = cluster
+        target.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+        target.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+        say("CRDs installed: " + ", ".join(p.name for p in sorted((ROOT / "crds").glob("*.yaml"))))
+
+        log_dir = Path(cluster.run_dir) / "logs" if cluster else Path("/tmp")
+        operator = start_operator(target.env, log_dir / "recops-operator.log")
+        say(f"operator started (pid {operator.pid}, log {log_dir / 'recops-operator.log'})")
+        target.kubectl("create", "namespace", "shop", check=False)
+        target.kubectl(
+            "-n",
+            "shop",
+            "create",
+            "secret",
+            "generic",
+            "tair-credentials",
+            "--from-literal=url=redis://127.0.0.1:6379/0",
+            check=False,
+        )
+        deadline = time.monotonic() + 60
+        while True:  # the webhook must be up before the apply is admitted
+            res = target.kubectl("-n", "shop", "apply", "-f", str(EXAMPLE), check=False)
+            if res.returncode == 0:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"applying {EXAMPLE} failed: {res.stderr.strip()}")
+            time.sleep(1)
+        wait_ready(target, "home-feed", "shop")
+        print(
+            target.kubectl("-n", "shop", "get", "recsvc,deploy,svc,hpa,pdb,cronjob,pods", "-o", "wide").stdout
+        )
+        print(
+            "\nThe local cluster is running. In another shell:\n"
+            f"  export KUBECONFIG={target.kubeconfig}\n"
+            f"  {Path(sys.executable).parent / 'kubectl'} get nodes -L recops.io/capacity,type,topology.kubernetes.io/zone\n"
+            f"  {Path(sys.executable).parent / 'kubectl'} -n shop get recsvc\n"
+            "Press Ctrl-C to stop everything.",
+            flush=True,
+        )
+        if os.environ.get("RECOPS_DEMO_EXIT") == "1":  # non-interactive runs (tests, CI smoke)
+            return 0
+        while operator.poll() is None:
+            time.sleep(1)
+        say(f"operator exited with {operator.returncode}")
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
