@@ -21,6 +21,7 @@ from recops_operator.api.models import GROUP, PLURAL, VERSION, RecommenderServic
 from recops_operator.api.semantics import bucket_registry, residency_errors
 from recops_operator.render import Owner, RenderContext, desired_objects
 from recops_operator.training.invariants import check_capacity_invariants
+from recops_operator.training.render import training_admission_objects
 
 HANDLER_ID = "validate-recsvc"
 
@@ -40,6 +41,7 @@ def problems(body: dict[str, Any]) -> list[str]:
     )
     try:
         objs = desired_objects(owner, spec, RenderContext(monitoring_available=False))
+        objs += training_admission_objects(owner, spec)  # on-demand Job template (no schedule: no CronJob)
     except ValueError as e:  # e.g. a training spec the renderer cannot express
         return [*errors, str(e)]
     errors.extend(check_capacity_invariants(objs))

@@ -14,7 +14,7 @@ BASE: dict[str, Any] = {
     "metadata": {"name": "home-feed", "namespace": "shop", "uid": "0b7c6b3e-0000-4000-8000-000000000001"},
     "spec": {
         "region": "cn-hangzhou",
-        "model": {"uri": "oss://retail-models-hz/home-feed/", "version": "v1"},
+        "model": {"uri": "oss://retail-models-cn-hangzhou/home-feed/", "version": "v1"},
         "serving": {"image": "registry.cn-hangzhou.aliyuncs.com/recops/recops-serve:1.0", "placement": "eci"},
         "training": {
             "schedule": "0 2 * * *",
@@ -23,7 +23,7 @@ BASE: dict[str, Any] = {
             "capacity": "spot",
             "placement": "nodes",
             "resources": {"cpu": "2", "memory": "4Gi"},
-            "checkpoint": {"uri": "oss://retail-models-hz/ckpt/home-feed/", "intervalSeconds": 120},
+            "checkpoint": {"uri": "oss://retail-models-cn-hangzhou/ckpt/home-feed/", "intervalSeconds": 120},
             "backoffLimit": 2,
             "gate": {"metrics": ["ndcg@10", "recall@50"], "tolerance": 0.005},
         },

@@ -71,8 +71,11 @@ def test_run_id_checkpoint_and_resume_args_are_the_same_for_every_pod_of_a_run(s
         env["RECOPS_RUN_ID"]["valueFrom"]["fieldRef"]["fieldPath"]
         == "metadata.labels['batch.kubernetes.io/job-name']"
     )
-    assert env["RECOPS_CHECKPOINT_URI"]["value"] == "oss://retail-models-hz/ckpt/home-feed/$(RECOPS_RUN_ID)"
-    assert env["RECOPS_OUTPUT_URI"]["value"] == "oss://retail-models-hz/home-feed/$(RECOPS_RUN_ID)"
+    assert (
+        env["RECOPS_CHECKPOINT_URI"]["value"]
+        == "oss://retail-models-cn-hangzhou/ckpt/home-feed/$(RECOPS_RUN_ID)"
+    )
+    assert env["RECOPS_OUTPUT_URI"]["value"] == "oss://retail-models-cn-hangzhou/home-feed/$(RECOPS_RUN_ID)"
     assert env["RECOPS_MODEL_VERSION"]["value"] == "$(RECOPS_RUN_ID)"
     assert env["RECOPS_DATA_WINDOW_DAYS"]["value"] == "90"
     names = [e["name"] for e in container["env"]]

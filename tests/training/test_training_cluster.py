@@ -532,7 +532,9 @@ def test_operator_closed_loop_end_to_end(k8s_cluster, k8s_namespace, svc, tmp_pa
     body = _body(svc, ns, schedule=None, autoRollout=True)
     body["spec"]["serving"]["featureStore"] = {"secretRef": {"name": "tair"}}
     body["metadata"]["annotations"] = {c.TRIGGER_ANNOTATION: "nightly-2026-11-24"}
-    bucket = tmp_path / "retail-models-hz"  # spec.model.uri = oss://retail-models-hz/home-feed/
+    bucket = (
+        tmp_path / "retail-models-cn-hangzhou"
+    )  # spec.model.uri = oss://retail-models-cn-hangzhou/home-feed/
     _manifest(bucket, "v1", {"ndcg@10": 0.200, "recall@50": 0.500}, sub="home-feed")
     run = naming.on_demand_job_name("home-feed", "nightly-2026-11-24")
     _manifest(bucket, run, {"ndcg@10": 0.230, "recall@50": 0.510}, sub="home-feed")

@@ -329,3 +329,19 @@ def render_training_objects(owner: Any, spec: Any, ctx: Any = None) -> list[dict
         "spec": spec.model_dump(by_alias=True, exclude_none=True, mode="json"),
     }
     return render_training(body)
+
+
+def training_admission_objects(owner: Any, spec: Any) -> list[dict[str, Any]]:
+    """What admission must check for training besides the pipeline's objects.
+
+    The pipeline renders a CronJob only when there is a schedule; on-demand runs are
+    created later by the handler. Their Job template is rendered here so the webhook's
+    capacity check sees the training pod template in every case.
+    """
+    if getattr(spec, "training", None) is None:
+        return []
+    body = {
+        "metadata": {"name": owner.name, "namespace": owner.namespace},
+        "spec": spec.model_dump(by_alias=True, exclude_none=True, mode="json"),
+    }
+    return [render_on_demand_job(body, "admission")]
