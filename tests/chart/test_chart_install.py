@@ -4,7 +4,10 @@ token (TokenRequest API), and proven minimal with SubjectAccessReviews for what 
 
 from __future__ import annotations
 
+import base64
 import json
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -246,3 +249,106 @@ def _operator_metrics_feed_the_dashboards(namespace: str, tmp_path: Path) -> Non
     finally:
         server.shutdown()
         thread.join(5)
+
+
+def test_full_operator_reconciles_the_install_example_under_the_chart_identity(
+    cluster, release, namespace, tmp_path
+):
+    """`recops-operator run` as a real process, authenticated only by the chart ServiceAccount's token, takes
+    docs/install.md's RecommenderService to Ready with all its children, never hitting a 403; its real
+    /metrics endpoint, scraped by Prometheus, feeds the rollouts dashboard's reconcile panel."""
+    from tests.support.prometheus_server import PrometheusServer, Target, free_port
+
+    kubeconfig = _token_kubeconfig(cluster, release, tmp_path)
+    # The chart's webhook points at the in-cluster Service, whose KWOK pod serves nothing: take it out of
+    # the path (the webhook itself is the operator-core tests' subject).
+    cluster.kubectl("delete", "validatingwebhookconfiguration", release["sa"], check=False)
+    cluster.kubectl(
+        "create",
+        "secret",
+        "generic",
+        "tair-credentials",
+        "-n",
+        namespace,
+        "--from-literal=url=redis://127.0.0.1:6379/0",
+    )
+    health, metrics, hook = free_port(), free_port(), free_port()
+    # The webhook server runs as in the pod: with the chart's TLS Secret mounted as a directory.
+    tls = tmp_path / "tls"
+    tls.mkdir()
+    secret = _get(cluster, "secret", "-n", release["ns"], f"{release['sa']}-webhook-tls")
+    for key, value in secret["data"].items():
+        (tls / key).write_bytes(base64.b64decode(value))
+    log = tmp_path / "operator.log"
+    env = {
+        **cluster.env,
+        "KUBECONFIG": str(kubeconfig),
+        "RECOPS_METRICS_PORT": str(metrics),
+        "RECOPS_METRICS_ADDR": "127.0.0.1",
+        "RECOPS_RESYNC_SECONDS": "5",
+        "RECOPS_WEBHOOK_PORT": str(hook),
+        "RECOPS_WEBHOOK_CERT_DIR": str(tls),
+        "RECOPS_WEBHOOK_HOST": "127.0.0.1",
+    }
+    exe = Path(sys.executable).parent / "recops-operator"
+    proc = subprocess.Popen(
+        [
+            str(exe),
+            "run",
+            "--standalone",
+            f"--namespace={namespace}",
+            f"--liveness=http://127.0.0.1:{health}/healthz",
+        ],
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        obj = _install_example()
+        obj["metadata"]["namespace"] = namespace
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(obj))
+        deadline = time.monotonic() + 90
+        while True:
+            cr = _get(cluster, "recsvc", "-n", namespace, obj["metadata"]["name"])
+            ready = [c for c in cr.get("status", {}).get("conditions", []) if c["type"] == "Ready"]
+            if ready and ready[0]["status"] == "True":
+                break
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, f"not Ready: {cr.get('status')}\n{log.read_text()[-3000:]}"
+            time.sleep(1)
+        kinds = {
+            o["kind"]
+            for o in _get(
+                cluster,
+                "deploy,svc,cm,hpa,pdb",
+                "-n",
+                namespace,
+                "-l",
+                f"recops.io/service={obj['metadata']['name']}",
+            )["items"]
+        }
+        assert {
+            "Deployment",
+            "Service",
+            "ConfigMap",
+            "HorizontalPodAutoscaler",
+            "PodDisruptionBudget",
+        } <= kinds
+        with PrometheusServer(
+            tmp_path / "prom", [Target(f"127.0.0.1:{metrics}", job="recops-operator")]
+        ) as prom:
+            assert prom.wait_for('recops_operator_reconcile_total{job="recops-operator"}')
+            time.sleep(2)
+            sys.path.insert(0, str(CHART.parents[1] / "dashboards"))
+            from panels import ROLLOUTS, concrete
+
+            (panel,) = [p for p in ROLLOUTS.panels if p.title.startswith("Operator reconciles")]
+            assert prom.query(concrete(panel.queries[0].expr))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    text = log.read_text()
+    assert "Forbidden" not in text and " 403" not in text, text[-3000:]
