@@ -1,0 +1,382 @@
+"""The operator as a real process against the real control plane (kubectl in, kubectl out)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from recops_localcluster.cluster import free_port
+from recops_operator import topology as topo
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = yaml.safe_load((ROOT / "examples" / "home-feed.yaml").read_text())
+
+
+def wait_for(predicate, timeout=90.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except subprocess.CalledProcessError:
+            last = None
+        if last:
+            return last
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+def get(cluster, ns, *args):
+    res = cluster.kubectl("get", *args, "-n", ns, "-o", "json", check=False)
+    return json.loads(res.stdout) if res.returncode == 0 else None
+
+
+def apply(cluster, ns, obj, check=True):
+    return cluster.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(obj), check=check)
+
+
+def service(name="home-feed", **spec_overrides) -> dict:
+    body = copy.deepcopy(EXAMPLE)
+    body["metadata"] = {"name": name}
+    for path, value in spec_overrides.items():
+        node = body["spec"]
+        keys = path.split("__")
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        if value is None:
+            node.pop(keys[-1], None)
+        else:
+            node[keys[-1]] = value
+    return body
+
+
+class Operator:
+    """`recops-operator run` as a subprocess, scoped to one namespace, webhook on loopback."""
+
+    def __init__(self, cluster, namespace: str, log: Path):
+        self.cluster, self.namespace, self.log = cluster, namespace, log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Operator:
+        env = {**self.cluster.env, "RECOPS_WEBHOOK_PORT": str(free_port()), "RECOPS_RESYNC_SECONDS": "30"}
+        self.proc = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "recops-operator"),
+                "run",
+                "--standalone",
+                f"--namespace={self.namespace}",
+            ],
+            env=env,
+            stdout=open(self.log, "ab"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        # Ready when the webhook admits (server-side dry run goes through admission).
+        probe = service("probe")
+        wait_for(
+            lambda: (
+                self.cluster.kubectl(
+                    "apply",
+                    "--dry-run=server",
+                    "-n",
+                    self.namespace,
+                    "-f",
+                    "-",
+                    input=json.dumps(probe),
+                    check=False,
+                ).returncode
+                == 0
+            ),
+            timeout=60,
+            what=f"operator webhook (log {self.log})",
+        )
+        return self
+
+    def kill(self, sig=signal.SIGKILL) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(30)
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM)
+        # kopf manages the webhook configuration; do not leave it pointing at a dead port.
+        self.cluster.kubectl(
+            "delete",
+            "validatingwebhookconfiguration",
+            "validate.recops.io",
+            "--ignore-not-found",
+            check=False,
+        )
+
+
+@pytest.fixture
+def operator(k8s_cluster, k8s_namespace, tmp_path) -> Iterator[Operator]:
+    k8s_cluster.kubectl(
+        "-n", k8s_namespace, "create", "secret", "generic", "tair-credentials", "--from-literal=url=redis://x"
+    )
+    op = Operator(k8s_cluster, k8s_namespace, tmp_path / "operator.log").start()
+    try:
+        yield op
+    finally:
+        op.stop()
+
+
+def ready(cluster, ns, name="home-feed"):
+    body = get(cluster, ns, "recsvc", name)
+    return body if body and (body.get("status") or {}).get("phase") == "Ready" else None
+
+
+def nodes(cluster) -> dict[str, dict]:
+    return {
+        n["metadata"]["name"]: n
+        for n in json.loads(cluster.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+    }
+
+
+def pods_nodes(cluster, ns, name="home-feed") -> list[str]:
+    pods = get(cluster, ns, "pods", "-l", f"recops.io/service={name},recops.io/track=stable")["items"]
+    return [p["spec"].get("nodeName") for p in pods if not p["metadata"].get("deletionTimestamp")]
+
+
+def test_apply_example_gives_a_ready_hardened_stack_on_eci(k8s_cluster, k8s_namespace, operator):
+    ns = k8s_namespace
+    apply(k8s_cluster, ns, service())
+    body = wait_for(lambda: ready(k8s_cluster, ns), what="Ready")
+    st = body["status"]
+    assert st["replicas"] == {"desired": 2, "ready": 2} and st["stableVersion"] == "2026-11-20"
+    assert st["observedGeneration"] == body["metadata"]["generation"]
+    conds = {c["type"]: c for c in st["conditions"]}
+    assert conds["Ready"]["status"] == "True" and conds["Reconciled"]["status"] == "True"
+    assert (
+        conds["MonitoringAvailable"]["status"] == "False"
+        and conds["MonitoringAvailable"]["reason"] == "CRDsMissing"
+    )
+
+    dep = get(k8s_cluster, ns, "deploy", "home-feed")
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"type": "virtual-kubelet"}
+    assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+    assert dep["metadata"]["ownerReferences"][0]["uid"] == body["metadata"]["uid"]
+    svc = get(k8s_cluster, ns, "svc", "home-feed")
+    assert svc["metadata"]["annotations"][topo.SLB_ADDRESS_TYPE] == "intranet"
+    hpa = get(k8s_cluster, ns, "hpa", "home-feed")
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 200)
+    assert get(k8s_cluster, ns, "pdb", "home-feed") and get(k8s_cluster, ns, "cm", "home-feed-serving")
+    node_map = nodes(k8s_cluster)
+    placed = pods_nodes(k8s_cluster, ns)
+    assert placed and all(node_map[n]["metadata"]["labels"].get("type") == "virtual-kubelet" for n in placed)
+    printed = k8s_cluster.kubectl("get", "recsvc", "-n", ns).stdout
+    assert "True" in printed and "2026-11-20" in printed
+
+
+def test_updates_are_followed_by_children_and_status(k8s_cluster, k8s_namespace, operator):
+    ns = k8s_namespace
+    apply(k8s_cluster, ns, service())
+    wait_for(lambda: ready(k8s_cluster, ns), what="Ready")
+    new_image = "registry-vpc.cn-hangzhou.aliyuncs.com/recops/recops-serve:0.2.0"
+    apply(
+        k8s_cluster,
+        ns,
+        service(
+            serving__image=new_image, serving__placement="nodes", serving__replicas={"min": 3, "max": 30}
+        ),
+    )
+    wait_for(
+        lambda: (
+            get(k8s_cluster, ns, "deploy", "home-feed")["spec"]["template"]["spec"]["containers"][0]["image"]
+            == new_image
+        ),
+        what="new image",
+    )
+    wait_for(lambda: get(k8s_cluster, ns, "hpa", "home-feed")["spec"]["minReplicas"] == 3, what="HPA min 3")
+    node_map = nodes(k8s_cluster)
+
+    def on_demand_only():
+        placed = pods_nodes(k8s_cluster, ns)
+        return len(placed) == 3 and all(
+            node_map[n]["metadata"]["labels"].get(topo.CAPACITY_LABEL) == "on-demand" for n in placed if n
+        )
+
+    wait_for(on_demand_only, what="3 pods on on-demand nodes")
+    body = wait_for(
+        lambda: (
+            (b := ready(k8s_cluster, ns))
+            and b["status"]["replicas"]["ready"] == 3
+            and b["status"]["observedGeneration"] == b["metadata"]["generation"]
+            and b
+        ),
+        what="status follows",
+    )
+    assert body["status"]["replicas"]["desired"] == 3
+
+
+INVALID = [
+    ("missing region", {"region": None}, "spec.region: Required value"),
+    ("region pattern", {"region": "Hangzhou"}, "spec.region in body should match"),
+    ("model uri not oss", {"model__uri": "s3://bucket/x/"}, "spec.model.uri in body should match"),
+    ("model version empty", {"model__version": ""}, "spec.model.version in body should match"),
+    (
+        "replicas min > max",
+        {"serving__replicas": {"min": 5, "max": 2}},
+        "replicas.min must be <= replicas.max",
+    ),
+    ("replicas min 0", {"serving__replicas": {"min": 0, "max": 2}}, "should be greater than or equal to 1"),
+    ("steps not ascending", {"rollout__steps": [10, 5, 100]}, "rollout.steps must be strictly ascending"),
+    ("last step not 100", {"rollout__steps": [2, 10, 50]}, "the last rollout step must be 100"),
+    ("placement spot", {"serving__placement": "spot"}, 'spec.serving.placement: Unsupported value: "spot"'),
+    (
+        "training on-demand",
+        {"training__capacity": "on-demand"},
+        'spec.training.capacity: Unsupported value: "on-demand"',
+    ),
+    ("topK 0", {"serving__topK": 0}, "spec.serving.topK: Invalid value: 0"),
+    ("holdout without salt", {"experiment__holdout": {"percent": 10}}, "holdout.salt is required"),
+    ("candidate equals stable", {"rollout__candidate": {"version": "2026-11-20"}}, "nothing to roll out"),
+    (
+        "cpu target 150",
+        {"serving__autoscaling__targetCPUUtilization": 150},
+        "should be less than or equal to 95",
+    ),
+    ("unknown traffic provider", {"rollout__traffic__provider": "envoy"}, 'Unsupported value: "envoy"'),
+    (
+        "bad secret name",
+        {"serving__featureStore": {"secretRef": {"name": "Bad_Name"}}},
+        "secretRef.name in body should match",
+    ),
+    (
+        "grace above spot notice",
+        {"training__terminationGracePeriodSeconds": 170},
+        "should be less than or equal to 150",
+    ),
+    (
+        "model bucket in another region",
+        {"model__uri": "oss://retail-models-cn-shanghai/home/"},
+        "outside spec.region cn-hangzhou",
+    ),
+    (
+        "checkpoint bucket of unknown region",
+        {"training__checkpoint": {"uri": "oss://mystery-bucket/ckpt/"}},
+        "cannot tell the region of bucket 'mystery-bucket'",
+    ),
+    (
+        "prometheus outside the region",
+        {"rollout__prometheusURL": "https://ap-southeast-1.arms.aliyuncs.com/api/v1/prometheus/x"},
+        "ARMS endpoint in ap-southeast-1",
+    ),
+    (
+        "prometheus on a public host",
+        {"rollout__prometheusURL": "https://prom.example.com"},
+        "neither in-cluster",
+    ),
+]
+
+
+def test_invalid_objects_are_rejected_with_specific_messages(k8s_cluster, k8s_namespace, operator):
+    ns = k8s_namespace
+    failures = []
+    for i, (label, overrides, expected) in enumerate(INVALID):
+        res = apply(k8s_cluster, ns, service(f"bad-{i}", **overrides), check=False)
+        if res.returncode == 0 or expected not in res.stderr:
+            failures.append(f"{label}: rc={res.returncode} stderr={res.stderr.strip()[:300]}")
+    assert not failures, "\n".join(failures)
+    assert get(k8s_cluster, ns, "recsvc")["items"] == []
+    assert (
+        get(k8s_cluster, ns, "deploy")["items"] == []
+        and get(k8s_cluster, ns, "cm", "-l", "app.kubernetes.io/managed-by=recops")["items"] == []
+    )
+    assert len(INVALID) >= 15
+
+    # Immutable region, checked on update by CEL transition rule.
+    apply(k8s_cluster, ns, service())
+    res = apply(
+        k8s_cluster,
+        ns,
+        service(region="cn-shanghai", model__uri="oss://retail-models-cn-shanghai/x/"),
+        check=False,
+    )
+    assert res.returncode != 0 and "region is immutable" in res.stderr
+
+
+def test_drift_is_repaired_and_delete_removes_everything(k8s_cluster, k8s_namespace, operator):
+    ns = k8s_namespace
+    apply(k8s_cluster, ns, service())
+    wait_for(lambda: ready(k8s_cluster, ns), what="Ready")
+    image = get(k8s_cluster, ns, "deploy", "home-feed")["spec"]["template"]["spec"]["containers"][0]["image"]
+    k8s_cluster.kubectl("-n", ns, "set", "image", "deploy/home-feed", "serve=evil/image:latest")
+    wait_for(
+        lambda: (
+            get(k8s_cluster, ns, "deploy", "home-feed")["spec"]["template"]["spec"]["containers"][0]["image"]
+            == image
+        ),
+        what="image restored",
+    )
+    k8s_cluster.kubectl("-n", ns, "delete", "svc", "home-feed")
+    wait_for(lambda: get(k8s_cluster, ns, "svc", "home-feed"), what="Service recreated")
+    k8s_cluster.kubectl("-n", ns, "delete", "deploy", "home-feed", "--wait=false")
+    wait_for(
+        lambda: (
+            (d := get(k8s_cluster, ns, "deploy", "home-feed")) and not d["metadata"].get("deletionTimestamp")
+        ),
+        what="Deployment recreated",
+    )
+    wait_for(lambda: ready(k8s_cluster, ns), what="Ready again")
+
+    k8s_cluster.kubectl("-n", ns, "delete", "recsvc", "home-feed")
+    for kind in ("deploy", "svc", "hpa", "pdb", "cm", "cronjob"):
+        wait_for(
+            lambda kind=kind: get(k8s_cluster, ns, kind, "-l", "recops.io/service=home-feed")["items"] == [],
+            what=f"{kind} garbage-collected",
+        )
+
+
+def _versions(cluster, ns) -> dict[str, str]:
+    out = {}
+    for kind in ("recsvc", "deploy", "svc", "hpa", "pdb", "cm", "cronjob"):
+        for item in get(cluster, ns, kind)["items"]:
+            out[f"{kind}/{item['metadata']['name']}"] = item["metadata"]["resourceVersion"]
+    return out
+
+
+def test_steady_state_makes_no_writes(k8s_cluster, k8s_namespace, operator):
+    ns = k8s_namespace
+    apply(k8s_cluster, ns, service())
+    wait_for(lambda: ready(k8s_cluster, ns), what="Ready")
+    time.sleep(5)  # let the last child events settle
+    before = _versions(k8s_cluster, ns)
+    time.sleep(40)  # longer than the resync timer (30 s in this fixture)
+    assert _versions(k8s_cluster, ns) == before
+
+
+def test_sigkill_mid_reconcile_converges_without_duplicates_or_orphans(k8s_cluster, k8s_namespace, operator):
+    ns = k8s_namespace
+    docs = [service(f"svc-{i:02d}") for i in range(20)]
+    k8s_cluster.kubectl("apply", "-n", ns, "-f", "-", input="\n---\n".join(json.dumps(d) for d in docs))
+    time.sleep(1.5)
+    operator.kill(signal.SIGKILL)
+    partial = len(get(k8s_cluster, ns, "deploy")["items"])
+    operator.start()
+
+    def all_ready():
+        items = get(k8s_cluster, ns, "recsvc")["items"]
+        return len(items) == 20 and all((i.get("status") or {}).get("phase") == "Ready" for i in items)
+
+    wait_for(all_ready, timeout=240, what="20 services Ready after restart")
+    deps = get(k8s_cluster, ns, "deploy")["items"]
+    assert sorted(d["metadata"]["name"] for d in deps) == sorted(d["metadata"]["name"] for d in docs)
+    uids = {i["metadata"]["name"]: i["metadata"]["uid"] for i in get(k8s_cluster, ns, "recsvc")["items"]}
+    for kind in ("deploy", "svc", "hpa", "pdb", "cm"):
+        for item in get(k8s_cluster, ns, kind, "-l", "app.kubernetes.io/managed-by=recops")["items"]:
+            ref = item["metadata"]["ownerReferences"][0]
+            assert uids.get(ref["name"]) == ref["uid"], f"orphan {kind}/{item['metadata']['name']}"
+    print(f"deployments present at SIGKILL: {partial}/20")
