@@ -428,6 +428,19 @@ def test_closed_loop_sets_candidate_only_when_the_metrics_gate_passes(
     assert "ndcg@10" in status["lastRun"]["gate"]["reasons"][0]
 
 
+def _training_registry():
+    """Only the training handlers (other modules imported in this process register admission
+    handlers in the default registry, which would need a webhook server)."""
+    import kopf
+
+    from recops_operator.training import handlers
+
+    registry = kopf.OperatorRegistry()
+    kopf.on.login(registry=registry)(kopf.login_via_client)
+    handlers.register(registry)
+    return registry
+
+
 @pytest.fixture
 def training_operator(k8s_cluster, k8s_namespace, monkeypatch):
     """The training kopf handlers running in-process, scoped to the test namespace."""
@@ -441,7 +454,7 @@ def training_operator(k8s_cluster, k8s_namespace, monkeypatch):
     monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(k8s_cluster.kubeconfig))
     monkeypatch.setattr(handlers, "_api", k8s_cluster.api_client())
     args = ["run", "--standalone", "--namespace", k8s_namespace, "-m", "recops_operator.training.handlers"]
-    with KopfRunner(args, timeout=60) as runner:
+    with KopfRunner(args, timeout=60, registry=_training_registry()) as runner:
         time.sleep(2)  # watches established
         yield runner
     assert runner.exception is None, runner.output[-3000:]
@@ -541,7 +554,7 @@ def test_operator_closed_loop_end_to_end(k8s_cluster, k8s_namespace, svc, tmp_pa
     custom = client.CustomObjectsApi(api)
     t0 = time.monotonic()
     args = ["run", "--standalone", "--namespace", ns, "-m", "recops_operator.training.handlers"]
-    with KopfRunner(args, timeout=60) as runner:
+    with KopfRunner(args, timeout=60, registry=_training_registry()) as runner:
         custom.create_namespaced_custom_object("recops.io", "v1alpha1", ns, "recommenderservices", body)
 
         def candidate():

@@ -1,6 +1,8 @@
 """kopf glue for training: spec/timer/Job-event syncs and spot preemption handling.
 
-Importing this module registers the handlers (the operator's main module imports it).
+Importing this module registers the handlers in kopf's default registry (the operator's
+main module imports it); ``register(registry)`` puts them into another registry (tests run
+the training handlers alone that way).
 Each handler is a thin call into ``sync`` / ``preemption``; all decisions are pure
 functions tested without a cluster.
 """
@@ -58,21 +60,16 @@ def _sync_into_patch(body: kopf.Body, patch: kopf.Patch) -> None:
         patch.status["training"] = status
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL, id="training-sync")
-@kopf.on.create(GROUP, VERSION, PLURAL, id="training-sync")
-@kopf.on.update(GROUP, VERSION, PLURAL, id="training-sync")
 def on_service_change(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     """A spec or trigger-annotation change: queue on-demand runs, refresh status at once."""
     _sync_into_patch(body, patch)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, id="training-timer", interval=SYNC_INTERVAL_SECONDS, idle=5)
 def on_timer(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     """Level-based catch-up: missed events, operator restarts, checkpoint times."""
     _sync_into_patch(body, patch)
 
 
-@kopf.on.event("batch", "v1", "jobs", labels=TRAINING_LABELS)
 def on_job_event(body: kopf.Body, type: str | None, **_: Any) -> None:
     """A run changed (created, started, finished): start the next run, run the closed loop."""
     if type is None:  # initial listing: the timer and resume handler cover it
@@ -82,7 +79,6 @@ def on_job_event(body: kopf.Body, type: str | None, **_: Any) -> None:
         apply_sync(api(), body["metadata"]["namespace"], service)
 
 
-@kopf.on.event("v1", "pods", labels=TRAINING_LABELS)
 def on_training_pod(body: kopf.Body, type: str | None, **_: Any) -> None:
     """Release notice -> checkpoint request; any preemption -> counted on the run's Job."""
     pod = dict(body)
@@ -98,7 +94,6 @@ def on_training_pod(body: kopf.Body, type: str | None, **_: Any) -> None:
         )
 
 
-@kopf.on.event("v1", "events", field="reason", value=c.SPOT_TO_BE_RELEASED_REASON)
 def on_spot_release_event(body: kopf.Body, **_: Any) -> None:
     """ECI's SpotToBeReleased Event on a training pod -> checkpoint request."""
     if not preemption.is_spot_release_event(body):
@@ -116,3 +111,20 @@ def on_spot_release_event(body: kopf.Body, **_: Any) -> None:
     if (pod_dict["metadata"].get("labels") or {}).get(c.COMPONENT_LABEL) != c.COMPONENT_TRAINING:
         return
     request_checkpoint(api(), pod_dict, c.SPOT_TO_BE_RELEASED_REASON)
+
+
+def register(registry: kopf.OperatorRegistry) -> None:
+    """Register every training handler in ``registry``."""
+    for on in (kopf.on.resume, kopf.on.create, kopf.on.update):
+        on(GROUP, VERSION, PLURAL, id="training-sync", registry=registry)(on_service_change)
+    kopf.timer(
+        GROUP, VERSION, PLURAL, id="training-timer", interval=SYNC_INTERVAL_SECONDS, idle=5, registry=registry
+    )(on_timer)
+    kopf.on.event("batch", "v1", "jobs", labels=TRAINING_LABELS, registry=registry)(on_job_event)
+    kopf.on.event("v1", "pods", labels=TRAINING_LABELS, registry=registry)(on_training_pod)
+    kopf.on.event("v1", "events", field="reason", value=c.SPOT_TO_BE_RELEASED_REASON, registry=registry)(
+        on_spot_release_event
+    )
+
+
+register(kopf.get_default_registry())
