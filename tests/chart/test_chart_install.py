@@ -215,7 +215,7 @@ def test_operator_e2e_scenario_runs_under_the_chart_identity(
         time.sleep(2)
         scenario(cluster, namespace, service, runner, "event")
     assert runner.exception is None, runner.output[-3000:]
-    assert "Forbidden" not in runner.output and "403" not in runner.output, runner.output[-3000:]
+    assert "forbidden" not in runner.output.lower(), runner.output[-3000:]  # APIForbiddenError, 403s
     _operator_metrics_feed_the_dashboards(namespace, tmp_path)
 
 
@@ -351,4 +351,4 @@ def test_full_operator_reconciles_the_install_example_under_the_chart_identity(
         except subprocess.TimeoutExpired:
             proc.kill()
     text = log.read_text()
-    assert "Forbidden" not in text and " 403" not in text, text[-3000:]
+    assert "forbidden" not in text.lower(), text[-3000:]
