@@ -38,3 +38,6 @@ def test_manifest_metrics_and_checkpoint_time(tmp_path):
     (ckpt / "sub" / "state.npz").write_bytes(b"x")
     os.utime(ckpt / "sub" / "state.npz", (1_795_000_000, 1_795_000_000))
     assert artifacts.last_checkpoint_time(f"file://{ckpt}") == "2026-11-18T11:06:40Z"
+    # the trainer's checkpoint manifest wins over file times
+    (ckpt / "state.json").write_text(json.dumps({"step": 3, "saved_at": 1_795_000_060.5}))
+    assert artifacts.last_checkpoint_time(f"file://{ckpt}") == "2026-11-18T11:07:40Z"

@@ -83,7 +83,7 @@ def test_run_id_checkpoint_and_resume_args_are_the_same_for_every_pod_of_a_run(s
         "RECOPS_CHECKPOINT_URI"
     )  # $(VAR) needs earlier definition
     args = container["args"]
-    assert args[0] == "train" and "--resume" in args
+    assert args[0] == "train" and "--resume" in args and "--evaluate" in args
     assert args[args.index("--checkpoint") + 1] == "$(RECOPS_CHECKPOINT_URI)"
     assert args[args.index("--checkpoint-interval") + 1] == "120"
     assert args[args.index("--out") + 1] == "$(RECOPS_OUTPUT_URI)"

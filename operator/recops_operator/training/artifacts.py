@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
+CHECKPOINT_STATE_NAME = "state.json"
 
 
 def _local_path(uri: str) -> Path | None:
@@ -34,24 +35,24 @@ def _local_path(uri: str) -> Path | None:
     return None
 
 
-def read_manifest(bundle_uri: str) -> dict[str, Any] | None:
-    """The bundle manifest at ``bundle_uri``, or None when it cannot be read."""
+def read_manifest(bundle_uri: str, name: str = MANIFEST_NAME) -> dict[str, Any] | None:
+    """The JSON document ``name`` (default: the bundle manifest) under ``bundle_uri``, or None."""
     try:
         from recops_serve import storage  # type: ignore[attr-defined]
 
         reader = getattr(storage, "read_json", None)
         if reader is not None:
-            return reader(f"{bundle_uri.rstrip('/')}/{MANIFEST_NAME}")
+            return reader(f"{bundle_uri.rstrip('/')}/{name}")
     except ImportError:
         pass
     except Exception as exc:  # storage errors must not crash reconcile
-        log.warning("cannot read manifest of %s: %s", bundle_uri, exc)
+        log.debug("cannot read %s under %s: %s", name, bundle_uri, exc)
         return None
     path = _local_path(bundle_uri)
     if path is None:
         return None
     try:
-        return json.loads((path / MANIFEST_NAME).read_text())
+        return json.loads((path / name).read_text())
     except (OSError, ValueError) as exc:
         log.info("no readable manifest at %s: %s", path, exc)
         return None
@@ -64,12 +65,23 @@ def offline_metrics(manifest: dict[str, Any] | None) -> dict[str, float] | None:
     return {k: float(v) for k, v in manifest["metrics"].items() if isinstance(v, int | float)}
 
 
+def _rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def last_checkpoint_time(checkpoint_uri: str) -> str | None:
-    """RFC 3339 time of the newest checkpoint file under ``checkpoint_uri`` (local stores)."""
+    """RFC 3339 time of the newest checkpoint under ``checkpoint_uri``.
+
+    The trainer's checkpoint manifest (``state.json``, ``saved_at``) when readable; else the
+    newest file's modification time (local stores).
+    """
+    state = read_manifest(checkpoint_uri, name=CHECKPOINT_STATE_NAME)
+    if state and isinstance(state.get("saved_at"), int | float):
+        return _rfc3339(float(state["saved_at"]))
     path = _local_path(checkpoint_uri)
     if path is None or not path.is_dir():
         return None
     newest = max((p.stat().st_mtime for p in path.rglob("*") if p.is_file()), default=None)
     if newest is None:
         return None
-    return datetime.fromtimestamp(newest, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _rfc3339(newest)

@@ -123,6 +123,8 @@ def trainer_args(cfg: TrainingConfig) -> list[str]:
         "--resume",
         "--version",
         "$(RECOPS_MODEL_VERSION)",
+        # offline metrics (time-split holdout) into the bundle manifest: the closed loop's gate
+        "--evaluate",
     ]
 
 
