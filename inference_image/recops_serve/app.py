@@ -1,0 +1,362 @@
+"""The HTTP API, as a lean RSGI app served by granian (Rust HTTP/1.1 stack, one Python
+worker per process): no framework routing or validation layers on the hot path.
+
+Routes: ``GET /v1/recommendations?user_id=|session_id=&k=&category=``,
+``POST /v1/events`` (one event or ``{"events": [...]}``), ``/healthz``, ``/readyz``
+(200 only with a warm bundle), ``/metrics``, ``/openapi.json``.
+
+Config (JSON file from the operator's ConfigMap, then environment):
+``model_uri`` (bundle directory, version included), ``model_version``, ``track``,
+``top_k``, ``session_ttl_seconds``, ``max_session_events``, ``new_item_boost_hours``,
+``holdout_percent``, ``holdout_salt``, ``exclude_purchased`` (default true),
+``max_inflight`` (default 256), ``shadow_url`` + ``shadow_percent`` (mirror a sample
+of requests to a candidate and compare), ``reload_seconds`` (bundle/config poll).
+``RECOPS_REDIS_URL`` (from the Secret) enables session features.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlparse
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from recops_serve import metrics as m
+from recops_serve import ranking
+from recops_serve.bundle import BundleError, ModelBundle, load_bundle
+from recops_serve.features import FeatureStoreDown, SessionStore
+
+JSON = [("content-type", "application/json")]
+EVENT_TYPES = set(m.EVENT_TYPES)
+MAX_BODY = 1 << 20
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def load_config(path: str | None) -> dict[str, Any]:
+    cfg: dict[str, Any] = {}
+    if path and Path(path).exists():
+        cfg.update(json.loads(Path(path).read_text()))
+    return cfg
+
+
+def holdout_arm(user: str, percent: float, salt: str) -> str:
+    """Stable assignment: the same user is in the same arm across requests, pods and restarts."""
+    if percent <= 0:
+        return "model"
+    h = int.from_bytes(hashlib.blake2b(f"{salt}:{user}".encode(), digest_size=8).digest(), "big")
+    return "holdout" if (h % 10000) < percent * 100 else "model"
+
+
+@dataclass
+class Server:
+    config_path: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    bundle: ModelBundle | None = None
+    store: SessionStore | None = None
+    inflight: int = 0
+    last_error: str | None = None
+    _config_mtime: float = 0.0
+
+    # ------------------------------------------------------------------ lifecycle
+    def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.reload(initial=True)
+        url = os.environ.get("RECOPS_REDIS_URL") or self.config.get("redis_url")
+        if url:
+            self.store = SessionStore(
+                url,
+                int(self.config.get("session_ttl_seconds", 1800)),
+                int(self.config.get("max_session_events", 50)),
+            )
+        loop.create_task(self._watch())
+
+    def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.store:
+            loop.run_until_complete(self.store.close())
+
+    def reload(self, initial: bool = False) -> None:
+        """(Re)read config and, when the model changed, load the new bundle; keep the old one on failure."""
+        cfg = {**load_config(self.config_path), **self.overrides}
+        self.config = cfg
+        uri = cfg.get("model_uri")
+        if not uri or (self.bundle and self.bundle.manifest.get("_uri") == uri):
+            return
+        try:
+            new = load_bundle(uri)
+            new.manifest["_uri"] = uri
+            ranking.recommend(new, None, [], 10)  # warm: touch arrays before taking traffic
+        except BundleError as e:
+            m.model_load_failures.inc()
+            self.last_error = str(e)
+            if initial:
+                print(f"recops-serve: cannot load bundle: {e}", flush=True)
+            return
+        old = self.bundle
+        self.bundle = new  # one reference swap: in-flight requests finish on the old bundle
+        if old:
+            m.model_info.labels(old.version).set(0)
+        m.model_info.labels(new.version).set(1)
+        self.last_error = None
+
+    async def _watch(self) -> None:
+        interval = float(self.config.get("reload_seconds", 5))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                mtime = Path(self.config_path).stat().st_mtime if self.config_path else 0.0
+            except OSError:
+                continue
+            if mtime != self._config_mtime or (self.bundle is None):
+                self._config_mtime = mtime
+                await asyncio.get_running_loop().run_in_executor(None, self.reload)
+
+    # ------------------------------------------------------------------ routing
+    async def __rsgi__(self, scope, proto) -> None:
+        path = scope.path
+        if path == "/v1/recommendations":
+            await self._guarded(proto, "recommendations", self.recommendations(scope.query_string))
+        elif path == "/v1/events":
+            if scope.method != "POST":
+                proto.response_bytes(405, JSON, b'{"error":"use POST"}')
+                return
+            body = await proto()
+            await self._guarded(proto, "events", self.events(body))
+        elif path == "/healthz":
+            proto.response_bytes(200, JSON, b'{"status":"ok"}')
+        elif path == "/readyz":
+            if self.bundle is None:
+                proto.response_bytes(
+                    503, JSON, orjson.dumps({"ready": False, "error": self.last_error or "no bundle loaded"})
+                )
+            else:
+                proto.response_bytes(
+                    200,
+                    JSON,
+                    orjson.dumps(
+                        {"ready": True, "model_version": self.bundle.version, "last_error": self.last_error}
+                    ),
+                )
+        elif path == "/metrics":
+            proto.response_bytes(200, [("content-type", CONTENT_TYPE_LATEST)], generate_latest(m.REGISTRY))
+        elif path == "/openapi.json":
+            proto.response_bytes(200, JSON, orjson.dumps(OPENAPI))
+        else:
+            proto.response_bytes(404, JSON, b'{"error":"not found"}')
+
+    async def _guarded(self, proto, route: str, work) -> None:
+        t0 = time.perf_counter()
+        if self.inflight >= int(self.config.get("max_inflight", 256)):
+            work.close()
+            m.overload_rejections.inc()
+            m.REQS[(route, "model", "503")].inc()
+            proto.response_bytes(503, [*JSON, ("retry-after", "1")], b'{"error":"overloaded, retry"}')
+            return
+        self.inflight += 1
+        m.inflight.inc()
+        arm = "model"
+        try:
+            status, payload, arm = await work
+        except BadRequest as e:
+            status, payload = 400, {"error": str(e)}
+        except Exception as e:  # pragma: no cover - last resort, still a JSON answer
+            status, payload = 500, {"error": f"internal error: {type(e).__name__}"}
+        finally:
+            self.inflight -= 1
+            m.inflight.dec()
+        proto.response_bytes(status, JSON, orjson.dumps(payload))
+        m.REQS[(route, arm, str(status))].inc()
+        (m.REC_LATENCY[arm] if route == "recommendations" else m.EVENT_LATENCY).observe(
+            time.perf_counter() - t0
+        )
+
+    # ------------------------------------------------------------------ handlers
+    async def recommendations(self, query: str) -> tuple[int, dict[str, Any], str]:
+        q = dict(parse_qsl(query, keep_blank_values=True))
+        user = q.get("user_id") or q.get("session_id")
+        if not user:
+            raise BadRequest("user_id or session_id is required")
+        if len(user) > 128:
+            raise BadRequest("user_id/session_id longer than 128 characters")
+        default_k = int(self.config.get("top_k", 50))
+        try:
+            k = int(q.get("k", default_k))
+        except ValueError:
+            raise BadRequest(f"k must be an integer, got {q.get('k')!r}") from None
+        if not 1 <= k <= 500:
+            raise BadRequest(f"k must be between 1 and 500, got {k}")
+        b = self.bundle
+        if b is None:
+            return 503, {"error": "model not loaded yet"}, "model"
+        category = None
+        if q.get("category") not in (None, ""):
+            try:
+                category = int(q["category"])
+            except ValueError:
+                raise BadRequest(f"category must be an integer category id, got {q['category']!r}") from None
+        arm = holdout_arm(
+            user, float(self.config.get("holdout_percent", 0)), str(self.config.get("holdout_salt", ""))
+        )
+        uidx = b.user_index(user)
+        session: list[int] = []
+        cats: list[int] = []
+        fs_down = False
+        if self.store is not None:
+            try:
+                for ev in await self.store.recent(user):
+                    idx = b.item_index(ev.item_id)
+                    if idx is not None:
+                        session.append(idx)
+                        cats.append(int(b.item_category[idx]))
+            except FeatureStoreDown:
+                fs_down = True
+                m.FALLBACK["feature_store_down"].inc()
+        exclude = bool(self.config.get("exclude_purchased", True))
+        if arm == "holdout":
+            ranked = ranking.popularity(b, uidx, k, category=category, exclude_purchased=exclude)
+        else:
+            ranked = ranking.recommend(
+                b,
+                uidx,
+                session,
+                k,
+                category=category,
+                now=time.time(),
+                boost_hours=float(self.config.get("new_item_boost_hours", 48)),
+                exclude_purchased=exclude,
+                session_categories=cats,
+            )
+        if ranked.fallback:
+            m.FALLBACK.get(ranked.fallback, m.FALLBACK["sparse_candidates"]).inc()
+        ids = b.item_ids[ranked.items].tolist()
+        payload = {
+            "model_version": b.version,
+            "arm": arm,
+            "user_id": user,
+            "feature_store": "down" if fs_down else ("on" if self.store else "off"),
+            "items": [{"item_id": i, "reason": r} for i, r in zip(ids, ranked.reasons, strict=True)],
+        }
+        shadow = self.config.get("shadow_url")
+        if shadow and random.random() * 100 < float(self.config.get("shadow_percent", 0)):
+            asyncio.get_running_loop().create_task(_mirror(shadow, query, ids))
+        return 200, payload, arm
+
+    async def events(self, body: bytes) -> tuple[int, dict[str, Any], str]:
+        if len(body) > MAX_BODY:
+            raise BadRequest("body larger than 1 MiB")
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as e:
+            raise BadRequest(f"body is not valid JSON: {e}") from None
+        items = doc.get("events") if isinstance(doc, dict) and "events" in doc else [doc]
+        if not isinstance(items, list) or not items:
+            raise BadRequest('expected an event object or {"events": [...]} with at least one event')
+        now = time.time()
+        parsed = []
+        for n, ev in enumerate(items):
+            where = f"events[{n}]"
+            if not isinstance(ev, dict):
+                raise BadRequest(f"{where} must be an object")
+            sid = ev.get("user_id") or ev.get("session_id")
+            if not isinstance(sid, str) or not sid or len(sid) > 128:
+                raise BadRequest(
+                    f"{where}.user_id/session_id must be a non-empty string of at most 128 characters"
+                )
+            item = ev.get("item_id")
+            if not isinstance(item, int) or isinstance(item, bool):
+                raise BadRequest(f"{where}.item_id must be an integer")
+            typ = ev.get("type", "view")
+            if typ not in EVENT_TYPES:
+                raise BadRequest(f"{where}.type must be one of view, add_to_cart, purchase; got {typ!r}")
+            ts = ev.get("ts", now)
+            if not isinstance(ts, int | float):
+                raise BadRequest(f"{where}.ts must be a unix timestamp")
+            parsed.append((sid, item, typ, float(ts)))
+        if self.store is None:
+            return 503, {"error": "no feature store configured"}, "model"
+        try:
+            await self.store.add(parsed)
+        except FeatureStoreDown:
+            return 503, {"error": "feature store unavailable, retry"}, "model"
+        salt, pct = str(self.config.get("holdout_salt", "")), float(self.config.get("holdout_percent", 0))
+        for sid, _, typ, _ in parsed:
+            m.INGESTED[typ].inc()
+            if typ != "view":
+                m.ATTRIBUTED[(holdout_arm(sid, pct, salt), typ)].inc()
+        return 200, {"stored": len(parsed)}, "model"
+
+
+async def _mirror(url: str, query: str, ours: list[int]) -> None:
+    """Send the same request to the candidate; compare, never return its answer."""
+    t0 = time.perf_counter()
+    target = urlparse(url)
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(target.hostname, target.port or 80), 0.2
+        )
+        writer.write(
+            f"GET /v1/recommendations?{query} HTTP/1.1\r\nHost: {target.hostname}\r\nConnection: close\r\n\r\n".encode()
+        )
+        raw = await asyncio.wait_for(reader.read(), 0.5)
+        writer.close()
+        head, _, body = raw.partition(b"\r\n\r\n")
+        if b" 200 " not in head.split(b"\r\n", 1)[0]:
+            m.SHADOW["error"].inc()
+            return
+        theirs = [i["item_id"] for i in orjson.loads(body)["items"]]
+        k = max(1, min(len(ours), len(theirs)))
+        m.shadow_overlap.observe(len(set(ours[:k]) & set(theirs[:k])) / k)
+        m.SHADOW["ok"].inc()
+    except Exception:
+        m.SHADOW["error"].inc()
+    finally:
+        m.shadow_delta.observe(time.perf_counter() - t0)
+
+
+OPENAPI = {
+    "openapi": "3.0.3",
+    "info": {"title": "recops-serve", "version": "1"},
+    "paths": {
+        "/v1/recommendations": {
+            "get": {
+                "parameters": [
+                    {"name": "user_id", "in": "query", "schema": {"type": "string", "maxLength": 128}},
+                    {"name": "session_id", "in": "query", "schema": {"type": "string", "maxLength": 128}},
+                    {"name": "k", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                    {"name": "category", "in": "query", "schema": {"type": "integer"}},
+                ],
+                "responses": {
+                    "200": {"description": "ranked items with reasons"},
+                    "400": {"description": "bad input"},
+                    "503": {"description": "overloaded or not ready"},
+                },
+            }
+        },
+        "/v1/events": {
+            "post": {"responses": {"200": {"description": "stored"}, "400": {"description": "bad input"}}}
+        },
+        "/healthz": {"get": {"responses": {"200": {"description": "alive"}}}},
+        "/readyz": {
+            "get": {
+                "responses": {"200": {"description": "bundle loaded"}, "503": {"description": "not ready"}}
+            }
+        },
+        "/metrics": {"get": {"responses": {"200": {"description": "Prometheus metrics"}}}},
+    },
+}
+
+app = Server(config_path=os.environ.get("RECOPS_CONFIG"))
+with contextlib.suppress(ValueError):
+    app.overrides = json.loads(os.environ.get("RECOPS_SERVE_OVERRIDES", "{}"))

@@ -1,0 +1,147 @@
+"""The versioned model bundle: everything the server needs to rank, in one directory.
+
+Layout: ``<dir>/arrays.npz`` (numpy arrays below) and ``<dir>/manifest.json``
+(written last, so a bundle without a manifest is incomplete). The manifest holds
+version, dataset, data window, model type, offline metrics and ``schema_hash``:
+a hash of the array names, dtypes and ranks this code expects, so a bundle from
+an incompatible trainer is refused with ``BundleError`` and the server keeps the
+one it has.
+
+Arrays (n items, m users, K neighbours, C user candidates):
+``item_ids`` int64[n] external ids; ``item_category`` int32[n] (-1 unknown);
+``item_first_seen`` float64[n] unix seconds; ``item_available`` bool[n];
+``neighbors`` int32[n,K] item indices (-1 pads) with ``neighbor_scores``
+float32[n,K] (cosine of co-occurrence); ``user_ids`` str[m]; ``user_top`` int32[m,C]
+and ``user_top_scores`` float32[m,C] (ALS candidates); ``user_hist_ptr`` int64[m+1] /
+``user_hist`` int32 (CSR of items each user already bought); ``pop_global`` int32
+(item indices by time-decayed popularity); ``cat_ptr`` int64[n_cat+1] / ``cat_items``
+int32 (CSR of per-category popularity ranking).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from recops_serve import storage
+
+SCHEMA: dict[str, tuple[str, int]] = {
+    "item_ids": ("int64", 1),
+    "item_category": ("int32", 1),
+    "item_first_seen": ("float64", 1),
+    "item_available": ("bool", 1),
+    "neighbors": ("int32", 2),
+    "neighbor_scores": ("float32", 2),
+    "user_ids": ("str", 1),
+    "user_top": ("int32", 2),
+    "user_top_scores": ("float32", 2),
+    "user_hist_ptr": ("int64", 1),
+    "user_hist": ("int32", 1),
+    "pop_global": ("int32", 1),
+    "cat_ptr": ("int64", 1),
+    "cat_items": ("int32", 1),
+}
+SCHEMA_HASH = hashlib.sha256(json.dumps(SCHEMA, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class BundleError(RuntimeError):
+    """A bundle is missing, incomplete, corrupt or of another schema."""
+
+
+@dataclass
+class ModelBundle:
+    manifest: dict[str, Any]
+    arrays: dict[str, np.ndarray] = field(repr=False)
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        try:
+            return self.__dict__["arrays"][name]
+        except KeyError as e:
+            raise AttributeError(name) from e
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["version"])
+
+    @property
+    def n_items(self) -> int:
+        return int(self.arrays["item_ids"].shape[0])
+
+    @cached_property
+    def _item_index(self) -> dict[int, int]:
+        return {int(x): i for i, x in enumerate(self.arrays["item_ids"])}
+
+    @cached_property
+    def _user_index(self) -> dict[str, int]:
+        return {str(u): i for i, u in enumerate(self.arrays["user_ids"])}
+
+    def item_index(self, external_id: int) -> int | None:
+        return self._item_index.get(int(external_id))
+
+    def user_index(self, user_id: str) -> int | None:
+        return self._user_index.get(user_id)
+
+    def user_history(self, uidx: int) -> np.ndarray:
+        p = self.arrays["user_hist_ptr"]
+        return self.arrays["user_hist"][p[uidx] : p[uidx + 1]]
+
+    def category_popular(self, cat: int) -> np.ndarray:
+        p = self.arrays["cat_ptr"]
+        if cat < 0 or cat + 1 >= len(p):
+            return self.arrays["pop_global"][:0]
+        return self.arrays["cat_items"][p[cat] : p[cat + 1]]
+
+    def validate(self) -> None:
+        if self.manifest.get("schema_hash") != SCHEMA_HASH:
+            raise BundleError(f"bundle schema {self.manifest.get('schema_hash')} != expected {SCHEMA_HASH}")
+        for name, (dtype, ndim) in SCHEMA.items():
+            arr = self.arrays.get(name)
+            if arr is None:
+                raise BundleError(f"bundle lacks array {name}")
+            kind_ok = arr.dtype.kind == "U" if dtype == "str" else arr.dtype == np.dtype(dtype)
+            if not kind_ok or arr.ndim != ndim:
+                raise BundleError(f"array {name}: {arr.dtype}/{arr.ndim}d, expected {dtype}/{ndim}d")
+        n = self.n_items
+        for name in ("item_category", "item_first_seen", "item_available"):
+            if self.arrays[name].shape[0] != n:
+                raise BundleError(f"array {name} has {self.arrays[name].shape[0]} rows, expected {n}")
+        if (
+            self.arrays["neighbors"].shape[0] != n
+            or self.arrays["neighbors"].shape != self.arrays["neighbor_scores"].shape
+        ):
+            raise BundleError("neighbour arrays do not match the catalogue")
+        if self.arrays["neighbors"].size and int(self.arrays["neighbors"].max()) >= n:
+            raise BundleError("neighbour index out of range")
+        m = self.arrays["user_ids"].shape[0]
+        if self.arrays["user_top"].shape[0] != m or self.arrays["user_hist_ptr"].shape[0] != m + 1:
+            raise BundleError("user arrays do not match user_ids")
+
+
+def save_bundle(bundle: ModelBundle, uri: str) -> None:
+    """Write atomically: a reader sees the old bundle or the complete new one, never half."""
+    final = storage.local_path(uri)
+    tmp = storage.atomic_dir(final)
+    np.savez(tmp / "arrays.npz", **bundle.arrays)
+    manifest = {**bundle.manifest, "schema_hash": SCHEMA_HASH, "n_items": bundle.n_items}
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    storage.publish_dir(tmp, final)
+
+
+def load_bundle(uri: str) -> ModelBundle:
+    path = storage.local_path(uri)
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+        with np.load(path / "arrays.npz", allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, KeyError) as e:
+        raise BundleError(f"cannot load bundle at {uri}: {e}") from e
+    except Exception as e:  # zipfile/zlib errors on a corrupt file
+        raise BundleError(f"corrupt bundle at {uri}: {e}") from e
+    bundle = ModelBundle(manifest=manifest, arrays=arrays)
+    bundle.validate()
+    return bundle

@@ -1,0 +1,66 @@
+"""``recops-serve serve|train``: one image, two entrypoints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def serve(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="recops-serve serve")
+    p.add_argument(
+        "--config",
+        default=os.environ.get("RECOPS_CONFIG"),
+        help="JSON config file (the operator's ConfigMap)",
+    )
+    p.add_argument("--bundle", help="bundle URI (overrides model_uri)")
+    p.add_argument("--redis-url", help="feature store URL (default: $RECOPS_REDIS_URL)")
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=JSON", help="override a config key")
+    args = p.parse_args(argv)
+    overrides: dict = {}
+    if args.bundle:
+        overrides["model_uri"] = args.bundle
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = json.loads(value)
+        except ValueError:
+            overrides[key] = value
+    if args.config:
+        os.environ["RECOPS_CONFIG"] = args.config
+    if args.redis_url:
+        os.environ["RECOPS_REDIS_URL"] = args.redis_url
+    os.environ["RECOPS_SERVE_OVERRIDES"] = json.dumps(overrides)
+    from granian import Granian
+
+    Granian(
+        target="recops_serve.app:app",
+        address=args.host,
+        port=args.port,
+        interface="rsgi",
+        workers=1,
+        loop="asyncio",
+        log_access=False,
+        backpressure=int(os.environ.get("RECOPS_BACKPRESSURE", "512")),
+    ).serve()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("serve", "train"):
+        print("usage: recops-serve serve|train [options]", file=sys.stderr)
+        return 2
+    if argv[0] == "train":
+        from recops_serve.train import main as train_main
+
+        return train_main(argv[1:])
+    return serve(argv[1:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

