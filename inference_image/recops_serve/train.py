@@ -136,10 +136,7 @@ def neighbour_chunk(xt: sp.csr_matrix, x: sp.csr_matrix, norm: np.ndarray, start
         i = start + r
         keep = cols != i
         cols, vals = cols[keep], vals[keep] / (norm[i] * norm[cols[keep]] + 1e-9)
-        if cols.size > k:
-            top = np.argpartition(-vals, k - 1)[:k]
-        else:
-            top = np.arange(cols.size)
+        top = np.argpartition(-vals, k - 1)[:k] if cols.size > k else np.arange(cols.size)
         top = top[np.lexsort((cols[top], -vals[top]))]
         nb[r, : top.size] = cols[top]
         sc[r, : top.size] = vals[top]
