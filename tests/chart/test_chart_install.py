@@ -200,6 +200,7 @@ def test_operator_e2e_scenario_runs_under_the_chart_identity(
 
     from recops_operator.training import handlers
     from tests.training.conftest import service
+    from tests.training.test_training_cluster import _training_registry
     from tests.training.test_training_cluster import test_operator_answers_spot_release_notice as scenario
 
     kubeconfig = _token_kubeconfig(cluster, release, tmp_path)
@@ -211,7 +212,8 @@ def test_operator_e2e_scenario_runs_under_the_chart_identity(
     config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)
     monkeypatch.setattr(handlers, "_api", client.ApiClient(cfg))
     args = ["run", "--standalone", "--namespace", namespace, "-m", "recops_operator.training.handlers"]
-    with KopfRunner(args, timeout=90) as runner:
+    # only the training handlers: other modules in this process may have registered admission handlers
+    with KopfRunner(args, timeout=90, registry=_training_registry()) as runner:
         time.sleep(2)
         scenario(cluster, namespace, service, runner, "event")
     assert runner.exception is None, runner.output[-3000:]
