@@ -86,7 +86,7 @@ def render(
         ax.tick_params(labelsize=7)
         ax.yaxis.set_major_formatter(mticker.FormatStrFormatter("%.3g"))
         ax.set_ylabel(unit, fontsize=7)
-        ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M" if end - start > 600 else "%H:%M:%S"))
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=6, loc="upper left", ncol=2, frameon=False)

@@ -8,7 +8,6 @@ engineer's `recops-serve` and a model bundle: `RECOPS_TEST_BUNDLE` (a bundle URI
 
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
 import subprocess
@@ -30,16 +29,29 @@ def _serving(expr: str) -> bool:
     return "recops_operator" not in expr and "recops_rollout" not in expr and "recops_training" not in expr
 
 
-def _bundle(tmp: Path) -> str:
+def _bundle(exe: str, tmp: Path) -> str:
+    """$RECOPS_TEST_BUNDLE, else a real (small) training run: completejourney, first 20k interactions."""
     if os.environ.get("RECOPS_TEST_BUNDLE"):
         return os.environ["RECOPS_TEST_BUNDLE"]
-    try:
-        helper = importlib.import_module("tests.support.serve_bundle")
-    except ImportError:
-        pytest.skip(
-            "no model bundle: set RECOPS_TEST_BUNDLE or add tests/support/serve_bundle.py (serving engineer)"
-        )
-    return helper.make_bundle(tmp)
+    uri = f"file://{tmp}/models/v1"
+    cmd = [
+        exe,
+        "train",
+        "--dataset",
+        "completejourney",
+        "--out",
+        uri,
+        "--version",
+        "v1",
+        "--limit-rows",
+        "20000",
+        "--iterations",
+        "2",
+    ]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    if res.returncode != 0:
+        pytest.fail(f"training a test bundle failed: {res.stderr[-2000:]}")
+    return uri
 
 
 def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
@@ -83,54 +95,56 @@ def live(tmp_path_factory):
                 stdout=subprocess.DEVNULL,
             )
         )
-        bundle = _bundle(tmp)
+        bundle = _bundle(exe, tmp)
         targets, urls = [], []
-        for track in ("stable", "canary"):
+        holdout = ["--set", "holdout_percent=30", "--set", 'holdout_salt="t"']
+        for track in ("canary", "stable"):  # stable mirrors every request to the canary (shadow metrics)
             port = free_port()
             log = tmp / f"serve-{track}.log"
-            p = subprocess.Popen(
-                [
-                    exe,
-                    "serve",
-                    "--bundle",
-                    bundle,
-                    "--redis-url",
-                    f"redis://127.0.0.1:{rport}/0",
-                    "--port",
-                    str(port),
-                ],
-                stdout=log.open("w"),
-                stderr=subprocess.STDOUT,
+            extra = (
+                ["--set", f'shadow_url="{urls[0]}"', "--set", "shadow_percent=100"]
+                if track == "stable"
+                else []
             )
+            cmd = [
+                exe,
+                "serve",
+                "--bundle",
+                bundle,
+                "--redis-url",
+                f"redis://127.0.0.1:{rport}/0",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                *holdout,
+                *extra,
+            ]
+            p = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)
             procs.append(p)
             _wait_http(f"http://127.0.0.1:{port}/readyz", p, log)
             urls.append(f"http://127.0.0.1:{port}")
-            targets.append(
-                Target(
-                    f"127.0.0.1:{port}",
-                    {
-                        "namespace": "shop",
-                        "recsvc": "home-feed",
-                        "track": track,
-                        "pod": f"home-feed-{track}-0",
-                    },
-                    job="recops-serve",
-                )
-            )
+            labels = {
+                "namespace": "shop",
+                "recsvc": "home-feed",
+                "track": track,
+                "pod": f"home-feed-{track}-0",
+            }
+            targets.append(Target(f"127.0.0.1:{port}", labels, job="recops-serve"))
         with PrometheusServer(tmp / "prom", targets, scrape_interval="1s") as prom:
             with httpx.Client(timeout=5) as http:
-                for round_ in range(6):
+                for round_ in range(8):
                     for base in urls:
-                        for u in range(40):
-                            user = f"u{u}"
-                            http.get(f"{base}/v1/recommendations", params={"user": user, "k": 10})
-                            http.post(
-                                f"{base}/v1/events",
-                                json={"user": user, "item": str(u + round_), "type": "view"},
-                            )
-                        http.get(
-                            f"{base}/v1/recommendations", params={"k": "-1"}
-                        )  # a 400 for the error panels
+                        for u in range(30):
+                            user = f"u{u}-{round_ % 3}"
+                            r = http.get(f"{base}/v1/recommendations", params={"user_id": user, "k": 10})
+                            items = [i["item_id"] for i in r.json().get("items", [])] or [1]
+                            for typ in ("view", "purchase") if u % 5 == 0 else ("view",):
+                                http.post(
+                                    f"{base}/v1/events",
+                                    json={"user_id": user, "item_id": items[0], "type": typ},
+                                )
+                        http.get(f"{base}/v1/recommendations", params={"k": "10"})  # a 400 (no user)
                     time.sleep(1)
             time.sleep(3)  # two more scrapes after the last traffic
             yield prom
@@ -160,3 +174,27 @@ def test_serving_alert_signal_has_data_from_a_live_server(live, alert):
 
     signal = re.sub(r"\s*(>|>=|<|==)\s*[0-9.]+$", "", alert.expr)
     assert live.wait_for(signal, timeout=15), f"{alert.name}: no data for {signal}"
+
+
+def test_png_preview_from_the_live_servers(live, tmp_path):
+    """The preview renderer draws every serving panel from the live data (RECOPS_WRITE_PREVIEW=1 writes it
+    to dashboards/img/recops-serving-live.png for the README)."""
+    import render
+    from panels import SERVING
+
+    out = tmp_path / "live.png"
+    if os.environ.get("RECOPS_WRITE_PREVIEW"):
+        out = Path(render.__file__).resolve().parent / "img" / "recops-serving-live.png"
+    end = time.time()
+    drawn = render.render(
+        live.url,
+        SERVING,
+        out,
+        end - 60,
+        end,
+        skip_external=True,
+        note="live: 2 recops-serve processes + Redis, scraped by Prometheus",
+    )
+    missing = {p.title for p in SERVING.panels if p.kind == "timeseries"} - set(drawn)
+    assert not missing, missing
+    assert out.read_bytes()[:4] == b"\x89PNG"
