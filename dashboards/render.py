@@ -4,7 +4,9 @@ matplotlib draws what Prometheus' range API returns for each panel query, so the
 series an operator will see in Grafana (without running Grafana here).
 Run: python dashboards/render.py --prometheus http://127.0.0.1:9090 [--dashboard recops-serving] [--minutes 15]
  or: python dashboards/render.py --sample   (a throw-away Prometheus backfilled with the contract-shaped
-     sample series of tests/dashboards/contract_series.py; this is how dashboards/img/ was made)
+     sample series of tests/dashboards/contract_series.py; made dashboards/img/recops-rollouts.png)
+The serving preview dashboards/img/recops-serving-live.png comes from live servers:
+     RECOPS_WRITE_PREVIEW=1 pytest tests/dashboards/test_queries_live.py
 """
 
 from __future__ import annotations

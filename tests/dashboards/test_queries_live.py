@@ -1,9 +1,9 @@
-"""Serving dashboard and alert queries against a real Prometheus scraping a real `recops-serve serve`.
+"""Serving dashboard and alert queries against a real Prometheus scraping real `recops-serve serve` processes.
 
-Two inference processes (stable and canary tracks, scrape labels as the ServiceMonitor sets them) with a real
-Redis get recommendation and event traffic; every serving query must then return data. Needs the serving
-engineer's `recops-serve` and a model bundle: `RECOPS_TEST_BUNDLE` (a bundle URI), or
-`tests/support/serve_bundle.py::make_bundle(dir) -> uri` when that helper exists; otherwise it skips, saying so.
+Two inference processes (canary, and stable mirroring to it as shadow; scrape labels as the ServiceMonitor
+sets them) with a real Redis, a bundle from a real small training run (or $RECOPS_TEST_BUNDLE), holdout on;
+after recommendation and event traffic every serving query and serving alert signal must return data.
+Operator queries are checked against the real operator process in tests/chart/test_chart_install.py.
 """
 
 from __future__ import annotations
