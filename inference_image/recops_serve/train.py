@@ -93,7 +93,15 @@ class Checkpointer:
         self.writes += 1
 
     def maybe(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        """Checkpoint when the interval elapsed or a stop was requested; raise Preempted on stop."""
+        """Checkpoint when the interval elapsed or a stop was requested; raise Preempted on stop.
+
+        Called after every work step; the progress line lets an operator (and the resume
+        test) see exactly how much finished work a kill can lose.
+        """
+        print(
+            f"progress stage={state['stage']} chunk={state['next_chunk']} als_iter={state['als_iter']} t={time.time():.3f}",
+            flush=True,
+        )
         if self.stop_requested:
             self.save(state, arrays)
             raise Preempted
