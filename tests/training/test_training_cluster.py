@@ -153,33 +153,23 @@ def test_training_lands_only_on_spot_and_inference_never(k8s_cluster, k8s_namesp
             job["spec"]["suspend"] = False
             _hold(job["spec"]["template"])
             jobs.append(job)
-    not_spot = {
-        "nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [{"matchExpressions": topology.not_spot_node_affinity_terms()}]
-            }
-        }
-    }
+    # inference: the operator's own serving renderer (placement eci and nodes), 6 replicas each
+    from recops_operator.api.models import RecommenderServiceSpec
+    from recops_operator.render import Owner, RenderContext, desired_objects
+
     inference = []
-    for name, extra in (
-        ("serve-nodes", {"affinity": not_spot}),
-        ("serve-eci", {"affinity": not_spot, "tolerations": [topology.ECI_TAINT.toleration()]}),
-    ):
-        inference.append(
-            {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "metadata": {"name": name, "namespace": ns},
-                "spec": {
-                    "replicas": 6,
-                    "selector": {"matchLabels": {"app": name}},
-                    "template": {
-                        "metadata": {"labels": {"app": name, "recops.io/track": "stable"}},
-                        "spec": {"containers": [{"name": "serve", "image": "recops-serve:1"}], **extra},
-                    },
-                },
-            }
+    for placement in ("eci", "nodes"):
+        raw = _body(svc, ns)["spec"]
+        raw["serving"].update(
+            placement=placement, featureStore={"secretRef": {"name": "tair"}}, replicas={"min": 6, "max": 6}
         )
+        owner = Owner(name=f"feed-{placement}", namespace=ns, uid="00000000-0000-4000-8000-000000000000")
+        objs = desired_objects(owner, RecommenderServiceSpec.model_validate(raw), RenderContext())
+        for dep in (o for o in objs if o["kind"] == "Deployment"):
+            dep["metadata"].pop("ownerReferences", None)  # no such owner stored in this test
+            dep["spec"]["replicas"] = 6  # the HPA's job in production (not applied here)
+            inference.append(dep)
+    assert len(inference) == 2
     assert check_capacity_invariants(jobs + inference) == []  # what the webhook will check
     for obj in jobs + inference:
         _apply(k8s_cluster, obj)
@@ -329,6 +319,7 @@ def runs_of(api, body):
     return list_training_jobs(api, body["metadata"]["namespace"], body["metadata"]["name"])
 
 
+@pytest.mark.slow  # waits for the CronJob's next minute boundary (10-75 s)
 def test_scheduled_and_on_demand_runs_never_overlap(k8s_cluster, k8s_namespace, svc, tmp_path):
     api, ns = k8s_cluster.api_client(), k8s_namespace
     body = _body(svc, ns, tmp_path, schedule="* * * * *")
