@@ -81,9 +81,17 @@ def reconcile(namespace: str, name: str, *, raise_errors: bool = False) -> dict[
         owner = Owner(name=name, namespace=namespace, uid=body["metadata"]["uid"])
         ap = applier()
         monitoring = ap.has_kind("monitoring.coreos.com/v1", "ServiceMonitor")
+        rollout_status = (body.get("status") or {}).get("rollout")
+        ctx = RenderContext(
+            monitoring_available=monitoring,
+            mesh_available=ap.has_kind("networking.istio.io/v1", "VirtualService"),
+            rollout=rollout_status,
+        )
         error: str | None = None
         try:
-            ap.apply_all(desired_objects(owner, spec, RenderContext(monitoring_available=monitoring)))
+            desired = desired_objects(owner, spec, ctx)
+            ap.apply_all(desired)
+            prune_canary(ap, owner, desired)
             metrics.RECONCILES.labels(result="ok").inc()
         except ApiException as e:
             error = f"apply failed: {e.status} {e.reason}: {(e.body or '')[:300]}"
@@ -99,8 +107,48 @@ def reconcile(namespace: str, name: str, *, raise_errors: bool = False) -> dict[
             }
         )
         new = compute_status(spec, generation, dep, reconcile_error=error, monitoring_available=monitoring)
+        new.update(rollout_summary(spec, rollout_status))
         _patch_status(body, new)
         return body
+
+
+CANARY_KINDS = (
+    ("apps/v1", "Deployment", "{name}-canary"),
+    ("v1", "Service", "{name}-canary"),
+    ("v1", "ConfigMap", "{name}-serving-canary"),
+    ("networking.k8s.io/v1", "Ingress", "{name}-canary"),
+)
+
+
+def prune_canary(ap: Applier, owner: Owner, desired: list[dict[str, Any]]) -> None:
+    """Remove candidate-track objects once a rollout no longer renders them (rollback, promotion)."""
+    wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
+    for api_version, kind, pattern in CANARY_KINDS:
+        name = pattern.format(name=owner.name)
+        if (kind, name) in wanted:
+            continue
+        live = ap.get(
+            {
+                "apiVersion": api_version,
+                "kind": kind,
+                "metadata": {"name": name, "namespace": owner.namespace},
+            }
+        )
+        if live and any(r.get("uid") == owner.uid for r in live["metadata"].get("ownerReferences") or []):
+            ap.delete(api_version, kind, name, owner.namespace)
+
+
+def rollout_summary(spec: RecommenderServiceSpec, st: dict[str, Any] | None) -> dict[str, Any]:
+    """Top-level status fields that the printer columns show."""
+    from recops_operator.rollout.machine import LIVE, stable_version
+
+    st = st or {}
+    live = st.get("phase") in LIVE or st.get("phase") == "Paused"
+    return {
+        "stableVersion": stable_version(spec.model.version, spec.rollout, st),
+        "candidateVersion": st.get("candidate") if live else None,
+        "canaryWeight": int(st.get("weight", 0)) if live else 0,
+    }
 
 
 def _patch_status(body: dict[str, Any], new: dict[str, Any], error: str | None = None) -> None:

@@ -40,9 +40,12 @@ class Owner:
 
 @dataclass(frozen=True)
 class RenderContext:
-    """Facts about the cluster the renderer may depend on (discovered by the handler)."""
+    """Facts the renderer may depend on: discovered by the handler (CRDs present) or
+    persisted state (``rollout`` is ``status.rollout``: phase, weight, promoted version)."""
 
     monitoring_available: bool = False
+    mesh_available: bool = False
+    rollout: dict[str, Any] | None = None
 
 
 def labels(owner: Owner, track: str | None = None, version: str | None = None) -> dict[str, str]:
@@ -397,11 +400,26 @@ def render_monitoring(owner: Owner, spec: RecommenderServiceSpec) -> list[dict[s
 def render_serving(
     owner: Owner, spec: RecommenderServiceSpec, ctx: RenderContext | None = None
 ) -> list[dict[str, Any]]:
-    """Every serving object for the stable track."""
+    """Every serving object for the stable track (serving the promoted candidate once promoted)."""
+    from recops_operator.rollout.machine import Phase, stable_version
+
     ctx = ctx or RenderContext()
+    st = ctx.rollout or {}
+    version = stable_version(spec.model.version, spec.rollout, st)
+    promoted = version != spec.model.version and spec.rollout.candidate is not None
+    image = (spec.rollout.candidate.image if promoted else None) or spec.serving.image
+    config = render_config_map(owner, spec, version)
+    if st.get("phase") == Phase.SHADOWING and spec.rollout.shadow.percent:
+        # Mesh-free shadowing: stable pods mirror a sample to the candidate and compare.
+        cfg = json.loads(config["data"][CONFIG_FILE])
+        cfg.update(
+            shadow_url=f"http://{owner.name}-canary.{owner.namespace}.svc",
+            shadow_percent=spec.rollout.shadow.percent,
+        )
+        config["data"][CONFIG_FILE] = json.dumps(cfg, indent=2, sort_keys=True)
     objs = [
-        render_config_map(owner, spec, spec.model.version),
-        render_deployment(owner, spec),
+        config,
+        render_deployment(owner, spec, version=version, image=image),
         render_service(owner, spec),
         render_hpa(owner, spec),
         render_pdb(owner, spec),

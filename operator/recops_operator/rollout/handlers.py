@@ -1,0 +1,84 @@
+"""kopf glue for rollouts: a short timer that runs analysis when an interval has elapsed,
+advances the pure state machine, persists ``status.rollout`` and re-applies the render.
+
+Status is the only state: after an operator restart the next tick continues from
+``status.rollout`` (same step, same counters). Analysis runs in kopf's thread pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import kopf
+from kubernetes import client
+
+from recops_operator import handlers as serving
+from recops_operator.api.models import GROUP, PLURAL, VERSION, RecommenderServiceSpec
+from recops_operator.rollout import metrics
+from recops_operator.rollout.analysis import analyse
+from recops_operator.rollout.machine import LIVE, Phase, parse_duration, step
+
+log = logging.getLogger(__name__)
+TICK_SECONDS = float(os.environ.get("RECOPS_ROLLOUT_TICK_SECONDS", "5"))
+
+
+def _stable_at(namespace: str, name: str, version: str) -> bool:
+    dep = serving.applier().get(
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": namespace}}
+    )
+    if not dep:
+        return False
+    labels = dep["spec"]["template"]["metadata"].get("labels") or {}
+    st = dep.get("status") or {}
+    want = int(dep["spec"].get("replicas") or 0)
+    return (
+        labels.get("recops.io/model-version") == version
+        and int(st.get("observedGeneration") or 0) >= int(dep["metadata"].get("generation") or 0)
+        and int(st.get("updatedReplicas") or 0) >= want
+        and int(st.get("availableReplicas") or 0) >= want
+    )
+
+
+def tick(namespace: str, name: str, body: dict[str, Any], now: float | None = None) -> dict[str, Any] | None:
+    """One rollout tick for one service; returns the new status.rollout when it changed."""
+    now = time.time() if now is None else now
+    spec = RecommenderServiceSpec.model_validate(body.get("spec") or {})
+    old = (body.get("status") or {}).get("rollout") or {}
+    if spec.rollout.candidate is None and old.get("phase", Phase.IDLE) == Phase.IDLE:
+        return None
+    phase = old.get("phase")
+    due = phase in (Phase.SHADOWING, Phase.PROGRESSING) and now - float(
+        old.get("lastAnalysisAt") or old.get("stepStartedAt") or 0
+    ) >= parse_duration(spec.rollout.interval)
+    result = analyse(spec.rollout, namespace, name, shadowing=phase == Phase.SHADOWING) if due else None
+    stable_ok = (
+        phase == Phase.PROMOTING
+        and spec.rollout.candidate is not None
+        and _stable_at(namespace, name, spec.rollout.candidate.version)
+    )
+    new, events = step(spec.rollout, old, result, now, stable_at_candidate=stable_ok)
+    for kind, reason, message in events:
+        (kopf.warn if kind == "Warning" else kopf.info)(body, reason=reason, message=message)
+    if result:
+        for c in result.checks:
+            metrics.analysis.labels(namespace, name, c["name"], str(c["verdict"])).inc()
+    metrics.observe(namespace, name, new, old)
+    if new == old:
+        return None
+    client.CustomObjectsApi(serving.api()).patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, PLURAL, name, {"status": {"rollout": new}}
+    )
+    return new
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, id="rollout", interval=TICK_SECONDS)
+def on_tick(namespace: str, name: str, body: kopf.Body, **_: Any) -> None:
+    spec_rollout = (body.get("spec") or {}).get("rollout") or {}
+    status_rollout = (body.get("status") or {}).get("rollout") or {}
+    if not spec_rollout.get("candidate") and status_rollout.get("phase", "Idle") == "Idle":
+        return
+    if tick(namespace, name, dict(body)) is not None or status_rollout.get("phase") in LIVE:
+        serving.reconcile(namespace, name)

@@ -1,0 +1,28 @@
+"""Rollout metrics (names fixed by the team contract)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+
+from recops_operator.rollout.machine import Phase
+
+weight = Gauge("recops_rollout_weight", "Percent of traffic on the candidate", ["namespace", "recsvc"])
+phase = Gauge(
+    "recops_rollout_phase", "Current rollout phase (1 for the current one)", ["namespace", "recsvc", "phase"]
+)
+analysis = Counter(
+    "recops_rollout_analysis_total", "Analysis checks by verdict", ["namespace", "recsvc", "check", "verdict"]
+)
+rollouts = Counter("recops_rollouts_total", "Finished rollouts by result", ["namespace", "recsvc", "result"])
+
+_RESULTS = {Phase.SUCCEEDED: "promoted", Phase.ROLLED_BACK: "rolled_back", Phase.FAILED: "failed"}
+
+
+def observe(namespace: str, service: str, new: dict[str, Any], old: dict[str, Any]) -> None:
+    weight.labels(namespace, service).set(int(new.get("weight", 0)))
+    for p in Phase:
+        phase.labels(namespace, service, p.value).set(1 if new.get("phase", Phase.IDLE) == p else 0)
+    if new.get("phase") != old.get("phase") and new.get("phase") in _RESULTS:
+        rollouts.labels(namespace, service, _RESULTS[Phase(new["phase"])]).inc()
