@@ -10,7 +10,8 @@ Config (JSON file from the operator's ConfigMap, then environment):
 ``top_k``, ``session_ttl_seconds``, ``max_session_events``, ``new_item_boost_hours``,
 ``holdout_percent``, ``holdout_salt``, ``exclude_purchased`` (default true),
 ``max_inflight`` (default 256), ``shadow_url`` + ``shadow_percent`` (mirror a sample
-of requests to a candidate and compare), ``reload_seconds`` (bundle/config poll).
+of requests to a candidate and compare), ``reload_seconds`` (bundle/config poll),
+``fault_latency_ms`` / ``fault_error_percent`` (chaos knobs for rollout drills; default 0).
 ``RECOPS_REDIS_URL`` (from the Secret) enables session features.
 """
 
@@ -200,6 +201,11 @@ class Server:
         b = self.bundle
         if b is None:
             return 503, {"error": "model not loaded yet"}, "model"
+        fault_ms = float(self.config.get("fault_latency_ms", 0))
+        if fault_ms:  # chaos knob for rollout drills: a slow candidate
+            await asyncio.sleep(fault_ms / 1000)
+        if random.random() * 100 < float(self.config.get("fault_error_percent", 0)):
+            return 500, {"error": "injected fault"}, "model"
         category = None
         if q.get("category") not in (None, ""):
             try:

@@ -19,14 +19,14 @@ from recops_operator.rollout.machine import Analysis, Verdict
 Query = Callable[[str], float | None]
 
 
-def prometheus_query(url: str, timeout: float = 5.0) -> Query:
+def prometheus_query(url: str, timeout: int = 5) -> Query:
     """A query function returning the first sample's value, or None for no data."""
     from prometheus_api_client import PrometheusConnect
 
     prom = PrometheusConnect(url=url, disable_ssl=True)
 
     def query(q: str) -> float | None:
-        result = prom.custom_query(q, params={"timeout": f"{timeout}s"})
+        result = prom.custom_query(q, params={"timeout": f"{int(timeout)}s"})
         if not result:
             return None
         value = float(result[0]["value"][1])
@@ -77,6 +77,17 @@ def _check(name: str, value: float | None, *, max_: float | None = None, min_: f
     }
 
 
+def _volume(name: str, value: float | None, minimum: int) -> dict:
+    """Too few requests is missing evidence, not a failure: Inconclusive."""
+    ok = value is not None and value >= minimum
+    return {
+        "name": name,
+        "value": None if value is None else round(value, 3),
+        "threshold": f">= {minimum}",
+        "verdict": Verdict.PASS if ok else Verdict.INCONCLUSIVE,
+    }
+
+
 def analyse(
     spec: Rollout,
     namespace: str,
@@ -109,7 +120,7 @@ def analyse(
         if shadowing:
             q = shadow_queries(namespace, service, window)
             volume = query(q["shadow-requests"])
-            checks.append(_check("shadow-requests", volume, min_=a.min_requests))
+            checks.append(_volume("shadow-requests", volume, a.min_requests))
             if volume is not None and volume >= a.min_requests:
                 checks.append(
                     _check("shadow-error-rate", query(q["shadow-error-rate"]), max_=a.max_error_rate)
@@ -120,7 +131,7 @@ def analyse(
         else:
             q = queries(namespace, service, "canary", window)
             volume = query(q["requests"])
-            checks.append(_check("requests", volume, min_=a.min_requests))
+            checks.append(_volume("requests", volume, a.min_requests))
             if volume is not None and volume >= a.min_requests:
                 p99 = query(q["p99-latency-ms"])
                 err = query(q["error-rate"])

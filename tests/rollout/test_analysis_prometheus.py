@@ -1,0 +1,93 @@
+"""Analysis against a real Prometheus scraping real recops-serve processes (stable and canary)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+
+from recops_operator.api.models import Rollout
+from recops_operator.rollout.analysis import analyse, prometheus_query
+from recops_operator.rollout.machine import Verdict
+from tests.support.prometheus_server import PrometheusServer, Target
+
+pytestmark = pytest.mark.integration
+NS, SVC = "shop", "home-feed"
+
+
+def rollout(**analysis) -> Rollout:
+    return Rollout.model_validate(
+        {"candidate": {"version": "v2"}, "interval": "30s", "analysis": {"minRequests": 50, **analysis}}
+    )
+
+
+async def _load(url: str, n: int) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=5) as c:
+        for i in range(0, n, 20):
+            await asyncio.gather(
+                *(c.get("/v1/recommendations", params={"user_id": f"u{j}"}) for j in range(i, i + 20))
+            )
+
+
+@pytest.fixture
+def arms(bundles, redis_server, make_server, tmp_path):
+    stable, _ = make_server({"model_uri": str(bundles["v1"])}, redis_server.url)
+    healthy, _ = make_server({"model_uri": str(bundles["v2"])}, redis_server.url)
+    slow, _ = make_server(
+        {"model_uri": str(bundles["v2"]), "fault_latency_ms": 150, "fault_error_percent": 20},
+        redis_server.url,
+    )
+    return stable, healthy, slow
+
+
+def _prom(tmp_path, stable, canary):
+    targets = [
+        Target(f"127.0.0.1:{stable.port}", {"namespace": NS, "recsvc": SVC, "track": "stable"}),
+        Target(f"127.0.0.1:{canary.port}", {"namespace": NS, "recsvc": SVC, "track": "canary"}),
+    ]
+    return PrometheusServer(tmp_path / "prom", targets, scrape_interval="1s")
+
+
+def _scraped(prom) -> None:
+    """Both targets scraped at least twice before any load, so increase() sees the start."""
+    prom.wait_for(
+        'count_over_time(up{track="canary"}[1m]) >= 2 and on() count_over_time(up{track="stable"}[1m]) >= 2',
+        timeout=30,
+    )
+
+
+def _settle(prom, expr: str) -> None:
+    prom.wait_for(expr, timeout=30)
+    time.sleep(2.5)  # two more scrapes after the load
+
+
+def test_healthy_candidate_passes_and_a_faulty_one_fails(arms, tmp_path):
+    stable, healthy, slow = arms
+    with _prom(tmp_path / "a", stable, healthy) as prom:
+        _scraped(prom)
+        assert (
+            analyse(rollout(), NS, SVC, shadowing=False, query=prometheus_query(prom.url)).verdict
+            == Verdict.INCONCLUSIVE
+        ), "no traffic yet"
+        asyncio.run(_load(healthy.url, 200))
+        asyncio.run(_load(stable.url, 200))
+        _settle(prom, 'sum(recops_http_requests_total{track="canary",code="200"}) >= 200')
+        result = analyse(rollout(), NS, SVC, shadowing=False, query=prometheus_query(prom.url))
+        assert result.verdict == Verdict.PASS, result.checks
+        names = {c["name"]: c for c in result.checks}
+        assert names["requests"]["value"] >= 50 and names["p99-latency-ms"]["value"] < 80
+    with _prom(tmp_path / "b", stable, slow) as prom:
+        _scraped(prom)
+        asyncio.run(_load(slow.url, 200))
+        _settle(prom, 'sum(recops_http_requests_total{track="canary"}) >= 200')
+        result = analyse(rollout(), NS, SVC, shadowing=False, query=prometheus_query(prom.url))
+        assert result.verdict == Verdict.FAIL
+        failed = {c["name"] for c in result.checks if c["verdict"] == Verdict.FAIL}
+        assert failed == {"p99-latency-ms", "error-rate"}, result.checks
+
+
+def test_unreachable_prometheus_is_inconclusive_never_a_pass(arms):
+    result = analyse(rollout(), NS, SVC, shadowing=False, query=prometheus_query("http://127.0.0.1:9"))
+    assert result.verdict == Verdict.INCONCLUSIVE and result.checks[-1]["name"] == "prometheus"
