@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: demo down test lint bench venv system-deps testbin crds
+.PHONY: demo down test lint bench venv system-deps testbin crds dashboards helm
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,3 +40,14 @@ test: system-deps venv testbin
 
 bench: system-deps venv testbin
 	KUBEBUILDER_ASSETS=$${KUBEBUILDER_ASSETS:-$$(scripts/build-testbin.sh | tail -n1)} $(BIN)/python -m bench
+
+# Regenerate everything derived from the API models and the dashboard code.
+crds: venv
+	$(BIN)/python -m recops_operator.api.crd > crds/recommenderservices.recops.io.yaml
+	$(BIN)/python dashboards/build.py
+
+dashboards: venv
+	$(BIN)/python dashboards/build.py
+
+helm:
+	@scripts/build-helm.sh
