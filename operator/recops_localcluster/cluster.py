@@ -122,19 +122,24 @@ class LocalCluster:
             self._start_kwok(bins["kwok"])
             self._create_nodes()
         except BaseException:
-            self.stop()
+            self.stop(keep_logs=True)  # the error names a log file: keep it to read
             raise
         self.log(f"local cluster ready in {time.monotonic() - t0:.1f}s: KUBECONFIG={self.kubeconfig}")
         return self
 
-    def stop(self) -> None:
-        """SIGTERM every component's process group in reverse start order, SIGKILL stragglers."""
+    def stop(self, keep_logs: bool = False) -> None:
+        """SIGTERM every component's process group in reverse start order, SIGKILL stragglers;
+        remove the run dir (etcd data and keys live under /dev/shm), or all but the logs."""
         for name in reversed(list(self.pids)):
             _terminate(self.pids[name])
         self.pids.clear()
         if self.run_dir and self.run_dir.exists():
-            # etcd data and keys live under /dev/shm: remove them.
-            subprocess.run(["rm", "-rf", str(self.run_dir)], check=False)
+            if keep_logs:
+                for child in self.run_dir.iterdir():
+                    if child.name != "logs":
+                        subprocess.run(["rm", "-rf", str(child)], check=False)
+            else:
+                subprocess.run(["rm", "-rf", str(self.run_dir)], check=False)
 
     def __enter__(self) -> LocalCluster:
         return self.start()
@@ -320,6 +325,9 @@ class LocalCluster:
                 "--kube-api-qps=500",
                 "--kube-api-burst=1000",
                 "--horizontal-pod-autoscaler-sync-period=5s",
+                # Fake nodes heartbeat from one kwok process; on a busy 2-core machine give it slack
+                # rather than tainting nodes NotReady and evicting test pods.
+                "--node-monitor-grace-period=120s",
                 "--v=1",
             ],
         )

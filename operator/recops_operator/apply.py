@@ -9,6 +9,8 @@ write itself idempotent and repairs drift on the fields we own.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,12 +57,36 @@ class ApplyResult:
 class Applier:
     """Applies objects through the dynamic client; counts writes (benchmarks and tests read them)."""
 
+    # Handlers run in a thread pool and the dynamic client's discovery cache is not
+    # thread-safe (concurrent first lookups corrupt it), so lookups are serialised and
+    # memoised; absent kinds are re-checked after a minute (CRDs can be installed later).
+    MISSING_TTL = 60.0
+
     def __init__(self, api: client.ApiClient):
-        self.dyn = dynamic.DynamicClient(api)
+        self._lock = threading.Lock()
+        with self._lock:
+            self.dyn = dynamic.DynamicClient(api)
+        self._found: dict[tuple[str, str], Any] = {}
+        self._missing: dict[tuple[str, str], float] = {}
         self.writes = 0
 
     def resource(self, api_version: str, kind: str):
-        return self.dyn.resources.get(api_version=api_version, kind=kind)
+        key = (api_version, kind)
+        res = self._found.get(key)
+        if res is not None:
+            return res
+        with self._lock:
+            if key in self._missing and time.monotonic() - self._missing[key] < self.MISSING_TTL:
+                raise ResourceNotFoundError(f"{api_version}/{kind} not served")
+            try:
+                res = self.dyn.resources.get(api_version=api_version, kind=kind)
+            except ResourceNotFoundError:
+                self._missing[key] = time.monotonic()
+                self.dyn.resources.invalidate_cache()
+                raise
+            self._found[key] = res
+            self._missing.pop(key, None)
+            return res
 
     def has_kind(self, api_version: str, kind: str) -> bool:
         try:

@@ -34,7 +34,16 @@ _api: client.ApiClient | None = None
 _locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
 
 
+_client_lock = threading.RLock()  # handlers run in a thread pool: build shared clients once
+
+
 def api() -> client.ApiClient:
+    global _api
+    with _client_lock:
+        return _make_api()
+
+
+def _make_api() -> client.ApiClient:
     global _api
     if _api is None:
         try:
@@ -50,8 +59,9 @@ _applier: Applier | None = None
 
 def applier() -> Applier:
     global _applier
-    if _applier is None:
-        _applier = Applier(api())
+    with _client_lock:
+        if _applier is None:
+            _applier = Applier(api())
     return _applier
 
 

@@ -64,12 +64,18 @@ def service(name="home-feed", **spec_overrides) -> dict:
 class Operator:
     """`recops-operator run` as a subprocess, scoped to one namespace, webhook on loopback."""
 
-    def __init__(self, cluster, namespace: str, log: Path):
+    def __init__(self, cluster, namespace: str, log: Path, extra_env: dict[str, str] | None = None):
         self.cluster, self.namespace, self.log = cluster, namespace, log
+        self.extra_env = extra_env or {}
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Operator:
-        env = {**self.cluster.env, "RECOPS_WEBHOOK_PORT": str(free_port()), "RECOPS_RESYNC_SECONDS": "30"}
+        env = {
+            **self.cluster.env,
+            "RECOPS_WEBHOOK_PORT": str(free_port()),
+            "RECOPS_RESYNC_SECONDS": "30",
+            **self.extra_env,
+        }
         self.proc = subprocess.Popen(
             [
                 str(Path(sys.executable).parent / "recops-operator"),
