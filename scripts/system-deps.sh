@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Debian packages the tests and the demo run for real: Redis (feature store) and Prometheus (+promtool).
+# Debian packages the tests, benchmarks and the demo run for real: Redis (feature store),
+# Prometheus (+promtool) and wrk (load generator for bench/).
 set -euo pipefail
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v prometheus >/dev/null && command -v promtool >/dev/null || need+=(prometheus)
 command -v openssl >/dev/null || need+=(openssl)
+command -v wrk >/dev/null || need+=(wrk)  # HTTP load for bench/
 [ ${#need[@]} -eq 0 ] && exit 0
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
 echo "system-deps: installing ${need[*]}" >&2

@@ -11,7 +11,7 @@ Arrays (n items, m users, K neighbours, C user candidates):
 ``item_ids`` int64[n] external ids; ``item_category`` int32[n] (-1 unknown);
 ``item_first_seen`` float64[n] unix seconds; ``item_available`` bool[n];
 ``neighbors`` int32[n,K] item indices (-1 pads) with ``neighbor_scores``
-float32[n,K] (cosine of co-occurrence); ``user_ids`` str[m]; ``user_top`` int32[m,C]
+float32[n,K] (cosine of co-occurrence); ``item_factors`` float32[n,d] (ALS embeddings); ``user_ids`` str[m]; ``user_top`` int32[m,C]
 and ``user_top_scores`` float32[m,C] (ALS candidates); ``user_hist_ptr`` int64[m+1] /
 ``user_hist`` int32 (CSR of items each user already bought); ``pop_global`` int32
 (item indices by time-decayed popularity); ``cat_ptr`` int64[n_cat+1] / ``cat_items``
@@ -37,6 +37,7 @@ SCHEMA: dict[str, tuple[str, int]] = {
     "item_available": ("bool", 1),
     "neighbors": ("int32", 2),
     "neighbor_scores": ("float32", 2),
+    "item_factors": ("float32", 2),
     "user_ids": ("str", 1),
     "user_top": ("int32", 2),
     "user_top_scores": ("float32", 2),

@@ -242,6 +242,7 @@ def build_bundle(
         "item_available": np.ones(ds.n_items, bool),
         "neighbors": arrays["neighbors"],
         "neighbor_scores": arrays["neighbor_scores"],
+        "item_factors": np.asarray(arrays["item_factors"], np.float32),
         "user_ids": ds.user_ids.astype(str),
         "user_top": arrays["user_top"],
         "user_top_scores": arrays["user_top_scores"],

@@ -188,3 +188,18 @@ def test_restart_safety_status_is_the_only_state():
     a, _ = step(s, st, P, 1200)
     b, _ = step(s, persisted, P, 1200)
     assert a == b and a["weight"] == 100
+
+
+def test_a_later_rollout_never_reverts_stable_to_the_pre_promotion_model():
+    s = spec()
+    st = run(s, [P, P, P])
+    st, _ = step(s, st, None, 5000, stable_at_candidate=True)
+    st["promotedOver"] = "v1"  # set by the handler from spec.model.version
+    nxt = spec(candidate={"version": "v3"})
+    st2, _ = step(nxt, st, None, 6000)
+    assert st2["promotedVersion"] == "v2" and stable_version("v1", nxt, st2) == "v2"
+    st3 = run(nxt, [F, F], st2, t0=6000)
+    assert st3["phase"] == Phase.ROLLED_BACK and stable_version("v1", nxt, st3) == "v2"
+    assert stable_version("v2", nxt, st3) == "v2" and stable_version("v9", nxt, st3) == "v9", (
+        "editing spec.model.version takes over"
+    )

@@ -401,13 +401,12 @@ def render_serving(
     owner: Owner, spec: RecommenderServiceSpec, ctx: RenderContext | None = None
 ) -> list[dict[str, Any]]:
     """Every serving object for the stable track (serving the promoted candidate once promoted)."""
-    from recops_operator.rollout.machine import Phase, stable_version
+    from recops_operator.rollout.machine import Phase, stable_image, stable_version
 
     ctx = ctx or RenderContext()
     st = ctx.rollout or {}
     version = stable_version(spec.model.version, spec.rollout, st)
-    promoted = version != spec.model.version and spec.rollout.candidate is not None
-    image = (spec.rollout.candidate.image if promoted else None) or spec.serving.image
+    image = stable_image(spec.serving.image, spec.model.version, spec.rollout, st)
     config = render_config_map(owner, spec, version)
     if st.get("phase") == Phase.SHADOWING and spec.rollout.shadow.percent:
         # Mesh-free shadowing: stable pods mirror a sample to the candidate and compare.

@@ -60,6 +60,8 @@ def tick(namespace: str, name: str, body: dict[str, Any], now: float | None = No
         and _stable_at(namespace, name, spec.rollout.candidate.version)
     )
     new, events = step(spec.rollout, old, result, now, stable_at_candidate=stable_ok)
+    if new.get("phase") == Phase.SUCCEEDED and old.get("phase") != Phase.SUCCEEDED:
+        new["promotedOver"] = spec.model.version  # stable keeps the promoted model until spec changes
     for kind, reason, message in events:
         (kopf.warn if kind == "Warning" else kopf.info)(body, reason=reason, message=message)
     if result:

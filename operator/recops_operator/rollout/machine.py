@@ -34,6 +34,8 @@ class Phase(StrEnum):
 
 
 LIVE = {Phase.SHADOWING, Phase.PROGRESSING, Phase.PROMOTING}
+#: Kept across rollouts: what stable serves since the last promotion, and the last manual action.
+KEEP = ("promotedVersion", "promotedImage", "promotedOver", "lastAction")
 TERMINAL = {Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED}
 
 
@@ -87,13 +89,13 @@ def step(
     # -- candidate removed or changed -----------------------------------------------------
     if cand is None:
         if phase != Phase.IDLE:
-            keep = {k: st[k] for k in ("promotedVersion", "lastAction") if k in st}
+            keep = {k: st[k] for k in KEEP if k in st}
             st = {**keep, "phase": Phase.IDLE, "weight": 0, "message": "no candidate"}
         return st, events
     if st.get("candidate") != cand:
         first = Phase.SHADOWING if spec.shadow.percent > 0 else Phase.PROGRESSING
         st = {
-            **{k: st[k] for k in ("lastAction",) if k in st},
+            **{k: st[k] for k in KEEP if k in st},
             "phase": first,
             "candidate": cand,
             "stepIndex": 0 if first == Phase.PROGRESSING else -1,
@@ -239,12 +241,36 @@ def next_weight(spec: Rollout, st: dict[str, Any]) -> int:
 
 
 def stable_version(spec_version: str, spec: Rollout, st: dict[str, Any] | None) -> str:
-    """The version the stable track serves: the promoted candidate until spec catches up."""
+    """The version the stable track serves.
+
+    While promoting (and after), the candidate. Later, the last promoted version for as long
+    as ``spec.model.version`` is still the one it was promoted over (``promotedOver``): a new
+    candidate or a rollback never silently reverts stable to the pre-promotion model; editing
+    ``spec.model.version`` (the GitOps follow-up to a promotion) takes over again.
+    """
     st = st or {}
-    promoted = st.get("promotedVersion")
-    live = st.get("phase") in (Phase.PROMOTING, Phase.SUCCEEDED)
-    if live and spec.candidate and st.get("candidate") == spec.candidate.version:
+    if (
+        st.get("phase") in (Phase.PROMOTING, Phase.SUCCEEDED)
+        and spec.candidate
+        and st.get("candidate") == spec.candidate.version
+    ):
         return spec.candidate.version
-    if promoted and spec.candidate and spec.candidate.version == promoted:
+    promoted = st.get("promotedVersion")
+    if promoted and st.get("promotedOver", spec_version) == spec_version:
         return promoted
     return spec_version
+
+
+def stable_image(spec_image: str, spec_version: str, spec: Rollout, st: dict[str, Any] | None) -> str:
+    """The image of the stable track, consistent with ``stable_version``."""
+    st = st or {}
+    version = stable_version(spec_version, spec, st)
+    if version == spec_version:
+        return spec_image
+    if (
+        spec.candidate
+        and version == spec.candidate.version
+        and st.get("phase") in (Phase.PROMOTING, Phase.SUCCEEDED)
+    ):
+        return spec.candidate.image or spec_image
+    return st.get("promotedImage") or spec_image

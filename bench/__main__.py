@@ -1,0 +1,363 @@
+"""``python -m bench [serve|train|operator|all]`` (``make bench``): measured on this machine, printed as tables.
+
+serve: one recops-serve worker vs the textbook baseline (FastAPI + redis-py + numpy brute force,
+bench/baseline_server.py), same bundle (completejourney, all items), same Redis, run side by side:
+max requests/s (wrk, 64 connections), p50/p99 at 2,000 req/s offered (open-loop generator in a
+separate process), event-to-visible p99, batch event ingest with a count check.
+train: wall time and peak RSS of ``recops-serve train`` per dataset.
+operator: apply -> Ready for 1 and N RecommenderServices, API writes in idle time, operator peak RSS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+CACHE = Path(os.environ.get("RECOPS_BENCH_CACHE", Path.home() / ".cache" / "recops" / "bench"))
+sys.path.insert(0, str(ROOT))
+
+from tests.support.redis_server import RedisServer, free_port  # noqa: E402
+
+
+def table(title: str, header: list[str], rows: list[list]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    print(f"\n{title}")
+    print("  ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=True)))
+    for r in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready")
+
+
+def bundle(dataset: str = "completejourney") -> Path:
+    out = CACHE / f"bundle-{dataset}"
+    if not (out / "manifest.json").exists():
+        subprocess.run(
+            [
+                str(BIN / "recops-serve"),
+                "train",
+                "--dataset",
+                dataset,
+                "--out",
+                str(out),
+                "--version",
+                "bench",
+            ],
+            check=True,
+            capture_output=True,
+        )
+    return out
+
+
+def wrk(url: str, seconds: int = 10, conns: int = 64, script: str | None = None) -> float:
+    if not shutil.which("wrk"):
+        raise RuntimeError("wrk not installed (scripts/system-deps.sh installs it)")
+    args = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency"]
+    if script:
+        args += ["-s", script]
+    out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+
+def loadgen(url: str, rate: int, seconds: int = 10) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.loadgen", "--url", url, "--rate", str(rate), "--seconds", str(seconds)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    return json.loads(out.stdout)
+
+
+def bench_serve() -> None:
+    b = bundle()
+    manifest = json.loads((b / "manifest.json").read_text())
+    work = Path(tempfile.mkdtemp(prefix="recops-bench-"))
+    with RedisServer(work / "redis") as redis:
+        import redis as redis_py
+
+        r = redis_py.Redis.from_url(redis.url)
+        from recops_serve.bundle import load_bundle
+
+        bb = load_bundle(str(b))
+        ids = bb.item_ids[bb.pop_global[:2000]].tolist()
+        pipe = r.pipeline()
+        for s in range(200):
+            for j in range(10):
+                pipe.lpush(f"recops:s:s{s}", f"{ids[(s * 7 + j) % len(ids)]}:view:{time.time():.3f}")
+        pipe.execute()
+        ours_port, base_port = free_port(), free_port()
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+        ours = subprocess.Popen(
+            [
+                str(BIN / "recops-serve"),
+                "serve",
+                "--bundle",
+                str(b),
+                "--redis-url",
+                redis.url,
+                "--port",
+                str(ours_port),
+                "--host",
+                "127.0.0.1",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        base = subprocess.Popen(
+            [
+                str(BIN / "uvicorn"),
+                "bench.baseline_server:app",
+                "--port",
+                str(base_port),
+                "--workers",
+                "1",
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            env={**env, "RECOPS_BUNDLE": str(b), "RECOPS_REDIS_URL": redis.url},
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_http(f"http://127.0.0.1:{ours_port}/readyz")
+            wait_http(f"http://127.0.0.1:{base_port}/v1/recommendations?session_id=s1&k=50")
+            path = "/v1/recommendations?session_id=s1&k=50"
+            rows = []
+            results = {}
+            for name, port in (
+                ("recops-serve (granian RSGI)", ours_port),
+                ("baseline (FastAPI+redis-py+numpy)", base_port),
+            ):
+                url = f"http://127.0.0.1:{port}{path}"
+                wrk(url, 3)  # warm-up
+                rps = wrk(url, 10)
+                at = loadgen(url, 2000, 10)
+                results[name] = (rps, at)
+                rows.append(
+                    [name, f"{rps:,.0f}", at["p50_ms"], at["p99_ms"], at["achieved_rps"], at["errors"]]
+                )
+            table(
+                f"serve: one worker, top-50, catalogue {manifest['n_items']:,} items (completejourney), Redis session features; 2 cores shared with the load generator",
+                [
+                    "server",
+                    "max req/s (wrk -c64)",
+                    "p50 ms @2000/s",
+                    "p99 ms @2000/s",
+                    "achieved/s",
+                    "errors",
+                ],
+                rows,
+            )
+            (o_rps, o_at), (b_rps, b_at) = results.values()
+            print(
+                f"throughput ratio ours/baseline: {o_rps / b_rps:.2f}x; p99 at 2000/s: {o_at['p99_ms']} ms vs {b_at['p99_ms']} ms"
+            )
+
+            # event -> visible: POST a click, then GET; the GET must already reflect it.
+            lat = []
+            with httpx.Client(base_url=f"http://127.0.0.1:{ours_port}") as c:
+                for n in range(500):
+                    sid = f"fresh-{n}"
+                    t0 = time.perf_counter()
+                    c.post(
+                        "/v1/events",
+                        content=json.dumps({"session_id": sid, "item_id": ids[n], "type": "view"}),
+                    )
+                    resp = c.get("/v1/recommendations", params={"session_id": sid, "k": 50}).json()
+                    lat.append(time.perf_counter() - t0)
+                    assert any(i["reason"] == "session" for i in resp["items"]), "click not visible"
+            lat.sort()
+            # event ingest: batches of 100 events for 100 distinct sessions; count stored == sent
+            lua = work / "post.lua"
+            lua.write_text(
+                "local n = 0\nrequest = function()\n  n = n + 1\n  local ev = {}\n  for i = 1, 100 do\n"
+                '    ev[i] = string.format(\'{"session_id":"ing-%d-%d-%d","item_id":%d,"type":"view"}\', math.random(1e9), n, i, '
+                + str(ids[0])
+                + ")\n"
+                '  end\n  return wrk.format("POST", "/v1/events", {["Content-Type"]="application/json"}, \'{"events":[\' .. table.concat(ev, ",") .. "]}")\nend\n'
+            )
+            before = _ingested(ours_port)
+            ev_rps = wrk(f"http://127.0.0.1:{ours_port}/v1/events", 10, 16, str(lua))
+            after = _ingested(ours_port)
+            stored = sum(r.llen(k) for k in r.scan_iter("recops:s:ing-*", count=10000))
+            table(
+                "serve: events",
+                ["measure", "value"],
+                [
+                    [
+                        "event-to-visible p50 / p99 (POST then GET, ms)",
+                        f"{1000 * lat[len(lat) // 2]:.2f} / {1000 * lat[int(0.99 * len(lat))]:.2f}",
+                    ],
+                    ["event ingest (batches of 100, events/s)", f"{ev_rps * 100:,.0f}"],
+                    ["events counted by server / stored in Redis", f"{after - before:,.0f} / {stored:,}"],
+                ],
+            )
+        finally:
+            for p in (ours, base):
+                p.terminate()
+                p.wait(10)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _ingested(port: int) -> float:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("recops_events_ingested_total{")
+    )
+
+
+def bench_train() -> None:
+    rows = []
+    for dataset in ("completejourney", "diginetica"):
+        out = Path(tempfile.mkdtemp(prefix="recops-train-bench-"))
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            [
+                str(BIN / "recops-serve"),
+                "train",
+                "--dataset",
+                dataset,
+                "--out",
+                str(out / "b"),
+                "--version",
+                "bench",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        peak = 0.0
+        while proc.poll() is None:
+            with contextlib.suppress(OSError):
+                peak = max(peak, peak_rss_mb(proc.pid))
+            time.sleep(0.2)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            rows.append([dataset, "skipped", proc.stdout.read().strip().splitlines()[-1][:80], ""])
+            continue
+        n_items = json.loads((out / "b" / "manifest.json").read_text())["n_items"]
+        rows.append([dataset, f"{wall:.1f}", f"{peak:.0f}", f"{n_items:,}"])
+        shutil.rmtree(out, ignore_errors=True)
+    table(
+        "train: recops-serve train (item kNN + 12 ALS sweeps + popularity), single-threaded BLAS",
+        ["dataset", "wall s", "peak RSS MB", "items"],
+        rows,
+    )
+
+
+def bench_operator(n: int = int(os.environ.get("RECOPS_BENCH_SERVICES", "200"))) -> None:
+    import yaml
+
+    from recops_localcluster.cluster import LocalCluster
+
+    example = yaml.safe_load((ROOT / "examples" / "home-feed.yaml").read_text())
+    with LocalCluster() as cluster:
+        cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+        cluster.kubectl("wait", "--for=condition=Established", "crd", "--all")
+        cluster.kubectl("create", "namespace", "bench")
+        cluster.kubectl(
+            "-n", "bench", "create", "secret", "generic", "tair-credentials", "--from-literal=url=redis://x"
+        )
+        env = {**cluster.env, "RECOPS_WEBHOOK_PORT": str(free_port())}
+        op = subprocess.Popen(
+            [str(BIN / "recops-operator"), "run", "--standalone", "--namespace=bench"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            time.sleep(5)
+            rows = []
+            for count in (1, n):
+                docs = []
+                for i in range(count):
+                    d = json.loads(json.dumps(example))
+                    d["metadata"] = {"name": f"b{count}-{i:03d}"}
+                    docs.append(json.dumps(d))
+                t0 = time.perf_counter()
+                cluster.kubectl("-n", "bench", "apply", "-f", "-", input="\n---\n".join(docs), timeout=600)
+                while True:
+                    items = json.loads(cluster.kubectl("-n", "bench", "get", "recsvc", "-o", "json").stdout)[
+                        "items"
+                    ]
+                    mine = [i for i in items if i["metadata"]["name"].startswith(f"b{count}-")]
+                    if len(mine) == count and all(
+                        (i.get("status") or {}).get("phase") == "Ready" for i in mine
+                    ):
+                        break
+                    time.sleep(0.5)
+                rows.append([f"apply -> Ready, {count} service(s)", f"{time.perf_counter() - t0:.1f} s"])
+            time.sleep(10)
+
+            def versions():
+                out = {}
+                for kind in ("recsvc", "deploy", "svc", "hpa", "pdb", "cm", "cronjob"):
+                    for it in json.loads(cluster.kubectl("-n", "bench", "get", kind, "-o", "json").stdout)[
+                        "items"
+                    ]:
+                        out[f"{kind}/{it['metadata']['name']}"] = it["metadata"]["resourceVersion"]
+                return out
+
+            before = versions()
+            time.sleep(60)
+            after = versions()
+            changed = sum(1 for k in before if after.get(k) != before[k])
+            rows.append([f"objects written in 60 idle s ({len(before)} objects watched)", str(changed)])
+            rows.append(["operator peak RSS", f"{peak_rss_mb(op.pid):.0f} MB"])
+            table(
+                f"operator: real control plane + KWOK, operator process, {n + 1} services",
+                ["measure", "value"],
+                rows,
+            )
+        finally:
+            os.killpg(op.pid, 15)
+            op.wait(30)
+
+
+def main(argv: list[str]) -> int:
+    which = argv[0] if argv else "all"
+    for name, fn in (("serve", bench_serve), ("train", bench_train), ("operator", bench_operator)):
+        if which in (name, "all"):
+            fn()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,211 @@
+"""End to end: the operator (real process, real control plane) drives a rollout from a real
+Prometheus that scrapes real stable/canary inference servers under load from the test.
+
+KWOK pods do not run the image, so local server processes play the stable and canary pods;
+Prometheus labels their series exactly as the ServiceMonitor relabelling does in a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests.operator.test_operator_e2e import Operator, get, service, wait_for
+from tests.support.prometheus_server import PrometheusServer, Target
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+NAME = "home-feed"
+
+
+class Load:
+    """Steady background traffic to both arms (the storefront)."""
+
+    def __init__(self, *urls: str):
+        self.urls, self.stop_flag = urls, threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        with httpx.Client(timeout=5) as c:
+            n = 0
+            while not self.stop_flag.is_set():
+                for u in self.urls:
+                    c.get(f"{u}/v1/recommendations", params={"user_id": f"u{n % 50}"})
+                n += 1
+                time.sleep(0.01)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_flag.set()
+        self.thread.join(10)
+
+
+def start(k8s_cluster, ns, tmp_path, stable, canary):
+    prom = PrometheusServer(
+        tmp_path / "prom",
+        [
+            Target(f"127.0.0.1:{stable.port}", {"namespace": ns, "recsvc": NAME, "track": "stable"}),
+            Target(f"127.0.0.1:{canary.port}", {"namespace": ns, "recsvc": NAME, "track": "canary"}),
+        ],
+        scrape_interval="1s",
+    ).start()
+    k8s_cluster.kubectl(
+        "-n", ns, "create", "secret", "generic", "tair-credentials", "--from-literal=url=redis://x"
+    )
+    op = Operator(
+        k8s_cluster,
+        ns,
+        tmp_path / "operator.log",
+        {"RECOPS_PROMETHEUS_URL": prom.url, "RECOPS_ROLLOUT_TICK_SECONDS": "1"},
+    ).start()
+    return prom, op
+
+
+def rollout_status(k8s_cluster, ns) -> dict:
+    return (get(k8s_cluster, ns, "recsvc", NAME).get("status") or {}).get("rollout") or {}
+
+
+def svc_with_candidate(version: str) -> dict:
+    body = service(NAME)
+    body["spec"]["rollout"] = {
+        "candidate": {"version": version},
+        "steps": [50, 100],
+        "interval": "6s",
+        "failureLimit": 2,
+        "inconclusiveLimit": 20,
+        "analysis": {"minRequests": 20, "maxP99LatencyMs": 80, "maxErrorRate": 0.05},
+        "traffic": {"provider": "nginx", "host": "home-feed.shop.internal"},
+    }
+    return body
+
+
+def test_healthy_candidate_is_promoted_and_a_faulty_one_rolled_back(
+    k8s_cluster, k8s_namespace, tmp_path, bundles, redis_server, make_server
+):
+    ns = k8s_namespace
+    stable, _ = make_server({"model_uri": str(bundles["v1"])}, redis_server.url)
+    canary, canary_cfg = make_server({"model_uri": str(bundles["v2"])}, redis_server.url)
+    prom, op = start(k8s_cluster, ns, tmp_path, stable, canary)
+    try:
+        k8s_cluster.kubectl("-n", ns, "apply", "-f", "-", input=json.dumps(service(NAME)))
+        wait_for(
+            lambda: (get(k8s_cluster, ns, "recsvc", NAME).get("status") or {}).get("phase") == "Ready",
+            what="Ready",
+        )
+        with Load(stable.url, canary.url):
+            k8s_cluster.kubectl(
+                "-n", ns, "apply", "-f", "-", input=json.dumps(svc_with_candidate("2026-11-21"))
+            )
+            st = wait_for(
+                lambda: (s := rollout_status(k8s_cluster, ns)).get("weight") == 50 and s, what="canary at 50%"
+            )
+            ing = get(k8s_cluster, ns, "ingress", f"{NAME}-canary")
+            assert ing["metadata"]["annotations"]["nginx.ingress.kubernetes.io/canary"] == "true"
+            assert ing["metadata"]["annotations"]["nginx.ingress.kubernetes.io/canary-weight"] == "50"
+            assert (
+                get(k8s_cluster, ns, "deploy", f"{NAME}-canary")["spec"]["template"]["metadata"]["labels"][
+                    "recops.io/model-version"
+                ]
+                == "2026-11-21"
+            )
+            printed = k8s_cluster.kubectl("-n", ns, "get", "recsvc", NAME).stdout
+            assert "2026-11-21" in printed and "50" in printed
+            st = wait_for(
+                lambda: (s := rollout_status(k8s_cluster, ns)).get("phase") == "Succeeded" and s,
+                timeout=120,
+                what="promotion",
+            )
+            assert st["promotedVersion"] == "2026-11-21" and st["weight"] == 0
+            assert any(c["name"] == "p99-latency-ms" and c["verdict"] == "Pass" for c in st["checks"])
+            dep = get(k8s_cluster, ns, "deploy", NAME)
+            assert dep["spec"]["template"]["metadata"]["labels"]["recops.io/model-version"] == "2026-11-21", (
+                "stable serves the new version"
+            )
+            wait_for(
+                lambda: get(k8s_cluster, ns, "deploy", f"{NAME}-canary") is None,
+                what="candidate track removed",
+            )
+            assert get(k8s_cluster, ns, "recsvc", NAME)["status"]["stableVersion"] == "2026-11-21"
+
+            # A bad candidate: the canary process now injects errors and latency.
+            canary_cfg.write_text(
+                json.dumps(
+                    {
+                        "model_uri": str(bundles["v2"]),
+                        "reload_seconds": 0.5,
+                        "fault_error_percent": 30,
+                        "fault_latency_ms": 120,
+                    }
+                )
+            )
+            time.sleep(1.5)
+            k8s_cluster.kubectl(
+                "-n", ns, "apply", "-f", "-", input=json.dumps(svc_with_candidate("2026-11-22"))
+            )
+            wait_for(lambda: rollout_status(k8s_cluster, ns).get("weight") == 50, what="bad canary at 50%")
+            st = wait_for(
+                lambda: (s := rollout_status(k8s_cluster, ns)).get("phase") == "RolledBack" and s,
+                timeout=120,
+                what="rollback",
+            )
+            assert st["weight"] == 0 and ("error-rate" in st["message"] or "p99" in st["message"])
+            wait_for(
+                lambda: get(k8s_cluster, ns, "ingress", f"{NAME}-canary") is None,
+                what="canary Ingress removed (0% to the candidate)",
+            )
+            assert (
+                get(k8s_cluster, ns, "deploy", NAME)["spec"]["template"]["metadata"]["labels"][
+                    "recops.io/model-version"
+                ]
+                == "2026-11-21"
+            )
+            events = k8s_cluster.kubectl(
+                "-n", ns, "get", "events", "--field-selector", f"involvedObject.name={NAME}", "-o", "json"
+            ).stdout
+            reasons = {e["reason"] for e in json.loads(events)["items"]}
+            assert {"RolloutStarted", "RolloutSucceeded", "RolloutRolledBack"} <= reasons
+    finally:
+        op.stop()
+        prom.stop()
+
+
+def test_no_traffic_holds_and_operator_restart_resumes_at_the_same_step(
+    k8s_cluster, k8s_namespace, tmp_path, bundles, redis_server, make_server
+):
+    ns = k8s_namespace
+    stable, _ = make_server({"model_uri": str(bundles["v1"])}, redis_server.url)
+    canary, _ = make_server({"model_uri": str(bundles["v2"])}, redis_server.url)
+    prom, op = start(k8s_cluster, ns, tmp_path, stable, canary)
+    try:
+        k8s_cluster.kubectl("-n", ns, "apply", "-f", "-", input=json.dumps(svc_with_candidate("2026-11-21")))
+        st = wait_for(
+            lambda: (s := rollout_status(k8s_cluster, ns)).get("inconclusive", 0) >= 2 and s,
+            timeout=60,
+            what="inconclusive intervals",
+        )
+        assert (st["phase"], st["weight"]) == ("Progressing", 50), "no traffic: held, never promoted"
+        op.kill()
+        before = rollout_status(k8s_cluster, ns)
+        op.start()
+        time.sleep(8)
+        after = rollout_status(k8s_cluster, ns)
+        assert (after["phase"], after["stepIndex"], after["weight"]) == (
+            before["phase"],
+            before["stepIndex"],
+            before["weight"],
+        )
+        assert after["startedAt"] == before["startedAt"] and after["inconclusive"] >= before["inconclusive"]
+        prom.stop()  # Prometheus down mid-rollout: held (inconclusive), not failed, not promoted
+        time.sleep(8)
+        held = rollout_status(k8s_cluster, ns)
+        assert (held["phase"], held["weight"]) == ("Progressing", 50)
+        assert any(c["name"] == "prometheus" for c in held["checks"])
+    finally:
+        op.stop()
+        prom.stop()
