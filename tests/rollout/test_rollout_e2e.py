@@ -202,10 +202,16 @@ def test_no_traffic_holds_and_operator_restart_resumes_at_the_same_step(
         )
         assert after["startedAt"] == before["startedAt"] and after["inconclusive"] >= before["inconclusive"]
         prom.stop()  # Prometheus down mid-rollout: held (inconclusive), not failed, not promoted
-        time.sleep(8)
-        held = rollout_status(k8s_cluster, ns)
+        held = wait_for(
+            lambda: (
+                (s := rollout_status(k8s_cluster, ns))
+                and any(c["name"] == "prometheus" for c in s.get("checks", []))
+                and s
+            ),
+            timeout=60,
+            what="an analysis with Prometheus unreachable",
+        )
         assert (held["phase"], held["weight"]) == ("Progressing", 50)
-        assert any(c["name"] == "prometheus" for c in held["checks"])
     finally:
         op.stop()
         prom.stop()
