@@ -115,7 +115,7 @@ def evaluate_sessions(max_pairs: int | None = None) -> dict[str, float]:
     users, items = test.user[order], test.item_ids[test.item[order]]
     hits, rr, n = 0, 0.0, 0
     start = 0
-    for end in list(np.flatnonzero(np.diff(users)) + 1) + [len(users)]:
+    for end in [*list(np.flatnonzero(np.diff(users)) + 1), len(users)]:
         seq = [b.item_index(int(x)) for x in items[start:end]]
         start = end
         for t in range(1, len(seq)):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+
 from recops_operator.api import crd, models
 
 CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "recommenderservices.recops.io.yaml"
