@@ -76,8 +76,15 @@ def _get_service(namespace: str, name: str) -> dict[str, Any] | None:
         raise
 
 
-def reconcile(namespace: str, name: str, *, raise_errors: bool = False) -> dict[str, Any] | None:
-    """Converge the children of one RecommenderService and refresh its status. Idempotent."""
+def reconcile(
+    namespace: str, name: str, *, raise_errors: bool = False, rollout: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """Converge the children of one RecommenderService and refresh its status. Idempotent.
+
+    ``rollout`` is a new ``status.rollout`` from the rollout timer: children are rendered for it
+    and it is persisted only after they applied, so the status never shows a canary weight that
+    the router does not have yet (and a failed apply leaves the old step to be retried).
+    """
     with _locks[(namespace, name)]:
         body = _get_service(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
@@ -91,7 +98,8 @@ def reconcile(namespace: str, name: str, *, raise_errors: bool = False) -> dict[
         owner = Owner(name=name, namespace=namespace, uid=body["metadata"]["uid"])
         ap = applier()
         monitoring = ap.has_kind("monitoring.coreos.com/v1", "ServiceMonitor")
-        rollout_status = (body.get("status") or {}).get("rollout")
+        stored_rollout = (body.get("status") or {}).get("rollout")
+        rollout_status = rollout if rollout is not None else stored_rollout
         ctx = RenderContext(
             monitoring_available=monitoring,
             mesh_available=ap.has_kind("networking.istio.io/v1", "VirtualService"),
@@ -117,6 +125,11 @@ def reconcile(namespace: str, name: str, *, raise_errors: bool = False) -> dict[
             }
         )
         new = compute_status(spec, generation, dep, reconcile_error=error, monitoring_available=monitoring)
+        if rollout is not None and error is None:
+            # merge patch: keys the state machine dropped are removed with explicit nulls
+            new["rollout"] = {**{k: None for k in stored_rollout or {} if k not in rollout}, **rollout}
+        else:
+            rollout_status = stored_rollout
         new.update(rollout_summary(spec, rollout_status))
         _patch_status(body, new)
         return body

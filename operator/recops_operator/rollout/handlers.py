@@ -1,5 +1,6 @@
 """kopf glue for rollouts: a short timer that runs analysis when an interval has elapsed,
-advances the pure state machine, persists ``status.rollout`` and re-applies the render.
+advances the pure state machine, applies the render for the new step and then persists
+``status.rollout`` (router first, status second: status never runs ahead of traffic).
 
 Status is the only state: after an operator restart the next tick continues from
 ``status.rollout`` (same step, same counters). Analysis runs in kopf's thread pool.
@@ -13,7 +14,6 @@ import time
 from typing import Any
 
 import kopf
-from kubernetes import client
 
 from recops_operator import handlers as serving
 from recops_operator.api.models import GROUP, PLURAL, VERSION, RecommenderServiceSpec
@@ -43,7 +43,10 @@ def _stable_at(namespace: str, name: str, version: str) -> bool:
 
 
 def tick(namespace: str, name: str, body: dict[str, Any], now: float | None = None) -> dict[str, Any] | None:
-    """One rollout tick for one service; returns the new status.rollout when it changed."""
+    """One rollout tick for one service; returns the new status.rollout when it changed.
+
+    The caller applies the children for it and persists it (see ``serving.reconcile``).
+    """
     now = time.time() if now is None else now
     spec = RecommenderServiceSpec.model_validate(body.get("spec") or {})
     old = (body.get("status") or {}).get("rollout") or {}
@@ -68,12 +71,7 @@ def tick(namespace: str, name: str, body: dict[str, Any], now: float | None = No
         for c in result.checks:
             metrics.analysis.labels(namespace, name, c["name"], str(c["verdict"])).inc()
     metrics.observe(namespace, name, new, old)
-    if new == old:
-        return None
-    client.CustomObjectsApi(serving.api()).patch_namespaced_custom_object_status(
-        GROUP, VERSION, namespace, PLURAL, name, {"status": {"rollout": new}}
-    )
-    return new
+    return None if new == old else new
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, id="rollout", interval=TICK_SECONDS)
@@ -82,5 +80,8 @@ def on_tick(namespace: str, name: str, body: kopf.Body, **_: Any) -> None:
     status_rollout = (body.get("status") or {}).get("rollout") or {}
     if not spec_rollout.get("candidate") and status_rollout.get("phase", "Idle") == "Idle":
         return
-    if tick(namespace, name, dict(body)) is not None or status_rollout.get("phase") in LIVE:
+    new = tick(namespace, name, dict(body))
+    if new is not None:
+        serving.reconcile(namespace, name, rollout=new)
+    elif status_rollout.get("phase") in LIVE:
         serving.reconcile(namespace, name)
