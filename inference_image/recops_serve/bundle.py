@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from recops_serve import storage
+from recops_serve.sessionknn import SessionIndex
 
 SCHEMA: dict[str, tuple[str, int]] = {
     "item_ids": ("int64", 1),
@@ -46,6 +47,12 @@ SCHEMA: dict[str, tuple[str, int]] = {
     "pop_global": ("int32", 1),
     "cat_ptr": ("int64", 1),
     "cat_items": ("int32", 1),
+    # session-kNN index (sessionknn.py); empty when the training data has no click sessions
+    "sess_ptr": ("int64", 1),
+    "sess_items": ("int32", 1),
+    "item_sess_ptr": ("int64", 1),
+    "item_sess": ("int32", 1),
+    "item_sess_pos": ("int32", 1),
 }
 SCHEMA_HASH = hashlib.sha256(json.dumps(SCHEMA, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -91,6 +98,13 @@ class ModelBundle:
         p = self.arrays["user_hist_ptr"]
         return self.arrays["user_hist"][p[uidx] : p[uidx + 1]]
 
+    @cached_property
+    def session_index(self) -> SessionIndex:
+        a = self.arrays
+        return SessionIndex(
+            a["sess_ptr"], a["sess_items"], a["item_sess_ptr"], a["item_sess"], a["item_sess_pos"]
+        )
+
     def category_popular(self, cat: int) -> np.ndarray:
         p = self.arrays["cat_ptr"]
         if cat < 0 or cat + 1 >= len(p):
@@ -121,6 +135,19 @@ class ModelBundle:
         m = self.arrays["user_ids"].shape[0]
         if self.arrays["user_top"].shape[0] != m or self.arrays["user_hist_ptr"].shape[0] != m + 1:
             raise BundleError("user arrays do not match user_ids")
+        a = self.arrays
+        if a["sess_ptr"].size > 1:
+            if a["item_sess_ptr"].shape[0] != n + 1 or int(a["item_sess_ptr"][-1]) != a["item_sess"].size:
+                raise BundleError("session index does not match the catalogue")
+            if (
+                int(a["sess_ptr"][-1]) != a["sess_items"].size
+                or a["item_sess_pos"].size != a["item_sess"].size
+            ):
+                raise BundleError("session index arrays are inconsistent")
+            if (a["sess_items"].size and int(a["sess_items"].max()) >= n) or (
+                a["item_sess"].size and int(a["item_sess"].max()) >= a["sess_ptr"].size - 1
+            ):
+                raise BundleError("session index out of range")
 
 
 def save_bundle(bundle: ModelBundle, uri: str) -> None:

@@ -52,6 +52,11 @@ class Dataset:
     report: LoadReport
 
     @property
+    def sequential(self) -> bool:
+        """Ordered click streams (session model = sequential rules) vs baskets (co-occurrence)."""
+        return self.name.startswith("diginetica")
+
+    @property
     def n_users(self) -> int:
         return len(self.user_ids)
 

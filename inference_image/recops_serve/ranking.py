@@ -1,8 +1,9 @@
 """The one ranking function: offline evaluation and the server both call ``recommend``.
 
 Known users get their ALS candidates (normalised to [0, 1]); the session's recent
-items add their neighbours with a recency weight (the most recent click counts
-most), so a click changes the next answer; the context category filters; new
+items add candidates, so a click changes the next answer: from session kNN when the
+bundle was trained on click streams (sessionknn.py), else from item neighbours with
+a recency weight (the most recent click counts most); the context category filters; new
 items get a boost; unavailable and (optionally) purchased items are excluded;
 whatever is missing is filled from category, then global popularity. Each item
 carries its reason: model, session, boost or fallback.
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recops_serve import sessionknn
 from recops_serve.bundle import ModelBundle
 
 SESSION_WEIGHT = 1.0
@@ -39,6 +41,7 @@ def recommend(
     boost_hours: float = 48.0,
     exclude_purchased: bool = True,
     session_categories: list[int] | None = None,
+    exclude_seen: bool = True,
 ) -> Ranked:
     parts_items: list[np.ndarray] = []
     parts_scores: list[np.ndarray] = []
@@ -51,12 +54,20 @@ def recommend(
             parts_items.append(top)
             parts_scores.append(MODEL_WEIGHT * sc / max(float(sc.max()), 1e-9))
             parts_src.append(np.zeros(top.size, np.int8))
-    for pos, it in enumerate(session_items[:10]):
-        nb, ns = b.neighbors[it], b.neighbor_scores[it]
-        keep = nb >= 0
-        parts_items.append(nb[keep])
-        parts_scores.append(SESSION_WEIGHT * ns[keep] / (1.0 + pos))
-        parts_src.append(np.ones(int(keep.sum()), np.int8))
+    six = b.session_index
+    if session_items and not six.empty:  # click-stream bundle: session kNN over training sessions
+        cand, sc = sessionknn.score(six, session_items[: sessionknn.MAX_SESSION][::-1])
+        if sc.size:
+            parts_items.append(cand)
+            parts_scores.append(SESSION_WEIGHT * sc / max(float(sc.max()), 1e-9))
+            parts_src.append(np.ones(cand.size, np.int8))
+    else:
+        for pos, it in enumerate(session_items[:10]):
+            nb, ns = b.neighbors[it], b.neighbor_scores[it]
+            keep = nb >= 0
+            parts_items.append(nb[keep])
+            parts_scores.append(SESSION_WEIGHT * ns[keep] / (1.0 + pos))
+            parts_src.append(np.ones(int(keep.sum()), np.int8))
     if parts_items:
         items = np.concatenate(parts_items)
         scores = np.concatenate(parts_scores).astype(np.float32)
@@ -72,7 +83,7 @@ def recommend(
         from_session = np.empty(0, bool)
 
     mask = b.item_available[items] if items.size else np.empty(0, bool)
-    banned = list(session_items)
+    banned = list(session_items) if exclude_seen else []
     if exclude_purchased and uidx is not None:
         banned.extend(b.user_history(uidx).tolist())
     if banned and items.size:

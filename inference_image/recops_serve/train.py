@@ -30,7 +30,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np
 import scipy.sparse as sp
 
-from recops_serve import storage
+from recops_serve import sessionknn, storage
 from recops_serve.bundle import ModelBundle, save_bundle
 from recops_serve.data import Dataset, DatasetUnavailable, load
 
@@ -133,9 +133,32 @@ def popularity(ds: Dataset, half_life_days: float) -> tuple[np.ndarray, np.ndarr
     return order, np.asarray(ptr, np.int64), cat_items
 
 
-def neighbour_chunk(xt: sp.csr_matrix, x: sp.csr_matrix, norm: np.ndarray, start: int, stop: int, k: int):
-    """Top-k cosine neighbours for items [start, stop)."""
-    s = (xt[start:stop] @ x).tocsr()
+SR_WINDOW = 3
+
+
+def sequential_rules(ds: Dataset) -> sp.csr_matrix:
+    """Directed item -> next-item weights within sessions (an item j seen g steps after i adds 1/g,
+    g <= SR_WINDOW): the "sequential rules" session model, strong on click streams where order matters."""
+    order = np.lexsort((ds.ts, ds.user))
+    u, it = ds.user[order], ds.item[order]
+    rows, cols, vals = [], [], []
+    for g in range(1, SR_WINDOW + 1):
+        same = u[:-g] == u[g:]
+        rows.append(it[:-g][same])
+        cols.append(it[g:][same])
+        vals.append(np.full(int(same.sum()), 1.0 / g, np.float32))
+    m = sp.coo_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(ds.n_items, ds.n_items)
+    )
+    return m.tocsr()
+
+
+def neighbour_chunk(
+    xt: sp.csr_matrix, x: sp.csr_matrix | None, norm: np.ndarray | None, start: int, stop: int, k: int
+):
+    """Top-k neighbours for items [start, stop): cosine of co-occurrence (``x`` given), or the rows of a
+    precomputed directed weight matrix ``xt`` (``x`` None, no normalisation)."""
+    s = (xt[start:stop] @ x).tocsr() if x is not None else xt[start:stop].tocsr()
     nb = np.full((stop - start, k), -1, np.int32)
     sc = np.zeros((stop - start, k), np.float32)
     for r in range(stop - start):
@@ -143,7 +166,9 @@ def neighbour_chunk(xt: sp.csr_matrix, x: sp.csr_matrix, norm: np.ndarray, start
         cols, vals = s.indices[lo:hi], s.data[lo:hi]
         i = start + r
         keep = cols != i
-        cols, vals = cols[keep], vals[keep] / (norm[i] * norm[cols[keep]] + 1e-9)
+        cols, vals = cols[keep], vals[keep]
+        if norm is not None:
+            vals = vals / (norm[i] * norm[cols] + 1e-9)
         top = np.argpartition(-vals, k - 1)[:k] if cols.size > k else np.arange(cols.size)
         top = top[np.lexsort((cols[top], -vals[top]))]
         nb[r, : top.size] = cols[top]
@@ -181,13 +206,16 @@ def fit(ds: Dataset, params: Params, ckpt: Checkpointer, log=print) -> dict[str,
         else:
             log("checkpoint belongs to another dataset; starting fresh")
 
-    binary_t = binary.T.tocsr()
+    if ds.sequential:  # click streams: directed sequential rules
+        rows, cols, row_norm = sequential_rules(ds), None, None
+    else:  # baskets: cosine of co-occurrence
+        rows, cols, row_norm = binary.T.tocsr(), binary, norm
     n_chunks = (ds.n_items + CHUNK_ITEMS - 1) // CHUNK_ITEMS
     while state["stage"] == "neighbors" and state["next_chunk"] < n_chunks:
         c = state["next_chunk"]
         lo, hi = c * CHUNK_ITEMS, min(ds.n_items, (c + 1) * CHUNK_ITEMS)
         arrays["neighbors"][lo:hi], arrays["neighbor_scores"][lo:hi] = neighbour_chunk(
-            binary_t, binary, norm, lo, hi, params.neighbors
+            rows, cols, row_norm, lo, hi, params.neighbors
         )
         state["next_chunk"] = c + 1
         ckpt.maybe(state, arrays)
@@ -251,6 +279,11 @@ def build_bundle(
         "pop_global": pop,
         "cat_ptr": cat_ptr,
         "cat_items": cat_items,
+        **(
+            sessionknn.build(ds.user, ds.item, ds.ts, ds.n_items)
+            if ds.sequential
+            else sessionknn.build(ds.user[:0], ds.item[:0], ds.ts[:0], ds.n_items)
+        ),
     }
     manifest = {
         "version": version,
@@ -260,7 +293,9 @@ def build_bundle(
             "start": float(ds.ts.min()) if ds.ts.size else None,
             "end": float(ds.ts.max()) if ds.ts.size else None,
         },
-        "model": "als+item-knn+popularity",
+        "model": "als+session-knn+sequential-rules+popularity"
+        if ds.sequential
+        else "als+item-knn+popularity",
         "params": params.__dict__,
         "metrics": metrics or {},
         "load_report": ds.report.summary(),

@@ -16,13 +16,15 @@ from tests.support.redis_server import RedisServer, free_port
 BIN = Path(sys.executable).parent
 
 
-def train(out: Path, version: str, rows: int = 120_000, *extra: str) -> None:
+def train(
+    out: Path, version: str, rows: int = 120_000, *extra: str, dataset: str = "completejourney"
+) -> None:
     subprocess.run(
         [
             str(BIN / "recops-serve"),
             "train",
             "--dataset",
-            "completejourney",
+            dataset,
             "--limit-rows",
             str(rows),
             "--out",

@@ -23,7 +23,7 @@ from recops_serve.bundle import load_bundle
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
-ROWS, INTERVAL = "150000", 0.5
+ROWS, ITERATIONS, INTERVAL = "150000", "40", 0.3
 
 
 def cmd(out: Path, ckpt: Path) -> list[str]:
@@ -35,7 +35,7 @@ def cmd(out: Path, ckpt: Path) -> list[str]:
         "--limit-rows",
         ROWS,
         "--iterations",
-        "10",
+        ITERATIONS,
         "--out",
         str(out),
         "--version",
@@ -66,11 +66,23 @@ def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path):
 
     seen: list[tuple[int, int]] = []
     for n, sig in enumerate([signal.SIGTERM, signal.SIGKILL, signal.SIGTERM, signal.SIGKILL]):
+        started = time.time()
         proc = subprocess.Popen(cmd(out, ckpt), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        time.sleep(3.0 + n)  # data loading takes ~2 s; kill inside the work
+        # kill inside the work, not on a timer: after this run wrote a checkpoint, n steps later
+        head, after_ckpt = [], -1
+        for line in proc.stdout:
+            head.append(line)
+            if line.startswith("progress "):
+                if after_ckpt < 0 and (p := progress(ckpt)) is not None and p[2] >= started:
+                    after_ckpt = 0
+                elif after_ckpt >= 0:
+                    after_ckpt += 1
+                if after_ckpt >= n:
+                    break
         killed_at = time.time()
         proc.send_signal(sig)
-        output, _ = proc.communicate(timeout=60)
+        rest, _ = proc.communicate(timeout=60)
+        output = "".join(head) + rest
         if proc.returncode == 0:
             break  # finished before the kill: nothing left to interrupt
         if sig == signal.SIGTERM:
