@@ -1,4 +1,4 @@
-"""``python -m bench [serve|train|operator|all]`` (``make bench``): measured on this machine, printed as tables.
+"""``python -m bench [serve|train|operator|rollout|all]`` (``make bench``): measured on this machine, printed as tables.
 
 serve: one recops-serve worker vs the textbook baseline (FastAPI + redis-py + numpy brute force,
 bench/baseline_server.py), same bundle (completejourney, all items), same Redis, run side by side:
@@ -6,6 +6,8 @@ max requests/s (wrk, 64 connections), p50/p99 at 2,000 req/s offered (open-loop 
 separate process), event-to-visible p99, batch event ingest with a count check.
 train: wall time and peak RSS of ``recops-serve train`` per dataset.
 operator: apply -> Ready for 1 and N RecommenderServices, API writes in idle time, operator peak RSS.
+rollout: decision latency (breach visible in Prometheus -> 0% candidate traffic) and operator CPU per
+active rollout (bench/rollout.py).
 """
 
 from __future__ import annotations
@@ -59,7 +61,9 @@ def wait_http(url: str, timeout: float = 60) -> None:
 
 
 def bundle(dataset: str = "completejourney") -> Path:
-    out = CACHE / f"bundle-{dataset}"
+    from recops_serve.bundle import SCHEMA_HASH
+
+    out = CACHE / f"bundle-{dataset}-{SCHEMA_HASH}"  # a schema change retrains
     if not (out / "manifest.json").exists():
         subprocess.run(
             [
@@ -353,7 +357,18 @@ def bench_operator(n: int = int(os.environ.get("RECOPS_BENCH_SERVICES", "200")))
 
 def main(argv: list[str]) -> int:
     which = argv[0] if argv else "all"
-    for name, fn in (("serve", bench_serve), ("train", bench_train), ("operator", bench_operator)):
+
+    def bench_rollout() -> None:
+        from bench.rollout import bench_rollout as run
+
+        run()
+
+    for name, fn in (
+        ("serve", bench_serve),
+        ("train", bench_train),
+        ("operator", bench_operator),
+        ("rollout", bench_rollout),
+    ):
         if which in (name, "all"):
             fn()
     return 0
