@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import random
@@ -70,6 +71,7 @@ class Server:
     store: SessionStore | None = None
     inflight: int = 0
     last_error: str | None = None
+    _rec_seq: itertools.count = field(default_factory=itertools.count)
     _config_mtime: float = 0.0
 
     # ------------------------------------------------------------------ lifecycle
@@ -252,6 +254,8 @@ class Server:
             "arm": arm,
             "user_id": user,
             "feature_store": "down" if fs_down else ("on" if self.store else "off"),
+            # echoed by the client on events caused by this answer (lift per arm; stateless)
+            "attribution_token": f"{arm}:{b.version}:{next(self._rec_seq):x}",
             "items": [{"item_id": i, "reason": r} for i, r in zip(ids, ranked.reasons, strict=True)],
         }
         shadow = self.config.get("shadow_url")
@@ -271,6 +275,7 @@ class Server:
             raise BadRequest('expected an event object or {"events": [...]} with at least one event')
         now = time.time()
         parsed = []
+        attributed: list[tuple[str, str]] = []
         for n, ev in enumerate(items):
             where = f"events[{n}]"
             if not isinstance(ev, dict):
@@ -289,6 +294,14 @@ class Server:
             ts = ev.get("ts", now)
             if not isinstance(ts, int | float):
                 raise BadRequest(f"{where}.ts must be a unix timestamp")
+            token = ev.get("attribution_token")
+            if token is not None:
+                arm = token.split(":", 1)[0] if isinstance(token, str) and len(token) <= 256 else None
+                if arm not in m.ARMS:
+                    raise BadRequest(
+                        f"{where}.attribution_token must be the attribution_token of a recommendation response"
+                    )
+                attributed.append((arm, typ))
             parsed.append((sid, item, typ, float(ts)))
         if self.store is None:
             return 503, {"error": "no feature store configured"}, "model"
@@ -296,11 +309,10 @@ class Server:
             await self.store.add(parsed)
         except FeatureStoreDown:
             return 503, {"error": "feature store unavailable, retry"}, "model"
-        salt, pct = str(self.config.get("holdout_salt", "")), float(self.config.get("holdout_percent", 0))
-        for sid, _, typ, _ in parsed:
+        for _, _, typ, _ in parsed:
             m.INGESTED[typ].inc()
-            if typ != "view":
-                m.ATTRIBUTED[(holdout_arm(sid, pct, salt), typ)].inc()
+        for arm_typ in attributed:  # the arm whose answer the user acted on
+            m.ATTRIBUTED[arm_typ].inc()
         return 200, {"stored": len(parsed)}, "model"
 
 
@@ -344,14 +356,26 @@ OPENAPI = {
                     {"name": "category", "in": "query", "schema": {"type": "integer"}},
                 ],
                 "responses": {
-                    "200": {"description": "ranked items with reasons"},
+                    "200": {
+                        "description": (
+                            "model_version, arm (model|holdout), attribution_token, items [{item_id, reason: "
+                            "model|session|boost|fallback}]"
+                        )
+                    },
                     "400": {"description": "bad input"},
                     "503": {"description": "overloaded or not ready"},
                 },
             }
         },
         "/v1/events": {
-            "post": {"responses": {"200": {"description": "stored"}, "400": {"description": "bad input"}}}
+            "post": {
+                "description": (
+                    'One event {"session_id"|"user_id", "item_id", "type": view|add_to_cart|purchase, "ts"?, '
+                    '"attribution_token"?} or {"events": [...]}. Echo the attribution_token of the '
+                    "recommendation response the user acted on: such events count per arm for lift."
+                ),
+                "responses": {"200": {"description": "stored"}, "400": {"description": "bad input"}},
+            }
         },
         "/healthz": {"get": {"responses": {"200": {"description": "alive"}}}},
         "/readyz": {

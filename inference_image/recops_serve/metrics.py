@@ -50,7 +50,7 @@ model_load_failures = Counter(
 events_ingested = Counter("recops_events_ingested_total", "Events stored", ["type"], registry=REGISTRY)
 attributed = Counter(
     "recops_attributed_events_total",
-    "Events on items recommended to that user/session",
+    "Events the client attributed to a recommendation answer (its attribution_token), by the arm that answered",
     ["arm", "type"],
     registry=REGISTRY,
 )

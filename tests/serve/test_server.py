@@ -115,6 +115,41 @@ def test_holdout_assignment_is_stable_and_serves_popularity(bundles, redis_serve
     ) == 2 * len(holdouts)
 
 
+def test_events_carrying_an_attribution_token_count_for_the_arm_that_answered(
+    bundles, redis_server, make_server
+):
+    server, _ = make_server(
+        {"model_uri": str(bundles["v1"]), "holdout_percent": 50, "holdout_salt": "lift"}, redis_server.url
+    )
+    answers = {a: None for a in ("model", "holdout")}
+    n = 0
+    while None in answers.values():
+        r = server.get("/v1/recommendations", user_id=f"u{n}").json()
+        answers[r["arm"]] = answers[r["arm"]] or (f"u{n}", r)
+        n += 1
+    tokens = set()
+    for arm, (uid, r) in answers.items():
+        assert r["attribution_token"].startswith(f"{arm}:v1:")
+        tokens.add(r["attribution_token"])
+        item = r["items"][0]["item_id"]
+        before = metric(server, "recops_attributed_events_total", arm=arm, type="purchase")
+        ev = {
+            "user_id": uid,
+            "item_id": item,
+            "type": "purchase",
+            "attribution_token": r["attribution_token"],
+        }
+        assert server.post("/v1/events", ev).status_code == 200
+        del ev["attribution_token"]
+        assert server.post("/v1/events", ev).status_code == 200, "events without a token are fine"
+        assert metric(server, "recops_attributed_events_total", arm=arm, type="purchase") == before + 1, (
+            "only the event with the token is attributed"
+        )
+    assert len(tokens) == 2
+    bad = server.post("/v1/events", {"user_id": "u", "item_id": 1, "attribution_token": "control:x:1"})
+    assert bad.status_code == 400 and "attribution_token" in bad.json()["error"]
+
+
 def test_hot_swap_under_load_has_no_failures_and_a_corrupt_bundle_keeps_the_old(
     bundles, redis_server, make_server, tmp_path
 ):

@@ -19,7 +19,7 @@ from recops_operator import handlers as serving
 from recops_operator.api.models import GROUP, PLURAL, VERSION, RecommenderServiceSpec
 from recops_operator.rollout import metrics
 from recops_operator.rollout.analysis import analyse
-from recops_operator.rollout.machine import LIVE, Phase, parse_duration, step
+from recops_operator.rollout.machine import Phase, parse_duration, step
 
 log = logging.getLogger(__name__)
 TICK_SECONDS = float(os.environ.get("RECOPS_ROLLOUT_TICK_SECONDS", "5"))
@@ -81,7 +81,5 @@ def on_tick(namespace: str, name: str, body: kopf.Body, **_: Any) -> None:
     if not spec_rollout.get("candidate") and status_rollout.get("phase", "Idle") == "Idle":
         return
     new = tick(namespace, name, dict(body))
-    if new is not None:
+    if new is not None:  # unchanged status renders unchanged children: drift is the child watches' job
         serving.reconcile(namespace, name, rollout=new)
-    elif status_rollout.get("phase") in LIVE:
-        serving.reconcile(namespace, name)
