@@ -41,6 +41,23 @@ def table(title: str, header: list[str], rows: list[list]) -> None:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
 
 
+def api_requests(cluster) -> dict[str, float]:
+    """kube-apiserver's request counters by verb and resource (its own /metrics)."""
+    out: dict[str, float] = {}
+    for line in cluster.kubectl("get", "--raw", "/metrics").stdout.splitlines():
+        if line.startswith("apiserver_request_total{"):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+            key = f"{labels.get('verb')} {labels.get('resource')}"
+            out[key] = out.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -315,9 +332,22 @@ def bench_operator(n: int = int(os.environ.get("RECOPS_BENCH_SERVICES", "200")))
                     d = json.loads(json.dumps(example))
                     d["metadata"] = {"name": f"b{count}-{i:03d}"}
                     docs.append(json.dumps(d))
+                req0 = api_requests(cluster)
+                procs = {"operator": op.pid, **cluster.pids}
+                cpu0 = {k: cpu_seconds(p) for k, p in procs.items()}
                 t0 = time.perf_counter()
                 cluster.kubectl("-n", "bench", "apply", "-f", "-", input="\n---\n".join(docs), timeout=600)
+                children_at = None
                 while True:
+                    if children_at is None:
+                        deps = json.loads(
+                            cluster.kubectl("-n", "bench", "get", "deploy", "-o", "json").stdout
+                        )
+                        if (
+                            sum(d["metadata"]["name"].startswith(f"b{count}-") for d in deps["items"])
+                            >= count
+                        ):
+                            children_at = time.perf_counter() - t0
                     items = json.loads(cluster.kubectl("-n", "bench", "get", "recsvc", "-o", "json").stdout)[
                         "items"
                     ]
@@ -328,6 +358,28 @@ def bench_operator(n: int = int(os.environ.get("RECOPS_BENCH_SERVICES", "200")))
                         break
                     time.sleep(0.5)
                 rows.append([f"apply -> Ready, {count} service(s)", f"{time.perf_counter() - t0:.1f} s"])
+                rows.append([f"apply -> all {count} Deployments exist", f"{children_at:.1f} s"])
+                if count > 1:
+                    req1 = api_requests(cluster)
+                    delta = {
+                        k: v - req0.get(k, 0) for k, v in req1.items() if v - req0.get(k, 0) >= count / 2
+                    }
+                    rows.append(
+                        [
+                            f"API requests per service (all clients, >= 0.5 per service), {count} services",
+                            ", ".join(
+                                f"{k} {v / count:.1f}"
+                                for k, v in sorted(delta.items(), key=lambda kv: -kv[1])
+                            ),
+                        ]
+                    )
+                    used = {k: cpu_seconds(p) - cpu0[k] for k, p in procs.items()}
+                    rows.append(
+                        [
+                            f"CPU seconds during apply -> Ready, {count} services",
+                            ", ".join(f"{k} {v:.1f}" for k, v in sorted(used.items(), key=lambda kv: -kv[1])),
+                        ]
+                    )
             time.sleep(10)
 
             def versions():
@@ -339,11 +391,31 @@ def bench_operator(n: int = int(os.environ.get("RECOPS_BENCH_SERVICES", "200")))
                         out[f"{kind}/{it['metadata']['name']}"] = it["metadata"]["resourceVersion"]
                 return out
 
-            before = versions()
+            before, idle0 = versions(), api_requests(cluster)
             time.sleep(60)
-            after = versions()
-            changed = sum(1 for k in before if after.get(k) != before[k])
-            rows.append([f"objects written in 60 idle s ({len(before)} objects watched)", str(changed)])
+            after, idle1 = versions(), api_requests(cluster)
+            idle_writes = {
+                k: v - idle0.get(k, 0)
+                for k, v in idle1.items()
+                if k.split()[0] in ("APPLY", "PATCH", "PUT", "POST", "DELETE") and v - idle0.get(k, 0) > 0
+            }
+            changed = [k for k in before if after.get(k) != before[k]]
+            by_kind: dict[str, int] = {}
+            for k in changed:
+                by_kind[k.split("/")[0]] = by_kind.get(k.split("/")[0], 0) + 1
+            detail = ", ".join(f"{k} {v}" for k, v in sorted(by_kind.items())) or "none"
+            rows.append(
+                [
+                    f"objects changed in 60 idle s ({len(before)} objects watched)",
+                    f"{len(changed)} ({detail})",
+                ]
+            )
+            rows.append(
+                [
+                    "API write requests in 60 idle s (all clients)",
+                    ", ".join(f"{k} {v:.0f}" for k, v in sorted(idle_writes.items(), key=lambda kv: -kv[1])),
+                ]
+            )
             rows.append(["operator peak RSS", f"{peak_rss_mb(op.pid):.0f} MB"])
             table(
                 f"operator: real control plane + KWOK, operator process, {n + 1} services",

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.__main__ import ROOT, bundle, table
+from bench.__main__ import ROOT, bundle, cpu_seconds, table
 from recops_operator.rollout.analysis import queries
 from recops_operator.rollout.machine import parse_duration
 from tests.operator.test_operator_e2e import Operator, get, service, wait_for
@@ -30,13 +30,6 @@ from tests.support.redis_server import RedisServer
 NS, NAME = "bench", "home-feed"
 INTERVAL = "10s"
 TICK = "1"
-
-
-def _cpu_seconds(pid: int) -> float:
-    import os
-
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _rollout(version: str, name: str = NAME, interval: str = INTERVAL) -> dict:
@@ -138,15 +131,15 @@ def bench_rollout(runs: int = 3, idle_services: int = 20, window_s: float = 60.0
             docs = [json.dumps(service(n)) for n in names]
             cluster.kubectl("-n", NS, "apply", "-f", "-", input="\n---\n".join(docs), timeout=300)
             time.sleep(15)
-            c0 = _cpu_seconds(op.proc.pid)
+            c0 = cpu_seconds(op.proc.pid)
             time.sleep(window_s)
-            idle_cpu = _cpu_seconds(op.proc.pid) - c0
+            idle_cpu = cpu_seconds(op.proc.pid) - c0
             docs = [json.dumps(_rollout("2026-12-31", n)) for n in names]
             cluster.kubectl("-n", NS, "apply", "-f", "-", input="\n---\n".join(docs), timeout=300)
             time.sleep(15)
-            c0 = _cpu_seconds(op.proc.pid)
+            c0 = cpu_seconds(op.proc.pid)
             time.sleep(window_s)
-            active_cpu = _cpu_seconds(op.proc.pid) - c0
+            active_cpu = cpu_seconds(op.proc.pid) - c0
             per = (active_cpu - idle_cpu) / idle_services / window_s
             rows.append(
                 [

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from recops_operator import metrics
 from recops_operator.api.models import GROUP, PLURAL, VERSION, RecommenderServiceSpec
-from recops_operator.apply import Applier
+from recops_operator.apply import FIELD_MANAGER, Applier
 from recops_operator.render import Owner, RenderContext, desired_objects
 from recops_operator.render.serving import MANAGED_BY, deployment_name
 from recops_operator.status import changed, compute_status, merge_conditions
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 RESYNC_SECONDS = float(os.environ.get("RECOPS_RESYNC_SECONDS", "120"))
 
 _api: client.ApiClient | None = None
-_locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+_locks: defaultdict[tuple[str, str], threading.RLock] = defaultdict(threading.RLock)
 
 
 _client_lock = threading.RLock()  # handlers run in a thread pool: build shared clients once
@@ -109,7 +109,8 @@ def reconcile(
         try:
             desired = desired_objects(owner, spec, ctx)
             ap.apply_all(desired)
-            prune_canary(ap, owner, desired)
+            if stored_rollout or rollout:  # candidate objects exist only once a rollout has started
+                prune_canary(ap, owner, desired)
             metrics.RECONCILES.labels(result="ok").inc()
         except ApiException as e:
             error = f"apply failed: {e.status} {e.reason}: {(e.body or '')[:300]}"
@@ -187,7 +188,12 @@ def _patch_status(body: dict[str, Any], new: dict[str, Any], error: str | None =
     )
     applier().writes += 1
     if live.get("phase") != new.get("phase"):
-        kopf.info(body, reason=new.get("phase") or "Unknown", message=new["conditions"][0].get("message", ""))
+        kopf.event(
+            body,
+            type="Normal",
+            reason=new.get("phase") or "Unknown",
+            message=new["conditions"][0].get("message", ""),
+        )
 
 
 # ------------------------------------------------------------------ kopf triggers
@@ -213,13 +219,44 @@ def _owner_of(body: kopf.Body) -> str | None:
     return None
 
 
-def _on_child(body: kopf.Body, namespace: str | None, **_: Any) -> None:
+_queued: set[tuple[str, str]] = set()
+_queued_lock = threading.Lock()
+
+
+def _relevant(event_type: str | None, body: kopf.Body) -> bool:
+    """Whether a child event can change what reconcile would do: a deletion, a Deployment's
+    status (readiness feeds our status), or a write by someone else (drift). The echo of our
+    own apply and other kinds' status updates (HPA, PDB) are skipped; ties count as relevant."""
+    if event_type == "DELETED" or body.get("kind") == "Deployment":
+        return True
+    entries = body.get("metadata", {}).get("managedFields") or []
+    if not entries:
+        return True
+    latest = max(e.get("time") or "" for e in entries)
+    last = [e for e in entries if (e.get("time") or "") == latest]
+    return not all(e.get("manager") == FIELD_MANAGER or e.get("subresource") == "status" for e in last)
+
+
+def _on_child(body: kopf.Body, namespace: str | None, type: str | None = None, **_: Any) -> None:
+    """Child events come in bursts (a new Deployment changes status several times in a second):
+    while one reconcile of the owner is already waiting for its lock, another adds nothing,
+    since the waiting one reads the latest state when it runs. At most one runs and one waits."""
     owner = _owner_of(body)
-    if owner and namespace:
-        try:
+    if not (owner and namespace) or not _relevant(type, body):
+        return
+    key = (namespace, owner)
+    with _queued_lock:
+        if key in _queued:
+            metrics.COALESCED.inc()
+            return
+        _queued.add(key)
+    try:
+        with _locks[key]:
+            with _queued_lock:
+                _queued.discard(key)
             reconcile(namespace, owner)
-        except ApiException as e:  # the resync timer retries
-            log.warning("child-triggered reconcile of %s/%s failed: %s", namespace, owner, e.reason)
+    except ApiException as e:  # the resync timer retries
+        log.warning("child-triggered reconcile of %s/%s failed: %s", namespace, owner, e.reason)
 
 
 for _resource in (

@@ -37,7 +37,10 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any)
     settings.watching.client_timeout = 300
     settings.watching.connect_timeout = 30
     settings.networking.request_timeout = 60
-    settings.posting.level = logging.INFO
+    # Only warnings from kopf's own handler logs become Kubernetes Events: at INFO every
+    # "Handler succeeded" on every child event is an Event write (the API server's largest
+    # load at scale). Our own Normal events go through kopf.event, which this does not filter.
+    settings.posting.level = logging.WARNING
     settings.execution.max_workers = int(os.environ.get("RECOPS_MAX_WORKERS", "8"))
     settings.batching.worker_limit = int(os.environ.get("RECOPS_WORKER_LIMIT", "200"))
 

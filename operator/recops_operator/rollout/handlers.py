@@ -66,7 +66,7 @@ def tick(namespace: str, name: str, body: dict[str, Any], now: float | None = No
     if new.get("phase") == Phase.SUCCEEDED and old.get("phase") != Phase.SUCCEEDED:
         new["promotedOver"] = spec.model.version  # stable keeps the promoted model until spec changes
     for kind, reason, message in events:
-        (kopf.warn if kind == "Warning" else kopf.info)(body, reason=reason, message=message)
+        kopf.event(body, type=kind, reason=reason, message=message)  # not filtered by posting.level
     if result:
         for c in result.checks:
             metrics.analysis.labels(namespace, name, c["name"], str(c["verdict"])).inc()
