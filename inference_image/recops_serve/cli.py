@@ -37,13 +37,20 @@ def serve(argv: list[str]) -> int:
     os.environ["RECOPS_SERVE_OVERRIDES"] = json.dumps(overrides)
     from granian import Granian
 
+    try:  # uvloop: a faster event loop for the Redis round trip and the HTTP glue (~10%)
+        import uvloop  # noqa: F401
+
+        loop = "uvloop"
+    except ImportError:
+        loop = "asyncio"
+
     Granian(
         target="recops_serve.app:app",
         address=args.host,
         port=args.port,
         interface="rsgi",
         workers=1,
-        loop="asyncio",
+        loop=loop,
         log_access=False,
         backpressure=int(os.environ.get("RECOPS_BACKPRESSURE", "512")),
     ).serve()

@@ -61,13 +61,14 @@ def recommend(
             parts_items.append(cand)
             parts_scores.append(SESSION_WEIGHT * sc / max(float(sc.max()), 1e-9))
             parts_src.append(np.ones(cand.size, np.int8))
-    else:
-        for pos, it in enumerate(session_items[:10]):
-            nb, ns = b.neighbors[it], b.neighbor_scores[it]
-            keep = nb >= 0
-            parts_items.append(nb[keep])
-            parts_scores.append(SESSION_WEIGHT * ns[keep] / (1.0 + pos))
-            parts_src.append(np.ones(int(keep.sum()), np.int8))
+    elif session_items:  # neighbours of the 10 latest clicks, weighted 1, 1/2, 1/3, ... by recency
+        recent = session_items[:10]
+        nb = b.neighbors[recent]
+        keep = nb >= 0
+        weight = SESSION_WEIGHT / np.arange(1.0, len(recent) + 1.0, dtype=np.float32)
+        parts_items.append(nb[keep])
+        parts_scores.append((b.neighbor_scores[recent] * weight[:, None])[keep])
+        parts_src.append(np.ones(parts_items[-1].size, np.int8))
     if parts_items:
         items = np.concatenate(parts_items)
         scores = np.concatenate(parts_scores).astype(np.float32)
@@ -86,8 +87,12 @@ def recommend(
     banned = list(session_items) if exclude_seen else []
     if exclude_purchased and uidx is not None:
         banned.extend(b.user_history(uidx).tolist())
-    if banned and items.size:
-        mask &= ~np.isin(items, np.asarray(banned, dtype=np.int32))
+    if banned and items.size:  # items are sorted (np.unique): binary search beats np.isin here
+        ban = np.asarray(banned, dtype=items.dtype)
+        at = np.searchsorted(items, ban)
+        hit = at < items.size
+        hit[hit] = items[at[hit]] == ban[hit]
+        mask[at[hit]] = False
     if category is not None and items.size:
         mask &= b.item_category[items] == category
     items, scores, from_session = items[mask], scores[mask], from_session[mask]
