@@ -265,7 +265,7 @@ def _ingested(port: int) -> float:
 
 def bench_train() -> None:
     rows = []
-    for dataset in ("completejourney", "diginetica"):
+    for dataset in ("completejourney", "diginetica", "taobao"):
         out = Path(tempfile.mkdtemp(prefix="recops-train-bench-"))
         t0 = time.perf_counter()
         proc = subprocess.Popen(
@@ -296,7 +296,7 @@ def bench_train() -> None:
         rows.append([dataset, f"{wall:.1f}", f"{peak:.0f}", f"{n_items:,}"])
         shutil.rmtree(out, ignore_errors=True)
     table(
-        "train: recops-serve train (item kNN + 12 ALS sweeps + popularity), single-threaded BLAS",
+        "train: recops-serve train (item kNN or sequential rules + session index + 12 ALS sweeps + popularity), single-threaded BLAS",
         ["dataset", "wall s", "peak RSS MB", "items"],
         rows,
     )

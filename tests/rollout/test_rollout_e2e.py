@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.operator.test_operator_e2e import Operator, get, service, wait_for
-from tests.support.prometheus_server import PrometheusServer, Target
+from tests.support.prometheus_server import PrometheusServer, Target, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 NAME = "home-feed"
@@ -47,11 +47,13 @@ class Load:
 
 
 def start(k8s_cluster, ns, tmp_path, stable, canary):
+    op_metrics = free_port()
     prom = PrometheusServer(
         tmp_path / "prom",
         [
             Target(f"127.0.0.1:{stable.port}", {"namespace": ns, "recsvc": NAME, "track": "stable"}),
             Target(f"127.0.0.1:{canary.port}", {"namespace": ns, "recsvc": NAME, "track": "canary"}),
+            Target(f"127.0.0.1:{op_metrics}", job="recops-operator"),  # the operator's own metrics
         ],
         scrape_interval="1s",
     ).start()
@@ -62,9 +64,35 @@ def start(k8s_cluster, ns, tmp_path, stable, canary):
         k8s_cluster,
         ns,
         tmp_path / "operator.log",
-        {"RECOPS_PROMETHEUS_URL": prom.url, "RECOPS_ROLLOUT_TICK_SECONDS": "1"},
+        {
+            "RECOPS_PROMETHEUS_URL": prom.url,
+            "RECOPS_ROLLOUT_TICK_SECONDS": "1",
+            "RECOPS_METRICS_PORT": str(op_metrics),
+            "RECOPS_METRICS_ADDR": "127.0.0.1",
+        },
     ).start()
     return prom, op
+
+
+def rollout_panels_and_alert_have_data(prom: PrometheusServer, ns: str) -> None:
+    """Every rollout query of the dashboards, and the rolled-back alert's signal, return data for this
+    namespace from the real operator process that just promoted and rolled back (scraped, not backfilled)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "dashboards"))
+    from alerts import ALERTS
+    from panels import all_queries, concrete
+
+    exprs = [concrete(q.expr) for _, _, q in all_queries() if "recops_rollout" in q.expr]
+    assert len(exprs) >= 4, exprs
+    prom.wait_for(f'recops_rollouts_total{{namespace="{ns}", result="rolled_back"}}')
+    time.sleep(2)  # one more scrape, for increase()
+    for expr in exprs:
+        got = [r for r in prom.query(expr) if r["metric"].get("namespace", ns) == ns]
+        assert got, f"no data for dashboard query {expr}"
+    (alert,) = [a for a in ALERTS if a.name == "RecOpsCanaryRolledBack"]
+    assert prom.query(alert.expr), f"the rolled-back alert does not fire: {alert.expr}"
 
 
 def rollout_status(k8s_cluster, ns) -> dict:
@@ -170,6 +198,7 @@ def test_healthy_candidate_is_promoted_and_a_faulty_one_rolled_back(
             ).stdout
             reasons = {e["reason"] for e in json.loads(events)["items"]}
             assert {"RolloutStarted", "RolloutSucceeded", "RolloutRolledBack"} <= reasons
+            rollout_panels_and_alert_have_data(prom, ns)
     finally:
         op.stop()
         prom.stop()

@@ -22,6 +22,8 @@ _RESULTS = {Phase.SUCCEEDED: "promoted", Phase.ROLLED_BACK: "rolled_back", Phase
 
 def observe(namespace: str, service: str, new: dict[str, Any], old: dict[str, Any]) -> None:
     weight.labels(namespace, service).set(int(new.get("weight", 0)))
+    for result in _RESULTS.values():  # exist at 0 first, so the first rollback is an increase() > 0
+        rollouts.labels(namespace, service, result)
     for p in Phase:
         phase.labels(namespace, service, p.value).set(1 if new.get("phase", Phase.IDLE) == p else 0)
     if new.get("phase") != old.get("phase") and new.get("phase") in _RESULTS:
