@@ -18,8 +18,8 @@ RI = "$__rate_interval"
 class Query:
     expr: str
     legend: str
-    # Series that only an external exporter provides (kube-state-metrics); the live test cannot scrape
-    # one, so those are proven on backfilled data only.
+    # Series the inference servers do not export (the operator's): the live serving test skips them;
+    # the rollout e2e checks them against the real operator process.
     external: bool = False
 
 
@@ -136,21 +136,18 @@ SERVING = Dashboard(
             "Relative lift of the model arm over the popularity holdout arm.",
         ),
         Panel(
-            "Serving replicas (scraped, ready) and HPA",
+            "Serving replicas: scraped, HPA-desired, ready, bounds",
             "short",
             (
-                Query(f"count by (track) (up{{{SEL}}} == 1)", "ready {{track}}"),
+                Query(f"count by (track) (up{{{SEL}}} == 1)", "scraped {{track}}"),
                 Query(
-                    'sum by (horizontalpodautoscaler) (kube_horizontalpodautoscaler_status_desired_replicas{namespace=~"$namespace", horizontalpodautoscaler=~"$recsvc.*"})',
-                    "HPA desired {{horizontalpodautoscaler}}",
-                    external=True,
-                ),
-                Query(
-                    'sum by (horizontalpodautoscaler) (kube_horizontalpodautoscaler_spec_max_replicas{namespace=~"$namespace", horizontalpodautoscaler=~"$recsvc.*"})',
-                    "HPA max {{horizontalpodautoscaler}}",
+                    f"max by (recsvc, state) (recops_serving_replicas{{{SEL}}})",
+                    "{{recsvc}} {{state}}",
                     external=True,
                 ),
             ),
+            "Pods Prometheus scrapes per track; the stable Deployment's replicas as the operator reads them "
+            "(desired is what the HPA set) against the spec's min/max.",
         ),
         Panel(
             "Model versions serving (pods per version and track)",

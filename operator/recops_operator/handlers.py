@@ -125,6 +125,7 @@ def reconcile(
                 "metadata": {"name": deployment_name(owner), "namespace": namespace},
             }
         )
+        metrics.observe_replicas(namespace, name, dep, spec.serving.replicas.min, spec.serving.replicas.max)
         new = compute_status(spec, generation, dep, reconcile_error=error, monitoring_available=monitoring)
         if rollout is not None and error is None:
             # merge patch: keys the state machine dropped are removed with explicit nulls
@@ -202,6 +203,13 @@ def _patch_status(body: dict[str, Any], new: dict[str, Any], error: str | None =
 @kopf.on.update(GROUP, VERSION, PLURAL, id="serving-update", field="spec")
 def on_spec(namespace: str, name: str, **_: Any) -> None:
     reconcile(namespace, name, raise_errors=True)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, id="serving-forget")
+def on_service_event(type: str | None, namespace: str, name: str, **_: Any) -> None:
+    """Deletion needs no cleanup (owner references); only this service's gauges are dropped."""
+    if type == "DELETED":
+        metrics.forget(namespace, name)
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, id="serving-resync", interval=RESYNC_SECONDS, idle=RESYNC_SECONDS)

@@ -103,11 +103,9 @@ def openmetrics(end: int, minutes: int = 30, step_s: int = 15) -> str:
             )
         _hist(lines, "recops_shadow_topk_overlap_ratio", sh, i, 2, {0.5: 0.3, 0.8: 0.5, 1.0: 0.2}, ts)
         _hist(lines, "recops_shadow_latency_delta_seconds", sh, i, 2, {-0.01: 0.2, 0.0: 0.3, 0.01: 0.5}, ts)
-        # kube-state-metrics
-        hpa = {"namespace": "shop", "horizontalpodautoscaler": "home-feed-stable"}
-        lines.append(f"kube_horizontalpodautoscaler_status_desired_replicas{_lbl(hpa)} 4 {ts}")
-        lines.append(f"kube_horizontalpodautoscaler_spec_max_replicas{_lbl(hpa)} 200 {ts}")
         # operator
+        for state, n in (("desired", 4), ("ready", 4), ("min", 2), ("max", 200)):
+            lines.append(f"recops_serving_replicas{_lbl({**TARGET, 'state': state})} {n} {ts}")
         lines.append(f"recops_operator_reconcile_total{_lbl({'result': 'success'})} {_c(i):.3f} {ts}")
         lines.append(f"recops_operator_reconcile_total{_lbl({'result': 'error'})} {i // 20} {ts}")
         lines.append(f"recops_rollout_weight{_lbl(TARGET)} {10 if i > steps // 2 else 2} {ts}")

@@ -37,7 +37,7 @@ def test_dashboards_cover_the_required_signals():
         "recops_rollout_weight",
         "recops_rollout_analysis_total",
         "recops_attributed_events_total",
-        "kube_horizontalpodautoscaler",
+        "recops_serving_replicas",
         "recops_training_runs_total",
         "recops_training_preemptions_total",
         "recops_training_last_checkpoint_timestamp_seconds",

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -131,7 +132,14 @@ def operator(k8s_cluster, k8s_namespace, tmp_path) -> Iterator[Operator]:
     k8s_cluster.kubectl(
         "-n", k8s_namespace, "create", "secret", "generic", "tair-credentials", "--from-literal=url=redis://x"
     )
-    op = Operator(k8s_cluster, k8s_namespace, tmp_path / "operator.log").start()
+    port = free_port()
+    op = Operator(
+        k8s_cluster,
+        k8s_namespace,
+        tmp_path / "operator.log",
+        {"RECOPS_METRICS_PORT": str(port), "RECOPS_METRICS_ADDR": "127.0.0.1"},
+    ).start()
+    op.metrics_url = f"http://127.0.0.1:{port}/metrics"
     try:
         yield op
     finally:
@@ -337,8 +345,13 @@ def test_drift_is_repaired_and_delete_removes_everything(k8s_cluster, k8s_namesp
         what="Deployment recreated",
     )
     wait_for(lambda: ready(k8s_cluster, ns), what="Ready again")
+    gauge = f'recops_serving_replicas{{namespace="{ns}",recsvc="home-feed",state="min"}} 2.0'
+    assert gauge in httpx.get(operator.metrics_url).text, "the replica panel's series, from the operator"
 
     k8s_cluster.kubectl("-n", ns, "delete", "recsvc", "home-feed")
+    wait_for(
+        lambda: gauge.rsplit(" ", 1)[0] not in httpx.get(operator.metrics_url).text, what="gauges dropped"
+    )
     for kind in ("deploy", "svc", "hpa", "pdb", "cm", "cronjob"):
         wait_for(
             lambda kind=kind: get(k8s_cluster, ns, kind, "-l", "recops.io/service=home-feed")["items"] == [],

@@ -75,8 +75,8 @@ def start(k8s_cluster, ns, tmp_path, stable, canary):
 
 
 def rollout_panels_and_alert_have_data(prom: PrometheusServer, ns: str) -> None:
-    """Every rollout query of the dashboards, and the rolled-back alert's signal, return data for this
-    namespace from the real operator process that just promoted and rolled back (scraped, not backfilled)."""
+    """Every rollout and replica query of the dashboards, and the rolled-back alert's signal, return data
+    for this namespace from the real operator process that just promoted and rolled back (scraped)."""
     import sys
     from pathlib import Path
 
@@ -84,8 +84,12 @@ def rollout_panels_and_alert_have_data(prom: PrometheusServer, ns: str) -> None:
     from alerts import ALERTS
     from panels import all_queries, concrete
 
-    exprs = [concrete(q.expr) for _, _, q in all_queries() if "recops_rollout" in q.expr]
-    assert len(exprs) >= 4, exprs
+    exprs = [
+        concrete(q.expr)
+        for _, _, q in all_queries()
+        if "recops_rollout" in q.expr or "recops_serving_replicas" in q.expr
+    ]
+    assert len(exprs) >= 5, exprs
     prom.wait_for(f'recops_rollouts_total{{namespace="{ns}", result="rolled_back"}}')
     time.sleep(2)  # one more scrape, for increase()
     for expr in exprs:
