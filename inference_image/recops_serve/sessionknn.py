@@ -80,19 +80,29 @@ def build(session: np.ndarray, item: np.ndarray, ts: np.ndarray, n_items: int) -
     }
 
 
-def score(ix: SessionIndex, clicks: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Candidate items and their STAN scores for a session given oldest click first."""
+def score(
+    ix: SessionIndex,
+    clicks: list[int],
+    *,
+    neighbours: int = NEIGHBOURS,
+    sample: int = SAMPLE,
+    position_decay: float = POSITION_DECAY,
+    item_decay: float = ITEM_DECAY,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate items and their STAN scores for a session given oldest click first.
+
+    With both decays infinite this is plain SKNN (cosine session neighbours), the evaluation baseline."""
     clicks = clicks[-MAX_SESSION:]
     n = len(clicks)
     if ix.empty or n == 0:
         return np.empty(0, np.int32), np.empty(0, np.float32)
     weight: dict[int, float] = {}
     for p, x in enumerate(clicks):
-        weight[x] = float(np.exp((p + 1 - n) / POSITION_DECAY))  # a repeated item keeps its latest weight
+        weight[x] = float(np.exp((p + 1 - n) / position_decay))  # a repeated item keeps its latest weight
     sess_parts, pos_parts, w_parts = [], [], []
     for x, w in weight.items():
         lo = int(ix.item_sess_ptr[x])
-        hi = min(int(ix.item_sess_ptr[x + 1]), lo + SAMPLE)
+        hi = min(int(ix.item_sess_ptr[x + 1]), lo + sample)
         sess_parts.append(ix.item_sess[lo:hi])
         pos_parts.append(ix.item_sess_pos[lo:hi])
         w_parts.append(np.full(hi - lo, w))
@@ -109,7 +119,7 @@ def score(ix: SessionIndex, clicks: list[int]) -> tuple[np.ndarray, np.ndarray]:
     anchor = np.empty(uniq.size, np.float64)
     anchor[inv[o][lead]] = cpos[o][lead]
     top = (
-        np.argpartition(-sim, NEIGHBOURS - 1)[:NEIGHBOURS] if uniq.size > NEIGHBOURS else np.arange(uniq.size)
+        np.argpartition(-sim, neighbours - 1)[:neighbours] if uniq.size > neighbours else np.arange(uniq.size)
     )
     rows = uniq[top]
     starts, ends = ix.sess_ptr[rows], ix.sess_ptr[rows + 1]
@@ -117,6 +127,6 @@ def score(ix: SessionIndex, clicks: list[int]) -> tuple[np.ndarray, np.ndarray]:
     owner = np.repeat(np.arange(rows.size), lens)
     offset = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
     items = ix.sess_items[np.repeat(starts, lens) + offset]
-    votes = sim[top][owner] * np.exp(-np.abs(offset - anchor[top][owner]) / ITEM_DECAY)
+    votes = sim[top][owner] * np.exp(-np.abs(offset - anchor[top][owner]) / item_decay)
     cand_items, cinv = np.unique(items, return_inverse=True)
     return cand_items.astype(np.int32), np.bincount(cinv, weights=votes).astype(np.float32)

@@ -7,7 +7,7 @@ import pytest
 
 from recops_serve import ranking, sessionknn
 from recops_serve.bundle import load_bundle
-from recops_serve.data import DatasetUnavailable, data_dir
+from recops_serve.data import data_dir
 from recops_serve.sessionknn import SessionIndex
 
 
@@ -65,23 +65,6 @@ def test_unknown_items_and_empty_index_give_no_candidates():
 def _diginetica_or_skip() -> None:
     if not (data_dir() / "diginetica" / "train_sessions.csv.zst").exists():
         pytest.skip(f"Diginetica not present at {data_dir()} (../shared/data; set RECOPS_DATA_DIR)")
-
-
-@pytest.mark.slow
-def test_diginetica_session_model_beats_the_baselines_on_the_published_protocol():
-    _diginetica_or_skip()
-    from recops_serve.evaluate import evaluate_sessions
-
-    try:
-        res = evaluate_sessions(max_pairs=6000)
-    except DatasetUnavailable as e:
-        pytest.skip(str(e))
-    shipped, rules, pop = res["shipped"], res["seq-rules"], res["popularity"]
-    assert shipped["pairs"] == 6000
-    assert shipped["P@20"] > rules["P@20"] + 5 and shipped["MRR@20"] > rules["MRR@20"] + 2
-    assert rules["P@20"] > pop["P@20"] * 5
-    # the full split (README) gives 51.6 / 18.4; a 6,000-pair prefix of it is close to that
-    assert shipped["P@20"] > 45 and shipped["MRR@20"] > 15
 
 
 @pytest.mark.integration
