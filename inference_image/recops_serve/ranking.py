@@ -21,6 +21,7 @@ from recops_serve.bundle import ModelBundle
 SESSION_WEIGHT = 1.0
 MODEL_WEIGHT = 1.0
 NEW_ITEM_BOOST = 1.25
+FILL_WEIGHT = 0.01  # item neighbours ranked behind session-kNN candidates
 
 
 @dataclass(frozen=True)
@@ -55,20 +56,27 @@ def recommend(
             parts_scores.append(MODEL_WEIGHT * sc / max(float(sc.max()), 1e-9))
             parts_src.append(np.zeros(top.size, np.int8))
     six = b.session_index
+    knn_found = 0
     if session_items and not six.empty:  # click-stream bundle: session kNN over training sessions
         cand, sc = sessionknn.score(six, session_items[: sessionknn.MAX_SESSION][::-1])
+        knn_found = cand.size
         if sc.size:
             parts_items.append(cand)
             parts_scores.append(SESSION_WEIGHT * sc / max(float(sc.max()), 1e-9))
             parts_src.append(np.ones(cand.size, np.int8))
-    elif session_items:  # neighbours of the 10 latest clicks, weighted 1, 1/2, 1/3, ... by recency
+    if session_items and knn_found < k + len(session_items):
+        # item neighbours of the 10 latest clicks, weighted 1, 1/2, 1/3, ... by recency; behind the
+        # session-kNN candidates when those exist but are too few (sparse sessions), else on their own
         recent = session_items[:10]
         nb = b.neighbors[recent]
         keep = nb >= 0
         weight = SESSION_WEIGHT / np.arange(1.0, len(recent) + 1.0, dtype=np.float32)
+        sc = (b.neighbor_scores[recent] * weight[:, None])[keep]
+        if knn_found and sc.size:
+            sc = FILL_WEIGHT * sc / max(float(sc.max()), 1e-9)
         parts_items.append(nb[keep])
-        parts_scores.append((b.neighbor_scores[recent] * weight[:, None])[keep])
-        parts_src.append(np.ones(parts_items[-1].size, np.int8))
+        parts_scores.append(sc)
+        parts_src.append(np.ones(sc.size, np.int8))
     if parts_items:
         items = np.concatenate(parts_items)
         scores = np.concatenate(parts_scores).astype(np.float32)
