@@ -87,9 +87,9 @@ def rollout_panels_and_alert_have_data(prom: PrometheusServer, ns: str) -> None:
     exprs = [
         concrete(q.expr)
         for _, _, q in all_queries()
-        if "recops_rollout" in q.expr or "recops_serving_replicas" in q.expr
+        if any(m in q.expr for m in ("recops_rollout", "recops_serving_replicas", "recops_operator"))
     ]
-    assert len(exprs) >= 5, exprs
+    assert len(exprs) >= 6, exprs
     prom.wait_for(f'recops_rollouts_total{{namespace="{ns}", result="rolled_back"}}')
     time.sleep(2)  # one more scrape, for increase()
     for expr in exprs:
@@ -97,6 +97,8 @@ def rollout_panels_and_alert_have_data(prom: PrometheusServer, ns: str) -> None:
         assert got, f"no data for dashboard query {expr}"
     (alert,) = [a for a in ALERTS if a.name == "RecOpsCanaryRolledBack"]
     assert prom.query(alert.expr), f"the rolled-back alert does not fire: {alert.expr}"
+    (alert,) = [a for a in ALERTS if a.name == "RecOpsOperatorReconcileErrors"]
+    assert prom.query(alert.expr.rsplit(" > ", 1)[0]), "the reconcile-errors alert's signal has data"
 
 
 def rollout_status(k8s_cluster, ns) -> dict:

@@ -16,13 +16,14 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
 from recops_operator import topology
-from recops_operator.training import check_capacity_invariants, naming, runs
+from recops_operator.training import artifacts, check_capacity_invariants, naming, runs
 from recops_operator.training import config as c
 from recops_operator.training.render import render_cronjob, render_on_demand_job, training_selector
 from recops_operator.training.sync import record_preemption, request_checkpoint, sync_training
@@ -542,6 +543,10 @@ def test_operator_closed_loop_end_to_end(k8s_cluster, k8s_namespace, svc, tmp_pa
     _manifest(bucket, "v1", {"ndcg@10": 0.200, "recall@50": 0.500}, sub="home-feed")
     run = naming.on_demand_job_name("home-feed", "nightly-2026-11-24")
     _manifest(bucket, run, {"ndcg@10": 0.230, "recall@50": 0.510}, sub="home-feed")
+    # the trainer's checkpoint manifest for this run, as `recops-serve train` writes it
+    ckpt = artifacts._local_path(naming.checkpoint_uri(body["spec"]["training"]["checkpoint"]["uri"], run))
+    ckpt.mkdir(parents=True)
+    (ckpt / artifacts.CHECKPOINT_STATE_NAME).write_text(json.dumps({"saved_at": time.time() - 30}))
     custom = client.CustomObjectsApi(api)
     t0 = time.monotonic()
     args = ["run", "--standalone", "--namespace", ns, "-m", "recops_operator.training.handlers"]
@@ -569,6 +574,7 @@ def test_operator_closed_loop_end_to_end(k8s_cluster, k8s_namespace, svc, tmp_pa
             "recops.io", "v1alpha1", ns, "recommenderservices", "home-feed"
         )
     assert runner.exception is None, runner.output[-3000:]
+    _training_panels_and_alerts_have_data(ns, tmp_path)
     assert obj["spec"]["rollout"]["candidate"]["version"] == run
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"], (
         "writes in steady state"
@@ -581,3 +587,33 @@ def test_operator_closed_loop_end_to_end(k8s_cluster, k8s_namespace, svc, tmp_pa
     job = _job(api, ns, run)
     assert job["metadata"]["ownerReferences"][0]["name"] == "home-feed"  # removed with the service
     sys.__stdout__.write(f"\ntrigger annotation -> candidate set (operator, KWOK run): {elapsed:.2f}s\n")
+
+
+def _training_panels_and_alerts_have_data(ns: str, tmp_path) -> None:
+    """The registry the handlers just updated (finished run, checkpoint time), scraped by a real
+    Prometheus: every training panel and training alert signal returns this namespace's data."""
+    from prometheus_client import start_http_server
+
+    from tests.support.prometheus_server import PrometheusServer, Target, free_port
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "dashboards"))
+    from alerts import ALERTS
+    from panels import all_queries, concrete
+
+    port = free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1")
+    try:
+        with PrometheusServer(
+            tmp_path / "prom", [Target(f"127.0.0.1:{port}", job="recops-operator")]
+        ) as prom:
+            prom.wait_for(f'recops_training_last_checkpoint_timestamp_seconds{{namespace="{ns}"}}')
+            time.sleep(2)  # a second scrape, for increase()
+            exprs = [concrete(q.expr) for _, _, q in all_queries() if "recops_training" in q.expr]
+            exprs += [a.expr.rsplit(" ", 2)[0] for a in ALERTS if "recops_training" in a.expr]
+            assert len(exprs) >= 5, exprs
+            for expr in exprs:
+                got = [r for r in prom.query(expr) if r["metric"].get("namespace", ns) == ns]
+                assert got, f"no data for {expr}"
+    finally:
+        server.shutdown()
+        thread.join(5)

@@ -24,3 +24,10 @@ last_checkpoint = Gauge(
 def set_last_checkpoint(namespace: str, service: str, rfc3339: str) -> None:
     ts = datetime.strptime(rfc3339, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
     last_checkpoint.labels(namespace, service).set(ts)
+
+
+def touch(namespace: str, service: str) -> None:
+    """Create this service's counters at 0, so its first failure or preemption is an increase()."""
+    for result in ("Succeeded", "Failed"):
+        runs_total.labels(namespace, service, result)
+    preemptions_total.labels(namespace, service)

@@ -67,6 +67,7 @@ def sync_training(
         return None, None
     meta = body["metadata"]
     namespace, service = meta["namespace"], meta["name"]
+    m.touch(namespace, service)
     previous = (body.get("status") or {}).get("training") or {}
     status: dict[str, Any] = {
         "lastTrigger": previous.get("lastTrigger"),
