@@ -1,8 +1,9 @@
 """Thin kopf handlers: every trigger calls ``reconcile``, which renders and applies.
 
 Triggers: spec changes (create/update/resume, retried with backoff on failure),
-any event on a child we own (a pod becoming ready changes the Deployment's
-status; someone edits or deletes a child), and a slow timer as a safety net.
+events on a child we own that can matter (a pod becoming ready changes the
+Deployment's status; someone edits or deletes a child; bursts are coalesced and
+the echoes of our own applies skipped), and a slow timer as a safety net.
 Deletion needs no handler: every child carries a controller ownerReference, so
 the garbage collector removes them, and object storage is never touched.
 """
