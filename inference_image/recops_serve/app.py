@@ -100,7 +100,11 @@ class Server:
         try:
             new = load_bundle(uri)
             new.manifest["_uri"] = uri
-            ranking.recommend(new, None, [], 10)  # warm: touch arrays before taking traffic
+            # warm before taking traffic: id lookup tables, session index, arrays paged in
+            new.user_index("")
+            new.item_index(0)
+            _ = new.session_index
+            ranking.recommend(new, None, [], 10)
         except BundleError as e:
             m.model_load_failures.inc()
             self.last_error = str(e)
