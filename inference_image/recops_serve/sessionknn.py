@@ -19,6 +19,7 @@ item -> (session, last position in it) with the most recent session first.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,26 +99,26 @@ def score(
         return np.empty(0, np.int32), np.empty(0, np.float32)
     weight: dict[int, float] = {}
     for p, x in enumerate(clicks):
-        weight[x] = float(np.exp((p + 1 - n) / position_decay))  # a repeated item keeps its latest weight
-    sess_parts, pos_parts, w_parts = [], [], []
-    for x, w in weight.items():
-        lo = int(ix.item_sess_ptr[x])
-        hi = min(int(ix.item_sess_ptr[x + 1]), lo + sample)
-        sess_parts.append(ix.item_sess[lo:hi])
-        pos_parts.append(ix.item_sess_pos[lo:hi])
-        w_parts.append(np.full(hi - lo, w))
-    cand = np.concatenate(sess_parts)
-    if cand.size == 0:
+        weight[x] = math.exp((p + 1 - n) / position_decay)  # a repeated item keeps its latest weight
+    xs = np.fromiter(weight, np.int64, len(weight))
+    lo = ix.item_sess_ptr[xs]
+    span = np.minimum(ix.item_sess_ptr[xs + 1], lo + sample) - lo
+    total = int(span.sum())
+    if total == 0:
         return np.empty(0, np.int32), np.empty(0, np.float32)
-    cpos, cw = np.concatenate(pos_parts), np.concatenate(w_parts)
+    # one gather for all the clicked items' (most recent) sessions
+    at = np.repeat(lo - np.cumsum(span) + span, span) + np.arange(total)
+    cand, cpos = ix.item_sess[at], ix.item_sess_pos[at]
+    cw = np.repeat(np.fromiter(weight.values(), np.float64, len(weight)), span)
     uniq, inv = np.unique(cand, return_inverse=True)
     lengths = (ix.sess_ptr[uniq + 1] - ix.sess_ptr[uniq]).astype(np.float64)
     sim = np.bincount(inv, weights=cw, minlength=uniq.size) / np.sqrt(len(weight) * lengths)
     # q*: position in the neighbour of the session's latest (highest-weight) shared click
     o = np.lexsort((-cw, inv))
-    lead = np.r_[True, inv[o][1:] != inv[o][:-1]]
+    inv_o = inv[o]
+    lead = np.concatenate(([True], inv_o[1:] != inv_o[:-1]))
     anchor = np.empty(uniq.size, np.float64)
-    anchor[inv[o][lead]] = cpos[o][lead]
+    anchor[inv_o[lead]] = cpos[o][lead]
     top = (
         np.argpartition(-sim, neighbours - 1)[:neighbours] if uniq.size > neighbours else np.arange(uniq.size)
     )
