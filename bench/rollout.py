@@ -4,8 +4,8 @@ Real everything: local control plane + KWOK, the operator process, a real Promet
 real recops-serve processes (stable and candidate, labelled like the ServiceMonitor does), load
 from this process. Decision latency: from the moment the candidate's error rate over the analysis
 window crosses the threshold *in Prometheus* (polled every 100 ms with the operator's own query) to
-the moment the API server holds no canary Ingress (0% to the candidate). Expected: up to one
-analysis interval plus one timer tick, since analysis runs once per interval (as in Flagger).
+the moment the API server holds no canary Ingress (0% to the candidate). Expected: about one timer
+tick, since with failureLimit 1 every tick checks for a failure (fail fast); a pass waits an interval.
 CPU per active rollout: operator CPU seconds over a fixed window with N rollouts holding
 (inconclusive: no traffic to them) minus the same N services without candidates, divided by N.
 """

@@ -39,6 +39,8 @@ def arms(bundles, redis_server, make_server, tmp_path):
         {"model_uri": str(bundles["v2"]), "fault_latency_ms": 150, "fault_error_percent": 20},
         redis_server.url,
     )
+    for arm in (stable, healthy):  # as a pod gets before its readiness matters: connections opened, code warm
+        asyncio.run(_load(arm.url, 40))
     return stable, healthy, slow
 
 
@@ -91,3 +93,53 @@ def test_healthy_candidate_passes_and_a_faulty_one_fails(arms, tmp_path):
 def test_unreachable_prometheus_is_inconclusive_never_a_pass(arms):
     result = analyse(rollout(), NS, SVC, shadowing=False, query=prometheus_query("http://127.0.0.1:9"))
     assert result.verdict == Verdict.INCONCLUSIVE and result.checks[-1]["name"] == "prometheus"
+
+
+def test_tick_fails_fast_between_intervals_but_never_promotes_early(arms, tmp_path, monkeypatch):
+    """With one failure left before rollback, a tick between intervals analyses anyway and acts on a
+    failure at once; a passing canary between intervals changes nothing (promotion waits)."""
+    import kopf
+
+    from recops_operator.rollout import handlers
+    from tests.operator.test_operator_e2e import service
+
+    monkeypatch.setattr(kopf, "event", lambda *a, **k: None)  # no kopf context here: events are not the point
+    stable, healthy, slow = arms
+    now = time.time()
+
+    def body(prom_url: str) -> dict:
+        spec = service(SVC)["spec"]
+        spec["rollout"] = {
+            "candidate": {"version": "v2"},
+            "steps": [10, 50, 100],
+            "interval": "5m",
+            "failureLimit": 1,
+            "prometheusURL": prom_url,
+            "analysis": {"minRequests": 50},
+        }
+        status = {
+            "rollout": {
+                "phase": "Progressing",
+                "candidate": "v2",
+                "stepIndex": 0,
+                "weight": 10,
+                "startedAt": now,
+                "stepStartedAt": now,
+                "lastAnalysisAt": now,  # the next scheduled analysis is 5 minutes away
+                "failures": 0,
+                "inconclusive": 0,
+            }
+        }
+        return {"metadata": {"name": SVC, "namespace": NS}, "spec": spec, "status": status}
+
+    with _prom(tmp_path / "ok", stable, healthy) as prom:
+        _scraped(prom)
+        asyncio.run(_load(healthy.url, 200))
+        _settle(prom, 'sum(recops_http_requests_total{track="canary",code="200"}) >= 200')
+        assert handlers.tick(NS, SVC, body(prom.url), now=now + 5) is None, "a pass between intervals waits"
+    with _prom(tmp_path / "bad", stable, slow) as prom:
+        _scraped(prom)
+        asyncio.run(_load(slow.url, 200))
+        _settle(prom, 'sum(recops_http_requests_total{track="canary"}) >= 200')
+        new = handlers.tick(NS, SVC, body(prom.url), now=now + 5)
+        assert new is not None and new["phase"] == "RolledBack" and new["weight"] == 0, new

@@ -1,4 +1,5 @@
-"""kopf glue for rollouts: a short timer that runs analysis when an interval has elapsed,
+"""kopf glue for rollouts: a short timer that runs analysis when an interval has elapsed (and,
+when one more failure means rollback, on every tick, acting only on a failure: fail fast),
 advances the pure state machine, applies the render for the new step and then persists
 ``status.rollout`` (router first, status second: status never runs ahead of traffic).
 
@@ -19,7 +20,7 @@ from recops_operator import handlers as serving
 from recops_operator.api.models import GROUP, PLURAL, VERSION, RecommenderServiceSpec
 from recops_operator.rollout import metrics
 from recops_operator.rollout.analysis import analyse
-from recops_operator.rollout.machine import Phase, parse_duration, step
+from recops_operator.rollout.machine import Phase, Verdict, parse_duration, step
 
 log = logging.getLogger(__name__)
 TICK_SECONDS = float(os.environ.get("RECOPS_ROLLOUT_TICK_SECONDS", "5"))
@@ -57,6 +58,15 @@ def tick(namespace: str, name: str, body: dict[str, Any], now: float | None = No
         old.get("lastAnalysisAt") or old.get("stepStartedAt") or 0
     ) >= parse_duration(spec.rollout.interval)
     result = analyse(spec.rollout, namespace, name, shadowing=phase == Phase.SHADOWING) if due else None
+    if (
+        result is None
+        and phase in (Phase.SHADOWING, Phase.PROGRESSING)
+        and int(old.get("failures") or 0) + 1 >= spec.rollout.failure_limit
+    ):
+        # fail fast: when one more failed analysis means rollback, check every tick instead of
+        # waiting for the interval; only a definite failure counts (a pass or no data waits)
+        early = analyse(spec.rollout, namespace, name, shadowing=phase == Phase.SHADOWING)
+        result = early if early.verdict == Verdict.FAIL else None
     stable_ok = (
         phase == Phase.PROMOTING
         and spec.rollout.candidate is not None
