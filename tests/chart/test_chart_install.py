@@ -226,31 +226,21 @@ def _operator_metrics_feed_the_dashboards(namespace: str, tmp_path: Path) -> Non
     dashboard's preemption panel and the preemption alert's signal return this namespace's data."""
     import sys
 
-    from prometheus_client import start_http_server
-
-    from tests.support.prometheus_server import PrometheusServer, Target, free_port
+    from tests.support.prometheus_server import scraping_this_process
 
     sys.path.insert(0, str(CHART.parents[1] / "dashboards"))
     from alerts import ALERTS
     from panels import ROLLOUTS, concrete
 
-    port = free_port()
-    server, thread = start_http_server(port, addr="127.0.0.1")
-    try:
-        with PrometheusServer(
-            tmp_path / "prom", [Target(f"127.0.0.1:{port}", job="recops-operator")]
-        ) as prom:
-            raw = prom.wait_for(f'recops_training_preemptions_total{{namespace="{namespace}"}}')
-            assert [float(s["value"][1]) for s in raw] == [1.0]
-            time.sleep(2)  # a second scrape for increase()
-            (panel,) = [p for p in ROLLOUTS.panels if "preemptions" in p.title]
-            got = prom.query(concrete(panel.queries[0].expr))
-            assert any(s["metric"].get("recsvc") for s in got), got
-            (alert,) = [a for a in ALERTS if a.name == "RecOpsTrainingPreemptedTooOften"]
-            assert prom.query(alert.expr.rsplit(" > ", 1)[0])
-    finally:
-        server.shutdown()
-        thread.join(5)
+    with scraping_this_process(tmp_path / "prom") as prom:
+        raw = prom.wait_for(f'recops_training_preemptions_total{{namespace="{namespace}"}}')
+        assert [float(s["value"][1]) for s in raw] == [1.0]
+        time.sleep(2)  # a second scrape for increase()
+        (panel,) = [p for p in ROLLOUTS.panels if "preemptions" in p.title]
+        got = prom.query(concrete(panel.queries[0].expr))
+        assert any(s["metric"].get("recsvc") for s in got), got
+        (alert,) = [a for a in ALERTS if a.name == "RecOpsTrainingPreemptedTooOften"]
+        assert prom.query(alert.expr.rsplit(" > ", 1)[0])
 
 
 def test_full_operator_reconciles_the_install_example_under_the_chart_identity(

@@ -11,6 +11,8 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,3 +133,19 @@ class PrometheusServer:
             if res or time.monotonic() > deadline:
                 return res
             time.sleep(0.5)
+
+
+@contextmanager
+def scraping_this_process(workdir: Path) -> Iterator[PrometheusServer]:
+    """This process's prometheus_client registry (in-process operator handlers) served on a loopback
+    port and scraped by a real Prometheus, as job ``recops-operator``."""
+    from prometheus_client import start_http_server
+
+    port = free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1")
+    try:
+        with PrometheusServer(workdir, [Target(f"127.0.0.1:{port}", job="recops-operator")]) as prom:
+            yield prom
+    finally:
+        server.shutdown()
+        thread.join(5)

@@ -592,28 +592,18 @@ def test_operator_closed_loop_end_to_end(k8s_cluster, k8s_namespace, svc, tmp_pa
 def _training_panels_and_alerts_have_data(ns: str, tmp_path) -> None:
     """The registry the handlers just updated (finished run, checkpoint time), scraped by a real
     Prometheus: every training panel and training alert signal returns this namespace's data."""
-    from prometheus_client import start_http_server
-
-    from tests.support.prometheus_server import PrometheusServer, Target, free_port
+    from tests.support.prometheus_server import scraping_this_process
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "dashboards"))
     from alerts import ALERTS
     from panels import all_queries, concrete
 
-    port = free_port()
-    server, thread = start_http_server(port, addr="127.0.0.1")
-    try:
-        with PrometheusServer(
-            tmp_path / "prom", [Target(f"127.0.0.1:{port}", job="recops-operator")]
-        ) as prom:
-            prom.wait_for(f'recops_training_last_checkpoint_timestamp_seconds{{namespace="{ns}"}}')
-            time.sleep(2)  # a second scrape, for increase()
-            exprs = [concrete(q.expr) for _, _, q in all_queries() if "recops_training" in q.expr]
-            exprs += [a.expr.rsplit(" ", 2)[0] for a in ALERTS if "recops_training" in a.expr]
-            assert len(exprs) >= 5, exprs
-            for expr in exprs:
-                got = [r for r in prom.query(expr) if r["metric"].get("namespace", ns) == ns]
-                assert got, f"no data for {expr}"
-    finally:
-        server.shutdown()
-        thread.join(5)
+    with scraping_this_process(tmp_path / "prom") as prom:
+        prom.wait_for(f'recops_training_last_checkpoint_timestamp_seconds{{namespace="{ns}"}}')
+        time.sleep(2)  # a second scrape, for increase()
+        exprs = [concrete(q.expr) for _, _, q in all_queries() if "recops_training" in q.expr]
+        exprs += [a.expr.rsplit(" ", 2)[0] for a in ALERTS if "recops_training" in a.expr]
+        assert len(exprs) >= 5, exprs
+        for expr in exprs:
+            got = [r for r in prom.query(expr) if r["metric"].get("namespace", ns) == ns]
+            assert got, f"no data for {expr}"
