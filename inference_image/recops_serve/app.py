@@ -310,14 +310,18 @@ class Server:
         if self.store is None:
             return 503, {"error": "no feature store configured"}, "model"
         try:
-            await self.store.add(parsed)
+            # shielded: a client that disconnects mid-request must not leave stored events uncounted
+            await asyncio.shield(self._store_and_count(parsed, attributed))
         except FeatureStoreDown:
             return 503, {"error": "feature store unavailable, retry"}, "model"
+        return 200, {"stored": len(parsed)}, "model"
+
+    async def _store_and_count(self, parsed: list, attributed: list[tuple[str, str]]) -> None:
+        await self.store.add(parsed)
         for _, _, typ, _ in parsed:
             m.INGESTED[typ].inc()
         for arm_typ in attributed:  # the arm whose answer the user acted on
             m.ATTRIBUTED[arm_typ].inc()
-        return 200, {"stored": len(parsed)}, "model"
 
 
 async def _mirror(url: str, query: str, ours: list[int]) -> None:
