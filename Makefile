@@ -24,7 +24,7 @@ system-deps:
 testbin:
 	@scripts/build-testbin.sh >/dev/null
 
-demo: venv testbin
+demo: system-deps venv testbin
 	KUBEBUILDER_ASSETS=$${KUBEBUILDER_ASSETS:-$$(scripts/build-testbin.sh | tail -n1)} $(BIN)/recops-demo
 
 down: venv

@@ -1,10 +1,13 @@
 """``recops-demo``: the whole system on an embedded local default.
 
-Steps, in order (each prints what it did): start the local control plane (or use
-``USE_EXISTING_CLUSTER=true`` + ``KUBECONFIG``), install the CRDs from ``crds/``,
-start the operator as a real process (admission webhook on loopback), apply the
-example RecommenderService and wait until ``kubectl get recsvc`` shows it Ready,
-then wait for Ctrl-C and stop everything it started.
+Steps, in order (each prints what it did): start training a bundle on the default
+dataset in the background (or reuse the cached one), start the local control plane
+(or use ``USE_EXISTING_CLUSTER=true`` + ``KUBECONFIG``), install the CRDs from
+``crds/``, start the operator as a real process (admission webhook on loopback),
+apply the example RecommenderService and wait until ``kubectl get recsvc`` shows it
+Ready; then run the serving config the operator rendered in a local ``recops-serve``
+with a local Redis (demo_serving.py), print real recommendations, including one that
+changes after a click, and wait for Ctrl-C to stop everything it started.
 """
 
 from __future__ import annotations
@@ -12,13 +15,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from recops_localcluster.cluster import ExistingCluster, LocalCluster, existing_cluster, free_port
+from recops_localcluster.demo_serving import DemoServer, ask, cache_dir, start_training
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "home-feed.yaml"
@@ -57,9 +63,19 @@ def wait_ready(cluster, name: str, namespace: str, timeout: float = 120) -> dict
     raise TimeoutError(f"{namespace}/{name} did not become Ready in {timeout:.0f}s")
 
 
+def _example_version() -> str:
+    """The model version the example RecommenderService serves (the demo trains that version)."""
+    import yaml
+
+    return str(yaml.safe_load(EXAMPLE.read_text())["spec"]["model"]["version"])
+
+
 def main() -> int:
     cluster: LocalCluster | None = None
     operator: subprocess.Popen | None = None
+    server: DemoServer | None = None
+    training = None
+    work = Path(tempfile.mkdtemp(prefix="recops-demo-"))
     stopping = False
 
     def stop(*_: object) -> None:
@@ -68,6 +84,13 @@ def main() -> int:
             return
         stopping = True
         say("stopping")
+        if server:
+            server.stop()
+        if training and training.proc and training.proc.poll() is None:
+            training.proc.terminate()
+            training.proc.wait(15)
+            shutil.rmtree(training.tmp, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
         if operator and operator.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(operator.pid, signal.SIGTERM)
@@ -81,6 +104,12 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, lambda *a: (stop(), sys.exit(0)))
     try:
+        cache_dir().mkdir(parents=True, exist_ok=True)
+        training = start_training(_example_version(), cache_dir() / "train.log")
+        if training.cached:
+            say(f"reusing the bundle trained earlier: {training.path}")
+        else:
+            say(f"training a bundle on completejourney in the background (log {cache_dir() / 'train.log'})")
         kubeconfig = existing_cluster()
         if kubeconfig:
             target = ExistingCluster(kubeconfig)
@@ -121,19 +150,43 @@ def main() -> int:
         print(
             target.kubectl("-n", "shop", "get", "recsvc,deploy,svc,hpa,pdb,cronjob,pods", "-o", "wide").stdout
         )
+
+        cm = target.kubectl("-n", "shop", "get", "configmap", "home-feed-serving", "-o", "json")
+        config = json.loads(json.loads(cm.stdout)["data"]["config.json"])
+        say(
+            "the operator rendered configmap/home-feed-serving: "
+            f"model {config['model_version']}, top_k {config['top_k']}, holdout {config['holdout_percent']}%"
+        )
+        trained = not training.cached
+        if trained:
+            say("waiting for training to finish")
+        bundle = training.wait()
+        took = (
+            f" (trained in {time.monotonic() - training.started:.0f}s, cached for the next run)"
+            if trained
+            else ""
+        )
+        say(f"bundle ready: {bundle}{took}")
+        server = DemoServer(work, config, bundle).start()
+        say(f"recops-serve is ready at {server.url} with that config, Redis at {server.redis.url}")
+        ask(server.url, bundle)
+        kubectl = Path(sys.executable).parent / "kubectl"
         print(
-            "\nThe local cluster is running. In another shell:\n"
+            "\nEverything is running. In another shell:\n"
             f"  export KUBECONFIG={target.kubeconfig}\n"
-            f"  {Path(sys.executable).parent / 'kubectl'} get nodes -L recops.io/capacity,type,topology.kubernetes.io/zone\n"
-            f"  {Path(sys.executable).parent / 'kubectl'} -n shop get recsvc\n"
+            f"  {kubectl} get nodes -L recops.io/capacity,type,topology.kubernetes.io/zone\n"
+            f"  {kubectl} -n shop get recsvc\n"
+            f"  curl '{server.url}/v1/recommendations?session_id=me&k=10'\n"
+            f'  curl -d \'{{"session_id":"me","item_id":1082185,"type":"view"}}\' {server.url}/v1/events\n'
+            f"  curl {server.url}/metrics   # API: {server.url}/openapi.json\n"
             "Press Ctrl-C to stop everything.",
             flush=True,
         )
         if os.environ.get("RECOPS_DEMO_EXIT") == "1":  # non-interactive runs (tests, CI smoke)
             return 0
-        while operator.poll() is None:
+        while operator.poll() is None and server.proc.poll() is None:
             time.sleep(1)
-        say(f"operator exited with {operator.returncode}")
+        say(f"operator exited with {operator.returncode}; recops-serve with {server.proc.returncode}")
         return 1
     except KeyboardInterrupt:
         return 0

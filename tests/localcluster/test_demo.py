@@ -1,0 +1,75 @@
+"""`recops-demo` end to end: control plane, operator, a Ready service, then a real bundle served with the
+operator-rendered config, a real Redis, and a recommendation that changes after one click."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_demo_serves_a_recommendation_that_changes_after_a_click(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    env = {
+        **os.environ,
+        "RECOPS_DEMO_EXIT": "1",
+        "RECOPS_DEMO_CACHE": str(cache),
+        "RECOPS_DEMO_LIMIT_ROWS": "150000",
+    }
+    env.pop("USE_EXISTING_CLUSTER", None)
+    run = subprocess.run(
+        [str(Path(sys.executable).parent / "recops-demo")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    out = run.stdout
+    assert "training a bundle on completejourney" in out
+    assert re.search(r"home-feed\s+True\s+Ready", out), out
+
+    version = yaml.safe_load((ROOT / "examples" / "home-feed.yaml").read_text())["spec"]["model"]["version"]
+    known, before, after = (
+        json.loads(line) for line in out.splitlines() if line.startswith('{"model_version"')
+    )
+    for resp in (known, before, after):
+        assert resp["model_version"] == version  # the operator-rendered config's model, served
+        assert len(resp["items"]) == 5 and resp["feature_store"] == "on"
+    if known["arm"] == "model":  # a known household gets its own candidates, not the popularity fallback
+        assert {i["reason"] for i in known["items"]} == {"model"}, known
+    assert before["arm"] == after["arm"] == "model"
+    assert {i["reason"] for i in before["items"]} == {"fallback"}  # nothing known about the shopper yet
+    assert [i["item_id"] for i in after["items"]] != [i["item_id"] for i in before["items"]]
+    assert "session" in {i["reason"] for i in after["items"]}
+    assert re.search(r"[1-5] of 5 recommendations changed after one click", out)
+
+    # everything it started is gone: the server's and Redis's ports are closed
+    server_port = int(re.search(r"recops-serve is ready at http://127.0.0.1:(\d+)", out).group(1))
+    redis_port = int(re.search(r"Redis at redis://127.0.0.1:(\d+)", out).group(1))
+    assert not port_open(server_port) and not port_open(redis_port)
+    assert "stopped: no process or port left behind" in out
+
+    # the bundle is published to the cache only when complete, and the next run reuses it
+    bundles = list(cache.glob(f"bundle-completejourney-{version}-*/manifest.json"))
+    assert len(bundles) == 1 and not list(cache.glob(".training-*"))
+    monkeypatch.setenv("RECOPS_DEMO_CACHE", str(cache))
+    from recops_localcluster.demo_serving import start_training
+
+    again = start_training(version, tmp_path / "train.log")
+    assert again.cached and again.wait() == bundles[0].parent
