@@ -78,6 +78,12 @@ def test_run_id_checkpoint_and_resume_args_are_the_same_for_every_pod_of_a_run(s
     assert env["RECOPS_OUTPUT_URI"]["value"] == "oss://retail-models-cn-hangzhou/home-feed/$(RECOPS_RUN_ID)"
     assert env["RECOPS_MODEL_VERSION"]["value"] == "$(RECOPS_RUN_ID)"
     assert env["RECOPS_DATA_WINDOW_DAYS"]["value"] == "90"
+    # threads follow the container's CPU limit (downward API), not the node's core count
+    assert env["RECOPS_TRAIN_THREADS"]["valueFrom"]["resourceFieldRef"] == {
+        "containerName": container["name"],
+        "resource": "limits.cpu",
+    }
+    assert container["resources"]["limits"]["cpu"]
     names = [e["name"] for e in container["env"]]
     assert names.index("RECOPS_RUN_ID") < names.index(
         "RECOPS_CHECKPOINT_URI"

@@ -11,6 +11,7 @@ rendered args (``--limit-rows``, ``--iterations``).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import signal
@@ -33,7 +34,12 @@ def _kubelet_env(container: dict, job_name: str, pod_name: str) -> dict[str, str
     env: dict[str, str] = {}
     field_values = {"metadata.labels['batch.kubernetes.io/job-name']": job_name, "metadata.name": pod_name}
     for e in container["env"]:
-        if "valueFrom" in e:
+        if "resourceFieldRef" in e.get("valueFrom", {}):  # limits.cpu with divisor 1: rounded up
+            ref = e["valueFrom"]["resourceFieldRef"]
+            assert (ref["containerName"], ref["resource"]) == (container["name"], "limits.cpu")
+            cpu = str(container["resources"]["limits"]["cpu"])
+            env[e["name"]] = str(math.ceil(int(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)))
+        elif "valueFrom" in e:
             env[e["name"]] = field_values[e["valueFrom"]["fieldRef"]["fieldPath"]]
         else:
             env[e["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), e["value"])

@@ -143,6 +143,12 @@ def _env(cfg: TrainingConfig, service: str, model_uri: str, trigger: str) -> lis
             "value": naming.checkpoint_uri(cfg.checkpoint_uri, "$(RECOPS_RUN_ID)"),
         },
         {"name": "RECOPS_OUTPUT_URI", "value": naming.bundle_uri(model_uri, "$(RECOPS_RUN_ID)")},
+        # the trainer's thread count = the CPUs this container may use (limits.cpu, rounded up), not the
+        # node's core count (which would oversubscribe a CPU-limited container)
+        {
+            "name": "RECOPS_TRAIN_THREADS",
+            "valueFrom": {"resourceFieldRef": {"containerName": c.CONTAINER_NAME, "resource": "limits.cpu"}},
+        },
     ]
     if cfg.data_window_days is not None:
         env.append({"name": "RECOPS_DATA_WINDOW_DAYS", "value": str(cfg.data_window_days)})
