@@ -316,7 +316,7 @@ def bench_train() -> None:
         rows.append([dataset, f"{wall:.1f}", f"{peak:.0f}", f"{n_items:,}"])
         shutil.rmtree(out, ignore_errors=True)
     table(
-        "train: recops-serve train (item kNN or sequential rules + session index + 12 ALS sweeps + popularity), single-threaded BLAS",
+        "train: recops-serve train (item kNN or sequential rules + session index + 12 ALS sweeps + popularity); ALS on one thread, candidate scoring on all CPUs (2 here)",
         ["dataset", "wall s", "peak RSS MB", "items"],
         rows,
     )
