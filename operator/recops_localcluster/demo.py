@@ -86,9 +86,10 @@ def main() -> int:
         say("stopping")
         if server:
             server.stop()
-        if training and training.proc and training.proc.poll() is None:
-            training.proc.terminate()
-            training.proc.wait(15)
+        if training and training.proc:  # interrupted before it was published to the cache
+            if training.proc.poll() is None:
+                training.proc.terminate()
+                training.proc.wait(15)
             shutil.rmtree(training.tmp, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
         if operator and operator.poll() is None:
@@ -169,7 +170,7 @@ def main() -> int:
         say(f"bundle ready: {bundle}{took}")
         server = DemoServer(work, config, bundle).start()
         say(f"recops-serve is ready at {server.url} with that config, Redis at {server.redis.url}")
-        ask(server.url, bundle)
+        shown = ask(server.url, bundle)
         kubectl = Path(sys.executable).parent / "kubectl"
         print(
             "\nEverything is running. In another shell:\n"
@@ -177,7 +178,7 @@ def main() -> int:
             f"  {kubectl} get nodes -L recops.io/capacity,type,topology.kubernetes.io/zone\n"
             f"  {kubectl} -n shop get recsvc\n"
             f"  curl '{server.url}/v1/recommendations?session_id=me&k=10'\n"
-            f'  curl -d \'{{"session_id":"me","item_id":1082185,"type":"view"}}\' {server.url}/v1/events\n'
+            f'  curl -d \'{{"session_id":"me","item_id":{shown["clicked"]},"type":"view"}}\' {server.url}/v1/events\n'
             f"  curl {server.url}/metrics   # API: {server.url}/openapi.json\n"
             "Press Ctrl-C to stop everything.",
             flush=True,

@@ -73,8 +73,12 @@ def start_training(version: str, log: Path) -> Training:
     if rows := os.environ.get("RECOPS_DEMO_LIMIT_ROWS"):  # tests: a smaller slice trains in seconds
         args += ["--limit-rows", rows]
     out = open(log, "ab")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen(
-        args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    proc = subprocess.Popen(  # own session: Ctrl-C reaches the demo, which stops its children in order
+        args,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
+        start_new_session=True,
     )
     return Training(path, proc, tmp, log)
 
@@ -121,6 +125,7 @@ class DemoServer:
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

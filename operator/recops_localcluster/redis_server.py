@@ -44,6 +44,7 @@ class RedisServer:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a terminal's Ctrl-C goes to the owner, which stops it
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -25,22 +27,30 @@ def port_open(port: int) -> bool:
 
 def test_demo_serves_a_recommendation_that_changes_after_a_click(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
-    env = {
-        **os.environ,
-        "RECOPS_DEMO_EXIT": "1",
-        "RECOPS_DEMO_CACHE": str(cache),
-        "RECOPS_DEMO_LIMIT_ROWS": "150000",
-    }
-    env.pop("USE_EXISTING_CLUSTER", None)
-    run = subprocess.run(
+    env = {**os.environ, "RECOPS_DEMO_CACHE": str(cache), "RECOPS_DEMO_LIMIT_ROWS": "150000"}
+    for key in ("USE_EXISTING_CLUSTER", "RECOPS_DEMO_EXIT"):
+        env.pop(key, None)
+    log = tmp_path / "demo.out"
+    demo = subprocess.Popen(  # as from a terminal: its own process group, Ctrl-C (SIGINT) handled
         [str(Path(sys.executable).parent / "recops-demo")],
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+        stdout=open(log, "w"),  # noqa: SIM115 - closed with the process
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    out = run.stdout
+    try:
+        deadline = time.monotonic() + 600
+        while "Press Ctrl-C to stop everything." not in log.read_text():
+            assert demo.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        os.killpg(demo.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
+        assert demo.wait(120) == 0, log.read_text()[-3000:]
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+    out = log.read_text()
     assert "training a bundle on completejourney" in out
     assert re.search(r"home-feed\s+True\s+Ready", out), out
 
@@ -59,10 +69,12 @@ def test_demo_serves_a_recommendation_that_changes_after_a_click(tmp_path, monke
     assert "session" in {i["reason"] for i in after["items"]}
     assert re.search(r"[1-5] of 5 recommendations changed after one click", out)
 
-    # everything it started is gone: the server's and Redis's ports are closed
+    # Ctrl-C stopped everything it started: server and Redis ports closed, the cluster's run dir gone
     server_port = int(re.search(r"recops-serve is ready at http://127.0.0.1:(\d+)", out).group(1))
     redis_port = int(re.search(r"Redis at redis://127.0.0.1:(\d+)", out).group(1))
     assert not port_open(server_port) and not port_open(redis_port)
+    kubeconfig = Path(re.search(r"export KUBECONFIG=(\S+)", out).group(1))
+    assert not kubeconfig.parent.exists()
     assert "stopped: no process or port left behind" in out
 
     # the bundle is published to the cache only when complete, and the next run reuses it
