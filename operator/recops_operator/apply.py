@@ -4,6 +4,10 @@ Steady state must make no API writes, so before applying we read the live object
 and skip the PATCH when every field we own already has the desired value
 (``is_subset``). Server-side apply (field manager ``recops``, force) makes the
 write itself idempotent and repairs drift on the fields we own.
+
+Reads of the kinds the operator watches come from a cache that the watch events
+(and our own apply responses) keep current, so an event-driven reconcile does not
+GET every child again; ``fresh=True`` (the periodic resync) reads the API server.
 """
 
 from __future__ import annotations
@@ -69,6 +73,9 @@ class Applier:
         self._found: dict[tuple[str, str], Any] = {}
         self._missing: dict[tuple[str, str], float] = {}
         self.writes = 0
+        self.watched: set[tuple[str, str]] = set()  # (apiVersion, kind) kept current by watch events
+        self._cache: dict[tuple[str, str, str | None, str], dict[str, Any]] = {}
+        self.cache_hits = 0
 
     def resource(self, api_version: str, kind: str):
         key = (api_version, kind)
@@ -95,46 +102,82 @@ class Applier:
         except ResourceNotFoundError:
             return False
 
-    def get(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+    def observe(self, obj: dict[str, Any], deleted: bool = False) -> None:
+        """A watch event (or apply response) for a watched kind: remember the newest state."""
+        key = _key(obj)
+        if key[:2] not in self.watched:
+            return
+        if deleted:
+            self._cache.pop(key, None)
+            return
+        old = self._cache.get(key)
+        if old is None or not _older(obj, old):  # a late event must not replace a newer apply response
+            # managedFields are most of an object's size and no reader of the cache needs them
+            meta = {k: v for k, v in obj["metadata"].items() if k != "managedFields"}
+            self._cache[key] = {**obj, "metadata": meta}
+
+    def get(self, obj: dict[str, Any], fresh: bool = False) -> dict[str, Any] | None:
+        key = _key(obj)
+        if not fresh and key in self._cache:
+            self.cache_hits += 1
+            return self._cache[key]
         res = self.resource(obj["apiVersion"], obj["kind"])
         try:
-            return res.get(name=obj["metadata"]["name"], namespace=obj["metadata"].get("namespace")).to_dict()
+            live = res.get(name=obj["metadata"]["name"], namespace=obj["metadata"].get("namespace")).to_dict()
         except NotFoundError:
+            self._cache.pop(key, None)
             return None
+        self.observe(live)
+        return live
 
-    def apply(self, obj: dict[str, Any]) -> bool:
+    def apply(self, obj: dict[str, Any], fresh: bool = False) -> bool:
         """Apply one object; returns True when a write was made."""
-        live = self.get(obj)
+        live = self.get(obj, fresh)
         if live is not None and is_subset(_comparable(obj), live):
             return False
         res = self.resource(obj["apiVersion"], obj["kind"])
-        res.server_side_apply(
+        out = res.server_side_apply(
             body=obj,
             name=obj["metadata"]["name"],
             namespace=obj["metadata"].get("namespace"),
             field_manager=FIELD_MANAGER,
             force_conflicts=True,
         )
+        self.observe(out.to_dict())
         self.writes += 1
         log.info("applied %s %s/%s", obj["kind"], obj["metadata"].get("namespace"), obj["metadata"]["name"])
         return True
 
-    def apply_all(self, objs: list[dict[str, Any]]) -> ApplyResult:
+    def apply_all(self, objs: list[dict[str, Any]], fresh: bool = False) -> ApplyResult:
         result = ApplyResult()
         for obj in objs:
-            if self.apply(obj):
+            if self.apply(obj, fresh):
                 result.written += 1
             else:
                 result.unchanged += 1
         return result
 
     def delete(self, api_version: str, kind: str, name: str, namespace: str) -> bool:
+        self._cache.pop((api_version, kind, namespace, name), None)
         try:
             self.resource(api_version, kind).delete(name=name, namespace=namespace)
             self.writes += 1
             return True
         except (NotFoundError, ApiException):
             return False
+
+
+def _key(obj: dict[str, Any]) -> tuple[str, str, str | None, str]:
+    meta = obj["metadata"]
+    return (obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
+
+
+def _older(new: dict[str, Any], old: dict[str, Any]) -> bool:
+    """Whether ``new`` is an older version of the object than ``old``. resourceVersions are opaque,
+    but the API server's are etcd revisions; anything else (or a replaced object) counts as newer."""
+    a, b = new["metadata"].get("resourceVersion", ""), old["metadata"].get("resourceVersion", "")
+    same_object = new["metadata"].get("uid") == old["metadata"].get("uid")
+    return same_object and a.isdigit() and b.isdigit() and int(a) < int(b)
 
 
 def _comparable(obj: dict[str, Any]) -> dict[str, Any]:

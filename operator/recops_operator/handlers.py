@@ -35,6 +35,15 @@ _api: client.ApiClient | None = None
 _locks: defaultdict[tuple[str, str], threading.RLock] = defaultdict(threading.RLock)
 
 
+# children whose events trigger a reconcile and keep the applier's read cache current
+CHILD_WATCHES: tuple[tuple[tuple[str, ...], tuple[str, str]], ...] = (
+    (("apps", "v1", "deployments"), ("apps/v1", "Deployment")),
+    (("v1", "services"), ("v1", "Service")),
+    (("v1", "configmaps"), ("v1", "ConfigMap")),
+    (("autoscaling", "v2", "horizontalpodautoscalers"), ("autoscaling/v2", "HorizontalPodAutoscaler")),
+    (("policy", "v1", "poddisruptionbudgets"), ("policy/v1", "PodDisruptionBudget")),
+)
+
 _client_lock = threading.RLock()  # handlers run in a thread pool: build shared clients once
 
 
@@ -63,6 +72,7 @@ def applier() -> Applier:
     with _client_lock:
         if _applier is None:
             _applier = Applier(api())
+            _applier.watched = {kind for _, kind in CHILD_WATCHES}
     return _applier
 
 
@@ -78,13 +88,19 @@ def _get_service(namespace: str, name: str) -> dict[str, Any] | None:
 
 
 def reconcile(
-    namespace: str, name: str, *, raise_errors: bool = False, rollout: dict[str, Any] | None = None
+    namespace: str,
+    name: str,
+    *,
+    raise_errors: bool = False,
+    rollout: dict[str, Any] | None = None,
+    fresh: bool = False,
 ) -> dict[str, Any] | None:
     """Converge the children of one RecommenderService and refresh its status. Idempotent.
 
     ``rollout`` is a new ``status.rollout`` from the rollout timer: children are rendered for it
     and it is persisted only after they applied, so the status never shows a canary weight that
     the router does not have yet (and a failed apply leaves the old step to be retried).
+    ``fresh`` reads every child from the API server instead of the watch-fed cache (resync).
     """
     with _locks[(namespace, name)]:
         body = _get_service(namespace, name)
@@ -109,9 +125,9 @@ def reconcile(
         error: str | None = None
         try:
             desired = desired_objects(owner, spec, ctx)
-            ap.apply_all(desired)
+            ap.apply_all(desired, fresh)
             if stored_rollout or rollout:  # candidate objects exist only once a rollout has started
-                prune_canary(ap, owner, desired)
+                prune_canary(ap, owner, desired, fresh)
             metrics.RECONCILES.labels(result="ok").inc()
         except ApiException as e:
             error = f"apply failed: {e.status} {e.reason}: {(e.body or '')[:300]}"
@@ -124,7 +140,8 @@ def reconcile(
                 "apiVersion": "apps/v1",
                 "kind": "Deployment",
                 "metadata": {"name": deployment_name(owner), "namespace": namespace},
-            }
+            },
+            fresh,
         )
         metrics.observe_replicas(namespace, name, dep, spec.serving.replicas.min, spec.serving.replicas.max)
         new = compute_status(spec, generation, dep, reconcile_error=error, monitoring_available=monitoring)
@@ -146,7 +163,7 @@ CANARY_KINDS = (
 )
 
 
-def prune_canary(ap: Applier, owner: Owner, desired: list[dict[str, Any]]) -> None:
+def prune_canary(ap: Applier, owner: Owner, desired: list[dict[str, Any]], fresh: bool = False) -> None:
     """Remove candidate-track objects once a rollout no longer renders them (rollback, promotion)."""
     wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
     for api_version, kind, pattern in CANARY_KINDS:
@@ -158,7 +175,8 @@ def prune_canary(ap: Applier, owner: Owner, desired: list[dict[str, Any]]) -> No
                 "apiVersion": api_version,
                 "kind": kind,
                 "metadata": {"name": name, "namespace": owner.namespace},
-            }
+            },
+            fresh,
         )
         if live and any(r.get("uid") == owner.uid for r in live["metadata"].get("ownerReferences") or []):
             ap.delete(api_version, kind, name, owner.namespace)
@@ -215,7 +233,7 @@ def on_service_event(type: str | None, namespace: str, name: str, **_: Any) -> N
 
 @kopf.timer(GROUP, VERSION, PLURAL, id="serving-resync", interval=RESYNC_SECONDS, idle=RESYNC_SECONDS)
 def on_resync(namespace: str, name: str, **_: Any) -> None:
-    reconcile(namespace, name)
+    reconcile(namespace, name, fresh=True)  # the safety net does not trust the cache
 
 
 _CHILD_LABELS = {"app.kubernetes.io/managed-by": MANAGED_BY}
@@ -232,13 +250,37 @@ _queued: set[tuple[str, str]] = set()
 _queued_lock = threading.Lock()
 
 
+_deployment_seen: dict[tuple[str | None, str], tuple[Any, ...]] = {}
+
+
+def _deployment_view(body: kopf.Body) -> tuple[Any, ...]:
+    """The fields of a Deployment that the status and the replica gauges are computed from."""
+    meta, spec, st = body.get("metadata", {}), body.get("spec") or {}, body.get("status") or {}
+    return (
+        meta.get("generation"),
+        spec.get("replicas"),
+        st.get("observedGeneration"),
+        st.get("updatedReplicas"),
+        st.get("readyReplicas"),
+    )
+
+
 def _relevant(event_type: str | None, body: kopf.Body) -> bool:
-    """Whether a child event can change what reconcile would do: a deletion, a Deployment's
-    status (readiness feeds our status), or a write by someone else (drift). The echo of our
-    own apply and other kinds' status updates (HPA, PDB) are skipped; ties count as relevant."""
-    if event_type == "DELETED" or body.get("kind") == "Deployment":
+    """Whether a child event can change what reconcile would do: a deletion, a change in the
+    Deployment fields our status is computed from, or a write by someone else (drift). The echo
+    of our own apply and status updates that change nothing we read (a Deployment's
+    availableReplicas, HPA and PDB status) are skipped; ties count as relevant."""
+    meta = body.get("metadata", {})
+    key = (meta.get("namespace"), meta.get("name", ""))
+    if event_type == "DELETED":
+        _deployment_seen.pop(key, None)
         return True
-    entries = body.get("metadata", {}).get("managedFields") or []
+    if body.get("kind") == "Deployment":
+        view = _deployment_view(body)
+        if _deployment_seen.get(key) != view:
+            _deployment_seen[key] = view
+            return True
+    entries = meta.get("managedFields") or []
     if not entries:
         return True
     latest = max(e.get("time") or "" for e in entries)
@@ -250,6 +292,7 @@ def _on_child(body: kopf.Body, namespace: str | None, type: str | None = None, *
     """Child events come in bursts (a new Deployment changes status several times in a second):
     while one reconcile of the owner is already waiting for its lock, another adds nothing,
     since the waiting one reads the latest state when it runs. At most one runs and one waits."""
+    applier().observe(dict(body), deleted=type == "DELETED")  # keeps reconcile's reads current
     owner = _owner_of(body)
     if not (owner and namespace) or not _relevant(type, body):
         return
@@ -268,11 +311,5 @@ def _on_child(body: kopf.Body, namespace: str | None, type: str | None = None, *
         log.warning("child-triggered reconcile of %s/%s failed: %s", namespace, owner, e.reason)
 
 
-for _resource in (
-    ("apps", "v1", "deployments"),
-    ("v1", "services"),
-    ("v1", "configmaps"),
-    ("autoscaling", "v2", "horizontalpodautoscalers"),
-    ("policy", "v1", "poddisruptionbudgets"),
-):
+for _resource, _ in CHILD_WATCHES:
     kopf.on.event(*_resource, labels=_CHILD_LABELS, id=f"child-{_resource[-1]}")(_on_child)
