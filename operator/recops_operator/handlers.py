@@ -250,7 +250,7 @@ _queued: set[tuple[str, str]] = set()
 _queued_lock = threading.Lock()
 
 
-_deployment_seen: dict[tuple[str | None, str], tuple[Any, ...]] = {}
+_deployment_seen: dict[tuple[str | None, str, str | None], tuple[Any, ...]] = {}
 
 
 def _deployment_view(body: kopf.Body) -> tuple[Any, ...]:
@@ -271,7 +271,7 @@ def _relevant(event_type: str | None, body: kopf.Body) -> bool:
     of our own apply and status updates that change nothing we read (a Deployment's
     availableReplicas, HPA and PDB status) are skipped; ties count as relevant."""
     meta = body.get("metadata", {})
-    key = (meta.get("namespace"), meta.get("name", ""))
+    key = (meta.get("namespace"), meta.get("name", ""), body.get("kind"))
     if event_type == "DELETED":
         _deployment_seen.pop(key, None)
         return True
