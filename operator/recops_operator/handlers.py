@@ -42,6 +42,8 @@ CHILD_WATCHES: tuple[tuple[tuple[str, ...], tuple[str, str]], ...] = (
     (("v1", "configmaps"), ("v1", "ConfigMap")),
     (("autoscaling", "v2", "horizontalpodautoscalers"), ("autoscaling/v2", "HorizontalPodAutoscaler")),
     (("policy", "v1", "poddisruptionbudgets"), ("policy/v1", "PodDisruptionBudget")),
+    (("batch", "v1", "cronjobs"), ("batch/v1", "CronJob")),
+    (("networking.k8s.io", "v1", "ingresses"), ("networking.k8s.io/v1", "Ingress")),
 )
 
 _client_lock = threading.RLock()  # handlers run in a thread pool: build shared clients once
