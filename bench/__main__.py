@@ -31,6 +31,7 @@ BIN = Path(sys.executable).parent
 CACHE = Path(os.environ.get("RECOPS_BENCH_CACHE", Path.home() / ".cache" / "recops" / "bench"))
 sys.path.insert(0, str(ROOT))
 
+from recops_localcluster.procs import wait_http  # noqa: E402
 from tests.support.redis_server import RedisServer, free_port  # noqa: E402
 
 
@@ -64,18 +65,6 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-def wait_http(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} not ready")
 
 
 def bundle(dataset: str = "completejourney") -> Path:

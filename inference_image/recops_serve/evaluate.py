@@ -224,7 +224,7 @@ def _als_fold_in(train: Dataset, prefixes: list[list[int]], k: int = 20) -> list
     import implicit
     import scipy.sparse as sp
 
-    from recops_serve.train import Params, _interaction_matrix, train_threads
+    from recops_serve.train import Params, interaction_matrix, train_threads
 
     p = Params()
     model = implicit.cpu.als.AlternatingLeastSquares(
@@ -235,7 +235,7 @@ def _als_fold_in(train: Dataset, prefixes: list[list[int]], k: int = 20) -> list
         num_threads=train_threads(),
         calculate_training_loss=False,
     )
-    model.fit(_interaction_matrix(train), show_progress=False)
+    model.fit(interaction_matrix(train), show_progress=False)
     rows = np.repeat(np.arange(len(prefixes)), [len(x) for x in prefixes])
     cols = np.fromiter((i for x in prefixes for i in x), np.int64, rows.size)
     q = sp.csr_matrix((np.ones(rows.size, np.float32), (rows, cols)), shape=(len(prefixes), train.n_items))

@@ -116,7 +116,7 @@ def train_threads() -> int:
     return max(1, int(raw)) if raw.isdigit() else len(os.sched_getaffinity(0))
 
 
-def _interaction_matrix(ds: Dataset) -> sp.csr_matrix:
+def interaction_matrix(ds: Dataset) -> sp.csr_matrix:
     x = sp.csr_matrix((np.ones(len(ds.user), np.float32), (ds.user, ds.item)), shape=(ds.n_users, ds.n_items))
     x.sum_duplicates()
     x.data = np.log1p(x.data).astype(np.float32)  # repeat purchases count, with diminishing weight
@@ -187,7 +187,7 @@ def fit(ds: Dataset, params: Params, ckpt: Checkpointer, log=print) -> dict[str,
     """Everything but the manifest, resuming from the checkpoint when there is one."""
     import implicit
 
-    x = _interaction_matrix(ds)
+    x = interaction_matrix(ds)
     binary = x.copy()
     binary.data[:] = 1.0
     norm = np.sqrt(np.asarray(binary.sum(axis=0)).ravel()).astype(np.float32)

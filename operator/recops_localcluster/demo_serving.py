@@ -17,12 +17,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import numpy as np
 
+from recops_localcluster import procs
 from recops_localcluster.cluster import free_port
 from recops_localcluster.redis_server import RedisServer
 
@@ -127,44 +129,21 @@ class DemoServer:
             env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
             start_new_session=True,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"recops-serve exited with {self.proc.returncode}; see {self.log}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"recops-serve not ready in {timeout:.0f}s; see {self.log}")
+        procs.wait_http(f"{self.url}/readyz", self.proc, timeout=timeout, log=self.log, what="recops-serve")
+        return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        procs.stop(self.proc, 15)
         self.redis.stop()
         shutil.rmtree(self.redis.workdir, ignore_errors=True)
 
 
-def _show(title: str, resp: dict, labels: dict[int, str]) -> None:
-    print(f"\n{title}")
-    print(json.dumps(resp, separators=(",", ":")))
-    for n, it in enumerate(resp["items"], 1):
-        print(f"  {n}. {it['item_id']:>9}  {it['reason']:<8}  {labels.get(it['item_id'], '')}")
-
-
-def _model_arm_id(c: httpx.Client, prefix: str) -> str:
-    """An id outside the holdout (the holdout's answers do not use session features, by design)."""
-    for n in range(1, 100):
-        sid = f"{prefix}-{n}"
-        if c.get("/v1/recommendations", params={"session_id": sid, "k": 1}).json()["arm"] == "model":
-            return sid
-    raise RuntimeError("no model-arm id found in 99 tries: is holdout_percent 100?")
+def _call(url: str, body: dict | None = None) -> dict:
+    """GET (or POST ``body`` as JSON) and decode the JSON answer; an HTTP error raises."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return json.loads(r.read())
 
 
 def ask(server_url: str, bundle: Path) -> dict:
@@ -173,33 +152,35 @@ def ask(server_url: str, bundle: Path) -> dict:
     with np.load(bundle / "arrays.npz", allow_pickle=False) as z:  # npz reads only the arrays asked for
         users, item_ids, pop = z["user_ids"], z["item_ids"], z["pop_global"]
         hist_ptr = z["user_hist_ptr"]
-    with httpx.Client(base_url=server_url, timeout=5) as c:
-        # a typical household (median history); the heaviest buyers have bought most of their model
-        # candidates already, so theirs are mostly popular products they have not bought (reason fallback)
-        sizes = np.diff(hist_ptr)
-        household = str(users[int(np.argsort(sizes, kind="stable")[len(sizes) // 2])])
-        known = c.get("/v1/recommendations", params={"user_id": household, "k": SHOW_K}).json()
-        _show(f"GET /v1/recommendations?user_id={household}&k={SHOW_K}   (a known household)", known, labels)
 
-        shopper = _model_arm_id(c, "demo-shopper")
-        before = c.get("/v1/recommendations", params={"session_id": shopper, "k": SHOW_K}).json()
-        _show(
-            f"GET /v1/recommendations?session_id={shopper}&k={SHOW_K}   (anonymous, no clicks yet)",
-            before,
-            labels,
-        )
-        # a mid-popularity product, so its neighbours are visibly not the global best-sellers
-        clicked = int(item_ids[pop[min(300, len(pop) - 1)]])
-        event = {"session_id": shopper, "item_id": clicked, "type": "view"}
-        posted = c.post("/v1/events", json=event)
-        posted.raise_for_status()
-        print(f"\nPOST /v1/events {json.dumps(event)}  -> {posted.status_code}   ({labels.get(clicked, '')})")
-        after = c.get("/v1/recommendations", params={"session_id": shopper, "k": SHOW_K}).json()
-        _show(
-            f"GET /v1/recommendations?session_id={shopper}&k={SHOW_K}   (the very next request)",
-            after,
-            labels,
-        )
+    def recs(who: str, ident: str, note: str, k: int = SHOW_K, show: bool = True) -> dict:
+        query = urllib.parse.urlencode({who: ident, "k": k})
+        resp = _call(f"{server_url}/v1/recommendations?{query}")
+        if show:
+            print(f"\nGET /v1/recommendations?{query}   ({note})")
+            print(json.dumps(resp, separators=(",", ":")))
+            for n, it in enumerate(resp["items"], 1):
+                print(f"  {n}. {it['item_id']:>9}  {it['reason']:<8}  {labels.get(it['item_id'], '')}")
+        return resp
+
+    # a typical household (median history); the heaviest buyers have bought most of their model
+    # candidates already, so theirs are mostly popular products they have not bought (reason fallback)
+    sizes = np.diff(hist_ptr)
+    known = recs(
+        "user_id", str(users[int(np.argsort(sizes, kind="stable")[len(sizes) // 2])]), "a known household"
+    )
+    # an id outside the holdout (the holdout's answers do not use session features, by design)
+    ids = (f"demo-shopper-{n}" for n in range(1, 100))
+    shopper = next((sid for sid in ids if recs("session_id", sid, "", 1, show=False)["arm"] == "model"), None)
+    if shopper is None:
+        raise RuntimeError("no model-arm id found in 99 tries: is holdout_percent 100?")
+    before = recs("session_id", shopper, "anonymous, no clicks yet")
+    # a mid-popularity product, so its neighbours are visibly not the global best-sellers
+    clicked = int(item_ids[pop[min(300, len(pop) - 1)]])
+    event = {"session_id": shopper, "item_id": clicked, "type": "view"}
+    stored = _call(f"{server_url}/v1/events", event)
+    print(f"\nPOST /v1/events {json.dumps(event)}  -> {json.dumps(stored)}   ({labels.get(clicked, '')})")
+    after = recs("session_id", shopper, "the very next request")
     changed = len({i["item_id"] for i in after["items"]} - {i["item_id"] for i in before["items"]})
     print(f"\n{changed} of {SHOW_K} recommendations changed after one click.")
     return {"known": known, "before": before, "after": after, "clicked": clicked, "shopper": shopper}

@@ -11,6 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from recops_localcluster import procs
 from recops_localcluster.cluster import free_port
 
 
@@ -55,9 +56,7 @@ class RedisServer:
         raise RuntimeError(f"redis-server did not listen on {self.port}")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
+        procs.stop(self.proc)
 
     def __enter__(self) -> RedisServer:
         return self.start()

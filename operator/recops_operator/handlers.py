@@ -26,7 +26,7 @@ from recops_operator.api.models import GROUP, PLURAL, VERSION, RecommenderServic
 from recops_operator.apply import FIELD_MANAGER, Applier
 from recops_operator.render import Owner, RenderContext, desired_objects
 from recops_operator.render.serving import MANAGED_BY, deployment_name
-from recops_operator.status import changed, compute_status, merge_conditions
+from recops_operator.status import changed, compute_status, deployment_view, merge_conditions
 
 log = logging.getLogger(__name__)
 RESYNC_SECONDS = float(os.environ.get("RECOPS_RESYNC_SECONDS", "120"))
@@ -255,18 +255,6 @@ _queued_lock = threading.Lock()
 _deployment_seen: dict[tuple[str | None, str, str | None], tuple[Any, ...]] = {}
 
 
-def _deployment_view(body: kopf.Body) -> tuple[Any, ...]:
-    """The fields of a Deployment that the status and the replica gauges are computed from."""
-    meta, spec, st = body.get("metadata", {}), body.get("spec") or {}, body.get("status") or {}
-    return (
-        meta.get("generation"),
-        spec.get("replicas"),
-        st.get("observedGeneration"),
-        st.get("updatedReplicas"),
-        st.get("readyReplicas"),
-    )
-
-
 def _relevant(event_type: str | None, body: kopf.Body) -> bool:
     """Whether a child event can change what reconcile would do: a deletion, a change in the
     Deployment fields our status is computed from, or a write by someone else (drift). The echo
@@ -278,7 +266,7 @@ def _relevant(event_type: str | None, body: kopf.Body) -> bool:
         _deployment_seen.pop(key, None)
         return True
     if body.get("kind") == "Deployment":
-        view = _deployment_view(body)
+        view = deployment_view(body)
         if _deployment_seen.get(key) != view:
             _deployment_seen[key] = view
             return True

@@ -7,6 +7,7 @@ the serving part of ``.status``; the handler patches it only when it changed.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 
 from recops_operator.api.models import RecommenderServiceSpec
@@ -58,13 +59,9 @@ def compute_status(
     desired = ready = 0
     rollout_done = False
     if deployment:
-        dspec, dstat = deployment.get("spec") or {}, deployment.get("status") or {}
-        desired = int(dspec.get("replicas") or 0)
-        ready = int(dstat.get("readyReplicas") or 0)
-        rollout_done = (
-            int(dstat.get("observedGeneration") or 0) >= int(deployment["metadata"].get("generation") or 0)
-            and int(dstat.get("updatedReplicas") or 0) >= desired
-        )
+        dep_generation, replicas, observed, updated, ready_replicas = deployment_view(deployment)
+        desired, ready = int(replicas or 0), int(ready_replicas or 0)
+        rollout_done = int(observed or 0) >= int(dep_generation or 0) and int(updated or 0) >= desired
     min_ready = min(spec.serving.replicas.min, desired) if desired else spec.serving.replicas.min
     is_ready = (
         deployment is not None and rollout_done and ready >= max(1, min_ready) and reconcile_error is None
@@ -117,6 +114,23 @@ def compute_status(
         "replicas": {"desired": desired, "ready": ready},
         "stableVersion": spec.model.version,
     }
+
+
+def deployment_view(deployment: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The only Deployment fields ``compute_status`` (and the replica gauges) read: an update that
+    leaves them equal cannot change the status, so the operator skips such events."""
+    meta, spec, st = (
+        deployment.get("metadata", {}),
+        deployment.get("spec") or {},
+        deployment.get("status") or {},
+    )
+    return (
+        meta.get("generation"),
+        spec.get("replicas"),
+        st.get("observedGeneration"),
+        st.get("updatedReplicas"),
+        st.get("readyReplicas"),
+    )
 
 
 def changed(live_status: dict[str, Any] | None, new: dict[str, Any]) -> bool:

@@ -20,6 +20,7 @@ import pytest
 from alerts import ALERTS
 from panels import all_queries, concrete
 
+from recops_localcluster.procs import wait_http
 from tests.support.prometheus_server import PrometheusServer, Target, free_port
 
 pytestmark = pytest.mark.integration
@@ -52,20 +53,6 @@ def _bundle(exe: str, tmp: Path) -> str:
     if res.returncode != 0:
         pytest.fail(f"training a test bundle failed: {res.stderr[-2000:]}")
     return uri
-
-
-def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"process exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"{url} not ready in {timeout}s; log {log}")
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +109,7 @@ def live(tmp_path_factory):
             ]
             p = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)
             procs.append(p)
-            _wait_http(f"http://127.0.0.1:{port}/readyz", p, log)
+            wait_http(f"http://127.0.0.1:{port}/readyz", p, log=log, what=f"recops-serve {track}")
             urls.append(f"http://127.0.0.1:{port}")
             labels = {
                 "namespace": "shop",

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from recops_localcluster import procs
 from tests.support.redis_server import RedisServer, free_port
 
 BIN = Path(sys.executable).parent
@@ -63,16 +63,7 @@ class ServerProc:
         if redis_url:
             args += ["--redis-url", redis_url]
         self.proc = subprocess.Popen(args, stdout=open(log, "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            assert self.proc.poll() is None, f"server exited; see {log}"
-            time.sleep(0.2)
-        raise AssertionError(f"server not ready; see {log}")
+        procs.wait_http(f"{self.url}/readyz", self.proc, log=log, what="recops-serve")
 
     def get(self, path: str, **params):
         return httpx.get(f"{self.url}{path}", params=params, timeout=5)
@@ -83,8 +74,7 @@ class ServerProc:
         )
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
+        procs.stop(self.proc)
 
 
 @pytest.fixture

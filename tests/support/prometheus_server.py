@@ -19,6 +19,8 @@ from pathlib import Path
 import httpx
 import yaml
 
+from recops_localcluster import procs
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -90,26 +92,11 @@ class PrometheusServer:
             stdout=subprocess.DEVNULL,
             stderr=self.log.open("w"),
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited: {self.log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"prometheus not ready in 30 s; log {self.log}")
+        procs.wait_http(f"{self.url}/-/ready", self._proc, timeout=30, log=self.log, what="prometheus")
+        return self
 
     def stop(self) -> None:
-        if self._proc and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        procs.stop(self._proc)
 
     def __enter__(self) -> PrometheusServer:
         return self.start()
