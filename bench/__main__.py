@@ -1,11 +1,13 @@
-"""``python -m bench [serve|train|operator|rollout|all]`` (``make bench``): measured on this machine, printed as tables.
+"""``python -m bench [serve|ranking|train|train-scale|operator|rollout|all]`` (``make bench``): measured on this machine, printed as tables.
 
 serve: one recops-serve worker vs the textbook baseline (FastAPI + redis-py + numpy brute force,
 bench/baseline_server.py), same bundle (all items of taobao+diginetica, 127,890, where ../shared/data
 is present, else completejourney; RECOPS_BENCH_DATASET picks another), same Redis, run side by side:
 max requests/s (wrk, 64 connections), p50/p99 at 2,000 req/s offered (open-loop generator in a
 separate process), event-to-visible p99, batch event ingest with a count check.
+ranking: in-process p50/p99 of the served ranking call per dataset, longest sessions included (bench/ranking.py).
 train: wall time and peak RSS of ``recops-serve train`` per dataset.
+train-scale: time and peak RSS per 10 M events at 1x, 10x and 50x a real dataset (bench/train_scale.py).
 operator: apply -> Ready for 1 and N RecommenderServices, API writes in idle time, operator peak RSS.
 rollout: decision latency (breach visible in Prometheus -> 0% candidate traffic) and operator CPU per
 active rollout (bench/rollout.py).
@@ -76,8 +78,8 @@ def bundle(dataset: str = "completejourney") -> Path:
             [
                 str(BIN / "recops-serve"),
                 "train",
-                "--dataset",
-                dataset,
+                "--events",
+                f"builtin:{dataset}",
                 "--out",
                 str(out),
                 "--version",
@@ -281,8 +283,8 @@ def bench_train() -> None:
             [
                 str(BIN / "recops-serve"),
                 "train",
-                "--dataset",
-                dataset,
+                "--events",
+                f"builtin:{dataset}",
                 "--out",
                 str(out / "b"),
                 "--version",
@@ -444,9 +446,21 @@ def main(argv: list[str]) -> int:
 
         run()
 
+    def bench_ranking() -> None:
+        from bench.ranking import bench_ranking as run
+
+        run(table)
+
+    def bench_train_scale() -> None:
+        from bench.train_scale import run
+
+        run()
+
     for name, fn in (
         ("serve", bench_serve),
+        ("ranking", bench_ranking),
         ("train", bench_train),
+        ("train-scale", bench_train_scale),
         ("operator", bench_operator),
         ("rollout", bench_rollout),
     ):

@@ -5,14 +5,11 @@ Routes: ``GET /v1/recommendations?user_id=|session_id=&k=&category=``,
 ``POST /v1/events`` (one event or ``{"events": [...]}``), ``/healthz``, ``/readyz``
 (200 only with a warm bundle), ``/metrics``, ``/openapi.json``.
 
-Config (JSON file from the operator's ConfigMap, then environment):
-``model_uri`` (bundle directory, version included), ``model_version``, ``track``,
-``top_k``, ``session_ttl_seconds``, ``max_session_events``, ``new_item_boost_hours``,
-``holdout_percent``, ``holdout_salt``, ``exclude_purchased`` (default true),
-``max_inflight`` (default 256), ``shadow_url`` + ``shadow_percent`` (mirror a sample
-of requests to a candidate and compare), ``reload_seconds`` (bundle/config poll),
-``fault_latency_ms`` / ``fault_error_percent`` (chaos knobs for rollout drills; default 0).
-``RECOPS_REDIS_URL`` (from the Secret) enables session features.
+Config: ``config.ServeConfig`` (the JSON file the operator renders into the ConfigMap, then
+``--set`` overrides); a file with an unknown key or a bad value is refused with its error in
+``/readyz`` and the running config and bundle stay. The ranking is ``ranking.answer`` with
+``RankConfig.resolve(bundle, config)``: the very call offline evaluation and the training
+gate make. ``RECOPS_REDIS_URL`` (from the Secret) enables session features.
 """
 
 from __future__ import annotations
@@ -32,10 +29,12 @@ from urllib.parse import parse_qsl, urlparse
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
 
 from recops_serve import metrics as m
 from recops_serve import ranking
-from recops_serve.bundle import BundleError, ModelBundle, load_bundle
+from recops_serve.bundle import ModelBundle, load_bundle
+from recops_serve.config import ServeConfig
 from recops_serve.features import FeatureStoreDown, SessionStore
 
 JSON = [("content-type", "application/json")]
@@ -47,11 +46,21 @@ class BadRequest(ValueError):
     pass
 
 
-def load_config(path: str | None) -> dict[str, Any]:
-    cfg: dict[str, Any] = {}
+def load_config(path: str | None, overrides: dict[str, Any] | None = None) -> ServeConfig:
+    """The config file plus overrides, validated; raises ValueError with the reason."""
+    raw: dict[str, Any] = {}
     if path and Path(path).exists():
-        cfg.update(json.loads(Path(path).read_text()))
-    return cfg
+        try:
+            raw.update(json.loads(Path(path).read_text()))
+        except ValueError as e:
+            raise ValueError(f"config {path} is not valid JSON: {e}") from None
+    raw.update(overrides or {})
+    try:
+        return ServeConfig.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise ValueError(f"config {path or '(overrides)'}: {where}: {first['msg']}") from None
 
 
 def holdout_arm(user: str, percent: float, salt: str) -> str:
@@ -66,8 +75,9 @@ def holdout_arm(user: str, percent: float, salt: str) -> str:
 class Server:
     config_path: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
+    config: ServeConfig = field(default_factory=ServeConfig)
     bundle: ModelBundle | None = None
+    rank: ranking.RankConfig | None = None
     store: SessionStore | None = None
     inflight: int = 0
     last_error: str | None = None
@@ -77,13 +87,9 @@ class Server:
     # ------------------------------------------------------------------ lifecycle
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.reload(initial=True)
-        url = os.environ.get("RECOPS_REDIS_URL") or self.config.get("redis_url")
+        url = os.environ.get("RECOPS_REDIS_URL") or self.config.redis_url
         if url:
-            self.store = SessionStore(
-                url,
-                int(self.config.get("session_ttl_seconds", 1800)),
-                int(self.config.get("max_session_events", 50)),
-            )
+            self.store = SessionStore(url, self.config.session_ttl_seconds, self.config.max_session_events)
         loop.create_task(self._watch())
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -91,44 +97,49 @@ class Server:
             loop.run_until_complete(self.store.close())
 
     def reload(self, initial: bool = False) -> None:
-        """(Re)read config and, when the model changed, load the new bundle; keep the old one on failure."""
-        cfg = {**load_config(self.config_path), **self.overrides}
-        self.config = cfg
-        uri = cfg.get("model_uri")
-        if not uri or (self.bundle and self.bundle.manifest.get("_uri") == uri):
-            return
+        """(Re)read config and, when the model changed, load the new bundle; keep the old on any failure."""
         try:
-            new = load_bundle(uri)
-            new.manifest["_uri"] = uri
-            # warm before taking traffic: id lookup tables, session index, arrays paged in
-            new.user_index("")
-            new.item_index(0)
-            _ = new.session_index
-            ranking.recommend(new, None, [], 10)
-        except BundleError as e:
+            cfg = load_config(self.config_path, self.overrides)
+            uri = cfg.model_uri
+            if not uri or (self.bundle and self.bundle.manifest.get("_uri") == uri):
+                new = self.bundle
+            else:
+                new = load_bundle(uri)
+                new.manifest["_uri"] = uri
+            rank = ranking.RankConfig.resolve(new, cfg) if new else None
+            if new is not self.bundle:
+                # warm before taking traffic: id lookup tables, session index, arrays paged in
+                new.user_index("")
+                new.item_index(0)
+                _ = new.session_index
+                ranking.answer(new, rank, None, [], 10)
+        except Exception as e:  # a bad config or bundle never stops serving or later reloads
             m.model_load_failures.inc()
-            self.last_error = str(e)
+            self.last_error = f"{type(e).__name__}: {e}"
             if initial:
-                print(f"recops-serve: cannot load bundle: {e}", flush=True)
+                print(f"recops-serve: cannot load: {self.last_error}", flush=True)
             return
-        old = self.bundle
+        old, self.config, self.rank = self.bundle, cfg, rank
         self.bundle = new  # one reference swap: in-flight requests finish on the old bundle
-        if old:
-            m.model_info.labels(old.version).set(0)
-        m.model_info.labels(new.version).set(1)
+        if new is not old:
+            if old:
+                m.model_info.labels(old.version).set(0)
+            m.model_info.labels(new.version).set(1)
         self.last_error = None
 
     async def _watch(self) -> None:
-        interval = float(self.config.get("reload_seconds", 5))
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(self.config.reload_seconds)
             try:
                 mtime = Path(self.config_path).stat().st_mtime if self.config_path else 0.0
             except OSError:
                 continue
             if mtime != self._config_mtime or (self.bundle is None):
                 self._config_mtime = mtime
-                await asyncio.get_running_loop().run_in_executor(None, self.reload)
+                try:
+                    await asyncio.get_running_loop().run_in_executor(None, self.reload)
+                except Exception as e:  # pragma: no cover - reload catches; the loop must never die
+                    self.last_error = f"{type(e).__name__}: {e}"
 
     # ------------------------------------------------------------------ routing
     async def __rsgi__(self, scope, proto) -> None:
@@ -165,7 +176,7 @@ class Server:
 
     async def _guarded(self, proto, route: str, work) -> None:
         t0 = time.perf_counter()
-        if self.inflight >= int(self.config.get("max_inflight", 256)):
+        if self.inflight >= self.config.max_inflight:
             work.close()
             m.overload_rejections.inc()
             m.REQS[(route, "model", "503")].inc()
@@ -197,20 +208,19 @@ class Server:
             raise BadRequest("user_id or session_id is required")
         if len(user) > 128:
             raise BadRequest("user_id/session_id longer than 128 characters")
-        default_k = int(self.config.get("top_k", 50))
+        cfg, default_k = self.config, self.config.top_k
         try:
             k = int(q.get("k", default_k))
         except ValueError:
             raise BadRequest(f"k must be an integer, got {q.get('k')!r}") from None
         if not 1 <= k <= 500:
             raise BadRequest(f"k must be between 1 and 500, got {k}")
-        b = self.bundle
-        if b is None:
+        b, rank = self.bundle, self.rank
+        if b is None or rank is None:
             return 503, {"error": "model not loaded yet"}, "model"
-        fault_ms = float(self.config.get("fault_latency_ms", 0))
-        if fault_ms:  # chaos knob for rollout drills: a slow candidate
-            await asyncio.sleep(fault_ms / 1000)
-        if random.random() * 100 < float(self.config.get("fault_error_percent", 0)):
+        if cfg.fault_latency_ms:  # chaos knob for rollout drills: a slow candidate
+            await asyncio.sleep(cfg.fault_latency_ms / 1000)
+        if cfg.fault_error_percent and random.random() * 100 < cfg.fault_error_percent:
             return 500, {"error": "injected fault"}, "model"
         category = None
         if q.get("category") not in (None, ""):
@@ -218,37 +228,23 @@ class Server:
                 category = int(q["category"])
             except ValueError:
                 raise BadRequest(f"category must be an integer category id, got {q['category']!r}") from None
-        arm = holdout_arm(
-            user, float(self.config.get("holdout_percent", 0)), str(self.config.get("holdout_salt", ""))
-        )
+        arm = holdout_arm(user, cfg.holdout_percent, cfg.holdout_salt)
         uidx = b.user_index(user)
         session: list[int] = []
-        cats: list[int] = []
         fs_down = False
         if self.store is not None:
             try:
-                for ev in await self.store.recent(user):
-                    idx = b.item_index(ev.item_id)
-                    if idx is not None:
-                        session.append(idx)
-                        cats.append(int(b.item_category[idx]))
+                recent = await self.store.recent(user, rank.session_length)
+                session = ranking.session_items(b, [ev.item_id for ev in recent], rank.session_length)
             except FeatureStoreDown:
                 fs_down = True
                 m.FALLBACK["feature_store_down"].inc()
-        exclude = bool(self.config.get("exclude_purchased", True))
         if arm == "holdout":
-            ranked = ranking.popularity(b, uidx, k, category=category, exclude_purchased=exclude)
+            ranked = ranking.popularity(b, rank, uidx, k, category=category)
         else:
-            ranked = ranking.recommend(
-                b,
-                uidx,
-                session,
-                k,
-                category=category,
-                now=time.time(),
-                boost_hours=float(self.config.get("new_item_boost_hours", 48)),
-                exclude_purchased=exclude,
-                session_categories=cats,
+            cats = [int(b.item_category[i]) for i in session]
+            ranked = ranking.answer(
+                b, rank, uidx, session, k, category=category, now=time.time(), session_categories=cats
             )
         if ranked.fallback:
             m.FALLBACK.get(ranked.fallback, m.FALLBACK["sparse_candidates"]).inc()
@@ -262,8 +258,8 @@ class Server:
             "attribution_token": f"{arm}:{b.version}:{next(self._rec_seq):x}",
             "items": [{"item_id": i, "reason": r} for i, r in zip(ids, ranked.reasons, strict=True)],
         }
-        shadow = self.config.get("shadow_url")
-        if shadow and random.random() * 100 < float(self.config.get("shadow_percent", 0)):
+        shadow = cfg.shadow_url
+        if shadow and random.random() * 100 < cfg.shadow_percent:
             asyncio.get_running_loop().create_task(_mirror(shadow, query, ids))
         return 200, payload, arm
 
@@ -367,7 +363,7 @@ OPENAPI = {
                     "200": {
                         "description": (
                             "model_version, arm (model|holdout), attribution_token, items [{item_id, reason: "
-                            "model|session|boost|fallback}]"
+                            "model|session|repeat|popular|boost|fallback}]"
                         )
                     },
                     "400": {"description": "bad input"},

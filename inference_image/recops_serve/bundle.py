@@ -13,9 +13,12 @@ Arrays (n items, m users, K neighbours, C user candidates):
 ``neighbors`` int32[n,K] item indices (-1 pads) with ``neighbor_scores``
 float32[n,K] (cosine of co-occurrence); ``item_factors`` float32[n,d] (ALS embeddings); ``user_ids`` str[m]; ``user_top`` int32[m,C]
 and ``user_top_scores`` float32[m,C] (ALS candidates); ``user_hist_ptr`` int64[m+1] /
-``user_hist`` int32 (CSR of items each user already bought); ``pop_global`` int32
-(item indices by time-decayed popularity); ``cat_ptr`` int64[n_cat+1] / ``cat_items``
-int32 (CSR of per-category popularity ranking).
+``user_hist`` int32 (CSR of items each user already touched) with ``user_hist_w`` float32
+(frequency x recency, the "buy again" source); ``pop_global`` int32 (item indices by
+time-decayed popularity) and ``item_pop`` float32[n] (that popularity); ``category_names``
+str[n_cat]; ``cat_ptr`` int64[n_cat+1] / ``cat_items`` int32 (CSR of per-category popularity).
+The manifest's ``serving`` section holds what the trainer tuned on the shop's validation
+tail: the blend of sources and the measured exclusion policy (``ranking.RankConfig``).
 """
 
 from __future__ import annotations
@@ -44,7 +47,10 @@ SCHEMA: dict[str, tuple[str, int]] = {
     "user_top_scores": ("float32", 2),
     "user_hist_ptr": ("int64", 1),
     "user_hist": ("int32", 1),
+    "user_hist_w": ("float32", 1),
     "pop_global": ("int32", 1),
+    "item_pop": ("float32", 1),
+    "category_names": ("str", 1),
     "cat_ptr": ("int64", 1),
     "cat_items": ("int32", 1),
     # session-kNN index (sessionknn.py); empty when the training data has no click sessions
@@ -105,6 +111,10 @@ class ModelBundle:
             a["sess_ptr"], a["sess_items"], a["item_sess_ptr"], a["item_sess"], a["item_sess_pos"]
         )
 
+    @cached_property
+    def category_names(self) -> list[str]:
+        return [str(c) for c in self.arrays["category_names"]]
+
     def category_popular(self, cat: int) -> np.ndarray:
         p = self.arrays["cat_ptr"]
         if cat < 0 or cat + 1 >= len(p):
@@ -130,12 +140,24 @@ class ModelBundle:
             or self.arrays["neighbors"].shape != self.arrays["neighbor_scores"].shape
         ):
             raise BundleError("neighbour arrays do not match the catalogue")
-        if self.arrays["neighbors"].size and int(self.arrays["neighbors"].max()) >= n:
-            raise BundleError("neighbour index out of range")
-        m = self.arrays["user_ids"].shape[0]
-        if self.arrays["user_top"].shape[0] != m or self.arrays["user_hist_ptr"].shape[0] != m + 1:
-            raise BundleError("user arrays do not match user_ids")
         a = self.arrays
+        m = a["user_ids"].shape[0]
+        if a["user_top"].shape[0] != m or a["user_hist_ptr"].shape[0] != m + 1:
+            raise BundleError("user arrays do not match user_ids")
+        if (
+            a["user_top"].shape != a["user_top_scores"].shape
+            or a["user_hist_w"].shape != a["user_hist"].shape
+        ):
+            raise BundleError("user candidate or history arrays are inconsistent")
+        if int(a["user_hist_ptr"][-1]) != a["user_hist"].size or a["item_pop"].shape[0] != n:
+            raise BundleError("user history or popularity arrays do not match")
+        # every item index the ranking dereferences must point into the catalogue (else 500s later)
+        for name in ("neighbors", "user_top", "user_hist", "pop_global", "cat_items"):
+            arr = a[name]
+            if arr.size and (int(arr.max()) >= n or int(arr.min()) < -1):
+                raise BundleError(f"array {name} has item indices outside the catalogue of {n} items")
+        if a["item_category"].size and int(a["item_category"].max()) >= max(1, a["category_names"].size):
+            raise BundleError("item_category points past category_names")
         if a["sess_ptr"].size > 1:
             if a["item_sess_ptr"].shape[0] != n + 1 or int(a["item_sess_ptr"][-1]) != a["item_sess"].size:
                 raise BundleError("session index does not match the catalogue")

@@ -1,4 +1,4 @@
-"""``recops-serve serve|train``: one image, two entrypoints."""
+"""``recops-serve serve|train|export-data``: one image, two entrypoints (and a data export)."""
 
 from __future__ import annotations
 
@@ -57,11 +57,38 @@ def serve(argv: list[str]) -> int:
     return 0
 
 
+def export_data(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="recops-serve export-data", description="write a built-in dataset in the shop data contract"
+    )
+    p.add_argument(
+        "source", help="builtin:completejourney | builtin:diginetica | builtin:taobao | builtin:a+b"
+    )
+    p.add_argument(
+        "--out", required=True, help="directory URI: gets events/dt=YYYY-MM-DD/ and catalog.parquet"
+    )
+    p.add_argument("--limit-rows", type=int, default=0, help="the first N interactions in time order")
+    args = p.parse_args(argv)
+    from recops_serve.data import DatasetUnavailable
+    from recops_serve.datasource import DataError, export_builtin
+    from recops_serve.storage import StorageError
+
+    try:
+        result = export_builtin(args.source, args.out, limit_rows=args.limit_rows or None)
+    except (DataError, DatasetUnavailable, StorageError) as e:
+        print(f"recops-serve export-data: {e}", file=sys.stderr)
+        return 78  # EX_CONFIG, as train
+    print(json.dumps(result))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("serve", "train"):
-        print("usage: recops-serve serve|train [options]", file=sys.stderr)
+    if not argv or argv[0] not in ("serve", "train", "export-data"):
+        print("usage: recops-serve serve|train|export-data [options]", file=sys.stderr)
         return 2
+    if argv[0] == "export-data":
+        return export_data(argv[1:])
     if argv[0] == "train":
         from recops_serve.train import main as train_main
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import os
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,13 +32,42 @@ class DatasetUnavailable(FileNotFoundError):
 
 @dataclass
 class LoadReport:
+    """What a load read and what it dropped, per reason, with the first examples of each."""
+
     rows: int = 0
     bad: Counter = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    items_without_catalog: int = 0
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def bad_rows(self) -> int:
+        return sum(self.bad.values())
+
+    def reject(self, reason: str, n: int, examples: list[str] | None = None) -> None:
+        if n <= 0:
+            return
+        self.bad[reason] += n
+        kept = self.examples.setdefault(reason, [])
+        kept.extend((examples or [])[: 3 - len(kept)])
 
     def summary(self) -> str:
-        bad = sum(self.bad.values())
         detail = ", ".join(f"{k}={v}" for k, v in sorted(self.bad.items())) or "none"
-        return f"{self.rows} rows read, {bad} rejected ({detail})"
+        extra = (
+            f"; {self.items_without_catalog} items not in the catalogue" if self.items_without_catalog else ""
+        )
+        return f"{self.rows} rows read, {self.bad_rows} rejected ({detail}){extra}"
+
+    def as_dict(self) -> dict:
+        """The report as it goes into the bundle manifest and status.training."""
+        return {
+            "rows": self.rows,
+            "rejected": self.bad_rows,
+            "reasons": dict(sorted(self.bad.items())),
+            "examples": {k: v for k, v in sorted(self.examples.items()) if v},
+            "items_without_catalog": self.items_without_catalog,
+            "files": self.files[:20],
+        }
 
 
 @dataclass
@@ -55,10 +84,23 @@ class Dataset:
     item_category: np.ndarray  # int32, -1 unknown
     category_names: list[str]
     report: LoadReport
+    # session index per interaction (session kNN trains on these); None: the user column is the session
+    session: np.ndarray | None = None
+    # catalogue (None: unknown, every item available, first interaction = creation time)
+    item_available: np.ndarray | None = None  # bool[n]
+    item_created_at: np.ndarray | None = None  # float64[n] unix seconds, nan unknown
+    item_titles: np.ndarray | None = None  # str[n], "" unknown
+    kind: str = ""  # "clicks" (ordered click streams) | "baskets"; "" = from the dataset name
+
+    @property
+    def sessions(self) -> np.ndarray:
+        return self.user if self.session is None else self.session
 
     @property
     def sequential(self) -> bool:
         """Ordered click streams (session model = sequential rules) vs baskets (co-occurrence)."""
+        if self.kind:
+            return self.kind == "clicks"
         return all(part.split("-")[0] in CLICK_STREAMS for part in self.name.split("+"))
 
     @property
@@ -69,19 +111,45 @@ class Dataset:
     def n_items(self) -> int:
         return len(self.item_ids)
 
+    def take(self, rows: np.ndarray) -> Dataset:
+        """The interactions at ``rows`` (indices or a mask); user and item tables kept as they are."""
+        sess = None if self.session is None else self.session[rows]
+        return replace(
+            self,
+            user=self.user[rows],
+            item=self.item[rows],
+            event=self.event[rows],
+            ts=self.ts[rows],
+            session=sess,
+        )
+
+    def compact(self) -> Dataset:
+        """Drop users, items and sessions no interaction refers to (catalogue arrays follow their items)."""
+        uu, user = np.unique(self.user, return_inverse=True)
+        ii, item = np.unique(self.item, return_inverse=True)
+        sess = (
+            None if self.session is None else np.unique(self.session, return_inverse=True)[1].astype(np.int32)
+        )
+
+        def keep(a):
+            return None if a is None else a[ii]
+
+        return replace(
+            self,
+            user=user.astype(np.int32),
+            item=item.astype(np.int32),
+            session=sess,
+            user_ids=self.user_ids[uu],
+            item_ids=self.item_ids[ii],
+            item_category=self.item_category[ii],
+            item_available=keep(self.item_available),
+            item_created_at=keep(self.item_created_at),
+            item_titles=keep(self.item_titles),
+        )
+
     def head(self, n_rows: int) -> Dataset:
         """The first ``n_rows`` interactions in time order (small, real slices for tests)."""
-        order = np.argsort(self.ts, kind="stable")[:n_rows]
-        return _recode(
-            self.name,
-            self.user_ids[self.user[order]],
-            self.item_ids[self.item[order]],
-            self.event[order],
-            self.ts[order],
-            dict(zip(self.item_ids.tolist(), self.item_category.tolist(), strict=True)),
-            self.category_names,
-            self.report,
-        )
+        return self.take(np.argsort(self.ts, kind="stable")[:n_rows]).compact()
 
 
 def _recode(name, users, items, events, ts, item_cat: dict[int, int], cat_names, report) -> Dataset:

@@ -1,148 +1,337 @@
-"""The one ranking function: offline evaluation and the server both call ``recommend``.
+"""The one ranking call: the server, offline evaluation and the training gate all call ``answer``.
 
-Known users get their ALS candidates (normalised to [0, 1]); the session's recent
-items add candidates, so a click changes the next answer: from session kNN when the
-bundle was trained on click streams (sessionknn.py), else from item neighbours with
-a recency weight (the most recent click counts most); the context category filters; new
-items get a boost; unavailable and (optionally) purchased items are excluded;
-whatever is missing is filled from category, then global popularity. Each item
-carries its reason: model, session, boost or fallback.
+A ranked list is a blend of sources, each normalised to [0, 1] and weighted by the ``Blend``
+the trainer tuned on the shop's own validation tail (stored in the bundle manifest):
+* ``repeat``: items the shopper already touched (the session's, newest first, decayed by
+  position; a known user's history by frequency and recency): re-consumption, "buy again";
+* ``session_knn``: session kNN over training sessions (click-stream bundles, sessionknn.py);
+* ``neighbours``: item neighbours of the recent clicks, weighted 1, 1/2, 1/3 ... by recency;
+  ``history_neighbours``: for a known user without a session, of their ten heaviest history items;
+* ``als``: a known user's ALS candidates;
+* ``popularity``: time-decayed popularity as a prior.
+Then exclusions (seen / purchased: the spec, else the policy the trainer measured as better),
+catalogue availability and excluded categories, the context category, the new-item boost, a
+cap per category, and a popularity fill (per session category, then global). Each item carries
+its reason: model, session, repeat, popular, boost or fallback.
+
+Per-call cost is bounded whatever the session or history length: at most ``session_length``
+recent events, session kNN capped at its own sample sizes, history scored in one vector pass.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
 
 import numpy as np
 
 from recops_serve import sessionknn
 from recops_serve.bundle import ModelBundle
+from recops_serve.config import ServeConfig
 
-SESSION_WEIGHT = 1.0
-MODEL_WEIGHT = 1.0
 NEW_ITEM_BOOST = 1.25
-FILL_WEIGHT = 0.01  # item neighbours ranked behind session-kNN candidates
+POPULAR_CANDIDATES = 100
+REASONS = ("model", "session", "repeat", "popular")
+#: the blend's source weights (the other Blend fields are settings of a source)
+SOURCES = ("repeat", "session_knn", "neighbours", "history_neighbours", "als", "popularity")
+
+
+@dataclass(frozen=True)
+class Blend:
+    """Source weights and session-model settings; the trainer's tuning picks these per shop."""
+
+    repeat: float = 0.0
+    session_knn: float = 1.0
+    neighbours: float = 0.01  # of the session's clicks, behind session kNN (alone when it finds none)
+    history_neighbours: float = 0.0  # of a known user's heaviest history items (no session)
+    als: float = 1.0
+    popularity: float = 0.0
+    repeat_decay: float = 0.7  # weight of the n-th newest own item: decay ** n
+    knn_neighbours: int = sessionknn.NEIGHBOURS
+    knn_sample: int = sessionknn.SAMPLE
+    position_decay: float = sessionknn.POSITION_DECAY
+    item_decay: float = sessionknn.ITEM_DECAY
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> Blend:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (d or {}).items() if k in known})
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RankConfig:
+    """What one call needs, resolved once per (bundle, serving config)."""
+
+    blend: Blend = field(default_factory=Blend)
+    session_length: int = 10
+    exclude_seen: bool = True
+    exclude_purchased: bool = True
+    boost_hours: float = 48.0
+    fallback: str = "category-popularity"
+    max_per_category: int | None = None
+    allowed: np.ndarray | None = None  # bool[n]: available and not in an excluded category
+
+    @classmethod
+    def resolve(cls, b: ModelBundle, cfg: ServeConfig | None = None) -> RankConfig:
+        """The serving config over the bundle's measured defaults (spec wins where it is set)."""
+        cfg = cfg or ServeConfig()
+        serving = b.manifest.get("serving") or {}
+        measured = serving.get("exclude") or {}
+
+        def pick(spec: bool | None, key: str) -> bool:
+            return bool(spec) if spec is not None else bool(measured.get(key, True))
+
+        seen, purchased = pick(cfg.exclude.seen, "seen"), pick(cfg.exclude.purchased, "purchased")
+        policy = seen if serving.get("policy_axis") == "seen" else purchased
+        blend = (serving.get("blend_if_excluded") or {}).get(str(policy).lower(), serving.get("blend"))
+        return cls(
+            blend=Blend.from_dict(blend),
+            session_length=cfg.session_length,
+            exclude_seen=seen,
+            exclude_purchased=purchased,
+            boost_hours=cfg.new_item_boost_hours,
+            fallback=cfg.fallback_strategy,
+            max_per_category=cfg.rules.max_per_category,
+            allowed=allowed_items(b, cfg.rules.exclude_categories),
+        )
+
+    def with_blend(self, **changes: Any) -> RankConfig:
+        return replace(self, blend=replace(self.blend, **changes))
+
+
+def allowed_items(b: ModelBundle, exclude_categories: list[str]) -> np.ndarray:
+    """Available items outside the excluded categories (a name matches itself and its sub-paths)."""
+    ok = b.item_available.copy()
+    if exclude_categories:
+        names = b.category_names
+        wanted = [c.strip().lower() for c in exclude_categories]
+        banned = np.array(
+            [any(n.lower() == w or n.lower().startswith(w + " >") for w in wanted) for n in names] + [False],
+            bool,
+        )
+        ok &= ~banned[b.item_category]  # -1 (unknown) indexes the trailing False
+    return ok
 
 
 @dataclass(frozen=True)
 class Ranked:
     items: np.ndarray  # item indices, best first
     reasons: list[str]
-    fallback: str | None  # why fallback items were needed (None when the model filled the list)
+    fallback: str | None  # why fallback items were needed (None when the blend filled the list)
 
 
-def recommend(
+def session_items(b: ModelBundle, item_ids: list[int], length: int) -> list[int]:
+    """Bundle indices of a session's newest ``length`` events (newest first); unknown items skipped
+    after the cut, exactly as the server reads its ``length`` newest events from the store."""
+    out = []
+    for x in item_ids[:length]:
+        i = b.item_index(x)
+        if i is not None:
+            out.append(i)
+    return out
+
+
+def _norm(sc: np.ndarray, w: float) -> np.ndarray:
+    return (w * sc / max(float(sc.max()), 1e-9)).astype(np.float32) if sc.size else sc.astype(np.float32)
+
+
+def _neighbours(b: ModelBundle, anchors: list[int], weight: float, code: int):
+    """Neighbours of ``anchors`` (most important first), weighted 1, 1/2, 1/3 ... by rank."""
+    nb = b.neighbors[anchors]
+    keep = nb >= 0
+    rank = 1.0 / np.arange(1.0, len(anchors) + 1.0, dtype=np.float32)
+    return nb[keep], _norm((b.neighbor_scores[anchors] * rank[:, None])[keep], weight), code
+
+
+def _sources(b: ModelBundle, cfg: RankConfig, uidx: int | None, session: list[int], k: int):
+    """(items, scores, reason code) per blend source; reason codes index REASONS."""
+    bl = cfg.blend
+    out: list[tuple[np.ndarray, np.ndarray, int]] = []
+    if uidx is not None and bl.als > 0:
+        top, sc = b.user_top[uidx], b.user_top_scores[uidx]
+        keep = top >= 0
+        out.append((top[keep], _norm(sc[keep], bl.als), 0))
+    if bl.repeat > 0:
+        if session and not cfg.exclude_seen:
+            own = np.asarray(session, np.int32)
+            out.append((own, _norm(bl.repeat_decay ** np.arange(own.size, dtype=np.float32), bl.repeat), 2))
+        if uidx is not None and not cfg.exclude_purchased:
+            p = b.user_hist_ptr
+            out.append(
+                (
+                    b.user_hist[p[uidx] : p[uidx + 1]],
+                    _norm(b.user_hist_w[p[uidx] : p[uidx + 1]], bl.repeat),
+                    2,
+                )
+            )
+    knn_found = 0
+    six = b.session_index
+    if session and not six.empty and bl.session_knn > 0:
+        cand, sc = sessionknn.score(
+            six,
+            session[: sessionknn.MAX_SESSION][::-1],
+            neighbours=bl.knn_neighbours,
+            sample=bl.knn_sample,
+            position_decay=bl.position_decay,
+            item_decay=bl.item_decay,
+        )
+        knn_found = cand.size
+        out.append((cand, _norm(sc, bl.session_knn), 1))
+    # item neighbours of the recent clicks: behind session-kNN candidates when those exist, and in
+    # their place (at the session weight) when session kNN finds nothing (sparse or basket bundles)
+    w = bl.neighbours if knn_found else max(bl.neighbours, bl.session_knn)
+    if session and w > 0:
+        out.append(_neighbours(b, session[:10], w, 1))
+    elif uidx is not None and bl.history_neighbours > 0:  # "because you bought": the heaviest items
+        p = b.user_hist_ptr
+        hist, w = b.user_hist[p[uidx] : p[uidx + 1]], b.user_hist_w[p[uidx] : p[uidx + 1]]
+        out.append(
+            _neighbours(b, hist[np.argsort(-w, kind="stable")[:10]].tolist(), bl.history_neighbours, 0)
+        )
+    if bl.popularity > 0 and out:  # a prior behind personal sources; alone it is the fallback
+        top = b.pop_global[:POPULAR_CANDIDATES]
+        out.append((top, _norm(b.item_pop[top], bl.popularity), 3))
+    return out
+
+
+def answer(
     b: ModelBundle,
+    cfg: RankConfig,
     uidx: int | None,
-    session_items: list[int],
+    session: list[int],
     k: int,
     *,
     category: int | None = None,
     now: float | None = None,
-    boost_hours: float = 48.0,
-    exclude_purchased: bool = True,
     session_categories: list[int] | None = None,
-    exclude_seen: bool = True,
 ) -> Ranked:
-    parts_items: list[np.ndarray] = []
-    parts_scores: list[np.ndarray] = []
-    parts_src: list[np.ndarray] = []
-    if uidx is not None:
-        top, sc = b.user_top[uidx], b.user_top_scores[uidx]
-        keep = top >= 0
-        top, sc = top[keep], sc[keep]
-        if sc.size:
-            parts_items.append(top)
-            parts_scores.append(MODEL_WEIGHT * sc / max(float(sc.max()), 1e-9))
-            parts_src.append(np.zeros(top.size, np.int8))
-    six = b.session_index
-    knn_found = 0
-    if session_items and not six.empty:  # click-stream bundle: session kNN over training sessions
-        cand, sc = sessionknn.score(six, session_items[: sessionknn.MAX_SESSION][::-1])
-        knn_found = cand.size
-        if sc.size:
-            parts_items.append(cand)
-            parts_scores.append(SESSION_WEIGHT * sc / max(float(sc.max()), 1e-9))
-            parts_src.append(np.ones(cand.size, np.int8))
-    if session_items and knn_found < k + len(session_items):
-        # item neighbours of the 10 latest clicks, weighted 1, 1/2, 1/3, ... by recency; behind the
-        # session-kNN candidates when those exist but are too few (sparse sessions), else on their own
-        recent = session_items[:10]
-        nb = b.neighbors[recent]
-        keep = nb >= 0
-        weight = SESSION_WEIGHT / np.arange(1.0, len(recent) + 1.0, dtype=np.float32)
-        sc = (b.neighbor_scores[recent] * weight[:, None])[keep]
-        if knn_found and sc.size:
-            sc = FILL_WEIGHT * sc / max(float(sc.max()), 1e-9)
-        parts_items.append(nb[keep])
-        parts_scores.append(sc)
-        parts_src.append(np.ones(sc.size, np.int8))
-    if parts_items:
-        items = np.concatenate(parts_items)
-        scores = np.concatenate(parts_scores).astype(np.float32)
-        src = np.concatenate(parts_src)
-        uniq, inv = np.unique(items, return_inverse=True)
-        # bincount is the fast scatter-add (ufunc.at is an order of magnitude slower)
-        agg = np.bincount(inv, weights=scores, minlength=uniq.size).astype(np.float32)
-        from_session = np.bincount(inv, weights=src, minlength=uniq.size) > 0
-        items, scores = uniq, agg
+    """Top ``k`` for a (known or anonymous) shopper; ``session`` newest first (``session_items``)."""
+    session = session[: cfg.session_length]
+    parts = _sources(b, cfg, uidx, session, k)
+    if parts:
+        items = np.concatenate([p[0] for p in parts]).astype(np.int32)
+        scores = np.concatenate([p[1] for p in parts])
+        codes = np.concatenate([np.full(p[0].size, p[2], np.int8) for p in parts])
     else:
-        items = np.empty(0, np.int32)
-        scores = np.empty(0, np.float32)
-        from_session = np.empty(0, bool)
-
-    mask = b.item_available[items] if items.size else np.empty(0, bool)
-    banned = list(session_items) if exclude_seen else []
-    if exclude_purchased and uidx is not None:
-        banned.extend(b.user_history(uidx).tolist())
-    if banned and items.size:  # items are sorted (np.unique): binary search beats np.isin here
-        ban = np.asarray(banned, dtype=items.dtype)
-        at = np.searchsorted(items, ban)
-        hit = at < items.size
-        hit[hit] = items[at[hit]] == ban[hit]
-        mask[at[hit]] = False
-    if category is not None and items.size:
-        mask &= b.item_category[items] == category
-    items, scores, from_session = items[mask], scores[mask], from_session[mask]
+        items, scores, codes = np.empty(0, np.int32), np.empty(0, np.float32), np.empty(0, np.int8)
+    uniq, inv = np.unique(items, return_inverse=True)
+    # bincount is the fast scatter-add (ufunc.at is an order of magnitude slower)
+    agg = np.bincount(inv, weights=scores, minlength=uniq.size).astype(np.float32)
+    # reason: the source that contributed most to the item's score
+    best = np.zeros(uniq.size, np.float32)
+    reason = np.zeros(uniq.size, np.int8)
+    for code in range(len(REASONS)):
+        sel = codes == code
+        if sel.any():
+            contrib = np.bincount(inv[sel], weights=scores[sel], minlength=uniq.size)
+            better = contrib > best
+            best[better], reason[better] = contrib[better], code
+    items, scores = uniq, agg
+    banned = _banned(b, cfg, uidx, session)
+    mask = _allowed(b, cfg, items, banned, category)
+    items, scores, reason = items[mask], scores[mask], reason[mask]
     boosted = np.zeros(items.size, bool)
-    if boost_hours > 0 and items.size and now is not None:
-        boosted = b.item_first_seen[items] >= now - boost_hours * 3600.0
+    if cfg.boost_hours > 0 and items.size and now is not None:
+        boosted = b.item_first_seen[items] >= now - cfg.boost_hours * 3600.0
         scores = np.where(boosted, scores * NEW_ITEM_BOOST, scores)
-    if items.size > k:
-        top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.argsort(-scores[top], kind="stable")]
-    else:
-        top = np.argsort(-scores, kind="stable")
-    out = items[top]
-    reasons = ["boost" if boosted[i] else ("session" if from_session[i] else "model") for i in top]
+    order = _top(scores, k if cfg.max_per_category is None else min(items.size, 4 * k))
+    order = _capped(b, items, order, cfg.max_per_category, k, {})
+    out = items[order]
+    reasons = ["boost" if boosted[i] else REASONS[reason[i]] for i in order]
     fallback = None
     if out.size < k:
-        fallback = "cold_start" if uidx is None and not session_items else "sparse_candidates"
-        seen = set(out.tolist()) | set(banned)
-        fill: list[int] = []
-        cats = [category] if category is not None else list(dict.fromkeys(session_categories or []))
-        pools = [b.category_popular(c) for c in cats if c is not None and c >= 0]
-        if category is None:
-            pools.append(b.pop_global)
-        for pool in pools:
-            for it in pool[: k * 4].tolist():
-                if it not in seen and b.item_available[it]:
-                    seen.add(it)
-                    fill.append(it)
-                    if out.size + len(fill) >= k:
-                        break
-            if out.size + len(fill) >= k:
-                break
-        out = np.concatenate([out, np.asarray(fill, dtype=out.dtype if out.size else np.int32)])
+        fallback = "cold_start" if uidx is None and not session else "sparse_candidates"
+        fill = _fill(b, cfg, out, banned, category, session_categories, k)
+        out = np.concatenate([out, np.asarray(fill, np.int32)]).astype(np.int32)
         reasons += ["fallback"] * len(fill)
     return Ranked(out.astype(np.int32), reasons, fallback)
 
 
+def _banned(b: ModelBundle, cfg: RankConfig, uidx: int | None, session: list[int]) -> np.ndarray:
+    banned = [np.asarray(session, np.int32)] if cfg.exclude_seen else []
+    if cfg.exclude_purchased and uidx is not None:
+        banned.append(b.user_history(uidx))
+    return np.concatenate(banned) if banned else np.empty(0, np.int32)
+
+
+def _allowed(b: ModelBundle, cfg: RankConfig, items, banned, category) -> np.ndarray:
+    allowed = cfg.allowed if cfg.allowed is not None else b.item_available
+    mask = allowed[items] if items.size else np.empty(0, bool)
+    if banned.size and items.size:  # items are sorted (np.unique): binary search beats np.isin here
+        at = np.searchsorted(items, banned)
+        hit = at < items.size
+        hit[hit] = items[at[hit]] == banned[hit]
+        mask[at[hit]] = False
+    if category is not None and items.size:
+        mask &= b.item_category[items] == category
+    return mask
+
+
+def _top(scores: np.ndarray, n: int) -> np.ndarray:
+    if scores.size > n:
+        top = np.argpartition(-scores, n - 1)[:n]
+        return top[np.argsort(-scores[top], kind="stable")]
+    return np.argsort(-scores, kind="stable")
+
+
+def _capped(b: ModelBundle, items, order, cap: int | None, k: int, counts: dict[int, int]) -> np.ndarray:
+    """The first ``k`` of ``order`` with at most ``cap`` items per category (``counts`` carries on)."""
+    if cap is None:
+        return order[:k]
+    keep = []
+    for i in order.tolist():
+        c = int(b.item_category[items[i]])
+        if c >= 0 and counts.get(c, 0) >= cap:
+            continue
+        counts[c] = counts.get(c, 0) + 1
+        keep.append(i)
+        if len(keep) == k:
+            break
+    return np.asarray(keep, np.int64)
+
+
+def _fill(b: ModelBundle, cfg: RankConfig, out, banned, category, session_categories, k) -> list[int]:
+    """Popularity fill (per context / session category, then global), under the same rules."""
+    allowed = cfg.allowed if cfg.allowed is not None else b.item_available
+    seen = set(out.tolist()) | set(banned.tolist())
+    counts: dict[int, int] = {}
+    if cfg.max_per_category is not None:
+        for it in out.tolist():
+            c = int(b.item_category[it])
+            counts[c] = counts.get(c, 0) + 1
+    fill: list[int] = []
+    if category is not None:
+        cats = [category]
+    elif cfg.fallback == "category-popularity":
+        cats = list(dict.fromkeys(session_categories or []))
+    else:
+        cats = []
+    pools = [b.category_popular(c) for c in cats if c is not None and c >= 0]
+    if category is None:
+        pools.append(b.pop_global)
+    for pool in pools:
+        for it in pool[: k * 4 + len(seen)].tolist():
+            c = int(b.item_category[it])
+            if it in seen or not allowed[it]:
+                continue
+            if cfg.max_per_category is not None and c >= 0 and counts.get(c, 0) >= cfg.max_per_category:
+                continue
+            seen.add(it)
+            counts[c] = counts.get(c, 0) + 1
+            fill.append(it)
+            if out.size + len(fill) >= k:
+                return fill
+    return fill
+
+
 def popularity(
-    b: ModelBundle, uidx: int | None, k: int, *, category: int | None = None, exclude_purchased: bool = True
+    b: ModelBundle, cfg: RankConfig, uidx: int | None, k: int, *, category: int | None = None
 ) -> Ranked:
-    """The holdout arm's baseline: popularity only (per category when a context is given)."""
-    pool = b.category_popular(category) if category is not None else b.pop_global
-    banned = set(b.user_history(uidx).tolist()) if (exclude_purchased and uidx is not None) else set()
-    out = [i for i in pool[: k * 4 + len(banned)].tolist() if i not in banned and b.item_available[i]][:k]
-    return Ranked(np.asarray(out, dtype=np.int32), ["fallback"] * len(out), "holdout")
+    """The holdout arm's baseline: popularity only (per category when a context is given), same rules."""
+    banned = b.user_history(uidx) if (cfg.exclude_purchased and uidx is not None) else np.empty(0, np.int32)
+    base = replace(cfg, fallback="popularity")
+    fill = _fill(b, base, np.empty(0, np.int32), banned, category, None, k)
+    return Ranked(np.asarray(fill, np.int32), ["fallback"] * len(fill), "holdout")

@@ -11,7 +11,8 @@ Scoring for a session ``s`` (oldest click first, ``n`` clicks):
   only the ``SAMPLE`` most recent training sessions per item are considered;
 * the ``NEIGHBOURS`` most similar sessions vote for their items with ``sim * exp(-|q - q*| / ITEM_DECAY)``,
   where ``q*`` is the position in ``t`` of the latest click of ``s`` that ``t`` contains.
-Weights are session-rec's tuned STAN values for Diginetica (published; not tuned on our test split).
+The defaults are session-rec's published STAN values for Diginetica; the trainer's tuning
+(validation.tune) may pick other neighbour counts and decays on a shop's own validation tail.
 
 The index is plain CSR arrays that live in the model bundle: sessions -> items in click order, and
 item -> (session, last position in it) with the most recent session first.

@@ -1,13 +1,20 @@
 """``recops-serve train``: build a model bundle, resumably, on spot capacity.
 
-Stages: popularity -> item-item neighbours (cosine of co-occurrence, in chunks of
-items) -> ALS user factors (``implicit``, iteration by iteration) -> user
-candidates -> offline evaluation -> bundle. Progress is checkpointed to
-``--checkpoint`` at most every ``--checkpoint-interval`` seconds and at every
+Input: a shop's events and catalogue (``--events``/``--catalog``, the contract in docs/data.md;
+``builtin:NAME`` for the datasets that ship here). Phases, each checkpointed in its own child
+directory: **validation** (fit on the window minus its time tail), **tuning** (a bounded search
+of the exclusion policy and the blend of sources on that tail, through the call the server
+makes: ``validation.tune``), **final** (fit on the whole window; the bundle carries the tuned
+``serving`` section and the validation metrics the operator's gate reads). A fit is:
+popularity -> item-item neighbours (cosine of co-occurrence, or sequential rules for click
+streams, in chunks of items) -> ALS user factors (``implicit``, iteration by iteration) -> user
+candidates. Progress is checkpointed at most every ``--checkpoint-interval`` seconds and at every
 SIGTERM; a SIGTERM makes the run write a checkpoint and exit 143 (the Job's
 podFailurePolicy ignores 143, so preemption does not consume backoff). With
 ``--resume`` a run continues from the last checkpoint: at most one interval of
-work is lost. Configuration errors exit 78 (EX_CONFIG), which fails the Job.
+work is lost. Configuration and data errors exit 78 (EX_CONFIG), which fails the Job, with a
+one-line reason in the pod's termination message (the operator puts it in status); nothing is
+written to ``--out``, so the serving model is untouched.
 
 Determinism: single-threaded ALS with a fixed seed, so an interrupted run and an
 uninterrupted one produce the same bundle (up to float summation order).
@@ -16,8 +23,10 @@ uninterrupted one produce the same bundle (up to float summation order).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -32,7 +41,8 @@ import scipy.sparse as sp
 
 from recops_serve import sessionknn, storage
 from recops_serve.bundle import ModelBundle, save_bundle
-from recops_serve.data import Dataset, DatasetUnavailable, load
+from recops_serve.data import Dataset, DatasetUnavailable
+from recops_serve.ranking import Blend, RankConfig
 
 EXIT_PREEMPTED = 143
 EXIT_CONFIG = 78
@@ -52,17 +62,46 @@ class Params:
     candidates: int = 100
     half_life_days: float = 14.0
     seed: int = 42
+    validation_fraction: float = 0.1  # the tail of the window (by time) the blend is tuned on
+    validation_cases: int = 4000
 
 
 @dataclass
-class Checkpointer:
-    """Atomic checkpoint files in a directory: ``state.json`` + ``arrays.npz``."""
+class _Clock:
+    """Shared by a checkpointer and its children: one interval, one stop flag, one write count."""
 
-    uri: str | None
     interval: float
     last: float = field(default_factory=time.monotonic)
     stop_requested: bool = False
     writes: int = 0
+
+
+@dataclass
+class Checkpointer:
+    """Atomic checkpoint files in a directory: ``state.json`` + ``arrays.npz``; each training phase
+    (validation fit, tuning, final fit) checkpoints in its own child directory."""
+
+    uri: str | None
+    interval: float
+    clock: _Clock | None = None
+
+    def __post_init__(self) -> None:
+        self.clock = self.clock or _Clock(self.interval)
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.clock.stop_requested
+
+    @stop_requested.setter
+    def stop_requested(self, value: bool) -> None:
+        self.clock.stop_requested = value
+
+    @property
+    def writes(self) -> int:
+        return self.clock.writes
+
+    def child(self, name: str) -> Checkpointer:
+        return Checkpointer(storage.join(self.uri, name) if self.uri else None, self.interval, self.clock)
 
     @property
     def dir(self) -> Path | None:
@@ -89,8 +128,12 @@ class Checkpointer:
         # arrays first, then state: state.json always describes a complete arrays.npz
         os.replace(tmp_npz, d / "arrays.npz")
         os.replace(tmp_json, d / "state.json")
-        self.last = time.monotonic()
-        self.writes += 1
+        self.clock.last = time.monotonic()
+        self.clock.writes += 1
+
+    def clear(self) -> None:
+        if self.dir and self.dir.exists():
+            shutil.rmtree(self.dir)
 
     def maybe(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         """Checkpoint when the interval elapsed or a stop was requested; raise Preempted on stop.
@@ -99,13 +142,14 @@ class Checkpointer:
         test) see exactly how much finished work a kill can lose.
         """
         print(
-            f"progress stage={state['stage']} chunk={state['next_chunk']} als_iter={state['als_iter']} t={time.time():.3f}",
+            f"progress phase={state.get('phase', '-')} stage={state.get('stage', '-')} "
+            f"chunk={state.get('next_chunk', 0)} als_iter={state.get('als_iter', 0)} t={time.time():.3f}",
             flush=True,
         )
-        if self.stop_requested:
+        if self.clock.stop_requested:
             self.save(state, arrays)
             raise Preempted
-        if time.monotonic() - self.last >= self.interval:
+        if time.monotonic() - self.clock.last >= self.clock.interval:
             self.save(state, arrays)
 
 
@@ -123,7 +167,7 @@ def interaction_matrix(ds: Dataset) -> sp.csr_matrix:
     return x
 
 
-def popularity(ds: Dataset, half_life_days: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def popularity(ds: Dataset, half_life_days: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     t_max = float(ds.ts.max()) if ds.ts.size else 0.0
     w = np.exp(-(t_max - ds.ts) / (half_life_days * 86400.0) * np.log(2.0))
     score = np.bincount(ds.item, weights=w, minlength=ds.n_items)
@@ -137,7 +181,12 @@ def popularity(ds: Dataset, half_life_days: float) -> tuple[np.ndarray, np.ndarr
         items.append(chunk)
         ptr.append(ptr[-1] + chunk.size)
     cat_items = np.concatenate(items).astype(np.int32) if items else np.empty(0, np.int32)
-    return order, np.asarray(ptr, np.int64), cat_items
+    norm = (
+        (score / max(float(score.max()), 1e-12)).astype(np.float32)
+        if score.size
+        else score.astype(np.float32)
+    )
+    return order, np.asarray(ptr, np.int64), cat_items, norm
 
 
 SR_WINDOW = 3
@@ -146,8 +195,8 @@ SR_WINDOW = 3
 def sequential_rules(ds: Dataset) -> sp.csr_matrix:
     """Directed item -> next-item weights within sessions (an item j seen g steps after i adds 1/g,
     g <= SR_WINDOW): the "sequential rules" session model, strong on click streams where order matters."""
-    order = np.lexsort((ds.ts, ds.user))
-    u, it = ds.user[order], ds.item[order]
+    order = np.lexsort((ds.ts, ds.sessions))
+    u, it = ds.sessions[order], ds.item[order]
     rows, cols, vals = [], [], []
     for g in range(1, SR_WINDOW + 1):
         same = u[:-g] == u[g:]
@@ -197,6 +246,7 @@ def fit(ds: Dataset, params: Params, ckpt: Checkpointer, log=print) -> dict[str,
         "als_iter": 0,
         "dataset": ds.name,
         "n_items": ds.n_items,
+        "n_events": int(ds.ts.size),
     }
     arrays: dict[str, np.ndarray] = {
         "neighbors": np.full((ds.n_items, params.neighbors), -1, np.int32),
@@ -205,7 +255,7 @@ def fit(ds: Dataset, params: Params, ckpt: Checkpointer, log=print) -> dict[str,
     resumed = ckpt.load()
     if resumed:
         old_state, old_arrays = resumed
-        if old_state.get("dataset") == ds.name and old_state.get("n_items") == ds.n_items:
+        if all(old_state.get(k) == state[k] for k in ("dataset", "n_items", "n_events")):
             state, arrays = old_state, old_arrays
             log(
                 f"resuming at stage={state['stage']} chunk={state['next_chunk']} als_iter={state['als_iter']}"
@@ -256,44 +306,59 @@ def fit(ds: Dataset, params: Params, ckpt: Checkpointer, log=print) -> dict[str,
     return arrays
 
 
+def user_history(ds: Dataset, half_life_days: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR of the items each user touched, with a frequency x recency weight (the "buy again" source)."""
+    t_max = float(ds.ts.max()) if ds.ts.size else 0.0
+    order = np.lexsort((ds.ts, ds.item, ds.user))
+    u, it, ts = ds.user[order], ds.item[order], ds.ts[order]
+    new = np.r_[True, (u[1:] != u[:-1]) | (it[1:] != it[:-1])] if u.size else np.empty(0, bool)
+    first = np.flatnonzero(new)
+    counts = np.diff(np.r_[first, u.size])
+    last_ts = ts[np.r_[first[1:], u.size] - 1] if u.size else ts
+    w = np.log1p(counts) * np.exp(-(t_max - last_ts) / (half_life_days * 86400.0) * np.log(2.0))
+    ptr = np.zeros(ds.n_users + 1, np.int64)
+    np.add.at(ptr, u[first] + 1, 1)
+    return np.cumsum(ptr).astype(np.int64), it[first].astype(np.int32), w.astype(np.float32)
+
+
 def build_bundle(
     ds: Dataset,
     params: Params,
     ckpt: Checkpointer,
     version: str,
-    metrics: dict[str, float] | None = None,
+    extra_manifest: dict[str, Any] | None = None,
     log=print,
 ) -> ModelBundle:
     arrays = fit(ds, params, ckpt, log)
-    pop, cat_ptr, cat_items = popularity(ds, params.half_life_days)
-    order = np.lexsort((ds.item, ds.user))
-    u, it = ds.user[order], ds.item[order]
-    pairs = np.unique(np.stack([u, it], 1), axis=0) if u.size else np.empty((0, 2), np.int32)
-    hist_ptr = np.zeros(ds.n_users + 1, np.int64)
-    np.add.at(hist_ptr, pairs[:, 0] + 1, 1)
+    pop, cat_ptr, cat_items, pop_score = popularity(ds, params.half_life_days)
+    hist_ptr, hist, hist_w = user_history(ds, params.half_life_days)
     first_seen = np.full(ds.n_items, np.inf)
     np.minimum.at(first_seen, ds.item, ds.ts)
+    if ds.item_created_at is not None:  # the catalogue's creation time wins where it is known
+        first_seen = np.where(np.isnan(ds.item_created_at), first_seen, ds.item_created_at)
+    available = ds.item_available if ds.item_available is not None else np.ones(ds.n_items, bool)
+    index_rows = np.ones(ds.ts.size, bool) if ds.sequential else np.zeros(ds.ts.size, bool)
     bundle_arrays = {
         "item_ids": ds.item_ids.astype(np.int64),
         "item_category": ds.item_category.astype(np.int32),
         "item_first_seen": first_seen.astype(np.float64),
-        "item_available": np.ones(ds.n_items, bool),
+        "item_available": np.asarray(available, bool),
         "neighbors": arrays["neighbors"],
         "neighbor_scores": arrays["neighbor_scores"],
         "item_factors": np.asarray(arrays["item_factors"], np.float32),
         "user_ids": ds.user_ids.astype(str),
         "user_top": arrays["user_top"],
         "user_top_scores": arrays["user_top_scores"],
-        "user_hist_ptr": np.cumsum(hist_ptr).astype(np.int64),
-        "user_hist": pairs[:, 1].astype(np.int32),
+        "user_hist_ptr": hist_ptr,
+        "user_hist": hist,
+        "user_hist_w": hist_w,
         "pop_global": pop,
+        "item_pop": pop_score,
+        "category_names": np.asarray(list(ds.category_names), dtype=str).reshape(-1),
         "cat_ptr": cat_ptr,
         "cat_items": cat_items,
-        **(
-            sessionknn.build(ds.user, ds.item, ds.ts, ds.n_items)
-            if ds.sequential
-            else sessionknn.build(ds.user[:0], ds.item[:0], ds.ts[:0], ds.n_items)
-        ),
+        # session kNN over the training sessions, for click streams (baskets: an empty index)
+        **sessionknn.build(ds.sessions[index_rows], ds.item[index_rows], ds.ts[index_rows], ds.n_items),
     }
     manifest = {
         "version": version,
@@ -303,57 +368,171 @@ def build_bundle(
             "start": float(ds.ts.min()) if ds.ts.size else None,
             "end": float(ds.ts.max()) if ds.ts.size else None,
         },
-        "model": "als+session-knn+sequential-rules+popularity"
+        "model": "als+session-knn+sequential-rules+repeat+popularity"
         if ds.sequential
-        else "als+item-knn+popularity",
+        else "als+item-knn+repeat+popularity",
         "params": params.__dict__,
-        "metrics": metrics or {},
+        "metrics": {},
+        "serving": {"blend": Blend().as_dict(), "exclude": {"seen": True, "purchased": True}},
         "load_report": ds.report.summary(),
+        "data_report": ds.report.as_dict(),
+        **(extra_manifest or {}),
     }
     return ModelBundle(manifest=manifest, arrays=bundle_arrays)
+
+
+def _tuned(ds: Dataset, params: Params, ckpt: Checkpointer, log) -> dict[str, Any]:
+    """Validation phase: fit on the window minus its tail, tune the served configuration on the tail.
+
+    Returns the manifest sections the final bundle carries: ``serving`` (blend + exclusion policy
+    the server uses unless the spec overrides it), ``metrics`` (the tuned configuration on the
+    validation tail, through the served call: the metrics gate reads these) and ``validation``.
+    """
+    from recops_serve.config import MAX_SESSION_EVENTS
+    from recops_serve.validation import basket_cases, cases_for, policy_axis, score, split_time, tune
+
+    t_val = split_time(ds, 1.0 - params.validation_fraction)
+    part = ds.take(ds.ts < t_val).compact()
+    cases = cases_for(ds, t_val, MAX_SESSION_EVENTS, limit=params.validation_cases)
+    if part.ts.size == 0 or not cases:
+        log("validation: window too short for a validation tail; shipping the default blend")
+        return {}
+    t0 = time.monotonic()
+    vb = build_bundle(part, params, ckpt.child("validation"), "validation", log=log)
+    tuning = ckpt.child("tuning")
+    saved = tuning.load()
+    # the search is bounded by design (fixed axes x validation_cases calls); the time cap is a safety net
+    state = (
+        saved[0] if saved else {"phase": "tune", "trials": {}, "budget": max(120.0, time.monotonic() - t0)}
+    )
+
+    def keep() -> None:
+        tuning.maybe(state, {})
+
+    base = RankConfig.resolve(vb)
+    new_only = (
+        None if ds.sequential else basket_cases(ds, t_val, discovery=True, limit=params.validation_cases)
+    )
+    best, exclude, info = tune(
+        vb, cases, ds.sequential, state["budget"], state["trials"], keep, base, excluded_cases=new_only
+    )
+    tuning.save(state, {})
+    cfg = best[exclude]
+    keys = ("recall@20", "mrr@20", "ndcg@10", "coverage@20")
+    metrics = {k: v for k, v in score(vb, cfg, cases).items() if k in keys}
+    default = {k: v for k, v in score(vb, base, cases).items() if k in keys}
+    axis = policy_axis(ds.sequential)
+    log(
+        f"validation: {len(cases)} cases, {info['trials']} trials ({info['stopped']}); "
+        f"exclude {axis}={exclude}; tuned {metrics}, untuned {default}"
+    )
+    return {
+        "serving": {
+            "exclude": {"seen": cfg.exclude_seen, "purchased": cfg.exclude_purchased},
+            "policy_axis": axis,
+            "blend": cfg.blend.as_dict(),
+            # the blend tuned for each policy: a spec that overrides the exclusion gets its own
+            "blend_if_excluded": {"true": best[True].blend.as_dict(), "false": best[False].blend.as_dict()},
+        },
+        "metrics": metrics,
+        "validation": {
+            "split_ts": t_val,
+            "cases": len(cases),
+            "protocol": "next-item" if ds.sequential else "next-basket",
+            "untuned_metrics": default,
+            **info,
+        },
+    }
+
+
+def train_model(
+    ds: Dataset, params: Params, ckpt: Checkpointer, version: str, *, tune: bool = True, log=print
+) -> ModelBundle:
+    """Validation fit -> tuning -> final fit on the whole window, each phase checkpointed."""
+    extra = _tuned(ds, params, ckpt, log) if tune else {}
+    return build_bundle(ds, params, ckpt.child("final"), version, extra, log=log)
+
+
+def _termination_message(msg: str) -> None:
+    """One line for ``kubectl describe`` and the operator's status (the pod's termination message)."""
+    path = Path(os.environ.get("RECOPS_TERMINATION_LOG", "/dev/termination-log"))
+    with contextlib.suppress(OSError):
+        if path.parent.exists():
+            path.write_text(msg[:4000])
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="recops-serve train", description=__doc__)
     p.add_argument(
-        "--dataset", required=True, help="completejourney | diginetica | taobao, or several joined by +"
+        "--events",
+        help="events URI (docs/data.md): path, file://, oss://, or builtin:completejourney|diginetica|taobao",
     )
+    p.add_argument("--catalog", help="item catalogue URI (docs/data.md); builtin sources carry their own")
+    p.add_argument("--dataset", help=argparse.SUPPRESS)  # replaced by --events builtin:NAME
     p.add_argument("--out", required=True, help="bundle URI (the version directory)")
     p.add_argument("--version", required=True)
     p.add_argument("--checkpoint", help="checkpoint directory URI")
     p.add_argument("--checkpoint-interval", type=float, default=300)
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint if one exists")
+    p.add_argument(
+        "--window-days",
+        type=int,
+        default=int(os.environ.get("RECOPS_DATA_WINDOW_DAYS") or 0) or None,
+        help="train on the last N days (default: $RECOPS_DATA_WINDOW_DAYS, else everything)",
+    )
+    p.add_argument(
+        "--max-bad-fraction", type=float, default=0.1, help="fail (exit 78) above this share of bad rows"
+    )
+    p.add_argument(
+        "--type-map", default="", help="map event types, e.g. pv=view,cart=add_to_cart,buy=purchase"
+    )
     p.add_argument("--limit-rows", type=int, default=0, help="train on the first N interactions (tests)")
     p.add_argument("--iterations", type=int, default=Params.iterations)
     p.add_argument(
-        "--evaluate", action="store_true", help="hold out the last 10%% of time and record metrics"
+        "--no-tune", action="store_true", help="skip the validation phase (default blend, no metrics)"
     )
+    p.add_argument("--evaluate", action="store_true", help=argparse.SUPPRESS)  # validation is always on now
     args = p.parse_args(argv)
+    if args.dataset:
+        msg = f"--dataset was replaced by --events: use --events builtin:{args.dataset} (docs/data.md)"
+        print(f"recops-serve train: {msg}", file=sys.stderr)
+        _termination_message(msg)
+        return EXIT_CONFIG
+    if not args.events:
+        p.error("--events is required")
     ckpt = Checkpointer(args.checkpoint, args.checkpoint_interval)
-    if args.checkpoint and not args.resume and ckpt.dir and ckpt.dir.exists():
-        for name in ("state.json", "arrays.npz"):
-            (ckpt.dir / name).unlink(missing_ok=True)
+    if args.checkpoint and not args.resume:
+        ckpt.clear()
 
     def on_term(*_: object) -> None:
         ckpt.stop_requested = True
 
     signal.signal(signal.SIGTERM, on_term)
+    from recops_serve.datasource import DataError, load_source
+
     try:
-        ds = load(args.dataset)
-    except (ValueError, DatasetUnavailable) as e:
+        type_map = dict(kv.split("=", 1) for kv in args.type_map.split(",") if kv)
+        ds = load_source(
+            args.events,
+            args.catalog,
+            window_days=args.window_days,
+            max_bad_fraction=args.max_bad_fraction,
+            type_map=type_map or None,
+        )
+    except (DataError, ValueError, DatasetUnavailable, storage.StorageError) as e:
         print(f"recops-serve train: {e}", file=sys.stderr)
+        _termination_message(str(e))
         return EXIT_CONFIG
     if args.limit_rows:
         ds = ds.head(args.limit_rows)
     print(f"dataset {ds.name}: {ds.report.summary()}; {ds.n_users} users, {ds.n_items} items", flush=True)
+    for reason, rows in ds.report.examples.items():
+        print(f"  {reason}: e.g. {'; '.join(rows)}", flush=True)
     params = Params(iterations=args.iterations)
-    metrics = None
     try:
-        if args.evaluate:
-            from recops_serve.evaluate import evaluate_temporal
-
-            metrics = evaluate_temporal(ds, params)["shipped"]
-        bundle = build_bundle(ds, params, ckpt, args.version, metrics, log=lambda m: print(m, flush=True))
+        bundle = train_model(
+            ds, params, ckpt, args.version, tune=not args.no_tune, log=lambda m: print(m, flush=True)
+        )
     except Preempted:
         print(f"preempted: checkpoint written to {args.checkpoint}", flush=True)
         return EXIT_PREEMPTED

@@ -71,7 +71,16 @@ def start_training(version: str, log: Path) -> Training:
         return Training(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".training-", dir=path.parent))
-    args = [str(BIN / "recops-serve"), "train", "--dataset", DATASET, "--out", str(tmp), "--version", version]
+    args = [
+        str(BIN / "recops-serve"),
+        "train",
+        "--events",
+        f"builtin:{DATASET}",
+        "--out",
+        str(tmp),
+        "--version",
+        version,
+    ]
     if rows := os.environ.get("RECOPS_DEMO_LIMIT_ROWS"):  # tests: a smaller slice trains in seconds
         args += ["--limit-rows", rows]
     out = open(log, "ab")  # noqa: SIM115 - closed with the process

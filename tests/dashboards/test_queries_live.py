@@ -38,8 +38,8 @@ def _bundle(exe: str, tmp: Path) -> str:
     cmd = [
         exe,
         "train",
-        "--dataset",
-        "completejourney",
+        "--events",
+        "builtin:completejourney",
         "--out",
         uri,
         "--version",

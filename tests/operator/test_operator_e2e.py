@@ -289,6 +289,36 @@ INVALID = [
         "ARMS endpoint in ap-southeast-1",
     ),
     (
+        "the removed free-form dataset field",
+        {"training__dataset": "completejourney"},
+        "spec.training.dataset was replaced by spec.training.data",
+    ),
+    (
+        "events outside object storage",
+        {"training__data": {"events": "s3://elsewhere/events/"}},
+        "spec.training.data.events in body should match",
+    ),
+    (
+        "shop events in another region's bucket",
+        {"training__data": {"events": "oss://shop-data-cn-shanghai/events/"}},
+        "spec.training.data.events: bucket 'shop-data-cn-shanghai' is in cn-shanghai",
+    ),
+    (
+        "catalogue of unknown region",
+        {"training__data": {"events": "builtin:completejourney", "catalog": "oss://mystery-bucket/c.parquet"}},
+        "spec.training.data.catalog: cannot tell the region of bucket 'mystery-bucket'",
+    ),
+    (
+        "unknown exclusion",
+        {"serving__exclude": {"viewed": True}},
+        "unknown field",
+    ),
+    (
+        "category cap of zero",
+        {"serving__rules": {"maxPerCategory": 0}},
+        "spec.serving.rules.maxPerCategory",
+    ),
+    (
         "prometheus on a public host",
         {"rollout__prometheusURL": "https://prom.example.com"},
         "neither in-cluster",
@@ -309,7 +339,7 @@ def test_invalid_objects_are_rejected_with_specific_messages(k8s_cluster, k8s_na
         get(k8s_cluster, ns, "deploy")["items"] == []
         and get(k8s_cluster, ns, "cm", "-l", "app.kubernetes.io/managed-by=recops")["items"] == []
     )
-    assert len(INVALID) >= 15
+    assert len(INVALID) >= 21
 
     # Immutable region, checked on update by CEL transition rule.
     apply(k8s_cluster, ns, service())

@@ -116,3 +116,68 @@ def test_service_is_intranet_only_and_hpa_bounds():
 
 def test_render_is_deterministic():
     assert desired_objects(OWNER, spec()) == desired_objects(OWNER, spec())
+
+
+# Every spec.serving field the server must act on, with a non-default value: each one must change the
+# config file the server reads (a spec field the server does not read cannot exist). Fields that shape
+# the pod rather than the server (image, placement, replicas, ...) are listed apart.
+SERVER_FIELDS = {
+    "topK": 20,
+    "sessionLength": 5,
+    "featureStore": {"secretRef": {"name": "tair"}, "sessionTTLSeconds": 600, "maxSessionEvents": 20},
+    "fallback": {"strategy": "popularity", "newItemBoostHours": 0},
+    "exclude": {"purchased": True, "seen": False},
+    "rules": {"excludeCategories": ["FUEL"], "maxPerCategory": 2},
+}
+POD_FIELDS = {"image", "placement", "replicas", "autoscaling", "resources", "eci", "port"}
+
+
+def _config(s: RecommenderServiceSpec) -> dict:
+    import json
+
+    from recops_operator.render.serving import CONFIG_FILE, render_config_map
+
+    return json.loads(render_config_map(OWNER, s, s.model.version)["data"][CONFIG_FILE])
+
+
+def test_every_serving_field_reaches_the_servers_typed_config():
+    from recops_operator.api.models import Serving
+    from recops_serve.config import ServeConfig
+
+    wire = {f.alias or n for n, f in Serving.model_fields.items()}
+    assert wire == set(SERVER_FIELDS) | POD_FIELDS, "a new serving field must be classified here"
+    base = _config(spec())
+    ServeConfig.model_validate(base)  # strict: the server refuses unknown keys
+    for field, value in SERVER_FIELDS.items():
+        changed = _config(spec(**{field: value}))
+        ServeConfig.model_validate(changed)
+        assert changed != base, f"spec.serving.{field} does not reach the server"
+    cfg = ServeConfig.model_validate(_config(spec(**SERVER_FIELDS)))
+    assert (cfg.top_k, cfg.session_length, cfg.session_ttl_seconds, cfg.max_session_events) == (
+        20,
+        5,
+        600,
+        20,
+    )
+    assert (cfg.fallback_strategy, cfg.new_item_boost_hours) == ("popularity", 0)
+    assert (cfg.exclude.purchased, cfg.exclude.seen) == (True, False)
+    assert (cfg.rules.exclude_categories, cfg.rules.max_per_category) == (["FUEL"], 2)
+    # unset exclusions stay unset: the server then uses the policy the trainer measured
+    assert ServeConfig.model_validate(base).exclude.purchased is None
+
+
+def test_defaults_are_written_once():
+    from recops_operator.api.models import FeatureStore, Serving
+    from recops_serve import config as defaults
+
+    s = Serving(image="x")
+    fs = FeatureStore(secret_ref={"name": "t"})
+    assert (s.top_k, s.session_length, s.fallback.strategy) == (
+        defaults.TOP_K,
+        defaults.SESSION_LENGTH,
+        defaults.FALLBACK_STRATEGY,
+    )
+    assert (fs.session_ttl_seconds, fs.max_session_events) == (
+        defaults.SESSION_TTL_SECONDS,
+        defaults.MAX_SESSION_EVENTS,
+    )

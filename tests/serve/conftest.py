@@ -23,8 +23,8 @@ def train(
         [
             str(BIN / "recops-serve"),
             "train",
-            "--dataset",
-            dataset,
+            "--events",
+            f"builtin:{dataset}",
             "--limit-rows",
             str(rows),
             "--out",

@@ -54,13 +54,53 @@ def test_a_click_changes_the_next_recommendation(bundles, redis_server, make_ser
 
 
 def test_known_user_gets_model_candidates_without_purchased_items(bundles, redis_server, make_server):
-    server, _ = make_server({"model_uri": str(bundles["v1"])}, redis_server.url)
+    """spec.serving.exclude.purchased: true (a discovery placement) overrides the bundle's policy."""
+    server, _ = make_server(
+        {"model_uri": str(bundles["v1"]), "exclude": {"purchased": True}}, redis_server.url
+    )
     b = load_bundle(str(bundles["v1"]))
     user = str(b.user_ids[0])
     resp = server.get("/v1/recommendations", user_id=user, k=30).json()
     assert len(resp["items"]) == 30 and resp["items"][0]["reason"] == "model"
     bought = {int(b.item_ids[i]) for i in b.user_history(0)}
     assert not bought & {i["item_id"] for i in resp["items"]}
+
+
+def test_exclusion_default_is_the_policy_the_trainer_measured(bundles, redis_server, make_server):
+    """Grocery baskets: the trainer measured that allowing re-purchases ranks better on the validation
+    tail, recorded it in the bundle, and the server follows it when the spec says nothing."""
+    b = load_bundle(str(bundles["v1"]))
+    assert b.manifest["serving"]["exclude"]["purchased"] is False, b.manifest["validation"]
+    tuned, untuned = b.manifest["metrics"], b.manifest["validation"]["untuned_metrics"]
+    assert tuned["ndcg@10"] > untuned["ndcg@10"], "tuning improved on the untuned blend"
+    server, _ = make_server({"model_uri": str(bundles["v1"])}, redis_server.url)
+    u = max(range(200), key=lambda i: b.user_history(i).size)
+    resp = server.get("/v1/recommendations", user_id=str(b.user_ids[u]), k=20).json()
+    bought = {int(b.item_ids[i]) for i in b.user_history(u)}
+    assert bought & {i["item_id"] for i in resp["items"]}, "buy-again items are served"
+    assert "repeat" in {i["reason"] for i in resp["items"]}
+
+
+def test_a_config_the_server_cannot_read_is_refused_and_reload_goes_on(bundles, redis_server, make_server):
+    server, path = make_server({"model_uri": str(bundles["v1"])}, redis_server.url)
+    good = json.loads(path.read_text())
+    for bad, why in (
+        ({**good, "fallback_strategy_typo": "popularity"}, "fallback_strategy_typo"),
+        ({**good, "model_uri": "s3://elsewhere/v2"}, "unsupported scheme"),
+        ("{truncated", "not valid JSON"),
+    ):
+        path.write_text(bad if isinstance(bad, str) else json.dumps(bad))
+        deadline = time.time() + 10
+        while why not in (server.get("/readyz").json().get("last_error") or "") and time.time() < deadline:
+            time.sleep(0.2)
+        ready = server.get("/readyz").json()
+        assert why in (ready["last_error"] or ""), ready
+        assert ready["model_version"] == "v1"  # still serving
+    path.write_text(json.dumps({**good, "model_uri": str(bundles["v2"])}))  # a good one is applied later
+    deadline = time.time() + 10
+    while server.get("/readyz").json()["model_version"] != "v2" and time.time() < deadline:
+        time.sleep(0.2)
+    assert server.get("/readyz").json() == {"ready": True, "model_version": "v2", "last_error": None}
 
 
 def test_bad_input_gets_400_with_a_specific_message(bundles, redis_server, make_server):

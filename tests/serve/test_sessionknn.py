@@ -82,6 +82,8 @@ def test_server_answers_an_anonymous_click_stream_from_session_knn(tmp_path, red
     for c in clicks:
         server.post("/v1/events", {"session_id": "anon-7", "item_id": c, "type": "view"})
     got = server.get("/v1/recommendations", session_id="anon-7").json()["items"]
-    expected = ranking.recommend(b, None, [b.item_index(c) for c in reversed(clicks)], 20)
+    rank = ranking.RankConfig.resolve(b)
+    expected = ranking.answer(b, rank, None, [b.item_index(c) for c in reversed(clicks)], 20)
     assert [i["item_id"] for i in got] == [int(b.item_ids[i]) for i in expected.items]
-    assert got[0]["reason"] == "session"
+    assert got[0]["reason"] in ("session", "repeat")  # the session's own items may rank first
+    assert "session" in {i["reason"] for i in got}

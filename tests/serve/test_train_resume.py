@@ -30,8 +30,8 @@ def cmd(out: Path, ckpt: Path) -> list[str]:
     return [
         str(BIN / "recops-serve"),
         "train",
-        "--dataset",
-        "completejourney",
+        "--events",
+        "builtin:completejourney",
         "--limit-rows",
         ROWS,
         "--iterations",
@@ -48,16 +48,21 @@ def cmd(out: Path, ckpt: Path) -> list[str]:
     ]
 
 
-def progress(ckpt: Path) -> tuple[int, int, float] | None:
-    f = ckpt / "state.json"
-    if not f.exists():
-        return None
-    s = json.loads(f.read_text())
-    return (
-        {"neighbors": 0, "als": 1, "done": 2}[s["stage"]] * 1000 + s["next_chunk"],
-        s["als_iter"],
-        s["saved_at"],
-    )
+PHASES = ("validation", "tuning", "final")
+
+
+def progress(ckpt: Path) -> tuple[tuple[int, int, int], int, float] | None:
+    """(phase, stage/chunk, iteration or trials done) of the newest checkpoint, and its time."""
+    newest = None
+    for n, phase in enumerate(PHASES):
+        f = ckpt / phase / "state.json"
+        if not f.exists():
+            continue
+        s = json.loads(f.read_text())
+        stage = {"neighbors": 0, "als": 1, "done": 2}.get(s.get("stage"), 0) * 1000 + s.get("next_chunk", 0)
+        done = s.get("als_iter", len(s.get("trials", {})))
+        newest = ((n, stage, done), 0, s["saved_at"]) if newest is None or s["saved_at"] > newest[2] else newest
+    return newest
 
 
 def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path):
@@ -112,3 +117,6 @@ def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path):
     np.testing.assert_allclose(ref.user_top_scores, got.user_top_scores, rtol=0, atol=1e-4)
     assert np.mean(ref.user_top == got.user_top) > 0.99
     np.testing.assert_array_equal(ref.pop_global, got.pop_global)
+    # the tuning phase resumed too: finished trials are not redone and the tuned result is the same
+    assert ref.manifest["serving"] == got.manifest["serving"]
+    assert ref.manifest["validation"]["trials"] == got.manifest["validation"]["trials"]

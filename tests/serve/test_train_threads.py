@@ -34,8 +34,8 @@ def test_candidates_are_identical_on_one_and_two_threads(tmp_path):
             [
                 str(BIN / "recops-serve"),
                 "train",
-                "--dataset",
-                "completejourney",
+                "--events",
+                "builtin:completejourney",
                 "--limit-rows",
                 "120000",
                 "--out",

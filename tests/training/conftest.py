@@ -18,7 +18,7 @@ BASE: dict[str, Any] = {
         "serving": {"image": "registry.cn-hangzhou.aliyuncs.com/recops/recops-serve:1.0", "placement": "eci"},
         "training": {
             "schedule": "0 2 * * *",
-            "dataset": "completejourney",
+            "data": {"events": "builtin:completejourney"},
             "dataWindow": {"days": 90},
             "capacity": "spot",
             "placement": "nodes",

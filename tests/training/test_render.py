@@ -89,12 +89,13 @@ def test_run_id_checkpoint_and_resume_args_are_the_same_for_every_pod_of_a_run(s
         "RECOPS_CHECKPOINT_URI"
     )  # $(VAR) needs earlier definition
     args = container["args"]
-    assert args[0] == "train" and "--resume" in args and "--evaluate" in args
+    assert args[0] == "train" and "--resume" in args
     assert args[args.index("--checkpoint") + 1] == "$(RECOPS_CHECKPOINT_URI)"
     assert args[args.index("--checkpoint-interval") + 1] == "120"
     assert args[args.index("--out") + 1] == "$(RECOPS_OUTPUT_URI)"
     assert args[args.index("--version") + 1] == "$(RECOPS_MODEL_VERSION)"
-    assert args[args.index("--dataset") + 1] == "completejourney"
+    assert args[args.index("--events") + 1] == "builtin:completejourney"
+    assert "--catalog" not in args and "--dataset" not in args
 
 
 def test_spot_pool_placement(svc):
@@ -143,7 +144,8 @@ def test_pod_is_hardened_and_exits_inside_the_spot_notice(svc):
     [
         ({"capacity": "on-demand"}, "spot"),
         ({"terminationGracePeriodSeconds": 200}, "notice"),
-        ({"dataset": None}, "dataset"),
+        ({"data": None}, "data.events"),
+        ({"dataset": "completejourney"}, "spec.training.data"),
         ({"checkpoint": {"intervalSeconds": 60}}, "checkpoint.uri"),
         ({"placement": "anywhere"}, "placement"),
     ],

@@ -109,7 +109,7 @@ def test_rendered_trainer_checkpoints_on_sigterm_and_the_replacement_resumes(svc
     # config error -> exit code the Job fails at once on
     bad = {
         **container,
-        "args": [a if a != "completejourney" else "no-such-dataset" for a in container["args"]],
+        "args": [a if a != "builtin:completejourney" else "builtin:nosuchdataset" for a in container["args"]],
     }
     code, out3, _ = _run_pod(bad, job_name + "x", "p", tmp_path)
     assert code in c.CONFIG_ERROR_EXIT_CODES, out3

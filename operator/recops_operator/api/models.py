@@ -15,6 +15,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from recops_serve import config as serve_defaults
+
 GROUP = "recops.io"
 VERSION = "v1alpha1"
 KIND = "RecommenderService"
@@ -28,6 +30,9 @@ OSS_URI_PATTERN = r"^oss://[a-z0-9][a-z0-9-]{1,61}[a-z0-9](\.[a-z0-9.-]+)?(/.*)?
 VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$"
 DURATION_PATTERN = r"^([0-9]+(s|m|h))+$"
+DATA_URI_PATTERN = (
+    r"^(oss://[a-z0-9][a-z0-9-]{1,61}[a-z0-9](\.[a-z0-9.-]+)?(/.*)?|builtin:[a-z]+(\+[a-z]+)*)$"
+)
 IMAGE_PATTERN = r"^[a-z0-9]([a-z0-9._/-]*[a-z0-9])?(:[A-Za-z0-9._-]+)?(@sha256:[a-f0-9]{64})?$"
 
 
@@ -145,9 +150,9 @@ class FeatureStore(Model):
     session_ttl_seconds: Annotated[
         int,
         Field(alias="sessionTTLSeconds", description="TTL of a session's recent events.", ge=60, le=604800),
-    ] = 1800
+    ] = serve_defaults.SESSION_TTL_SECONDS
     max_session_events: Annotated[int, Field(description="Recent events kept per session.", ge=1, le=500)] = (
-        50
+        serve_defaults.MAX_SESSION_EVENTS
     )
 
 
@@ -157,10 +162,43 @@ class Fallback(Model):
     strategy: Annotated[
         Literal["category-popularity", "popularity"],
         Field(description="Cold-start fallback: per-category then global popularity, or global only."),
-    ] = "category-popularity"
+    ] = serve_defaults.FALLBACK_STRATEGY
     new_item_boost_hours: Annotated[
-        int, Field(description="Boost items first seen within this many hours (0 disables).", ge=0, le=720)
-    ] = 48
+        int,
+        Field(
+            description="Boost items created (catalogue created_at, else first seen) within this many hours (0 disables).",
+            ge=0,
+            le=720,
+        ),
+    ] = serve_defaults.NEW_ITEM_BOOST_HOURS
+
+
+class Exclude(Model):
+    """What is never recommended again. Unset: the policy the trainer measured as better on the shop's
+    validation data (recorded in the bundle; buy-again shops keep purchases, discovery shops drop them)."""
+
+    purchased: Annotated[
+        bool | None, Field(description="Never recommend what the user already touched or bought.")
+    ] = None
+    seen: Annotated[
+        bool | None, Field(description="Never recommend items already in the current session.")
+    ] = None
+
+
+class Rules(Model):
+    """Merchandising rules, applied after scoring (relevance decides which items stay)."""
+
+    exclude_categories: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=256)]],
+        Field(
+            description="Catalogue categories never recommended (fuel, bags, coupons...); a name matches its sub-paths ('A' matches 'A > B').",
+            max_length=200,
+        ),
+    ] = []
+    max_per_category: Annotated[
+        int | None,
+        Field(description="At most this many items of one category in a top-K (diversity).", ge=1, le=500),
+    ] = None
 
 
 class EciOptions(Model):
@@ -190,7 +228,19 @@ class Serving(Model):
     resources: Annotated[Resources, Field(description="Container resources.")] = Resources()
     top_k: Annotated[
         int, Field(alias="topK", description="Default number of recommendations per request.", ge=1, le=500)
-    ] = 50
+    ] = serve_defaults.TOP_K
+    session_length: Annotated[
+        int,
+        Field(
+            description="Newest session events the ranking uses (same in evaluation and serving).",
+            ge=1,
+            le=100,
+        ),
+    ] = serve_defaults.SESSION_LENGTH
+    exclude: Annotated[
+        Exclude, Field(description="Exclusions; unset fields use the trainer's measured policy.")
+    ] = Exclude()
+    rules: Annotated[Rules, Field(description="Business rules.")] = Rules()
     feature_store: Annotated[
         FeatureStore | None,
         Field(description="Session feature store. Unset: serve without session features."),
@@ -235,6 +285,42 @@ class Checkpoint(Model):
     ] = 300
 
 
+class TrainingData(Model):
+    """A shop's own data, in the contract of docs/data.md (Parquet or CSV; dt= partitions)."""
+
+    events: Annotated[
+        str,
+        Field(
+            description="Interaction events: an oss:// prefix or file in spec.region, or builtin:NAME (completejourney, diginetica, taobao).",
+            pattern=DATA_URI_PATTERN,
+            max_length=1024,
+        ),
+    ]
+    catalog: Annotated[
+        str | None,
+        Field(
+            description="Item catalogue (category, availability, created_at, ...): oss:// in spec.region. builtin sources carry their own.",
+            pattern=DATA_URI_PATTERN,
+            max_length=1024,
+        ),
+    ] = None
+    max_bad_fraction: Annotated[
+        float,
+        Field(
+            description="Fail the run (exit 78, serving untouched) above this share of rejected rows.",
+            ge=0,
+            le=1,
+        ),
+    ] = 0.1
+    type_map: Annotated[
+        dict[str, Literal["view", "add_to_cart", "purchase"]],
+        Field(
+            description="Map the shop's event type names to view/add_to_cart/purchase (e.g. pv: view).",
+            max_length=50,
+        ),
+    ] = {}
+
+
 class DataWindow(Model):
     days: Annotated[int, Field(description="Train on the last N days of interactions.", ge=1, le=3650)]
 
@@ -259,14 +345,25 @@ class History(Model):
 class Training(Model):
     """Spot-only training runs (scheduled and on demand) that resume from checkpoints."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.dataset)",
+                    "spec.training.dataset was replaced by spec.training.data: {events: builtin:NAME or oss://..., catalog: oss://...} (docs/data.md)",
+                    ".dataset",
+                )
+            ]
+        }
+    )
+    data: Annotated[TrainingData, Field(description="The shop's events and catalogue (docs/data.md).")]
     dataset: Annotated[
-        str,
+        str | None,
         Field(
-            description="Dataset name or data URI passed to recops-serve train.",
-            min_length=1,
+            description="Removed: use data.events (kept in the schema only to reject it with a clear message).",
             max_length=1024,
         ),
-    ]
+    ] = None
     checkpoint: Annotated[Checkpoint, Field(description="Checkpoint location and interval.")]
     schedule: Annotated[
         str | None,

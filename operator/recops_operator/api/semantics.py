@@ -54,8 +54,18 @@ def residency_errors(spec: RecommenderServiceSpec, registry: Mapping[str, str]) 
     locations = [("spec.model.uri", spec.model.uri)]
     if spec.training:
         locations.append(("spec.training.checkpoint.uri", spec.training.checkpoint.uri))
-        if spec.training.dataset.startswith("oss://"):
-            locations.append(("spec.training.dataset", spec.training.dataset))
+        data = spec.training.data
+        for field, uri in (
+            ("spec.training.data.events", data.events),
+            ("spec.training.data.catalog", data.catalog),
+        ):
+            if uri and uri.startswith("oss://"):
+                locations.append((field, uri))
+        if spec.training.dataset is not None:
+            errors.append(
+                "spec.training.dataset was replaced by spec.training.data: "
+                "{events: builtin:NAME or oss://..., catalog: oss://...} (docs/data.md)"
+            )
     for field, uri in locations:
         if "@" in urlparse(uri).netloc:
             errors.append(f"{field}: credentials must not be embedded in URIs; reference a Secret instead")

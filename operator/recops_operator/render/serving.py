@@ -13,6 +13,7 @@ from typing import Any
 
 from recops_operator import topology as topo
 from recops_operator.api.models import GROUP, KIND, VERSION, RecommenderServiceSpec
+from recops_serve.config import ServeConfig
 
 MANAGED_BY = "recops"
 CONFIG_MOUNT = "/etc/recops"
@@ -75,23 +76,34 @@ def config_map_name(owner: Owner, track: str = "stable") -> str:
     return f"{owner.name}-serving" if track == "stable" else f"{owner.name}-serving-{track}"
 
 
-def serving_config(spec: RecommenderServiceSpec, version: str, track: str) -> dict[str, Any]:
-    """The recops-serve config file (keys documented in recops_serve's config module)."""
+def serving_config(spec: RecommenderServiceSpec, version: str, track: str, **extra: Any) -> dict[str, Any]:
+    """The recops-serve config file: ``recops_serve.config.ServeConfig``, the schema the server parses."""
     s = spec.serving
     fs = s.feature_store
-    return {
-        "model_uri": spec.model.uri.rstrip("/") + "/" + version,
-        "model_version": version,
-        "track": track,
-        "top_k": s.top_k,
-        "session_ttl_seconds": fs.session_ttl_seconds if fs else 1800,
-        "max_session_events": fs.max_session_events if fs else 50,
-        "fallback_strategy": s.fallback.strategy,
-        "new_item_boost_hours": s.fallback.new_item_boost_hours,
-        "holdout_percent": spec.experiment.holdout.percent,
-        "holdout_salt": spec.experiment.holdout.salt,
-        "region": spec.region,
-    }
+    cfg = ServeConfig(
+        model_uri=spec.model.uri.rstrip("/") + "/" + version,
+        model_version=version,
+        track=track,
+        region=spec.region,
+        top_k=s.top_k,
+        **(
+            {"session_ttl_seconds": fs.session_ttl_seconds, "max_session_events": fs.max_session_events}
+            if fs
+            else {}
+        ),
+        session_length=s.session_length,
+        fallback_strategy=s.fallback.strategy,
+        new_item_boost_hours=s.fallback.new_item_boost_hours,
+        exclude=s.exclude.model_dump(),
+        rules={
+            "exclude_categories": s.rules.exclude_categories,
+            "max_per_category": s.rules.max_per_category,
+        },
+        holdout_percent=spec.experiment.holdout.percent,
+        holdout_salt=spec.experiment.holdout.salt,
+        **extra,
+    )
+    return cfg.model_dump(mode="json", exclude_none=True)
 
 
 def render_config_map(
@@ -410,8 +422,10 @@ def render_serving(
     config = render_config_map(owner, spec, version)
     if st.get("phase") == Phase.SHADOWING and spec.rollout.shadow.percent:
         # Mesh-free shadowing: stable pods mirror a sample to the candidate and compare.
-        cfg = json.loads(config["data"][CONFIG_FILE])
-        cfg.update(
+        cfg = serving_config(
+            spec,
+            version,
+            "stable",
             shadow_url=f"http://{owner.name}-canary.{owner.namespace}.svc",
             shadow_percent=spec.rollout.shadow.percent,
         )

@@ -66,8 +66,11 @@ class MetricsGate:
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    dataset: str
+    events: str
     checkpoint_uri: str
+    catalog: str | None = None
+    max_bad_fraction: float = 0.1
+    type_map: tuple[tuple[str, str], ...] = ()
     schedule: str | None = None
     time_zone: str | None = None
     suspend: bool = False
@@ -94,8 +97,13 @@ class TrainingConfig:
         if not raw:
             return None
         ckpt = raw.get("checkpoint") or {}
-        if not raw.get("dataset"):
-            raise TrainingConfigError("spec.training.dataset is required")
+        if raw.get("dataset"):
+            raise TrainingConfigError(
+                "spec.training.dataset was replaced by spec.training.data.events (docs/data.md)"
+            )
+        data = raw.get("data") or {}
+        if not data.get("events"):
+            raise TrainingConfigError("spec.training.data.events is required")
         if not ckpt.get("uri"):
             raise TrainingConfigError("spec.training.checkpoint.uri is required")
         if raw.get("capacity", "spot") != "spot":
@@ -111,7 +119,10 @@ class TrainingConfig:
             )
         history = raw.get("history") or {}
         return cls(
-            dataset=str(raw["dataset"]),
+            events=str(data["events"]),
+            catalog=data.get("catalog") or None,
+            max_bad_fraction=float(data.get("maxBadFraction", 0.1)),
+            type_map=tuple(sorted((data.get("typeMap") or {}).items())),
             checkpoint_uri=str(ckpt["uri"]),
             checkpoint_interval_seconds=int(ckpt.get("intervalSeconds", 300)),
             schedule=raw.get("schedule") or None,

@@ -108,10 +108,14 @@ def _placement(cfg: TrainingConfig) -> tuple[dict[str, Any], list[dict[str, str]
 
 def trainer_args(cfg: TrainingConfig) -> list[str]:
     """``recops-serve train`` arguments; ``$(VAR)`` is expanded by the kubelet from the env."""
+    data = ["--events", cfg.events, *(["--catalog", cfg.catalog] if cfg.catalog else [])]
+    if cfg.max_bad_fraction != 0.1:
+        data += ["--max-bad-fraction", str(cfg.max_bad_fraction)]
+    if cfg.type_map:
+        data += ["--type-map", ",".join(f"{k}={v}" for k, v in cfg.type_map)]
     return [
         "train",
-        "--dataset",
-        cfg.dataset,
+        *data,
         "--out",
         "$(RECOPS_OUTPUT_URI)",
         "--checkpoint",
@@ -123,8 +127,6 @@ def trainer_args(cfg: TrainingConfig) -> list[str]:
         "--resume",
         "--version",
         "$(RECOPS_MODEL_VERSION)",
-        # offline metrics (time-split holdout) into the bundle manifest: the closed loop's gate
-        "--evaluate",
     ]
 
 
@@ -194,6 +196,8 @@ def render_pod_template(body: Mapping[str, Any], cfg: TrainingConfig, trigger: s
                     "args": trainer_args(cfg),
                     "env": _env(cfg, service, model_uri, trigger),
                     "resources": {"requests": dict(resources), "limits": dict(resources)},
+                    # the trainer writes its one-line failure reason there; else the log's tail
+                    "terminationMessagePolicy": "FallbackToLogsOnError",
                     "securityContext": {
                         "allowPrivilegeEscalation": False,
                         "privileged": False,

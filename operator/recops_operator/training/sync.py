@@ -106,6 +106,10 @@ def sync_training(
             last = {**prev_last, **last}  # keep the closed-loop record made when it finished
         else:
             last, spec_patch = _finish_run(body, cfg, last)
+            if last["phase"] == "Failed":
+                msg = failure_message(api, namespace, last["name"])
+                if msg:
+                    last["message"] = msg
             status["preemptions"] = int(status["preemptions"] or 0) + int(last.get("preemptions", 0))
             m.runs_total.labels(namespace, service, last["phase"]).inc()
     status["lastRun"] = last or None
@@ -130,6 +134,12 @@ def _finish_run(
         cand = artifacts.offline_metrics(cand_manifest)
         if cand_manifest and cand_manifest.get("data_window"):
             run["dataWindow"] = cand_manifest["data_window"]
+        if cand_manifest and cand_manifest.get("data_report"):
+            rep = cand_manifest["data_report"]
+            run["data"] = {k: rep.get(k) for k in ("rows", "rejected", "reasons", "items_without_catalog")}
+        if cand_manifest and cand_manifest.get("serving"):
+            srv = cand_manifest["serving"]
+            run["tuned"] = {"exclude": srv.get("exclude"), "blend": srv.get("blend")}
         if model.get("version"):
             serving = artifacts.offline_metrics(
                 artifacts.read_manifest(naming.bundle_uri(model["uri"], model["version"]))
@@ -148,6 +158,21 @@ def _finish_run(
     if decision.candidate_version:
         return run, loop.candidate_patch(decision.candidate_version)
     return run, None
+
+
+def failure_message(api: client.ApiClient, namespace: str, job: str) -> str | None:
+    """The trainer's one-line reason (its termination message, e.g. a data error naming the file)."""
+    try:
+        pods = client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=f"job-name={job}").items
+    except ApiException:
+        return None
+    for pod in sorted(pods, key=lambda p: p.metadata.creation_timestamp or 0, reverse=True):
+        for cs in pod.status.container_statuses or []:
+            term = (cs.state and cs.state.terminated) or (cs.last_state and cs.last_state.terminated)
+            if cs.name == c.CONTAINER_NAME and term and term.exit_code and term.message:
+                line = term.message.strip().splitlines()[0]
+                return f"exit {term.exit_code}: {line[:300]}"
+    return None
 
 
 def _strip_none(value: Any) -> Any:

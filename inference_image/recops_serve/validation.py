@@ -1,0 +1,222 @@
+"""Held-out cases and their metrics, through the call the server makes.
+
+A ``Case`` is what the server would see at one moment: the shopper's key (known user or not),
+the newest events its session store holds (external item ids, newest first, trimmed to
+``max_session_events`` like the store) and what the shopper did next. ``score`` runs every case
+through ``ranking.answer`` with a ``RankConfig`` resolved exactly as the server resolves it, so a
+figure measured here is a figure of what is served. Two protocols:
+
+* next item (click streams): every event after the split whose key has an earlier event is a
+  case; the target is that event's item (repeats allowed: a shopper may come back to an item);
+* next basket (purchases, no sessions): every known user active after the split is one case; the
+  targets are everything they bought after it (``discovery=True``: only items new to them).
+
+The trainer tunes on a validation tail of its own window (``tune``); ``evaluate`` uses the same
+cases on test splits.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from recops_serve import ranking
+from recops_serve.bundle import ModelBundle
+from recops_serve.data import Dataset
+
+K = 20
+
+
+@dataclass(frozen=True)
+class Case:
+    key: str  # the id the storefront sends (user_id, else session_id)
+    session: tuple[int, ...]  # external item ids the store holds, newest first
+    targets: frozenset[int]  # external item ids
+    ts: float
+
+
+def split_time(ds: Dataset, frac: float = 0.9) -> float:
+    return float(np.quantile(ds.ts, frac)) if ds.ts.size else 0.0
+
+
+def next_item_cases(
+    ds: Dataset, t_split: float, max_events: int, limit: int | None = None, seed: int = 0
+) -> list[Case]:
+    """One case per event at or after ``t_split`` whose key had an earlier event (any time)."""
+    order = np.lexsort((ds.ts, ds.user))
+    users, items, ts = ds.user[order], ds.item_ids[ds.item[order]], ds.ts[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(users)) + 1]
+    ends = np.r_[starts[1:], users.size]
+    cases: list[Case] = []
+    for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+        if ts[e - 1] < t_split or e - s < 2:
+            continue
+        key = str(ds.user_ids[users[s]])
+        seq = items[s:e].tolist()
+        for j in range(1, e - s):
+            if ts[s + j] >= t_split:
+                prefix = seq[max(0, j - max_events) : j][::-1]
+                cases.append(Case(key, tuple(prefix), frozenset([seq[j]]), float(ts[s + j])))
+    if limit and len(cases) > limit:
+        pick = np.sort(np.random.default_rng(seed).choice(len(cases), limit, replace=False))
+        cases = [cases[i] for i in pick.tolist()]
+    return cases
+
+
+def basket_cases(
+    ds: Dataset, t_split: float, discovery: bool = False, limit: int | None = None, seed: int = 0
+) -> list[Case]:
+    """One case per user active before and after ``t_split``: targets are what they bought after."""
+    before = ds.ts < t_split
+    hist: dict[int, set[int]] = {}
+    for u, i in zip(ds.user[before].tolist(), ds.item[before].tolist(), strict=True):
+        hist.setdefault(u, set()).add(i)
+    targets: dict[int, set[int]] = {}
+    for u, i in zip(ds.user[~before].tolist(), ds.item[~before].tolist(), strict=True):
+        if u in hist and not (discovery and i in hist[u]):
+            targets.setdefault(u, set()).add(i)
+    users = sorted(targets)
+    if limit and len(users) > limit:
+        users = sorted(np.random.default_rng(seed).choice(users, limit, replace=False).tolist())
+    ids = ds.item_ids
+    return [Case(str(ds.user_ids[u]), (), frozenset(int(ids[i]) for i in targets[u]), t_split) for u in users]
+
+
+def cases_for(ds: Dataset, t_split: float, max_events: int, limit: int | None = None) -> list[Case]:
+    return (
+        next_item_cases(ds, t_split, max_events, limit)
+        if ds.sequential
+        else basket_cases(ds, t_split, limit=limit)
+    )
+
+
+def recommend(b: ModelBundle, cfg: ranking.RankConfig, case: Case, k: int = K) -> list[int]:
+    """External item ids the server answers for ``case`` (the same steps as the HTTP handler)."""
+    session = ranking.session_items(b, list(case.session), cfg.session_length)
+    cats = [int(b.item_category[i]) for i in session]
+    r = ranking.answer(b, cfg, b.user_index(case.key), session, k, now=case.ts, session_categories=cats)
+    return b.item_ids[r.items].tolist()
+
+
+def score(b: ModelBundle, cfg: ranking.RankConfig, cases: list[Case], rec=None) -> dict[str, float]:
+    """Recall@20 (P@20 / hit rate for one target), MRR@20, NDCG@10, coverage@20, per-call p50/p99."""
+    rec = rec or (lambda case: recommend(b, cfg, case))
+    recall = mrr = ndcg = 0.0
+    seen: set[int] = set()
+    took = np.empty(len(cases))
+    for n, case in enumerate(cases):
+        t0 = time.perf_counter()
+        top = rec(case)[:K]
+        took[n] = time.perf_counter() - t0
+        seen.update(top)
+        t = case.targets
+        hits = [r for r, i in enumerate(top) if i in t]
+        recall += len(hits) / min(len(t), K)
+        mrr += 1.0 / (hits[0] + 1) if hits else 0.0
+        dcg = sum(1 / math.log2(r + 2) for r in hits if r < 10)
+        ndcg += dcg / sum(1 / math.log2(r + 2) for r in range(min(len(t), 10)))
+    n = max(1, len(cases))
+    return {
+        "recall@20": recall / n,
+        "mrr@20": mrr / n,
+        "ndcg@10": ndcg / n,
+        "coverage@20": len(seen) / max(1, b.n_items),
+        "p50_ms": 1000 * float(np.percentile(took, 50)) if cases else math.nan,
+        "p99_ms": 1000 * float(np.percentile(took, 99)) if cases else math.nan,
+        "cases": len(cases),
+    }
+
+
+# ----------------------------------------------------------------------------- tuning
+def _objective(m: dict[str, float]) -> float:
+    return m["recall@20"] + m["mrr@20"] + m["ndcg@10"]
+
+
+def search_space(sequential: bool) -> list[tuple[str, list]]:
+    """Coordinate-descent axes over the blend, most decisive first."""
+    axes: list[tuple[str, list]] = [("repeat", [0.0, 0.25, 0.5, 1.0, 2.0, 4.0])]
+    if sequential:
+        axes += [
+            ("repeat_decay", [0.5, 0.7, 0.9]),
+            ("neighbours", [0.0, 0.01, 0.1, 0.5]),
+            ("als", [0.0, 0.25, 1.0]),
+            ("knn_neighbours", [100, 500]),
+            ("position_decay", [1.225, 2.5, 5.0]),
+            ("popularity", [0.0, 0.05]),
+        ]
+    else:
+        axes += [
+            ("als", [0.25, 0.5, 1.0, 2.0]),
+            ("history_neighbours", [0.0, 0.01, 0.05, 0.1, 0.3]),
+            ("popularity", [0.0, 0.05, 0.2]),
+        ]
+    return axes
+
+
+def policy_axis(sequential: bool) -> str:
+    """The exclusion that decides re-consumption: seen items in click streams, purchases in baskets."""
+    return "seen" if sequential else "purchased"
+
+
+def with_policy(cfg: ranking.RankConfig, axis: str, exclude: bool) -> ranking.RankConfig:
+    return replace(cfg, exclude_seen=exclude) if axis == "seen" else replace(cfg, exclude_purchased=exclude)
+
+
+def tune(
+    b: ModelBundle,
+    cases: list[Case],
+    sequential: bool,
+    budget_seconds: float,
+    done: dict[str, float],
+    checkpoint=lambda: None,
+    base: ranking.RankConfig | None = None,
+    excluded_cases: list[Case] | None = None,
+) -> tuple[dict[bool, ranking.RankConfig], bool, dict[str, float]]:
+    """Bounded coordinate descent over the blend on validation ``cases``, once with re-consumed items
+    excluded and once with them allowed; returns the best config per policy, the better policy, info.
+
+    ``excluded_cases`` (baskets: discovery targets, items new to the shopper) tune the excluding
+    policy on what it can recommend; the better policy is then chosen on ``cases`` for both.
+
+    ``done`` maps a trial's key to its objective and is kept in the checkpoint, so a resumed run
+    skips finished trials (same cases, same bundle: same result). Stops when the budget is spent.
+    """
+    base = base or ranking.RankConfig.resolve(b)
+    axis = policy_axis(sequential)
+    t0 = time.monotonic()
+    stopped = "searched"
+
+    def objective(cfg: ranking.RankConfig, on: list[Case] = cases, tag: str = "") -> float:
+        key = tag + _key(cfg)
+        if key not in done:
+            done[key] = _objective(score(b, cfg, on))
+            checkpoint()
+        return done[key]
+
+    best: dict[bool, ranking.RankConfig] = {}
+    for exclude in (True, False):
+        on, tag = (excluded_cases, "new:") if exclude and excluded_cases else (cases, "")
+        cfg = with_policy(base, axis, exclude)
+        objective(cfg, on, tag)
+        for name, values in search_space(sequential):
+            for v in values:
+                trial = cfg.with_blend(**{name: v})
+                if tag + _key(trial) not in done and time.monotonic() - t0 > budget_seconds:
+                    stopped = "budget"
+                    break
+                if objective(trial, on, tag) > objective(cfg, on, tag) + 1e-9:
+                    cfg = trial
+        best[exclude] = cfg
+    winner = objective(best[True]) >= objective(best[False])
+    return best, winner, {"trials": len(done), "stopped": stopped}
+
+
+def _key(cfg: ranking.RankConfig) -> str:
+    bl = cfg.blend.as_dict()
+    return (
+        ",".join(f"{k}={bl[k]}" for k in sorted(bl))
+        + f",seen={cfg.exclude_seen},purchased={cfg.exclude_purchased}"
+    )
