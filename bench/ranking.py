@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import math
+import os
 import time
 
 import numpy as np
@@ -22,7 +23,8 @@ from recops_serve.validation import basket_cases, next_item_cases, recommend, sp
 
 
 def _cases(name: str):
-    from recops_serve.evaluate import _known_targets, _train
+    from recops_serve.evaluate import _train
+    from recops_serve.validation import known_targets
 
     if name == "diginetica":
         train, test, t = load_diginetica("train"), load_diginetica("test"), -math.inf
@@ -36,7 +38,7 @@ def _cases(name: str):
         if train.sequential
         else basket_cases(test, t)
     )
-    return b, _known_targets(b, cases)
+    return b, known_targets(b, cases)
 
 
 def _time(b, cfg, cases) -> np.ndarray:
@@ -57,7 +59,8 @@ def _time(b, cfg, cases) -> np.ndarray:
 
 def bench_ranking(table) -> None:
     rows = []
-    for name in ("completejourney", "diginetica", "taobao"):
+    names = os.environ.get("RECOPS_BENCH_DATASETS", "completejourney,diginetica,taobao").split(",")
+    for name in names:
         try:
             b, cases = _cases(name)
         except DatasetUnavailable as e:

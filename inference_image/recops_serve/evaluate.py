@@ -32,7 +32,7 @@ from recops_serve import ranking, sessionknn
 from recops_serve.bundle import ModelBundle
 from recops_serve.config import MAX_SESSION_EVENTS, Rules, ServeConfig
 from recops_serve.data import Dataset, load, load_diginetica
-from recops_serve.validation import Case, basket_cases, next_item_cases, score, split_time
+from recops_serve.validation import Case, basket_cases, known_targets, next_item_cases, score, split_time
 
 ONLY = dict.fromkeys(ranking.SOURCES, 0.0)
 SRGNN = {"recall@20": 0.5073, "mrr@20": 0.1759}
@@ -52,15 +52,6 @@ def _train(ds: Dataset, log=lambda m: None) -> ModelBundle:
     from recops_serve.train import Checkpointer, Params, train_model
 
     return train_model(ds, Params(), Checkpointer(None, 1e9), "eval", log=log)
-
-
-def _known_targets(b: ModelBundle, cases: list[Case]) -> list[Case]:
-    out = []
-    for c in cases:
-        t = frozenset(i for i in c.targets if b.item_index(i) is not None)
-        if t:
-            out.append(replace(c, targets=t))
-    return out
 
 
 def _with_history(b: ModelBundle, cases: list[Case], n: int = 10) -> list[Case]:
@@ -90,7 +81,7 @@ def baskets(name: str = "completejourney", ds: Dataset | None = None, max_users:
         b.manifest, {**b.arrays, **sessionknn.build(days, train.item, train.ts, train.n_items)}
     )
     for protocol, discovery, cfg in (("buy-again", False, served), ("discovery", True, discover)):
-        cases = _known_targets(b, basket_cases(ds, t, discovery=discovery, limit=max_users))
+        cases = known_targets(b, basket_cases(ds, t, discovery=discovery, limit=max_users))
         hist_cases = _with_history(b, cases)
         rows = {
             "popularity": score(b, _only(cfg, popularity=1.0), cases),
@@ -124,7 +115,7 @@ def clicks(name: str, limit: int | None = None):
         train, test = ds.take(ds.ts < t).compact(), ds
     b = _train(train)
     cfg = ranking.RankConfig.resolve(b, ServeConfig())
-    cases = _known_targets(b, next_item_cases(test, t, MAX_SESSION_EVENTS))
+    cases = known_targets(b, next_item_cases(test, t, MAX_SESSION_EVENTS))
     if limit:
         cases = cases[:limit]
     rules_only = ModelBundle(b.manifest, {**b.arrays, "sess_ptr": np.zeros(1, np.int64)})  # index off

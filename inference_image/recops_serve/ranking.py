@@ -8,14 +8,16 @@ the trainer tuned on the shop's own validation tail (stored in the bundle manife
 * ``neighbours``: item neighbours of the recent clicks, weighted 1, 1/2, 1/3 ... by recency;
   ``history_neighbours``: for a known user without a session, of their ten heaviest history items;
 * ``als``: a known user's ALS candidates;
-* ``popularity``: time-decayed popularity as a prior.
+* ``popularity``: time-decayed popularity as a prior; ``category_popularity``: the best sellers of
+  the categories the session is browsing (its three latest items').
 Then exclusions (seen / purchased: the spec, else the policy the trainer measured as better),
 catalogue availability and excluded categories, the context category, the new-item boost, a
 cap per category, and a popularity fill (per session category, then global). Each item carries
 its reason: model, session, repeat, popular, boost or fallback.
 
 Per-call cost is bounded whatever the session or history length: at most ``session_length``
-recent events, session kNN capped at its own sample sizes, history scored in one vector pass.
+recent events, session kNN capped at its own sample sizes, a known user's ``MAX_HISTORY`` heaviest
+items (the bundle stores each history heaviest first); exclusion still covers the whole history.
 """
 
 from __future__ import annotations
@@ -31,9 +33,19 @@ from recops_serve.config import ServeConfig
 
 NEW_ITEM_BOOST = 1.25
 POPULAR_CANDIDATES = 100
+CATEGORY_CANDIDATES = 50
+MAX_HISTORY = 200  # a known user's heaviest items the repeat source reads (bounds the per-call cost)
 REASONS = ("model", "session", "repeat", "popular")
 #: the blend's source weights (the other Blend fields are settings of a source)
-SOURCES = ("repeat", "session_knn", "neighbours", "history_neighbours", "als", "popularity")
+SOURCES = (
+    "repeat",
+    "session_knn",
+    "neighbours",
+    "history_neighbours",
+    "als",
+    "popularity",
+    "category_popularity",
+)
 
 
 @dataclass(frozen=True)
@@ -46,6 +58,7 @@ class Blend:
     history_neighbours: float = 0.0  # of a known user's heaviest history items (no session)
     als: float = 1.0
     popularity: float = 0.0
+    category_popularity: float = 0.0  # best sellers of the session's latest categories
     repeat_decay: float = 0.7  # weight of the n-th newest own item: decay ** n
     knn_neighbours: int = sessionknn.NEIGHBOURS
     knn_sample: int = sessionknn.SAMPLE
@@ -158,15 +171,10 @@ def _sources(b: ModelBundle, cfg: RankConfig, uidx: int | None, session: list[in
         if session and not cfg.exclude_seen:
             own = np.asarray(session, np.int32)
             out.append((own, _norm(bl.repeat_decay ** np.arange(own.size, dtype=np.float32), bl.repeat), 2))
-        if uidx is not None and not cfg.exclude_purchased:
-            p = b.user_hist_ptr
-            out.append(
-                (
-                    b.user_hist[p[uidx] : p[uidx + 1]],
-                    _norm(b.user_hist_w[p[uidx] : p[uidx + 1]], bl.repeat),
-                    2,
-                )
-            )
+        if uidx is not None and not cfg.exclude_purchased:  # heaviest first in the bundle: a bounded prefix
+            lo, hi = int(b.user_hist_ptr[uidx]), int(b.user_hist_ptr[uidx + 1])
+            hi = min(hi, lo + MAX_HISTORY)
+            out.append((b.user_hist[lo:hi], _norm(b.user_hist_w[lo:hi], bl.repeat), 2))
     knn_found = 0
     six = b.session_index
     if session and not six.empty and bl.session_knn > 0:
@@ -186,11 +194,14 @@ def _sources(b: ModelBundle, cfg: RankConfig, uidx: int | None, session: list[in
     if session and w > 0:
         out.append(_neighbours(b, session[:10], w, 1))
     elif uidx is not None and bl.history_neighbours > 0:  # "because you bought": the heaviest items
-        p = b.user_hist_ptr
-        hist, w = b.user_hist[p[uidx] : p[uidx + 1]], b.user_hist_w[p[uidx] : p[uidx + 1]]
-        out.append(
-            _neighbours(b, hist[np.argsort(-w, kind="stable")[:10]].tolist(), bl.history_neighbours, 0)
-        )
+        lo, hi = int(b.user_hist_ptr[uidx]), int(b.user_hist_ptr[uidx + 1])
+        out.append(_neighbours(b, b.user_hist[lo : min(hi, lo + 10)].tolist(), bl.history_neighbours, 0))
+    if session and bl.category_popularity > 0:  # what sells in the categories being browsed now
+        cats = list(dict.fromkeys(int(c) for c in b.item_category[session[:3]] if c >= 0))
+        for rank, c in enumerate(cats):
+            top = b.category_popular(c)[:CATEGORY_CANDIDATES]
+            sc = 1.0 / (1.0 + np.arange(top.size, dtype=np.float32)) / (1.0 + rank)
+            out.append((top, (bl.category_popularity * sc).astype(np.float32), 3))
     if bl.popularity > 0 and out:  # a prior behind personal sources; alone it is the fallback
         top = b.pop_global[:POPULAR_CANDIDATES]
         out.append((top, _norm(b.item_pop[top], bl.popularity), 3))

@@ -120,15 +120,18 @@ class Checkpointer:
         d = self.dir
         if d is None:
             return
+        # the snapshot's time, not the write's: the next checkpoint is due one interval after the work
+        # it holds, however long writing it took (a busy disk must not stretch the loss bound)
+        snapshot, mono = time.time(), time.monotonic()
         d.mkdir(parents=True, exist_ok=True)
         tmp_npz, tmp_json = d / ".arrays.npz.tmp", d / ".state.json.tmp"
         with open(tmp_npz, "wb") as f:
             np.savez(f, **arrays)
-        tmp_json.write_text(json.dumps({**state, "saved_at": time.time()}))
+        tmp_json.write_text(json.dumps({**state, "saved_at": snapshot}))
         # arrays first, then state: state.json always describes a complete arrays.npz
         os.replace(tmp_npz, d / "arrays.npz")
         os.replace(tmp_json, d / "state.json")
-        self.clock.last = time.monotonic()
+        self.clock.last = mono
         self.clock.writes += 1
 
     def clear(self) -> None:
@@ -141,11 +144,12 @@ class Checkpointer:
         Called after every work step; the progress line lets an operator (and the resume
         test) see exactly how much finished work a kill can lose.
         """
-        print(
-            f"progress phase={state.get('phase', '-')} stage={state.get('stage', '-')} "
-            f"chunk={state.get('next_chunk', 0)} als_iter={state.get('als_iter', 0)} t={time.time():.3f}",
-            flush=True,
-        )
+        if self.uri:  # in-process fits (evaluation, benches) have no checkpoint and nothing to report
+            print(
+                f"progress phase={Path(self.uri).name} stage={state.get('stage', '-')} "
+                f"chunk={state.get('next_chunk', 0)} als_iter={state.get('als_iter', 0)} t={time.time():.3f}",
+                flush=True,
+            )
         if self.clock.stop_requested:
             self.save(state, arrays)
             raise Preempted
@@ -318,7 +322,13 @@ def user_history(ds: Dataset, half_life_days: float) -> tuple[np.ndarray, np.nda
     w = np.log1p(counts) * np.exp(-(t_max - last_ts) / (half_life_days * 86400.0) * np.log(2.0))
     ptr = np.zeros(ds.n_users + 1, np.int64)
     np.add.at(ptr, u[first] + 1, 1)
-    return np.cumsum(ptr).astype(np.int64), it[first].astype(np.int32), w.astype(np.float32)
+    # heaviest first within each user: the ranking reads a bounded prefix (ranking.MAX_HISTORY)
+    by_weight = np.lexsort((-w, u[first]))
+    return (
+        np.cumsum(ptr).astype(np.int64),
+        it[first][by_weight].astype(np.int32),
+        w[by_weight].astype(np.float32),
+    )
 
 
 def build_bundle(
@@ -389,7 +399,15 @@ def _tuned(ds: Dataset, params: Params, ckpt: Checkpointer, log) -> dict[str, An
     validation tail, through the served call: the metrics gate reads these) and ``validation``.
     """
     from recops_serve.config import MAX_SESSION_EVENTS
-    from recops_serve.validation import basket_cases, cases_for, policy_axis, score, split_time, tune
+    from recops_serve.validation import (
+        basket_cases,
+        cases_for,
+        known_targets,
+        policy_axis,
+        score,
+        split_time,
+        tune,
+    )
 
     t_val = split_time(ds, 1.0 - params.validation_fraction)
     part = ds.take(ds.ts < t_val).compact()
@@ -399,6 +417,17 @@ def _tuned(ds: Dataset, params: Params, ckpt: Checkpointer, log) -> dict[str, An
         return {}
     t0 = time.monotonic()
     vb = build_bundle(part, params, ckpt.child("validation"), "validation", log=log)
+    # as the evaluation protocol does: a target the validation model cannot know (an item first seen
+    # in the tail) says nothing about the blend, it only adds noise to the comparison
+    cases = known_targets(vb, cases)
+    new_only = (
+        None
+        if ds.sequential
+        else known_targets(vb, basket_cases(ds, t_val, discovery=True, limit=params.validation_cases))
+    )
+    if not cases:
+        log("validation: no held-out target is known to the validation model; shipping the default blend")
+        return {}
     tuning = ckpt.child("tuning")
     saved = tuning.load()
     # the search is bounded by design (fixed axes x validation_cases calls); the time cap is a safety net

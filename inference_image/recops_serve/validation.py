@@ -93,6 +93,16 @@ def cases_for(ds: Dataset, t_split: float, max_events: int, limit: int | None = 
     )
 
 
+def known_targets(b: ModelBundle, cases: list[Case]) -> list[Case]:
+    """Cases with their targets cut to items the bundle knows (cases left without one dropped)."""
+    out = []
+    for c in cases:
+        t = frozenset(i for i in c.targets if b.item_index(i) is not None)
+        if t:
+            out.append(replace(c, targets=t))
+    return out
+
+
 def recommend(b: ModelBundle, cfg: ranking.RankConfig, case: Case, k: int = K) -> list[int]:
     """External item ids the server answers for ``case`` (the same steps as the HTTP handler)."""
     session = ranking.session_items(b, list(case.session), cfg.session_length)
@@ -146,6 +156,8 @@ def search_space(sequential: bool) -> list[tuple[str, list]]:
             ("knn_neighbours", [100, 500]),
             ("position_decay", [1.225, 2.5, 5.0]),
             ("popularity", [0.0, 0.05]),
+            ("category_popularity", [0.0, 0.2, 0.5, 1.0]),
+            ("repeat", [0.25, 0.5, 1.0, 2.0, 4.0]),  # again, now that the other weights moved
         ]
     else:
         axes += [

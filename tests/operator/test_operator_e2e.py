@@ -305,7 +305,12 @@ INVALID = [
     ),
     (
         "catalogue of unknown region",
-        {"training__data": {"events": "builtin:completejourney", "catalog": "oss://mystery-bucket/c.parquet"}},
+        {
+            "training__data": {
+                "events": "builtin:completejourney",
+                "catalog": "oss://mystery-bucket/c.parquet",
+            }
+        },
         "spec.training.data.catalog: cannot tell the region of bucket 'mystery-bucket'",
     ),
     (

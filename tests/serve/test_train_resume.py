@@ -1,14 +1,16 @@
 """Kill a real training process again and again; the resumed result equals an uninterrupted run.
 
 Tolerance: item neighbours identical; ALS candidate scores within 1e-4 (single-threaded ALS
-with a fixed seed; checkpoints sit on iteration boundaries). Loss bound: finished work that a
-kill loses is less than one checkpoint interval (the last finished step, from the trainer's
-progress log, is never more than one interval newer than the newest checkpoint); the step in
-flight is redone.
+with a fixed seed; checkpoints sit on iteration boundaries); the tuned serving section identical.
+Loss bound: finished work that a SIGTERM loses is less than one checkpoint interval (or one step
+where a step is longer); a SIGKILL may also interrupt a checkpoint being written, so it loses at
+most one interval plus one step (the last finished step, from the trainer's progress log, is never
+more than that newer than the newest checkpoint); the step in flight is redone.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import subprocess
@@ -61,7 +63,9 @@ def progress(ckpt: Path) -> tuple[tuple[int, int, int], int, float] | None:
         s = json.loads(f.read_text())
         stage = {"neighbors": 0, "als": 1, "done": 2}.get(s.get("stage"), 0) * 1000 + s.get("next_chunk", 0)
         done = s.get("als_iter", len(s.get("trials", {})))
-        newest = ((n, stage, done), 0, s["saved_at"]) if newest is None or s["saved_at"] > newest[2] else newest
+        newest = (
+            ((n, stage, done), 0, s["saved_at"]) if newest is None or s["saved_at"] > newest[2] else newest
+        )
     return newest
 
 
@@ -99,7 +103,12 @@ def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path):
             float(line.rsplit("t=", 1)[1]) for line in output.splitlines() if line.startswith("progress ")
         ]
         if steps:
-            assert steps[-1] - p[2] < INTERVAL + 0.05, (
+            # a SIGTERM'd run saves before it exits: it loses less than one interval (or one step, where a
+            # step is longer). A SIGKILL can land while a checkpoint is being written: that one is lost too,
+            # so the bound is one interval plus the step that triggered the interrupted write
+            longest = max((b - a for a, b in itertools.pairwise(steps)), default=0.0)
+            bound = max(INTERVAL, longest) if sig == signal.SIGTERM else INTERVAL + longest
+            assert steps[-1] - p[2] < bound + 0.05, (
                 f"finished work {steps[-1] - p[2]:.2f}s newer than the checkpoint at kill {n}"
             )
         if sig == signal.SIGKILL:

@@ -34,6 +34,7 @@ from recops_operator.render.serving import serving_config
 from recops_operator.training import config as c
 from recops_operator.training import naming
 from recops_operator.training.render import render_on_demand_job
+from recops_operator.training.sync import apply_sync
 from recops_serve.datasource import export_builtin
 from tests.support.redis_server import free_port
 from tests.training.test_trainer_process import _expand, _kubelet_env
@@ -105,8 +106,12 @@ def _one_run(api, ns: str, body: dict, token: str, root: Path, extra: list[str])
     _finish_pod(api, pod, code, term)
     done = "Complete" if code == 0 else "Failed"
     wait_for(f"{name} {done}", lambda: _condition(_job(api, ns, name), done), timeout=90)
-    status, patch = _sync(api, body)
-    return name, code, out, status, patch
+    status = apply_sync(api, ns, body["metadata"]["name"])  # as the operator does on the Job event
+    obj = client.CustomObjectsApi(api).get_namespaced_custom_object(
+        "recops.io", "v1alpha1", ns, "recommenderservices", body["metadata"]["name"]
+    )
+    body["status"] = obj["status"]
+    return name, code, out, status, obj
 
 
 def _shop_files(root: Path) -> tuple[str, str]:
@@ -156,11 +161,14 @@ def test_own_data_trains_becomes_the_candidate_and_is_served(k8s_cluster, k8s_na
              "--out", v1, "--version", "v1", "--limit-rows", "40000"],
             env={**os.environ, "RECOPS_OSS_LOCAL_ROOT": str(root)}, check=True, capture_output=True,
         )  # fmt: skip
-        run, code, out, status, patch = _one_run(api, ns, body, "shop-data-1", root, [])
+        run, code, out, status, obj = _one_run(api, ns, body, "shop-data-1", root, [])
         assert code == 0, out
         last = status["lastRun"]
         assert last["phase"] == "Succeeded" and last["action"] == "candidate-set", last
-        assert patch == {"spec": {"rollout": {"candidate": {"version": run}}}}
+        assert obj["spec"]["rollout"]["candidate"]["version"] == run  # the closed loop, in the API server
+        body["spec"]["rollout"] = obj["spec"]["rollout"]
+        (trained,) = [x for x in obj["status"]["conditions"] if x["type"] == "Trained"]
+        assert trained["status"] == "True" and run in trained["message"]
         assert last["data"]["rows"] > 0 and last["data"]["rejected"] == 0
         assert last["tuned"]["exclude"] == {"seen": True, "purchased": False}, "grocery: buy-again measured"
         assert set(last["metrics"]) >= {"ndcg@10", "recall@20", "mrr@20"}
@@ -202,11 +210,14 @@ def test_own_data_trains_becomes_the_candidate_and_is_served(k8s_cluster, k8s_na
 
         # a broken export: exit 78, the reason in status, nothing serving changes
         body["spec"]["training"]["data"]["events"] = _bad_events(root)
-        bad_run, code, out, status, patch = _one_run(api, ns, body, "shop-data-2", root, [])
+        bad_run, code, out, status, obj = _one_run(api, ns, body, "shop-data-2", root, [])
         assert code == c.CONFIG_ERROR_EXIT_CODES[-1] == 78, out
         last = status["lastRun"]
-        assert last["name"] == bad_run and last["phase"] == "Failed" and patch is None
+        assert last["name"] == bad_run and last["phase"] == "Failed"
         assert "unparseable_ts" in last["message"] and "30.0%" in last["message"], last
-        assert "exit 78" in last["message"]
-        assert body["spec"]["rollout"]["candidate"]["version"] == run  # untouched
+        assert "exit 78" in last["message"] and "broken/events" in last["message"]
+        (trained,) = [x for x in obj["status"]["conditions"] if x["type"] == "Trained"]
+        assert trained["status"] == "False" and trained["reason"] == "RunFailed"
+        assert "unparseable_ts" in trained["message"], trained
+        assert obj["spec"]["rollout"]["candidate"]["version"] == run  # untouched
         assert not (root / "retail-models-cn-hangzhou" / "home-feed" / bad_run).exists()

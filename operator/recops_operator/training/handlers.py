@@ -28,6 +28,7 @@ from recops_operator.training.sync import (
     service_lock,
     status_changed,
     sync_training,
+    trained_conditions,
 )
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,9 @@ def _sync_into_patch(body: kopf.Body, patch: kopf.Patch) -> None:
         patch.spec["rollout"] = spec_patch["spec"]["rollout"]
     if status_changed(body, status):
         patch.status["training"] = status
+    conditions = trained_conditions(body, status)
+    if conditions:
+        patch.status["conditions"] = conditions
 
 
 def on_service_change(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:

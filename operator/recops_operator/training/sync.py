@@ -160,6 +160,36 @@ def _finish_run(
     return run, None
 
 
+def trained_conditions(
+    body: Mapping[str, Any], status: Mapping[str, Any] | None
+) -> list[dict[str, Any]] | None:
+    """status.conditions with the training controller's ``Trained`` condition for the last finished run
+    (None: nothing to change). Other controllers' conditions are kept as they are."""
+    from recops_operator.status import condition, merge_conditions
+
+    last = (status or {}).get("lastRun") or {}
+    if not last.get("phase"):
+        return None
+    old = list((body.get("status") or {}).get("conditions") or [])
+    gen = (body.get("metadata") or {}).get("generation")
+    if last["phase"] == "Succeeded":
+        gate = last.get("gate") or {}
+        why = "; ".join(gate.get("reasons") or []) or "metrics gate passed"
+        new = condition(
+            "Trained", True, "RunSucceeded", f"run {last['name']}: {last.get('action', 'done')} ({why})", gen
+        )
+    else:
+        msg = (
+            last.get("message")
+            or f"run {last['name']} ended {last['phase']} ({last.get('reason', 'no reason given')})"
+        )
+        new = condition("Trained", False, "RunFailed", f"run {last['name']}: {msg}"[:512], gen)
+    current = next((c for c in old if c.get("type") == "Trained"), None)
+    if current and all(current.get(k) == new[k] for k in ("status", "reason", "message")):
+        return None
+    return merge_conditions(old, [new])
+
+
 def failure_message(api: client.ApiClient, namespace: str, job: str) -> str | None:
     """The trainer's one-line reason (its termination message, e.g. a data error naming the file)."""
     try:
@@ -204,9 +234,13 @@ def apply_sync(api: client.ApiClient, namespace: str, name: str) -> dict[str, An
         status, spec_patch = sync_training(api, body)
         if spec_patch:
             custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, spec_patch)
-        if status_changed(body, status):
+        conditions = trained_conditions(body, status)
+        if status_changed(body, status) or conditions:
+            patch: dict[str, Any] = {"training": status}
+            if conditions:
+                patch["conditions"] = conditions
             custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, PLURAL, name, {"status": {"training": status}}
+                GROUP, VERSION, namespace, PLURAL, name, {"status": patch}
             )
         return status
 
