@@ -10,7 +10,6 @@ histories/sessions get their own row. Side by side: the same call with the untun
 from __future__ import annotations
 
 import gc
-import math
 import os
 import time
 
@@ -18,20 +17,15 @@ import numpy as np
 
 from recops_serve import ranking
 from recops_serve.config import MAX_SESSION_EVENTS, ServeConfig
-from recops_serve.data import DatasetUnavailable, load, load_diginetica
-from recops_serve.validation import basket_cases, next_item_cases, recommend, split_time
+from recops_serve.data import DatasetUnavailable
+from recops_serve.validation import basket_cases, next_item_cases, recommend
 
 
 def _cases(name: str):
-    from recops_serve.evaluate import _train
+    from recops_serve.evaluate import _train, split
     from recops_serve.validation import known_targets
 
-    if name == "diginetica":
-        train, test, t = load_diginetica("train"), load_diginetica("test"), -math.inf
-    else:
-        ds = load(name)
-        t = split_time(ds)
-        train, test = ds.take(ds.ts < t).compact(), ds
+    train, test, t = split(name)
     b = _train(train)
     cases = (
         next_item_cases(test, t, MAX_SESSION_EVENTS, limit=20_000)

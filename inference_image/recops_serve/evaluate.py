@@ -105,14 +105,18 @@ def _exclude_of(cfg: ranking.RankConfig) -> dict[str, bool]:
     return {"seen": cfg.exclude_seen, "purchased": cfg.exclude_purchased}
 
 
+def split(name: str) -> tuple[Dataset, Dataset, float]:
+    """(train, test, split time) of a built-in source: Diginetica's published split, else temporal."""
+    if name == "diginetica":
+        return load_diginetica("train"), load_diginetica("test"), -math.inf
+    ds = load(name)
+    t = split_time(ds)
+    return ds.take(ds.ts < t).compact(), ds, t
+
+
 def clicks(name: str, limit: int | None = None):
     """Next-item protocol: diginetica's SR-GNN split, or a temporal split of another click stream."""
-    if name == "diginetica":
-        train, test, t = load_diginetica("train"), load_diginetica("test"), -math.inf
-    else:
-        ds = load(name)
-        t = split_time(ds)
-        train, test = ds.take(ds.ts < t).compact(), ds
+    train, test, t = split(name)
     b = _train(train)
     cfg = ranking.RankConfig.resolve(b, ServeConfig())
     cases = known_targets(b, next_item_cases(test, t, MAX_SESSION_EVENTS))

@@ -19,7 +19,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -38,7 +37,7 @@ from recops_operator.training.sync import apply_sync
 from recops_serve.datasource import export_builtin
 from tests.support.redis_server import free_port
 from tests.training.test_trainer_process import _expand, _kubelet_env
-from tests.training.test_training_cluster import HOLD, _condition, _job, _pods, _sync, wait_for
+from tests.training.test_training_cluster import HOLD, _condition, _fail_pod, _job, _pods, _sync, wait_for
 
 pytestmark = pytest.mark.integration
 BUCKET = "retail-data-cn-hangzhou"
@@ -71,22 +70,7 @@ def _finish_pod(api, pod: dict, code: int, message: str) -> None:
     if code == 0:
         core.patch_namespaced_pod(name, ns, {"metadata": {"annotations": {HOLD: None}}})
         return
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    term = {"exitCode": code, "reason": "Error", "message": message, "startedAt": now, "finishedAt": now}
-    status = {
-        "phase": "Failed",
-        "containerStatuses": [
-            {
-                "name": c.CONTAINER_NAME,
-                "image": pod["spec"]["containers"][0]["image"],
-                "imageID": "",
-                "ready": False,
-                "restartCount": 0,
-                "state": {"terminated": term},
-            }
-        ],
-    }
-    core.patch_namespaced_pod_status(name, ns, {"status": status})
+    _fail_pod(api, pod, exit_code=code, disruption=False, message=message)
 
 
 def _one_run(api, ns: str, body: dict, token: str, root: Path, extra: list[str]):

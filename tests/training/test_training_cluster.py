@@ -94,6 +94,7 @@ def _fail_pod(
     disruption: bool,
     reason: str | None = None,
     eci_expired: bool = False,
+    message: str | None = None,
 ) -> None:
     """What the kubelet (or ECI) writes for a terminated pod, optionally with DisruptionTarget."""
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -124,6 +125,7 @@ def _fail_pod(
                     "terminated": {
                         "exitCode": exit_code,
                         "reason": "Error",
+                        **({"message": message} if message else {}),
                         "startedAt": now,
                         "finishedAt": now,
                     }
