@@ -76,13 +76,18 @@ class Server:
     config_path: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     config: ServeConfig = field(default_factory=ServeConfig)
-    bundle: ModelBundle | None = None
-    rank: ranking.RankConfig | None = None
+    # (bundle, its resolved ranking config), swapped as one reference: a request never pairs a new
+    # config (whose masks are sized for the new catalogue) with the old bundle
+    active: tuple[ModelBundle, ranking.RankConfig] | None = None
     store: SessionStore | None = None
     inflight: int = 0
     last_error: str | None = None
     _rec_seq: itertools.count = field(default_factory=itertools.count)
     _config_mtime: float = 0.0
+
+    @property
+    def bundle(self) -> ModelBundle | None:
+        return self.active[0] if self.active else None
 
     # ------------------------------------------------------------------ lifecycle
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -119,8 +124,9 @@ class Server:
             if initial:
                 print(f"recops-serve: cannot load: {self.last_error}", flush=True)
             return
-        old, self.config, self.rank = self.bundle, cfg, rank
-        self.bundle = new  # one reference swap: in-flight requests finish on the old bundle
+        old = self.bundle
+        self.config = cfg
+        self.active = (new, rank) if new else None  # in-flight requests finish on what they read
         if new is not old:
             if old:
                 m.model_info.labels(old.version).set(0)
@@ -215,9 +221,10 @@ class Server:
             raise BadRequest(f"k must be an integer, got {q.get('k')!r}") from None
         if not 1 <= k <= 500:
             raise BadRequest(f"k must be between 1 and 500, got {k}")
-        b, rank = self.bundle, self.rank
-        if b is None or rank is None:
+        active = self.active
+        if active is None:
             return 503, {"error": "model not loaded yet"}, "model"
+        b, rank = active
         if cfg.fault_latency_ms:  # chaos knob for rollout drills: a slow candidate
             await asyncio.sleep(cfg.fault_latency_ms / 1000)
         if cfg.fault_error_percent and random.random() * 100 < cfg.fault_error_percent:
