@@ -420,11 +420,6 @@ def _tuned(ds: Dataset, params: Params, ckpt: Checkpointer, log) -> dict[str, An
     # as the evaluation protocol does: a target the validation model cannot know (an item first seen
     # in the tail) says nothing about the blend, it only adds noise to the comparison
     cases = known_targets(vb, cases)
-    new_only = (
-        None
-        if ds.sequential
-        else known_targets(vb, basket_cases(ds, t_val, discovery=True, limit=params.validation_cases))
-    )
     if not cases:
         log("validation: no held-out target is known to the validation model; shipping the default blend")
         return {}
@@ -439,6 +434,7 @@ def _tuned(ds: Dataset, params: Params, ckpt: Checkpointer, log) -> dict[str, An
         tuning.maybe(state, {})
 
     base = RankConfig.resolve(vb)
+    # baskets: the excluding policy is tuned on discovery targets (items new to the household)
     new_only = (
         None if ds.sequential else basket_cases(ds, t_val, discovery=True, limit=params.validation_cases)
     )
