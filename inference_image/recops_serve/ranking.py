@@ -193,7 +193,7 @@ def _sources(b: ModelBundle, cfg: RankConfig, uidx: int | None, session: list[in
     w = bl.neighbours if knn_found else max(bl.neighbours, bl.session_knn)
     if session and w > 0:
         out.append(_neighbours(b, session[:10], w, 1))
-    elif uidx is not None and bl.history_neighbours > 0:  # "because you bought": the heaviest items
+    elif not session and uidx is not None and bl.history_neighbours > 0:  # "because you bought"
         lo, hi = int(b.user_hist_ptr[uidx]), int(b.user_hist_ptr[uidx + 1])
         out.append(_neighbours(b, b.user_hist[lo : min(hi, lo + 10)].tolist(), bl.history_neighbours, 0))
     if session and bl.category_popularity > 0:  # what sells in the categories being browsed now
