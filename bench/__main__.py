@@ -1,4 +1,4 @@
-"""``python -m bench [serve|ranking|train|train-scale|operator|rollout|all]`` (``make bench``): measured on this machine, printed as tables.
+"""``python -m bench [serve|ranking|train|train-scale|operator|rollout|business|all]`` (``make bench``): measured on this machine, printed as tables.
 
 serve: one recops-serve worker vs the textbook baseline (FastAPI + redis-py + numpy brute force,
 bench/baseline_server.py), same bundle (all items of taobao+diginetica, 127,890, where ../shared/data
@@ -10,7 +10,8 @@ train: wall time and peak RSS of ``recops-serve train`` per dataset.
 train-scale: time and peak RSS per 10 M events at 1x, 10x and 50x a real dataset (bench/train_scale.py).
 operator: apply -> Ready for 1 and N RecommenderServices, API writes in idle time, operator peak RSS.
 rollout: decision latency (breach visible in Prometheus -> 0% candidate traffic) and operator CPU per
-active rollout (bench/rollout.py).
+active rollout (bench/rollout.py), after the business check's simulation table.
+business: the business check's decisions over many simulated canaries (bench/business.py).
 """
 
 from __future__ import annotations
@@ -441,9 +442,15 @@ def bench_operator(n: int = int(os.environ.get("RECOPS_BENCH_SERVICES", "200")))
 def main(argv: list[str]) -> int:
     which = argv[0] if argv else "all"
 
+    def bench_business() -> None:
+        from bench.business import run
+
+        run(table)
+
     def bench_rollout() -> None:
         from bench.rollout import bench_rollout as run
 
+        bench_business()
         run()
 
     def bench_ranking() -> None:
@@ -463,7 +470,10 @@ def main(argv: list[str]) -> int:
         ("train-scale", bench_train_scale),
         ("operator", bench_operator),
         ("rollout", bench_rollout),
+        ("business", bench_business),
     ):
+        if which == "all" and name == "business":
+            continue  # printed by rollout
         if which in (name, "all"):
             fn()
     return 0

@@ -203,3 +203,29 @@ def test_a_later_rollout_never_reverts_stable_to_the_pre_promotion_model():
     assert stable_version("v2", nxt, st3) == "v2" and stable_version("v9", nxt, st3) == "v9", (
         "editing spec.model.version takes over"
     )
+
+
+def test_business_evidence_goes_into_status_and_the_rollback_event():
+    """The sequential test's numbers (rates, answers, lift interval, decision) reach status and events."""
+    from recops_operator.api.models import BusinessCheck
+    from recops_operator.rollout.analysis import business_check
+
+    totals = {"canary": (20_000.0, 600.0), "stable": (180_000.0, 9_000.0)}  # 3% vs 5% per answer
+
+    def query(q: str) -> float:
+        track = "canary" if 'track="canary"' in q else "stable"
+        return totals[track][0 if "recops_http_requests_total" in q else 1]
+
+    check = business_check(BusinessCheck(metric="add_to_cart"), "shop", "feed", query, "600s")
+    assert check["verdict"] == Verdict.FAIL and check["business"]["liftHigh"] < -0.05
+    bad = Analysis(Verdict.FAIL, [check])
+    st, events = step(spec(failureLimit=1), run(spec(failureLimit=1), []), bad, 2000.0)
+    assert st["phase"] == Phase.ROLLED_BACK
+    assert st["business"]["canary"] == {"recommendations": 20000.0, "value": 600.0, "rate": 0.03}
+    assert st["business"]["verdict"] == Verdict.FAIL and st["business"]["lift"] == pytest.approx(
+        -0.4, abs=0.01
+    )
+    ((kind, reason, message),) = events
+    assert kind == "Warning"
+    assert reason == "RolloutRolledBack" and "business-add_to_cart" in message
+    assert "canary 0.03 vs stable 0.05 per answer (20000 / 180000 answers), lift -40.0%" in message

@@ -455,6 +455,43 @@ class RelativeAnalysis(Model):
     ] = None
 
 
+class BusinessCheck(Model):
+    """Conversion per recommendation, candidate against stable, by an always-valid sequential test
+    (rollout/sequential.py): a significant drop beyond the bound fails, significant non-inferiority
+    passes, anything less is Inconclusive (the weight holds). Evidence accumulates from the start
+    of the rollout across steps (a rate per recommendation does not depend on the weight)."""
+
+    metric: Annotated[
+        Literal["click", "add_to_cart", "purchase", "revenue"],
+        Field(
+            description=(
+                "What a recommendation should lead to: click (an attributed view), add_to_cart, purchase, "
+                "or revenue (price x quantity of attributed purchases)."
+            )
+        ),
+    ] = "add_to_cart"
+    max_relative_drop: Annotated[
+        float,
+        Field(
+            description="Largest acceptable drop of the candidate's rate relative to stable (0.05 = 5%).",
+            ge=0.005,
+            le=0.5,
+        ),
+    ] = 0.05
+    confidence: Annotated[
+        float,
+        Field(description="Confidence of every decision, valid under repeated looks.", ge=0.8, le=0.999),
+    ] = 0.95
+    min_samples: Annotated[
+        int,
+        Field(
+            description="Recommendations each track must have served before the test decides.",
+            ge=100,
+            le=100_000_000,
+        ),
+    ] = 1000
+
+
 class Analysis(Model):
     max_p99_latency_ms: Annotated[
         float,
@@ -469,6 +506,10 @@ class Analysis(Model):
     ] = 0.0
     relative: Annotated[RelativeAnalysis | None, Field(description="Relative checks against stable.")] = None
     checks: Annotated[list[CustomCheck], Field(description="Extra PromQL checks.", max_length=20)] = []
+    business: Annotated[
+        BusinessCheck | None,
+        Field(description="Conversion per recommendation against stable (sequential test)."),
+    ] = None
 
 
 class Shadow(Model):

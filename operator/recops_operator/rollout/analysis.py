@@ -5,15 +5,22 @@ or the operator default (``RECOPS_PROMETHEUS_URL``). Missing data (no series, Na
 fewer than ``minRequests`` requests) and an unreachable Prometheus are
 *Inconclusive*, never a pass and never a failure by themselves. Every check's
 value, threshold and verdict is returned for status and events.
+
+The business check (``analysis.business``) compares conversion per recommendation of the two
+tracks with ``sequential.compare`` on totals since the rollout started: attributed events are
+counted by whichever pod receives them, labelled with the track that *answered*
+(``answer_track``, carried by the attribution token), so they are summed over every pod.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Callable
 
-from recops_operator.api.models import Rollout
+from recops_operator.api.models import BusinessCheck, Rollout
+from recops_operator.rollout import sequential
 from recops_operator.rollout.machine import Analysis, Verdict
 
 Query = Callable[[str], float | None]
@@ -61,6 +68,77 @@ def shadow_queries(namespace: str, service: str, window: str) -> dict[str, str]:
     }
 
 
+EVENT_OF = {"click": "view", "add_to_cart": "add_to_cart", "purchase": "purchase"}
+
+
+def business_queries(namespace: str, service: str, metric: str, track: str, window: str) -> dict[str, str]:
+    """Recommendations a track answered (arm model) and what shoppers did with them, over ``window``."""
+    answers = _sel(namespace, service, track, 'route="recommendations",arm="model",code="200"')
+    mine = f'namespace="{namespace}",recsvc="{service}",answer_track="{track}",arm="model"'
+    if metric == "revenue":
+        value = f"sum(increase(recops_attributed_revenue_total{{{mine}}}[{window}]))"
+        value_sq = f"sum(increase(recops_attributed_revenue_squared_total{{{mine}}}[{window}]))"
+    else:
+        value = f'sum(increase(recops_attributed_events_total{{{mine},type="{EVENT_OF[metric]}"}}[{window}]))'
+        value_sq = ""
+    q = {
+        "recommendations": f"sum(increase(recops_http_requests_total{{{answers}}}[{window}]))",
+        "value": value,
+    }
+    return {**q, "value_sq": value_sq} if value_sq else q
+
+
+def _since(started_at: float | None, now: float | None, fallback: str) -> str:
+    """The PromQL range from the rollout's start to now (whole seconds, at least one scrape)."""
+    if started_at is None:
+        return fallback
+    elapsed = (time.time() if now is None else now) - started_at
+    return f"{max(15, math.ceil(elapsed))}s"
+
+
+def business_check(check: BusinessCheck, namespace: str, service: str, query: Query, window: str) -> dict:
+    """The sequential comparison as a check record; its numbers go to status and events."""
+
+    def arm(track: str) -> sequential.Arm:
+        q = business_queries(namespace, service, check.metric, track, window)
+        sq = query(q["value_sq"]) if "value_sq" in q else None
+        return sequential.Arm(query(q["recommendations"]) or 0.0, query(q["value"]) or 0.0, sq)
+
+    canary, stable = arm("canary"), arm("stable")
+    c = sequential.compare(
+        canary,
+        stable,
+        max_relative_drop=check.max_relative_drop,
+        confidence=check.confidence,
+        min_samples=check.min_samples,
+    )
+    r = lambda x: None if x is None or math.isnan(x) else round(x, 6)  # noqa: E731
+    return {
+        "name": f"business-{check.metric}",
+        "value": r(c.lift),
+        "threshold": f"lift >= -{check.max_relative_drop:g} at {check.confidence:g} (always valid)",
+        "verdict": Verdict(c.verdict),
+        "message": c.reason,
+        "business": {
+            "canary": {
+                "recommendations": r(canary.recommendations),
+                "value": r(canary.value),
+                "rate": r(c.rate_candidate),
+            },
+            "stable": {
+                "recommendations": r(stable.recommendations),
+                "value": r(stable.value),
+                "rate": r(c.rate_baseline),
+            },
+            "liftLow": r(c.lift_low),
+            "liftHigh": r(c.lift_high),
+            "logLikelihoodRatio": r(c.log_lr),
+            "logThreshold": r(c.threshold),
+            "window": window,
+        },
+    }
+
+
 def _check(name: str, value: float | None, *, max_: float | None = None, min_: float | None = None) -> dict:
     if value is None:
         verdict = Verdict.INCONCLUSIVE
@@ -96,8 +174,12 @@ def analyse(
     shadowing: bool,
     query: Query | None = None,
     window: str | None = None,
+    started_at: float | None = None,
+    now: float | None = None,
 ) -> Analysis:
-    """Run every check for this interval. ``query`` is injectable (tests pass a real Prometheus's)."""
+    """Run every check for this interval. ``query`` is injectable (tests pass a real Prometheus's).
+
+    ``started_at`` (the rollout's start) sets the business check's cumulative window."""
     window = window or spec.interval
     if query is None:
         url = default_url(spec)
@@ -164,6 +246,9 @@ def analyse(
                                 max_=serr + a.relative.max_error_rate_increase,
                             )
                         )
+            if a.business and volume is not None and volume >= a.min_requests:
+                since = _since(started_at, now, window)
+                checks.append(business_check(a.business, namespace, service, query, since))
         for c in a.checks:
             expr = (
                 c.query.replace("$namespace", namespace)

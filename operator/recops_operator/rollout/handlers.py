@@ -57,7 +57,14 @@ def tick(namespace: str, name: str, body: dict[str, Any], now: float | None = No
     due = phase in (Phase.SHADOWING, Phase.PROGRESSING) and now - float(
         old.get("lastAnalysisAt") or old.get("stepStartedAt") or 0
     ) >= parse_duration(spec.rollout.interval)
-    result = analyse(spec.rollout, namespace, name, shadowing=phase == Phase.SHADOWING) if due else None
+    started = float(old["startedAt"]) if old.get("startedAt") else None
+    result = (
+        analyse(
+            spec.rollout, namespace, name, shadowing=phase == Phase.SHADOWING, started_at=started, now=now
+        )
+        if due
+        else None
+    )
     if (
         result is None
         and phase in (Phase.SHADOWING, Phase.PROGRESSING)
@@ -65,7 +72,9 @@ def tick(namespace: str, name: str, body: dict[str, Any], now: float | None = No
     ):
         # fail fast: when one more failed analysis means rollback, check every tick instead of
         # waiting for the interval; only a definite failure counts (a pass or no data waits)
-        early = analyse(spec.rollout, namespace, name, shadowing=phase == Phase.SHADOWING)
+        early = analyse(
+            spec.rollout, namespace, name, shadowing=phase == Phase.SHADOWING, started_at=started, now=now
+        )
         result = early if early.verdict == Verdict.FAIL else None
     stable_ok = (
         phase == Phase.PROMOTING

@@ -68,6 +68,25 @@ def _event(events: list[tuple[str, str, str]], kind: str, reason: str, message: 
     events.append((kind, reason, message))
 
 
+def evidence(checks: list[dict[str, Any]]) -> str:
+    """The business check's numbers in one clause (for events and the status message), or ''."""
+    for c in checks:
+        b = c.get("business")
+        if not b or b["canary"]["rate"] is None or b["stable"]["rate"] is None:
+            continue
+        span = (
+            ""
+            if c.get("value") is None
+            else f", lift {c['value']:+.1%} [{b['liftLow']:+.1%}, {b['liftHigh']:+.1%}]"
+        )
+        return (
+            f"; {c['name']}: canary {b['canary']['rate']:.4g} vs stable {b['stable']['rate']:.4g} per answer "
+            f"({b['canary']['recommendations']:.0f} / {b['stable']['recommendations']:.0f} answers){span}, "
+            f"{c['verdict']}: {c.get('message', '')}"
+        )
+    return ""
+
+
 def step(
     spec: Rollout,
     status: dict[str, Any] | None,
@@ -162,6 +181,15 @@ def step(
     st["lastAnalysisAt"] = now
     st["checks"] = analysis.checks
     st["lastVerdict"] = analysis.verdict
+    why = evidence(analysis.checks)
+    for c in analysis.checks:
+        if c.get("business"):
+            st["business"] = {
+                **c["business"],
+                "verdict": c["verdict"],
+                "lift": c["value"],
+                "message": c["message"],
+            }
     if analysis.verdict == Verdict.FAIL:
         st["failures"] = int(st.get("failures", 0)) + 1
         st["inconclusive"] = 0
@@ -172,11 +200,11 @@ def step(
             st.update(
                 phase=Phase.ROLLED_BACK,
                 weight=0,
-                message=f"rolled back after {st['failures']} failed analyses: {failed}",
+                message=f"rolled back after {st['failures']} failed analyses: {failed}{why}",
             )
             _event(events, "Warning", "RolloutRolledBack", st["message"])
         else:
-            st["message"] = f"analysis failed ({failed}); {st['failures']}/{spec.failure_limit}"
+            st["message"] = f"analysis failed ({failed}); {st['failures']}/{spec.failure_limit}{why}"
             _event(events, "Warning", "AnalysisFailed", st["message"])
         return st, events
     if analysis.verdict == Verdict.INCONCLUSIVE:
@@ -190,7 +218,7 @@ def step(
             _event(events, "Warning", "RolloutFailed", st["message"])
         else:
             st["message"] = (
-                f"inconclusive ({st['inconclusive']}/{spec.inconclusive_limit}): holding at {st.get('weight', 0)}%"
+                f"inconclusive ({st['inconclusive']}/{spec.inconclusive_limit}): holding at {st.get('weight', 0)}%{why}"
             )
             _event(events, "Normal", "AnalysisInconclusive", st["message"])
         return st, events
@@ -218,11 +246,11 @@ def step(
             stepIndex=idx + 1,
             weight=spec.steps[idx + 1],
             stepStartedAt=now,
-            message=f"canary at {spec.steps[idx + 1]}%",
+            message=f"canary at {spec.steps[idx + 1]}%{why}",
         )
         _event(events, "Normal", "RolloutStep", st["message"])
     else:
-        st.update(phase=Phase.PROMOTING, weight=100, message=f"all steps passed; promoting {cand}")
+        st.update(phase=Phase.PROMOTING, weight=100, message=f"all steps passed; promoting {cand}{why}")
         _event(events, "Normal", "RolloutPromoting", st["message"])
     return st, events
 
