@@ -130,10 +130,30 @@ SERVING = Dashboard(
             (Query(f"sum by (type) (rate(recops_events_ingested_total{{{SEL}}}[{RI}]))", "{{type}}"),),
         ),
         Panel(
-            "Holdout lift (attributed events per recommendation, model vs holdout, 1h)",
+            "Holdout lift with its always-valid interval (since the assignment) and the last hour's ratio",
             "percentunit",
-            (Query(f"({_per_request('model')}) / ({_per_request('holdout')}) - 1", "lift {{recsvc}}"),),
-            "Relative lift of the model arm over the popularity holdout arm.",
+            (
+                Query(
+                    f'max by (recsvc) (recops_holdout_lift{{bound="estimate", {SEL}}})',
+                    "lift {{recsvc}}",
+                    external=True,
+                ),
+                Query(
+                    f'max by (recsvc) (recops_holdout_lift{{bound="low", {SEL}}})',
+                    "low {{recsvc}}",
+                    external=True,
+                ),
+                Query(
+                    f'max by (recsvc) (recops_holdout_lift{{bound="high", {SEL}}})',
+                    "high {{recsvc}}",
+                    external=True,
+                ),
+                Query(f"({_per_request('model')}) / ({_per_request('holdout')}) - 1", "1h ratio {{recsvc}}"),
+            ),
+            "Relative lift of the personalised arm over the popularity holdout (attributed events of "
+            "spec.experiment.holdout.metric per recommendation). Lift, low and high come from the operator's "
+            "sequential test (status.experiment.holdout): the interval covers the true lift at every moment "
+            "with the spec's confidence. The 1h ratio is the raw, noisy point estimate.",
         ),
         Panel(
             "Serving replicas: scraped, HPA-desired, ready, bounds",

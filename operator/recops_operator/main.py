@@ -13,7 +13,7 @@ from typing import Any
 
 import kopf
 
-from recops_operator import handlers, webhook  # noqa: F401  (registers handlers)
+from recops_operator import experiment, handlers, webhook  # noqa: F401  (registers handlers)
 from recops_operator.training import handlers as training_handlers  # noqa: F401
 
 try:  # the rollout controller registers its timer when present

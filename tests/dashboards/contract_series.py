@@ -109,6 +109,8 @@ def openmetrics(end: int, minutes: int = 30, step_s: int = 15) -> str:
         lines.append(f"recops_operator_reconcile_total{_lbl({'result': 'success'})} {_c(i):.3f} {ts}")
         lines.append(f"recops_operator_reconcile_total{_lbl({'result': 'error'})} {i // 20} {ts}")
         lines.append(f"recops_rollout_weight{_lbl(TARGET)} {10 if i > steps // 2 else 2} {ts}")
+        for bound, lift in (("estimate", 0.12), ("low", 0.04), ("high", 0.2)):
+            lines.append(f"recops_holdout_lift{_lbl({**TARGET, 'bound': bound})} {lift} {ts}")
         for phase in ("Shadow", "Canary", "Stable"):
             lines.append(
                 f"recops_rollout_phase{_lbl({**TARGET, 'phase': phase})} {int(phase == 'Canary')} {ts}"

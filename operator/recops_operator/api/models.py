@@ -627,6 +627,13 @@ class Holdout(Model):
         str,
         Field(description="Salt of the assignment hash; change it to reshuffle the groups.", max_length=64),
     ] = ""
+    metric: Annotated[
+        Literal["click", "add_to_cart", "purchase", "revenue"],
+        Field(description="What the lift is measured on (status.experiment.holdout, the lift panel)."),
+    ] = "add_to_cart"
+    confidence: Annotated[
+        float, Field(description="Confidence of the lift's always-valid interval.", ge=0.8, le=0.999)
+    ] = 0.95
 
 
 class Experiment(Model):
@@ -705,6 +712,13 @@ class RecommenderServiceStatus(Model):
         dict | None,
         Field(
             description="Training runs, preemptions, checkpoints, metrics and lineage.",
+            json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+        ),
+    ] = None
+    experiment: Annotated[
+        dict | None,
+        Field(
+            description="Holdout lift: rates per arm, lift with its always-valid interval, verdict.",
             json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
         ),
     ] = None

@@ -71,10 +71,13 @@ def shadow_queries(namespace: str, service: str, window: str) -> dict[str, str]:
 EVENT_OF = {"click": "view", "add_to_cart": "add_to_cart", "purchase": "purchase"}
 
 
-def business_queries(namespace: str, service: str, metric: str, track: str, window: str) -> dict[str, str]:
-    """Recommendations a track answered (arm model) and what shoppers did with them, over ``window``."""
-    answers = _sel(namespace, service, track, 'route="recommendations",arm="model",code="200"')
-    mine = f'namespace="{namespace}",recsvc="{service}",answer_track="{track}",arm="model"'
+def business_queries(
+    namespace: str, service: str, metric: str, window: str, track: str | None = None, arm: str = "model"
+) -> dict[str, str]:
+    """Recommendations answered (by ``track``, or any) in ``arm`` and what shoppers did with them."""
+    own = f'namespace="{namespace}",recsvc="{service}",arm="{arm}"'
+    answers = own + ',route="recommendations",code="200"' + (f',track="{track}"' if track else "")
+    mine = own + (f',answer_track="{track}"' if track else "")
     if metric == "revenue":
         value = f"sum(increase(recops_attributed_revenue_total{{{mine}}}[{window}]))"
         value_sq = f"sum(increase(recops_attributed_revenue_squared_total{{{mine}}}[{window}]))"
@@ -88,6 +91,15 @@ def business_queries(namespace: str, service: str, metric: str, track: str, wind
     return {**q, "value_sq": value_sq} if value_sq else q
 
 
+def arm_totals(query: Query, q: dict[str, str]) -> sequential.Arm:
+    sq = query(q["value_sq"]) if "value_sq" in q else None
+    return sequential.Arm(query(q["recommendations"]) or 0.0, query(q["value"]) or 0.0, sq)
+
+
+def numbers(x: float | None) -> float | None:
+    return None if x is None or math.isnan(x) else round(x, 6)
+
+
 def _since(started_at: float | None, now: float | None, fallback: str) -> str:
     """The PromQL range from the rollout's start to now (whole seconds, at least one scrape)."""
     if started_at is None:
@@ -99,12 +111,10 @@ def _since(started_at: float | None, now: float | None, fallback: str) -> str:
 def business_check(check: BusinessCheck, namespace: str, service: str, query: Query, window: str) -> dict:
     """The sequential comparison as a check record; its numbers go to status and events."""
 
-    def arm(track: str) -> sequential.Arm:
-        q = business_queries(namespace, service, check.metric, track, window)
-        sq = query(q["value_sq"]) if "value_sq" in q else None
-        return sequential.Arm(query(q["recommendations"]) or 0.0, query(q["value"]) or 0.0, sq)
-
-    canary, stable = arm("canary"), arm("stable")
+    canary, stable = (
+        arm_totals(query, business_queries(namespace, service, check.metric, window, track))
+        for track in ("canary", "stable")
+    )
     c = sequential.compare(
         canary,
         stable,
@@ -112,7 +122,7 @@ def business_check(check: BusinessCheck, namespace: str, service: str, query: Qu
         confidence=check.confidence,
         min_samples=check.min_samples,
     )
-    r = lambda x: None if x is None or math.isnan(x) else round(x, 6)  # noqa: E731
+    r = numbers
     return {
         "name": f"business-{check.metric}",
         "value": r(c.lift),
