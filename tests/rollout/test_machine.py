@@ -229,3 +229,23 @@ def test_business_evidence_goes_into_status_and_the_rollback_event():
     assert kind == "Warning"
     assert reason == "RolloutRolledBack" and "business-add_to_cart" in message
     assert "canary 0.03 vs stable 0.05 per answer (20000 / 180000 answers), lift -40.0%" in message
+
+
+def test_a_promoted_candidate_image_stays_on_stable_after_the_candidate_is_removed():
+    """The promoted version keeps the image it was promoted with (not serving.image)."""
+    from recops_operator.rollout.machine import stable_image
+
+    image = "registry-vpc.cn-hangzhou.aliyuncs.com/shop/recops-serve:v2"
+    s = spec(candidate={"version": "v2", "image": image})
+    st = run(s, [P, P, P])
+    st, _ = step(s, st, None, 5000, stable_at_candidate=True)
+    assert st["phase"] == Phase.SUCCEEDED and st["promotedImage"] == image
+    gone = spec(candidate=None)
+    st, _ = step(gone, st, None, 5001)
+    assert stable_image("serving:v1", "v1", gone, st) == image
+    # a later promotion of a candidate without its own image goes back to serving.image
+    s3 = spec(candidate={"version": "v3"})
+    st = run(s3, [P, P, P], st=st)
+    st, _ = step(s3, st, None, 9000, stable_at_candidate=True)
+    st, _ = step(gone, st, None, 9001)
+    assert stable_image("serving:v1", "v1", gone, st) == "serving:v1" and "promotedImage" not in st

@@ -163,6 +163,11 @@ def step(
             st.update(
                 phase=Phase.SUCCEEDED, weight=0, promotedVersion=cand, message=f"{cand} promoted to stable"
             )
+            # the image the promoted version runs on: stable keeps it after the candidate is gone
+            if spec.candidate.image:
+                st["promotedImage"] = spec.candidate.image
+            else:
+                st.pop("promotedImage", None)  # serving.image, like the version it was promoted with
             _event(events, "Normal", "RolloutSucceeded", f"{cand} is now stable")
         return st, events
 
