@@ -32,7 +32,8 @@ from recops_serve import ranking, sessionknn
 from recops_serve.bundle import ModelBundle
 from recops_serve.config import MAX_SESSION_EVENTS, Rules, ServeConfig
 from recops_serve.data import Dataset, load, load_diginetica
-from recops_serve.validation import Case, basket_cases, known_targets, next_item_cases, score, split_time
+from recops_serve.validation import Case, basket_cases, known_targets, next_item_cases, paired, split_time
+from recops_serve.validation import score as _score
 
 ONLY = dict.fromkeys(ranking.SOURCES, 0.0)
 SRGNN = {"recall@20": 0.5073, "mrr@20": 0.1759}
@@ -42,6 +43,11 @@ RULES = {
     ),
     "taobao": Rules(max_per_category=3),
 }
+
+
+def score(b: ModelBundle, cfg: ranking.RankConfig, cases: list[Case], rec=None) -> dict:
+    """``validation.score`` keeping each case's metrics, for the paired differences the tables print."""
+    return _score(b, cfg, cases, rec, per_case=True)
 
 
 def _only(cfg: ranking.RankConfig, **source) -> ranking.RankConfig:
@@ -208,6 +214,21 @@ def print_tables(name: str, tables: dict[str, dict[str, dict[str, float]]], seco
                 )
         if name == "diginetica":
             print(f"{'SR-GNN (published)':24} {100 * SRGNN['recall@20']:7.2f} {100 * SRGNN['mrr@20']:7.2f}")
+        print_paired(rows)
+
+
+def print_paired(rows: dict[str, dict]) -> None:
+    """served minus each baseline on the same cases, with a 95% interval (1.96 paired standard errors)."""
+    served = rows["served"]
+    print(f"{'served minus':24} {'P@20':>15} {'MRR@20':>15} {'NDCG@10':>15}   (same cases, +- 1.96 SE)")
+    for model, m in rows.items():
+        if model.startswith("served") or not m or "per_case" not in m:
+            continue
+        d = paired(served, m)
+        cells = " ".join(
+            f"{100 * d[k][0]:+7.2f} +-{196 * d[k][1]:5.2f}" for k in ("recall@20", "mrr@20", "ndcg@10")
+        )
+        print(f"{model:24} {cells}")
 
 
 def main() -> int:

@@ -111,10 +111,18 @@ def recommend(b: ModelBundle, cfg: ranking.RankConfig, case: Case, k: int = K) -
     return b.item_ids[r.items].tolist()
 
 
-def score(b: ModelBundle, cfg: ranking.RankConfig, cases: list[Case], rec=None) -> dict[str, float]:
-    """Recall@20 (P@20 / hit rate for one target), MRR@20, NDCG@10, coverage@20, per-call p50/p99."""
+RANKED = ("recall@20", "mrr@20", "ndcg@10")
+
+
+def score(
+    b: ModelBundle, cfg: ranking.RankConfig, cases: list[Case], rec=None, per_case: bool = False
+) -> dict[str, float]:
+    """Recall@20 (P@20 / hit rate for one target), MRR@20, NDCG@10, coverage@20, per-call p50/p99.
+
+    ``per_case``: also each case's (recall, reciprocal rank, NDCG) as ``"per_case"`` (an array),
+    for paired comparisons of two configurations on the same cases (``paired``)."""
     rec = rec or (lambda case: recommend(b, cfg, case))
-    recall = mrr = ndcg = 0.0
+    each = np.zeros((len(cases), 3))
     seen: set[int] = set()
     took = np.empty(len(cases))
     for n, case in enumerate(cases):
@@ -124,12 +132,17 @@ def score(b: ModelBundle, cfg: ranking.RankConfig, cases: list[Case], rec=None) 
         seen.update(top)
         t = case.targets
         hits = [r for r, i in enumerate(top) if i in t]
-        recall += len(hits) / min(len(t), K)
-        mrr += 1.0 / (hits[0] + 1) if hits else 0.0
         dcg = sum(1 / math.log2(r + 2) for r in hits if r < 10)
-        ndcg += dcg / sum(1 / math.log2(r + 2) for r in range(min(len(t), 10)))
+        each[n] = (
+            len(hits) / min(len(t), K),
+            1.0 / (hits[0] + 1) if hits else 0.0,
+            dcg / sum(1 / math.log2(r + 2) for r in range(min(len(t), 10))),
+        )
+    recall, mrr, ndcg = each.sum(axis=0) if cases else (0.0, 0.0, 0.0)
     n = max(1, len(cases))
+    extra = {"per_case": each} if per_case else {}
     return {
+        **extra,
         "recall@20": recall / n,
         "mrr@20": mrr / n,
         "ndcg@10": ndcg / n,
@@ -138,6 +151,14 @@ def score(b: ModelBundle, cfg: ranking.RankConfig, cases: list[Case], rec=None) 
         "p99_ms": 1000 * float(np.percentile(took, 99)) if cases else math.nan,
         "cases": len(cases),
     }
+
+
+def paired(a: dict, b: dict) -> dict[str, tuple[float, float]]:
+    """Per ranked metric, the mean of ``a - b`` over the same cases and its standard error."""
+    d = a["per_case"] - b["per_case"]
+    n = max(1, d.shape[0])
+    se = d.std(axis=0, ddof=1) / math.sqrt(n) if n > 1 else np.full(3, math.nan)
+    return {m: (float(d[:, j].mean()), float(se[j])) for j, m in enumerate(RANKED)}
 
 
 # ----------------------------------------------------------------------------- tuning
