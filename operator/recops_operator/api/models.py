@@ -10,9 +10,10 @@ that need context (region of buckets/endpoints) live in ``api.semantics``.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from recops_serve import config as serve_defaults
@@ -34,6 +35,45 @@ DATA_URI_PATTERN = (
     r"^(oss://[a-z0-9][a-z0-9-]{1,61}[a-z0-9](\.[a-z0-9.-]+)?(/.*)?|builtin:[a-z]+(\+[a-z]+)*)$"
 )
 IMAGE_PATTERN = r"^[a-z0-9]([a-z0-9._/-]*[a-z0-9])?(:[A-Za-z0-9._-]+)?(@sha256:[a-f0-9]{64})?$"
+
+
+def duration_seconds(text: str) -> int:
+    """Seconds of a DURATION_PATTERN string ("1m30s")."""
+    return sum(int(n) * {"s": 1, "m": 60, "h": 3600}[u] for n, u in re.findall(r"([0-9]+)(s|m|h)", text))
+
+
+def _human(seconds: int) -> str:
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def Duration(description: str, floor: int, ceiling: int, name: str):
+    """A duration string that drives a loop: bounded both in the CRD (CEL) and in pydantic, with the
+    bound in the message (a "0s" interval would spin the control loop, "9999h" would stall it)."""
+    lo, hi = _human(floor), _human(ceiling)
+    message = f"{name} must be between {lo} and {hi}"
+
+    def check(value: str) -> str:
+        if not floor <= duration_seconds(value) <= ceiling:
+            raise ValueError(message)
+        return value
+
+    return Annotated[
+        str,
+        Field(
+            description=f"{description} Between {lo} and {hi}.",
+            pattern=DURATION_PATTERN,
+            max_length=32,
+            json_schema_extra={
+                "x-kubernetes-validations": [
+                    cel(f"duration(self) >= duration('{lo}') && duration(self) <= duration('{hi}')", message)
+                ]
+            },
+        ),
+        AfterValidator(check),
+    ]
 
 
 def cel(rule: str, message: str, field_path: str | None = None) -> dict:
@@ -257,7 +297,7 @@ class Monitoring(Model):
         bool,
         Field(description="Create a ServiceMonitor and PrometheusRule when monitoring.coreos.com exists."),
     ] = True
-    scrape_interval: Annotated[str, Field(description="Scrape interval.", pattern=DURATION_PATTERN)] = "15s"
+    scrape_interval: Duration("Scrape interval.", 5, 300, "monitoring.scrapeInterval") = "15s"
 
 
 # ---------------------------------------------------------------------------------- training
@@ -390,7 +430,9 @@ class Training(Model):
     backoff_limit: Annotated[
         int, Field(description="Genuine failures tolerated (preemptions do not count).", ge=0, le=20)
     ] = 3
-    active_deadline_seconds: Annotated[int | None, Field(description="Hard limit on one run.", ge=60)] = None
+    active_deadline_seconds: Annotated[
+        int | None, Field(description="Hard limit on one run (1 min to 7 days).", ge=60, le=604800)
+    ] = None
     termination_grace_period_seconds: Annotated[
         int,
         Field(description="Time to checkpoint after SIGTERM; below the spot notice window.", ge=1, le=150),
@@ -462,7 +504,10 @@ class Analysis(Model):
     ] = 80
     max_error_rate: Annotated[float, Field(description="5xx ratio limit.", ge=0, le=1)] = 0.01
     min_requests: Annotated[
-        int, Field(description="Fewer requests in the interval is Inconclusive (never a pass).", ge=1)
+        int,
+        Field(
+            description="Fewer requests in the interval is Inconclusive (never a pass).", ge=1, le=10_000_000
+        ),
     ] = 200
     min_shadow_overlap: Annotated[
         float, Field(description="Minimum mean top-K overlap with stable during shadowing.", ge=0, le=1)
@@ -529,11 +574,16 @@ class Rollout(Model):
             description="Canary weights in percent, ascending, ending at 100.", min_length=1, max_length=20
         ),
     ] = [2, 10, 25, 50, 100]
-    interval: Annotated[
-        str, Field(description="How long each step is held and analysed.", pattern=DURATION_PATTERN)
-    ] = "1m"
+    interval: Duration(
+        "How long each step is held and analysed (also the analysis window).", 10, 3600, "rollout.interval"
+    ) = "1m"
     progress_deadline_seconds: Annotated[
-        int, Field(description="Roll back when the rollout has not finished by then.", ge=60)
+        int,
+        Field(
+            description="Roll back when the rollout has not finished by then (1 min to 7 days).",
+            ge=60,
+            le=604800,
+        ),
     ] = 3600
     failure_limit: Annotated[
         int, Field(description="Consecutive failed analyses before rollback.", ge=1, le=100)
