@@ -64,15 +64,24 @@ def _leaves(node: Any, path: str) -> Iterator[tuple[str, str]]:
         yield path, str(node)
 
 
-def spec_field_for(spec: dict[str, Any] | None, reason: str) -> str | None:
-    """The spec field holding the value the API server quoted (``Invalid value: "4"``), when
-    exactly one field holds it: generic, so a future field is attributed without a table."""
+def _tokens(path: str) -> set[str]:
+    return {t.lower() for t in re.split(r"[.\[\]]+", path) if t and not t.isdigit()}
+
+
+def spec_field_for(spec: dict[str, Any] | None, reason: str, child_field: str = "") -> str | None:
+    """The spec field holding the value the API server quoted (``Invalid value: "4"``): generic, so
+    a future field is attributed without a table. Several fields holding the value are told apart
+    by the names they share with the child's field (``resources.requests``); a tie names none."""
     m = re.search(r'Invalid value: "?([^":]+)"?:', reason)
     if not spec or not m:
         return None
     value = m.group(1).strip()
     hits = [p for p, v in _leaves(spec, "spec") if v == value]
-    return hits[0] if len(hits) == 1 else None
+    if len(hits) <= 1:
+        return hits[0] if hits else None
+    want = _tokens(child_field)
+    scored = sorted(((len(_tokens(p) & want), p) for p in hits), reverse=True)
+    return scored[0][1] if scored[0][0] > scored[1][0] else None
 
 
 def shorten(text: str, limit: int = MAX_MESSAGE) -> str:
@@ -89,7 +98,7 @@ def describe(kind: str, name: str, exc: ApiException, spec: dict[str, Any] | Non
     parts = []
     for field, reason in causes(exc):
         where = f"{field}: " if field else ""
-        owner = spec_field_for(spec, reason)
+        owner = spec_field_for(spec, reason, field)
         prefix = f"{owner}: " if owner else ""
         parts.append(f"{prefix}{kind} {name} rejected {where}{reason}")
     return shorten("; ".join(parts))

@@ -64,3 +64,9 @@ def test_backoff_is_exponential_and_capped():
     delays = [backoff(r) for r in range(12)]
     assert delays[:4] == [2, 4, 8, 16]
     assert max(delays) == 300 and delays == sorted(delays)
+
+
+def test_equal_values_are_told_apart_by_the_child_field_names():
+    spec = {"serving": {"resources": {"requests": {"cpu": "4"}}, "replicas": {"min": 4}}}
+    msg = rejections.describe("Deployment", "home-feed", _exc(BODY_422), spec)
+    assert msg.startswith("spec.serving.resources.requests.cpu: "), msg

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from decimal import Decimal
 from urllib.parse import urlparse
 
 from recops_operator.api.models import RecommenderServiceSpec
@@ -92,5 +93,40 @@ def residency_errors(spec: RecommenderServiceSpec, registry: Mapping[str, str]) 
         elif not arms and not _IN_CLUSTER.search(host):
             errors.append(
                 f"spec.rollout.prometheusURL: host '{host}' is neither in-cluster (*.svc) nor the {spec.region} ARMS endpoint"
+            )
+    return errors
+
+
+_SUFFIX = {
+    "": Decimal(1),
+    "m": Decimal("0.001"),
+    "k": Decimal(10**3),
+    "M": Decimal(10**6),
+    "G": Decimal(10**9),
+    "T": Decimal(10**12),
+    "Ki": Decimal(2**10),
+    "Mi": Decimal(2**20),
+    "Gi": Decimal(2**30),
+    "Ti": Decimal(2**40),
+}
+
+
+def quantity(text: str) -> Decimal:
+    """A Kubernetes quantity (the subset QUANTITY_PATTERN admits) as a number."""
+    m = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([A-Za-z]*)", text)
+    if not m or m.group(2) not in _SUFFIX:
+        raise ValueError(f"not a quantity: {text!r}")
+    return Decimal(m.group(1)) * _SUFFIX[m.group(2)]
+
+
+def resource_errors(spec: RecommenderServiceSpec) -> list[str]:
+    """Requests above limits, in the spec's own words (the API server would say it of the Deployment)."""
+    res = spec.serving.resources
+    errors = []
+    for name in ("cpu", "memory"):
+        req, lim = getattr(res.requests, name), getattr(res.limits, name)
+        if quantity(req) > quantity(lim):
+            errors.append(
+                f"spec.serving.resources.requests.{name} ({req}) exceeds spec.serving.resources.limits.{name} ({lim})"
             )
     return errors
