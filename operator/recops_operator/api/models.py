@@ -11,7 +11,8 @@ that need context (region of buckets/endpoints) live in ``api.semantics``.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -35,6 +36,32 @@ DATA_URI_PATTERN = (
     r"^(oss://[a-z0-9][a-z0-9-]{1,61}[a-z0-9](\.[a-z0-9.-]+)?(/.*)?|builtin:[a-z]+(\+[a-z]+)*)$"
 )
 IMAGE_PATTERN = r"^[a-z0-9]([a-z0-9._/-]*[a-z0-9])?(:[A-Za-z0-9._-]+)?(@sha256:[a-f0-9]{64})?$"
+
+
+@dataclass(frozen=True)
+class Location:
+    """Marks a field that names a place data or code comes from or goes to. ``api.semantics``
+    checks every marked field with one rule (in spec.region, no credentials, no path tricks, no
+    link-local/metadata or public hosts); tests/operator/test_locations.py fails on an unmarked one.
+
+    kind: ``oss`` (oss:// URI), ``data`` (oss:// or builtin:NAME), ``image`` (container image,
+    registry host), ``endpoint`` (http(s) URL that must be in-cluster or regional), ``host``
+    (an intranet host name).
+    """
+
+    kind: Literal["oss", "data", "image", "endpoint", "host"]
+
+
+OSS = Location("oss")
+DATA = Location("data")
+IMAGE = Location("image")
+ENDPOINT = Location("endpoint")
+HOST = Location("host")
+
+
+def location_of(field: Any) -> Location | None:
+    """The Location marker of a pydantic FieldInfo, if any."""
+    return next((m for m in field.metadata if isinstance(m, Location)), None)
 
 
 def duration_seconds(text: str) -> int:
@@ -102,6 +129,7 @@ class ModelRef(Model):
             pattern=OSS_URI_PATTERN,
             max_length=1024,
         ),
+        OSS,
     ]
     version: Annotated[
         str,
@@ -258,6 +286,7 @@ class Serving(Model):
     image: Annotated[
         str,
         Field(description="recops-serve image (same image trains).", pattern=IMAGE_PATTERN, max_length=512),
+        IMAGE,
     ]
     placement: Annotated[
         Literal["eci", "nodes"],
@@ -316,6 +345,7 @@ class Checkpoint(Model):
             pattern=OSS_URI_PATTERN,
             max_length=1024,
         ),
+        OSS,
     ]
     interval_seconds: Annotated[
         int,
@@ -335,6 +365,7 @@ class TrainingData(Model):
             pattern=DATA_URI_PATTERN,
             max_length=1024,
         ),
+        DATA,
     ]
     catalog: Annotated[
         str | None,
@@ -343,6 +374,7 @@ class TrainingData(Model):
             pattern=DATA_URI_PATTERN,
             max_length=1024,
         ),
+        DATA,
     ] = None
     max_bad_fraction: Annotated[
         float,
@@ -416,6 +448,7 @@ class Training(Model):
     image: Annotated[
         str | None,
         Field(description="Training image; default: serving.image.", pattern=IMAGE_PATTERN, max_length=512),
+        IMAGE,
     ] = None
     placement: Annotated[
         Literal["eci", "nodes"], Field(description="eci: spot ECI pods; nodes: the spot node pool.")
@@ -456,6 +489,7 @@ class Candidate(Model):
     image: Annotated[
         str | None,
         Field(description="Candidate image; default: serving.image.", pattern=IMAGE_PATTERN, max_length=512),
+        IMAGE,
     ] = None
 
 
@@ -536,7 +570,9 @@ class Traffic(Model):
         Field(description="Router that splits traffic: ingress-nginx, ALB Ingress or ASM (Istio)."),
     ] = "nginx"
     host: Annotated[
-        str | None, Field(description="Intranet host name of the Ingress/VirtualService.", max_length=253)
+        str | None,
+        Field(description="Intranet host name of the Ingress/VirtualService.", max_length=253),
+        HOST,
     ] = None
     ingress_class_name: Annotated[
         str | None, Field(description="IngressClass (nginx/alb).", max_length=253)
@@ -602,6 +638,7 @@ class Rollout(Model):
             pattern=r"^https?://[^@\s]+$",
             max_length=1024,
         ),
+        ENDPOINT,
     ] = None
     canary_replicas: Annotated[
         Replicas | None,
