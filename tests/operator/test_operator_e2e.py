@@ -16,6 +16,7 @@ import httpx
 import pytest
 import yaml
 
+from recops_localcluster import procs
 from recops_localcluster.cluster import free_port
 from recops_operator import topology as topo
 
@@ -77,7 +78,7 @@ class Operator:
             "RECOPS_RESYNC_SECONDS": "30",
             **self.extra_env,
         }
-        self.proc = subprocess.Popen(
+        self.proc = procs.popen_tied(
             [
                 str(Path(sys.executable).parent / "recops-operator"),
                 "run",
