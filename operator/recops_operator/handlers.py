@@ -45,6 +45,7 @@ CHILD_WATCHES: tuple[tuple[tuple[str, ...], tuple[str, str]], ...] = (
     (("policy", "v1", "poddisruptionbudgets"), ("policy/v1", "PodDisruptionBudget")),
     (("batch", "v1", "cronjobs"), ("batch/v1", "CronJob")),
     (("networking.k8s.io", "v1", "ingresses"), ("networking.k8s.io/v1", "Ingress")),
+    (("networking.k8s.io", "v1", "networkpolicies"), ("networking.k8s.io/v1", "NetworkPolicy")),
 )
 
 _client_lock = threading.RLock()  # handlers run in a thread pool: build shared clients once

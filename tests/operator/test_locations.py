@@ -107,3 +107,23 @@ def test_registry_of_an_image():
         == "registry-vpc.cn-hangzhou.aliyuncs.com"
     )
     assert image_registry("localhost:5000/x") == "localhost:5000"
+
+
+def test_digest_pinning_is_an_admission_policy(monkeypatch):
+    spec = m.RecommenderServiceSpec.model_validate(
+        {
+            "region": "cn-hangzhou",
+            "model": {"uri": "oss://m-cn-hangzhou/x/", "version": "v1"},
+            "serving": {"image": "registry-vpc.cn-hangzhou.aliyuncs.com/r/serve:1"},
+        }
+    )
+    assert location_errors(spec, {}, {}) == []
+    monkeypatch.setenv("RECOPS_REQUIRE_IMAGE_DIGEST", "true")
+    (err,) = location_errors(spec, {}, {})
+    assert err.startswith("spec.serving.image: ") and "pinned by tag only" in err
+    pinned = spec.model_copy(
+        update={
+            "serving": spec.serving.model_copy(update={"image": spec.serving.image + "@sha256:" + "a" * 64})
+        }
+    )
+    assert location_errors(pinned, {}, {}) == []

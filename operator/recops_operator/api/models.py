@@ -679,6 +679,65 @@ class Experiment(Model):
     holdout: Annotated[Holdout, Field(description="Persistent holdout group for measuring lift.")] = Holdout()
 
 
+# ---------------------------------------------------------------------------------- network
+CIDR_PATTERN = r"^[0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}$"
+PRIVATE_CIDRS = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
+Cidr = Annotated[str, Field(pattern=CIDR_PATTERN, max_length=18)]
+
+
+class Network(Model):
+    """Least-privilege NetworkPolicies, one per track (stable, canary, training). Ingress only from
+    what is listed here plus the monitoring namespace; egress only DNS, the feature store and
+    object storage (the operator, not the pods, reads Prometheus)."""
+
+    policies: Annotated[
+        bool, Field(description="Render the NetworkPolicies (off only where a mesh enforces the same).")
+    ] = True
+    allow_namespaces: Annotated[
+        list[Annotated[str, Field(pattern=DNS_LABEL, max_length=63)]],
+        Field(
+            description="Namespaces whose pods may call the service (the ingress controller's, the storefront's).",
+            max_length=50,
+        ),
+    ] = []
+    allow_pod_labels: Annotated[
+        dict[str, Annotated[str, Field(max_length=63)]],
+        Field(description="Pods of this namespace with these labels may call the service.", max_length=10),
+    ] = {}
+    allow_cidrs: Annotated[
+        list[Cidr],
+        Field(
+            alias="allowCIDRs",
+            description="Client address ranges of the intranet load balancer (the VPC).",
+            max_length=50,
+        ),
+    ] = PRIVATE_CIDRS
+    monitoring_namespace: Annotated[
+        str,
+        Field(
+            description="Namespace of the Prometheus that scrapes the pods.", pattern=DNS_LABEL, max_length=63
+        ),
+    ] = "monitoring"
+    feature_store_cidrs: Annotated[
+        list[Cidr],
+        Field(
+            alias="featureStoreCIDRs",
+            description="Address ranges of the Tair/Redis feature store (VPC).",
+            max_length=20,
+        ),
+    ] = PRIVATE_CIDRS
+    feature_store_port: Annotated[int, Field(description="Feature store port.", ge=1, le=65535)] = 6379
+    object_storage_cidrs: Annotated[
+        list[Cidr],
+        Field(
+            alias="objectStorageCIDRs",
+            description="Address ranges of the region's internal OSS endpoints (Alibaba Cloud's service range).",
+            min_length=1,
+            max_length=20,
+        ),
+    ] = ["100.64.0.0/10"]
+
+
 # ---------------------------------------------------------------------------------- spec
 class RecommenderServiceSpec(Model):
     """Desired state of a recommendation service."""
@@ -709,6 +768,9 @@ class RecommenderServiceSpec(Model):
     training: Annotated[Training | None, Field(description="Spot-only training.")] = None
     rollout: Annotated[Rollout, Field(description="Progressive delivery of a candidate model.")] = Rollout()
     experiment: Annotated[Experiment, Field(description="Experiments (holdout).")] = Experiment()
+    network: Annotated[Network, Field(description="NetworkPolicies of the inference and training pods.")] = (
+        Network()
+    )
 
 
 # ---------------------------------------------------------------------------------- status

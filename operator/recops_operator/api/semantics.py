@@ -148,7 +148,20 @@ def _check_oss(field: str, uri: str, region: str, buckets: Mapping[str, str]) ->
     return None
 
 
-def _check_image(field: str, image: str, region: str, registries: Mapping[str, str]) -> str | None:
+def require_digest(env: Mapping[str, str] | None = None) -> bool:
+    """Admission policy ``RECOPS_REQUIRE_IMAGE_DIGEST``: images only by digest (a tag can be moved)."""
+    return (env if env is not None else os.environ).get("RECOPS_REQUIRE_IMAGE_DIGEST", "").lower() in (
+        "1",
+        "true",
+        "yes",
+    )
+
+
+def _check_image(
+    field: str, image: str, region: str, registries: Mapping[str, str], digest: bool = False
+) -> str | None:
+    if digest and "@sha256:" not in image:
+        return f"{field}: '{image}' is pinned by tag only; this cluster requires image@sha256:<digest>"
     host = image_registry(image)
     if "@" in image.split("@sha256:")[0]:
         return f"{field}: credentials must not be embedded in image references"
@@ -196,12 +209,13 @@ def location_errors(
 ) -> list[str]:
     """The one residency-and-safety rule, over every Location-marked field of the spec."""
     registries = registry_regions() if registries is None else registries
+    digest = require_digest()
     errors: list[str] = []
     for field, marker, value in _marked_values(spec, "spec"):
         if marker.kind in ("oss", "data"):
             err = _check_oss(field, value, spec.region, buckets) if value.startswith("oss://") else None
         elif marker.kind == "image":
-            err = _check_image(field, value, spec.region, registries)
+            err = _check_image(field, value, spec.region, registries, digest)
         elif marker.kind == "endpoint":
             err = _check_endpoint(field, value, spec.region)
         else:
