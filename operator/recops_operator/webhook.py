@@ -54,10 +54,21 @@ def problems(
     return errors
 
 
+def needs_validation(body: Any, old: Any | None) -> bool:
+    """Only a new or changed spec is judged: metadata-only updates (kopf's finalizer and annotations,
+    labels) and anything on an object being deleted pass, so a rule added later, or a child that can
+    no longer be applied (a terminating namespace), never blocks removing a finalizer."""
+    if (body.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    return old is None or (old.get("spec") or {}) != (body.get("spec") or {})
+
+
 @kopf.on.validate(GROUP, VERSION, PLURAL, id=HANDLER_ID, operations=["CREATE", "UPDATE"])
-def validate(body: kopf.Body, namespace: str | None = None, **_: Any) -> None:
+def validate(body: kopf.Body, namespace: str | None = None, old: kopf.Body | None = None, **_: Any) -> None:
     from recops_operator.handlers import applier  # the operator's client (not needed by pure callers)
 
+    if not needs_validation(body, old):
+        return
     obj = dict(body)
     obj["metadata"] = {**(obj.get("metadata") or {}), "namespace": namespace or body.metadata.namespace}
     ap = applier()

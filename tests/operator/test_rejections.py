@@ -70,3 +70,13 @@ def test_equal_values_are_told_apart_by_the_child_field_names():
     spec = {"serving": {"resources": {"requests": {"cpu": "4"}}, "replicas": {"min": 4}}}
     msg = rejections.describe("Deployment", "home-feed", _exc(BODY_422), spec)
     assert msg.startswith("spec.serving.resources.requests.cpu: "), msg
+
+
+def test_only_new_or_changed_specs_are_judged():
+    from recops_operator.webhook import needs_validation
+
+    spec = {"region": "cn-hangzhou"}
+    assert needs_validation({"spec": spec}, None)
+    assert needs_validation({"spec": {**spec, "x": 1}}, {"spec": spec})
+    assert not needs_validation({"spec": spec, "metadata": {"finalizers": ["f"]}}, {"spec": spec})
+    assert not needs_validation({"spec": {"x": 2}, "metadata": {"deletionTimestamp": "t"}}, {"spec": spec})
