@@ -228,11 +228,14 @@ class LocalCluster:
     def _spawn(self, name: str, argv: list[str]) -> Path:
         log = self.logs / f"{name}.log"
         with open(log, "ab") as out:
-            opts = {"stdout": out, "stderr": subprocess.STDOUT, "stdin": subprocess.DEVNULL}
-            if self.detach:
-                proc = subprocess.Popen(argv, start_new_session=True, **opts)
-            else:
-                proc = procs.popen_tied(argv, **opts)
+            # own process group (stop() signals the group); tied: dies with us unless detached
+            opts = {
+                "stdout": out,
+                "stderr": subprocess.STDOUT,
+                "stdin": subprocess.DEVNULL,
+                "start_new_session": True,
+            }
+            proc = subprocess.Popen(argv, **opts) if self.detach else procs.popen_tied(argv, **opts)
         self.pids[name] = proc.pid
         self._save_state()
         self.log(f"started {name} (pid {proc.pid}, log {log})")

@@ -140,7 +140,6 @@ def reconcile(
             error = _failure_message(e, body.get("spec"))
             log.warning("reconcile of %s/%s failed: %s; full response: %s", namespace, name, error, e.body)
             metrics.RECONCILES.labels(result="error").inc()
-            events.record(api(), body, "Warning", "ApplyFailed", error)
         dep = ap.get(
             {
                 "apiVersion": "apps/v1",
@@ -158,13 +157,15 @@ def reconcile(
             rollout_status = stored_rollout
         new.update(rollout_summary(spec, rollout_status))
         _patch_status(body, new)  # status first: a failed create must show why, not blank columns
+        if failure is not None:
+            events.record(api(), body, "Warning", "ApplyFailed", error or "")
         if failure is not None and raise_errors:
             raise kopf.TemporaryError(error, delay=backoff(retry)) from failure
         return body
 
 
 BACKOFF_BASE_SECONDS = float(os.environ.get("RECOPS_BACKOFF_BASE_SECONDS", "2"))
-BACKOFF_CAP_SECONDS = float(os.environ.get("RECOPS_BACKOFF_CAP_SECONDS", "300"))
+BACKOFF_CAP_SECONDS = float(os.environ.get("RECOPS_BACKOFF_CAP_SECONDS", "60"))  # a fix waits at most this
 
 
 def backoff(retry: int) -> float:
