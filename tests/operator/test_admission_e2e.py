@@ -30,20 +30,20 @@ REJECTED = [
     (
         "malformed schedule",
         {"training__schedule": "every night"},
-        "CronJob home-feed-train rejected spec.schedule",
+        "spec.training.schedule: CronJob bad-2-train rejected spec.schedule: Invalid value",
     ),
     ("schedule with 6 fields", {"training__schedule": "0 0 2 * * *"}, "spec.training.schedule"),
     (
         "unknown time zone",
         {"training__timeZone": "Mars/Olympus_Mons"},
-        "spec.training.timeZone: CronJob home-feed-train rejected spec.timeZone",
+        "spec.training.timeZone: CronJob bad-4-train rejected spec.timeZone: Invalid value",
     ),
     ("time zone as an offset", {"training__timeZone": "UTC+8"}, "spec.timeZone"),
     ("name too long for the candidate Service", {"__name": "n" * 60}, f"Service {'n' * 60}-canary rejected"),
     (
         "secret key not a valid key",
         {"serving__featureStore__secretRef__key": "a/b"},
-        "spec.serving.featureStore",
+        "spec.serving.featureStore.secretRef.key in body should match",
     ),
     # --- residency and safety: one rule over every location-typed field
     (

@@ -204,6 +204,7 @@ class SecretKeyRef(Model):
         str,
         Field(
             description="Key in the Secret holding the redis:// or rediss:// URL (with password).",
+            pattern=r"^[-._a-zA-Z0-9]+$",  # a Secret data key: anything else can never be mounted
             max_length=253,
         ),
     ] = "url"
