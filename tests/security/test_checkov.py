@@ -31,18 +31,12 @@ ALLOW: dict[str, str] = {
     # operator.requireImageDigest), which a cluster turns on once its CI pushes by digest; the
     # example and the chart's default use tags so they install as documented.
     "CKV_K8S_43": "image by digest: an admission policy, not a render default",
-    # The namespace is the release's / the RecommenderService's: chosen by whoever installs.
-    "CKV_K8S_21": "default namespace: objects are rendered into the owner's namespace",
     # Kubernetes probes (readiness/liveness/startup) are the health check; HEALTHCHECK is ignored by the kubelet.
     "CKV_DOCKER_2": "HEALTHCHECK: Kubernetes probes are used instead",
-    # The pod-level securityContext sets runAsUser 10001/65532 (>= 10000); checkov reads only the container's.
-    "CKV_K8S_40": "high UID: set in the pod securityContext",
     # imagePullPolicy IfNotPresent is right for immutable (digest-pinned or release-tagged) images.
     "CKV_K8S_15": "imagePullPolicy Always: not needed for immutable tags/digests",
     # The operator and the training Job need the API (ServiceAccount token); inference pods do not mount it.
     "CKV_K8S_38": "service account token: the operator talks to the API server",
-    # The webhook/metrics Services and the operator need a Secret (TLS) as a volume, not a CRD: N/A check family.
-    "CKV2_K8S_6": "NetworkPolicy graph check: policies select pods by label, checkov pairs by name",
 }
 
 
@@ -62,7 +56,7 @@ def _run(*args: str) -> list[dict]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BC_", "PRISMA_"))}
     env.update({"CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false", "LOG_LEVEL": "WARNING"})
     res = subprocess.run(
-        [*_checkov(), "--skip-download", "--no-guide", "--quiet", "--compact", "-o", "json", *args],
+        [*_checkov(), "--skip-download", "--quiet", "--compact", "-o", "json", *args],
         capture_output=True,
         text=True,
         env=env,
