@@ -63,9 +63,11 @@ def stop(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
 PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:
+def die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None]:
     """A ``preexec_fn``: the child gets ``sig`` when the process that started it dies, however it
-    dies (SIGKILL included, where no handler or atexit runs). Linux prctl(PR_SET_PDEATHSIG)."""
+    dies (SIGKILL included, where no handler or atexit runs). Linux prctl(PR_SET_PDEATHSIG).
+    SIGKILL: this is the path where the orderly stop did not run, and a kube-apiserver told to
+    shut down gracefully after its etcd is gone can hang for minutes."""
     parent = os.getpid()
 
     def preexec() -> None:

@@ -1,8 +1,8 @@
 """Children of the local control plane and of the test fixtures die with their parent (issue #18).
 
 A pytest session holding the shared cluster is killed with SIGTERM (clean path: the handler stops
-the cluster and removes its run dir) and with SIGKILL (no handler runs: prctl PDEATHSIG makes each
-component get SIGTERM from the kernel); `recops-localcluster up --foreground` is killed with SIGTERM.
+the cluster and removes its run dir) and with SIGKILL (no handler runs: prctl PDEATHSIG makes the
+kernel SIGKILL each component); `recops-localcluster up --foreground` is killed with SIGTERM.
 In every case no etcd, kube-apiserver, KCM, scheduler or kwok is left running.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -78,6 +79,8 @@ def test_killing_a_pytest_session_leaves_no_control_plane(tmp_path, sig):
     finally:
         if session.poll() is None:
             session.kill()
+        if pids_file.exists():  # after SIGKILL no code of the session ran: its run dir is left
+            shutil.rmtree(json.loads(pids_file.read_text())["run_dir"], ignore_errors=True)
 
 
 def test_sigterm_to_localcluster_up_foreground_leaves_nothing(tmp_path):
