@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: demo down test lint bench venv system-deps testbin crds dashboards helm
+.PHONY: demo down test lint bench venv system-deps testbin crds dashboards helm checkov
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,17 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)
+
+# checkov in its own venv (its pins conflict with pytest's); the pin is pyproject's `checkov` extra.
+CHECKOV_VENV := .venv-checkov
+CHECKOV_PIN := $(shell $(PYTHON) -c 'import tomllib;print(*tomllib.load(open("pyproject.toml","rb"))["project"]["optional-dependencies"]["checkov"])')
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(subst ==,-,$(CHECKOV_PIN))
+$(CHECKOV_STAMP): pyproject.toml
+	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet '$(CHECKOV_PIN)'
+	@rm -f $(CHECKOV_VENV)/.installed-* && touch $@
+
+checkov: $(CHECKOV_STAMP)
 
 system-deps:
 	@scripts/system-deps.sh
@@ -34,7 +45,7 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: system-deps venv testbin
+test: system-deps venv checkov testbin
 	$(BIN)/ruff check .
 	KUBEBUILDER_ASSETS=$${KUBEBUILDER_ASSETS:-$$(scripts/build-testbin.sh | tail -n1)} $(BIN)/pytest $(PYTEST_ARGS)
 

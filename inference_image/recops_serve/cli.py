@@ -8,6 +8,12 @@ import os
 import sys
 
 
+def read_secret_file(path: str) -> str:
+    """A Secret mounted as a file (one value, a trailing newline tolerated)."""
+    with open(path) as f:
+        return f.read().strip()
+
+
 def serve(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="recops-serve serve")
     p.add_argument(
@@ -34,6 +40,9 @@ def serve(argv: list[str]) -> int:
         os.environ["RECOPS_CONFIG"] = args.config
     if args.redis_url:
         os.environ["RECOPS_REDIS_URL"] = args.redis_url
+    elif os.environ.get("RECOPS_REDIS_URL_FILE") and not os.environ.get("RECOPS_REDIS_URL"):
+        # the operator mounts the feature-store Secret as a file; the workers read the env var
+        os.environ["RECOPS_REDIS_URL"] = read_secret_file(os.environ["RECOPS_REDIS_URL_FILE"])
     os.environ["RECOPS_SERVE_OVERRIDES"] = json.dumps(overrides)
     from granian import Granian
 

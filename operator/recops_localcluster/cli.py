@@ -1,7 +1,8 @@
 """``recops-localcluster up|down|env|status``: a local control plane that outlives the command.
 
 ``up`` starts the components detached (each in its own session) and records them
-in ``<run-dir>/state.json``; ``down`` stops them and removes the run dir (etcd
+in ``<run-dir>/state.json`` (``up --foreground`` instead stays, and the components die
+with it: SIGTERM, SIGINT or its death); ``down`` stops them and removes the run dir (etcd
 data, keys, logs), leaving no process or port behind.
 """
 
@@ -9,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import time
 from pathlib import Path
 
 from recops_localcluster.cluster import LocalCluster
@@ -27,6 +30,10 @@ def _load(run_dir: Path) -> LocalCluster | None:
     return LocalCluster.from_state(run_dir) if (run_dir / "state.json").exists() else None
 
 
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="recops-localcluster", description=__doc__)
     parser.add_argument(
@@ -37,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--on-demand", type=int, default=NodeSet.on_demand)
     up.add_argument("--spot", type=int, default=NodeSet.spot)
     up.add_argument("--eci", type=int, default=NodeSet.eci)
+    up.add_argument(
+        "--foreground",
+        action="store_true",
+        help="stay in the foreground; the components die with this process (SIGTERM, SIGINT, or its death)",
+    )
     sub.add_parser("down", help="stop everything `up` started and remove the run dir")
     sub.add_parser("env", help="print `export KUBECONFIG=...` for the running cluster")
     sub.add_parser("status", help="show which components run")
@@ -53,9 +65,22 @@ def main(argv: list[str] | None = None) -> int:
             run_dir=args.run_dir,
             nodes=NodeSet(on_demand=args.on_demand, spot=args.spot, eci=args.eci),
             log=lambda m: print(m, file=sys.stderr),
+            detach=not args.foreground,
         )
+        # SIGTERM while starting: start() stops what it already started (no half-started leftovers)
+        signal.signal(signal.SIGTERM, _interrupt)
         cluster.start()
-        print(f"export KUBECONFIG={cluster.kubeconfig}")
+        print(f"export KUBECONFIG={cluster.kubeconfig}", flush=True)
+        if args.foreground:
+            try:
+                while all(cluster.running().values()):
+                    time.sleep(1)
+                print("a component exited; stopping", file=sys.stderr)
+                return 1
+            except KeyboardInterrupt:
+                return 0
+            finally:
+                cluster.stop()
         return 0
     if existing is None:
         print(f"no local cluster recorded in {args.run_dir}", file=sys.stderr)

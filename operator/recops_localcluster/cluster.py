@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from recops_localcluster import binaries, pki
+from recops_localcluster import binaries, pki, procs
 from recops_localcluster.nodes import NodeSet, node_manifests
 
 STAGES_FILE = Path(__file__).with_name("kwok-stages.yaml")
@@ -76,6 +76,9 @@ class LocalCluster:
     pids: dict[str, int] = field(default_factory=dict)
     api_port: int = 0
     etcd_port: int = 0
+    #: False (tests, demo, bench): components die with this process (prctl PDEATHSIG, atexit,
+    #: SIGTERM/SIGHUP). True (`recops-localcluster up`): they outlive it until `down`.
+    detach: bool = False
 
     # ---- paths -------------------------------------------------------------------------
     @property
@@ -110,6 +113,8 @@ class LocalCluster:
             self.run_dir = Path(tempfile.mkdtemp(prefix="recops-kcp-", dir=base))
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
+        if not self.detach:
+            self._forget_cleanup = procs.on_exit(self.stop)
         bins = {name: binaries.find(name) for name in binaries.COMPONENTS}
         keys = pki.generate(self.run_dir / "pki")
         self.etcd_port, self.api_port = free_port(), free_port()
@@ -133,6 +138,9 @@ class LocalCluster:
         for name in reversed(list(self.pids)):
             _terminate(self.pids[name])
         self.pids.clear()
+        if getattr(self, "_forget_cleanup", None):
+            self._forget_cleanup()
+            self._forget_cleanup = None
         if self.run_dir and self.run_dir.exists():
             if keep_logs:
                 for child in self.run_dir.iterdir():
@@ -220,9 +228,14 @@ class LocalCluster:
     def _spawn(self, name: str, argv: list[str]) -> Path:
         log = self.logs / f"{name}.log"
         with open(log, "ab") as out:
-            proc = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-            )
+            # own process group (stop() signals the group); tied: dies with us unless detached
+            opts = {
+                "stdout": out,
+                "stderr": subprocess.STDOUT,
+                "stdin": subprocess.DEVNULL,
+                "start_new_session": True,
+            }
+            proc = subprocess.Popen(argv, **opts) if self.detach else procs.popen_tied(argv, **opts)
         self.pids[name] = proc.pid
         self._save_state()
         self.log(f"started {name} (pid {proc.pid}, log {log})")

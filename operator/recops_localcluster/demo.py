@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from recops_localcluster import procs
 from recops_localcluster.cluster import ExistingCluster, LocalCluster, existing_cluster, free_port
 from recops_localcluster.demo_serving import DemoServer, ask, cache_dir, start_training
 
@@ -42,7 +43,7 @@ def start_operator(env: dict[str, str], log: Path) -> subprocess.Popen:
         "RECOPS_RESYNC_SECONDS": "60",
     }
     out = open(log, "ab")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(
+    return procs.popen_tied(
         [str(Path(sys.executable).parent / "recops-operator"), "run", "--standalone", "--all-namespaces"],
         env=env,
         stdout=out,

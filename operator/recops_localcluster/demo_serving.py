@@ -84,7 +84,7 @@ def start_training(version: str, log: Path) -> Training:
     if rows := os.environ.get("RECOPS_DEMO_LIMIT_ROWS"):  # tests: a smaller slice trains in seconds
         args += ["--limit-rows", rows]
     out = open(log, "ab")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen(  # own session: Ctrl-C reaches the demo, which stops its children in order
+    proc = procs.popen_tied(  # own session: Ctrl-C reaches the demo, which stops its children in order
         args,
         stdout=out,
         stderr=subprocess.STDOUT,
@@ -120,7 +120,7 @@ class DemoServer:
     def start(self, timeout: float = 120) -> DemoServer:
         self.redis.start()
         out = open(self.log, "ab")  # noqa: SIM115 - closed with the process
-        self.proc = subprocess.Popen(
+        self.proc = procs.popen_tied(
             [
                 str(BIN / "recops-serve"),
                 "serve",

@@ -29,7 +29,7 @@ class RedisServer:
         if binary is None:
             raise RuntimeError("redis-server not installed: run scripts/system-deps.sh (make test does)")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
+        self.proc = procs.popen_tied(
             [
                 binary,
                 "--port",

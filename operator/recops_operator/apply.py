@@ -22,6 +22,8 @@ from kubernetes import client, dynamic
 from kubernetes.client.rest import ApiException
 from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 
+from recops_operator.rejections import ChildRejected
+
 FIELD_MANAGER = "recops"
 log = logging.getLogger(__name__)
 
@@ -149,9 +151,16 @@ class Applier:
         return True
 
     def apply_all(self, objs: list[dict[str, Any]], fresh: bool = False) -> ApplyResult:
+        """Apply in order; the first rejection raises ``ChildRejected`` naming that child."""
         result = ApplyResult()
         for obj in objs:
-            if self.apply(obj, fresh):
+            try:
+                wrote = self.apply(obj, fresh)
+            except ChildRejected:
+                raise
+            except ApiException as e:
+                raise ChildRejected(obj, e) from e
+            if wrote:
                 result.written += 1
             else:
                 result.unchanged += 1

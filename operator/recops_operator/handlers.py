@@ -21,9 +21,10 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
-from recops_operator import metrics
+from recops_operator import events, metrics, rejections
 from recops_operator.api.models import GROUP, PLURAL, VERSION, RecommenderServiceSpec
 from recops_operator.apply import FIELD_MANAGER, Applier
+from recops_operator.rejections import ChildRejected
 from recops_operator.render import Owner, RenderContext, desired_objects
 from recops_operator.render.serving import MANAGED_BY, deployment_name
 from recops_operator.status import changed, compute_status, deployment_view, merge_conditions
@@ -44,6 +45,7 @@ CHILD_WATCHES: tuple[tuple[tuple[str, ...], tuple[str, str]], ...] = (
     (("policy", "v1", "poddisruptionbudgets"), ("policy/v1", "PodDisruptionBudget")),
     (("batch", "v1", "cronjobs"), ("batch/v1", "CronJob")),
     (("networking.k8s.io", "v1", "ingresses"), ("networking.k8s.io/v1", "Ingress")),
+    (("networking.k8s.io", "v1", "networkpolicies"), ("networking.k8s.io/v1", "NetworkPolicy")),
 )
 
 _client_lock = threading.RLock()  # handlers run in a thread pool: build shared clients once
@@ -96,6 +98,7 @@ def reconcile(
     raise_errors: bool = False,
     rollout: dict[str, Any] | None = None,
     fresh: bool = False,
+    retry: int = 0,
 ) -> dict[str, Any] | None:
     """Converge the children of one RecommenderService and refresh its status. Idempotent.
 
@@ -125,6 +128,7 @@ def reconcile(
             rollout=rollout_status,
         )
         error: str | None = None
+        failure: ApiException | None = None
         try:
             desired = desired_objects(owner, spec, ctx)
             ap.apply_all(desired, fresh)
@@ -132,11 +136,10 @@ def reconcile(
                 prune_canary(ap, owner, desired, fresh)
             metrics.RECONCILES.labels(result="ok").inc()
         except ApiException as e:
-            error = f"apply failed: {e.status} {e.reason}: {(e.body or '')[:300]}"
+            failure = e
+            error = _failure_message(e, body.get("spec"))
+            log.warning("reconcile of %s/%s failed: %s; full response: %s", namespace, name, error, e.body)
             metrics.RECONCILES.labels(result="error").inc()
-            kopf.warn(body, reason="ApplyFailed", message=error)
-            if raise_errors:
-                raise kopf.TemporaryError(error, delay=10) from e
         dep = ap.get(
             {
                 "apiVersion": "apps/v1",
@@ -153,8 +156,28 @@ def reconcile(
         else:
             rollout_status = stored_rollout
         new.update(rollout_summary(spec, rollout_status))
-        _patch_status(body, new)
+        _patch_status(body, new)  # status first: a failed create must show why, not blank columns
+        if failure is not None:
+            events.record(api(), body, "Warning", "ApplyFailed", error or "")
+        if failure is not None and raise_errors:
+            raise kopf.TemporaryError(error, delay=backoff(retry)) from failure
         return body
+
+
+BACKOFF_BASE_SECONDS = float(os.environ.get("RECOPS_BACKOFF_BASE_SECONDS", "2"))
+BACKOFF_CAP_SECONDS = float(os.environ.get("RECOPS_BACKOFF_CAP_SECONDS", "60"))  # a fix waits at most this
+
+
+def backoff(retry: int) -> float:
+    """Exponential retry delay, capped: a child the API server refuses is not hammered."""
+    return min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, retry))
+
+
+def _failure_message(e: ApiException, spec: dict[str, Any] | None) -> str:
+    """One line: which child, which field, what the API server said."""
+    if isinstance(e, ChildRejected):
+        return rejections.describe(e.kind, e.name, e, spec)
+    return rejections.shorten(f"apply failed: {e.status} {e.reason}: {rejections.causes(e)[0][1]}")
 
 
 CANARY_KINDS = (
@@ -210,20 +233,17 @@ def _patch_status(body: dict[str, Any], new: dict[str, Any], error: str | None =
     )
     applier().writes += 1
     if live.get("phase") != new.get("phase"):
-        kopf.event(
-            body,
-            type="Normal",
-            reason=new.get("phase") or "Unknown",
-            message=new["conditions"][0].get("message", ""),
-        )
+        phase = new.get("phase") or "Unknown"
+        kind = "Warning" if phase in ("Failed", "Degraded") else "Normal"
+        events.record(api(), body, kind, phase, new["conditions"][0].get("message", ""))
 
 
 # ------------------------------------------------------------------ kopf triggers
 @kopf.on.resume(GROUP, VERSION, PLURAL, id="serving-resume")
 @kopf.on.create(GROUP, VERSION, PLURAL, id="serving-create")
 @kopf.on.update(GROUP, VERSION, PLURAL, id="serving-update", field="spec")
-def on_spec(namespace: str, name: str, **_: Any) -> None:
-    reconcile(namespace, name, raise_errors=True)
+def on_spec(namespace: str, name: str, retry: int = 0, **_: Any) -> None:
+    reconcile(namespace, name, raise_errors=True, retry=retry)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL, id="serving-forget")

@@ -37,10 +37,11 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any)
     settings.watching.client_timeout = 300
     settings.watching.connect_timeout = 30
     settings.networking.request_timeout = 60
-    # Only warnings from kopf's own handler logs become Kubernetes Events: at INFO every
-    # "Handler succeeded" on every child event is an Event write (the API server's largest
-    # load at scale). Our own Normal events go through kopf.event, which this does not filter.
-    settings.posting.level = logging.WARNING
+    # kopf's own handler logs never become Kubernetes Events: at INFO every "Handler succeeded"
+    # is an Event write (the API server's largest load at scale), and at WARNING/ERROR every
+    # "failed temporarily" retry is a new Event. Failures are recorded by recops_operator.events
+    # (one Event per distinct failure, with a count); kopf.event (rollout) is not filtered by this.
+    settings.posting.level = logging.CRITICAL
     settings.execution.max_workers = int(os.environ.get("RECOPS_MAX_WORKERS", "8"))
     settings.batching.worker_limit = int(os.environ.get("RECOPS_WORKER_LIMIT", "200"))
 

@@ -66,8 +66,9 @@ def compute_status(
     is_ready = (
         deployment is not None and rollout_done and ready >= max(1, min_ready) and reconcile_error is None
     )
-    if reconcile_error:
-        phase, reason, msg = "Degraded", "ReconcileFailed", reconcile_error
+    if reconcile_error:  # Failed: nothing serves yet; Degraded: the last good children keep serving
+        phase = "Failed" if deployment is None else "Degraded"
+        reason, msg = "ReconcileFailed", reconcile_error
     elif deployment is None:
         phase, reason, msg = "Pending", "DeploymentMissing", "the inference Deployment does not exist yet"
     elif is_ready:

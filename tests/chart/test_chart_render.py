@@ -26,7 +26,7 @@ EXPECTED_RULES = [
     ([""], ["pods/status"], ["patch"]),
     ([""], ["events"], ["get", "list", "watch", "create", "patch"]),
     (["events.k8s.io"], ["events"], ["create", "patch"]),
-    (["networking.k8s.io"], ["ingresses"], MANAGE),
+    (["networking.k8s.io"], ["ingresses", "networkpolicies"], MANAGE),
     (["networking.istio.io"], ["virtualservices", "destinationrules"], MANAGE),
     (["monitoring.coreos.com"], ["servicemonitors", "prometheusrules"], MANAGE),
 ]

@@ -16,6 +16,7 @@ import httpx
 import pytest
 import yaml
 
+from recops_localcluster import procs
 from recops_localcluster.cluster import free_port
 from recops_operator import topology as topo
 
@@ -77,7 +78,7 @@ class Operator:
             "RECOPS_RESYNC_SECONDS": "30",
             **self.extra_env,
         }
-        self.proc = subprocess.Popen(
+        self.proc = procs.popen_tied(
             [
                 str(Path(sys.executable).parent / "recops-operator"),
                 "run",
@@ -89,24 +90,31 @@ class Operator:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        # Ready when the webhook admits (server-side dry run goes through admission).
-        probe = service("probe")
+
+        # Ready when the webhook judges: with no webhook configured yet a dry run passes too, so first
+        # wait until the webhook rejects a probe only it can reject, then until it admits a valid one.
+        def dry_run(body: dict) -> subprocess.CompletedProcess:
+            return self.cluster.kubectl(
+                "apply",
+                "--dry-run=server",
+                "-n",
+                self.namespace,
+                "-f",
+                "-",
+                input=json.dumps(body),
+                check=False,
+            )
+
+        foreign = service("probe", model__uri="oss://probe-cn-shanghai/x/")  # residency: webhook only
         wait_for(
-            lambda: (
-                self.cluster.kubectl(
-                    "apply",
-                    "--dry-run=server",
-                    "-n",
-                    self.namespace,
-                    "-f",
-                    "-",
-                    input=json.dumps(probe),
-                    check=False,
-                ).returncode
-                == 0
-            ),
+            lambda: "admission webhook" in dry_run(foreign).stderr,
             timeout=60,
-            what=f"operator webhook (log {self.log})",
+            what=f"operator webhook to judge (log {self.log})",
+        )
+        wait_for(
+            lambda: dry_run(service("probe")).returncode == 0,
+            timeout=60,
+            what=f"operator webhook to admit (log {self.log})",
         )
         return self
 

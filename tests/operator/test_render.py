@@ -54,6 +54,8 @@ def test_kinds_and_ownership():
             "PodDisruptionBudget",
             "ServiceMonitor",
             "PrometheusRule",
+            "NetworkPolicy",  # stable track
+            "NetworkPolicy",  # canary track
         ]
     )
     for o in objs:
@@ -80,8 +82,15 @@ def test_pod_is_hardened():
         topo.ZONE_LABEL,
         "kubernetes.io/hostname",
     }
-    redis = next(e for e in c["env"] if e["name"] == "RECOPS_REDIS_URL")
-    assert redis["valueFrom"]["secretKeyRef"] == {"name": "tair", "key": "url"}
+    # the feature-store Secret is a read-only file, never an env var
+    assert not any("valueFrom" in e and "secretKeyRef" in e["valueFrom"] for e in c["env"])
+    url_file = next(e for e in c["env"] if e["name"] == "RECOPS_REDIS_URL_FILE")["value"]
+    mount = next(m for m in c["volumeMounts"] if m["name"] == "feature-store")
+    assert mount["readOnly"] and url_file.startswith(mount["mountPath"] + "/")
+    vol = next(v for v in pod["volumes"] if v["name"] == "feature-store")["secret"]
+    assert vol["secretName"] == "tair" and vol["items"] == [
+        {"key": "url", "path": url_file.rsplit("/", 1)[1]}
+    ]
 
 
 def test_eci_placement_and_never_spot():
@@ -181,3 +190,49 @@ def test_defaults_are_written_once():
         defaults.SESSION_TTL_SECONDS,
         defaults.MAX_SESSION_EVENTS,
     )
+
+
+def test_one_network_policy_per_track_least_privilege():
+    full = RecommenderServiceSpec.model_validate(
+        {
+            **spec().model_dump(by_alias=True, exclude_none=True),
+            "training": {
+                "data": {"events": "builtin:completejourney"},
+                "checkpoint": {"uri": "oss://b-cn-hangzhou/c/"},
+            },
+            "network": {"allowNamespaces": ["ingress-nginx"]},
+        }
+    )
+    pols = {
+        o["metadata"]["name"]: o["spec"] for o in desired_objects(OWNER, full) if o["kind"] == "NetworkPolicy"
+    }
+    assert set(pols) == {"home-feed-stable", "home-feed-canary", "home-feed-training"}
+    for p in pols.values():
+        assert p["policyTypes"] == ["Ingress", "Egress"]
+        assert p["egress"][0]["ports"] == [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
+        assert all(
+            "ipBlock" not in peer or peer["ipBlock"]["cidr"] != "0.0.0.0/0"
+            for r in p["egress"]
+            for peer in r["to"]
+        )
+    stable = pols["home-feed-stable"]
+    assert stable["podSelector"]["matchLabels"] == {
+        "recops.io/service": "home-feed",
+        "recops.io/track": "stable",
+    }
+    (rule,) = stable["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 8080}]
+    names = [
+        p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+        for p in rule["from"]
+        if "namespaceSelector" in p
+    ]
+    assert names == ["ingress-nginx", "monitoring"]
+    redis = [r for r in stable["egress"] if r["ports"] == [{"protocol": "TCP", "port": 6379}]]
+    assert len(redis) == 1, "the feature store is reachable from serving"
+    assert pols["home-feed-training"]["ingress"] == [], "nothing calls a training pod"
+    assert not any(
+        r["ports"] == [{"protocol": "TCP", "port": 6379}] for r in pols["home-feed-training"]["egress"]
+    )
+    canary_from = pols["home-feed-canary"]["ingress"][0]["from"]
+    assert {"podSelector": stable["podSelector"]} in canary_from, "stable pods mirror to the canary"

@@ -81,7 +81,7 @@ class PrometheusServer:
         cfg = self.workdir / "prometheus.yml"
         cfg.write_text(yaml.safe_dump(self._config()))
         self.log = self.workdir / "prometheus.log"
-        self._proc = subprocess.Popen(
+        self._proc = procs.popen_tied(
             [
                 binary,
                 f"--config.file={cfg}",

@@ -22,3 +22,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{- define "recops.webhookService" -}}{{ include "recops.fullname" . }}-webhook{{- end -}}
 {{- define "recops.webhookSecret" -}}{{ include "recops.fullname" . }}-webhook-tls{{- end -}}
+
+{{/* A map as "k=v,k=v" (sorted), the format of RECOPS_BUCKET_REGIONS / RECOPS_REGISTRY_REGIONS. */}}
+{{- define "recops.pairs" -}}
+{{- $out := list -}}
+{{- range $k, $v := . }}{{ $out = append $out (printf "%s=%s" $k $v) }}{{ end -}}
+{{- join "," $out -}}
+{{- end }}

@@ -10,9 +10,11 @@ that need context (region of buckets/endpoints) live in ``api.semantics``.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from recops_serve import config as serve_defaults
@@ -34,6 +36,71 @@ DATA_URI_PATTERN = (
     r"^(oss://[a-z0-9][a-z0-9-]{1,61}[a-z0-9](\.[a-z0-9.-]+)?(/.*)?|builtin:[a-z]+(\+[a-z]+)*)$"
 )
 IMAGE_PATTERN = r"^[a-z0-9]([a-z0-9._/-]*[a-z0-9])?(:[A-Za-z0-9._-]+)?(@sha256:[a-f0-9]{64})?$"
+
+
+@dataclass(frozen=True)
+class Location:
+    """Marks a field that names a place data or code comes from or goes to. ``api.semantics``
+    checks every marked field with one rule (in spec.region, no credentials, no path tricks, no
+    link-local/metadata or public hosts); tests/operator/test_locations.py fails on an unmarked one.
+
+    kind: ``oss`` (oss:// URI), ``data`` (oss:// or builtin:NAME), ``image`` (container image,
+    registry host), ``endpoint`` (http(s) URL that must be in-cluster or regional), ``host``
+    (an intranet host name).
+    """
+
+    kind: Literal["oss", "data", "image", "endpoint", "host"]
+
+
+OSS = Location("oss")
+DATA = Location("data")
+IMAGE = Location("image")
+ENDPOINT = Location("endpoint")
+HOST = Location("host")
+
+
+def location_of(field: Any) -> Location | None:
+    """The Location marker of a pydantic FieldInfo, if any."""
+    return next((m for m in field.metadata if isinstance(m, Location)), None)
+
+
+def duration_seconds(text: str) -> int:
+    """Seconds of a DURATION_PATTERN string ("1m30s")."""
+    return sum(int(n) * {"s": 1, "m": 60, "h": 3600}[u] for n, u in re.findall(r"([0-9]+)(s|m|h)", text))
+
+
+def _human(seconds: int) -> str:
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def Duration(description: str, floor: int, ceiling: int, name: str):
+    """A duration string that drives a loop: bounded both in the CRD (CEL) and in pydantic, with the
+    bound in the message (a "0s" interval would spin the control loop, "9999h" would stall it)."""
+    lo, hi = _human(floor), _human(ceiling)
+    message = f"{name} must be between {lo} and {hi}"
+
+    def check(value: str) -> str:
+        if not floor <= duration_seconds(value) <= ceiling:
+            raise ValueError(message)
+        return value
+
+    return Annotated[
+        str,
+        Field(
+            description=f"{description} Between {lo} and {hi}.",
+            pattern=DURATION_PATTERN,
+            max_length=32,
+            json_schema_extra={
+                "x-kubernetes-validations": [
+                    cel(f"duration(self) >= duration('{lo}') && duration(self) <= duration('{hi}')", message)
+                ]
+            },
+        ),
+        AfterValidator(check),
+    ]
 
 
 def cel(rule: str, message: str, field_path: str | None = None) -> dict:
@@ -62,6 +129,7 @@ class ModelRef(Model):
             pattern=OSS_URI_PATTERN,
             max_length=1024,
         ),
+        OSS,
     ]
     version: Annotated[
         str,
@@ -136,6 +204,7 @@ class SecretKeyRef(Model):
         str,
         Field(
             description="Key in the Secret holding the redis:// or rediss:// URL (with password).",
+            pattern=r"^[-._a-zA-Z0-9]+$",  # a Secret data key: anything else can never be mounted
             max_length=253,
         ),
     ] = "url"
@@ -218,6 +287,7 @@ class Serving(Model):
     image: Annotated[
         str,
         Field(description="recops-serve image (same image trains).", pattern=IMAGE_PATTERN, max_length=512),
+        IMAGE,
     ]
     placement: Annotated[
         Literal["eci", "nodes"],
@@ -257,7 +327,7 @@ class Monitoring(Model):
         bool,
         Field(description="Create a ServiceMonitor and PrometheusRule when monitoring.coreos.com exists."),
     ] = True
-    scrape_interval: Annotated[str, Field(description="Scrape interval.", pattern=DURATION_PATTERN)] = "15s"
+    scrape_interval: Duration("Scrape interval.", 5, 300, "monitoring.scrapeInterval") = "15s"
 
 
 # ---------------------------------------------------------------------------------- training
@@ -276,6 +346,7 @@ class Checkpoint(Model):
             pattern=OSS_URI_PATTERN,
             max_length=1024,
         ),
+        OSS,
     ]
     interval_seconds: Annotated[
         int,
@@ -295,6 +366,7 @@ class TrainingData(Model):
             pattern=DATA_URI_PATTERN,
             max_length=1024,
         ),
+        DATA,
     ]
     catalog: Annotated[
         str | None,
@@ -303,6 +375,7 @@ class TrainingData(Model):
             pattern=DATA_URI_PATTERN,
             max_length=1024,
         ),
+        DATA,
     ] = None
     max_bad_fraction: Annotated[
         float,
@@ -376,6 +449,7 @@ class Training(Model):
     image: Annotated[
         str | None,
         Field(description="Training image; default: serving.image.", pattern=IMAGE_PATTERN, max_length=512),
+        IMAGE,
     ] = None
     placement: Annotated[
         Literal["eci", "nodes"], Field(description="eci: spot ECI pods; nodes: the spot node pool.")
@@ -390,7 +464,9 @@ class Training(Model):
     backoff_limit: Annotated[
         int, Field(description="Genuine failures tolerated (preemptions do not count).", ge=0, le=20)
     ] = 3
-    active_deadline_seconds: Annotated[int | None, Field(description="Hard limit on one run.", ge=60)] = None
+    active_deadline_seconds: Annotated[
+        int | None, Field(description="Hard limit on one run (1 min to 7 days).", ge=60, le=604800)
+    ] = None
     termination_grace_period_seconds: Annotated[
         int,
         Field(description="Time to checkpoint after SIGTERM; below the spot notice window.", ge=1, le=150),
@@ -414,6 +490,7 @@ class Candidate(Model):
     image: Annotated[
         str | None,
         Field(description="Candidate image; default: serving.image.", pattern=IMAGE_PATTERN, max_length=512),
+        IMAGE,
     ] = None
 
 
@@ -499,7 +576,10 @@ class Analysis(Model):
     ] = 80
     max_error_rate: Annotated[float, Field(description="5xx ratio limit.", ge=0, le=1)] = 0.01
     min_requests: Annotated[
-        int, Field(description="Fewer requests in the interval is Inconclusive (never a pass).", ge=1)
+        int,
+        Field(
+            description="Fewer requests in the interval is Inconclusive (never a pass).", ge=1, le=10_000_000
+        ),
     ] = 200
     min_shadow_overlap: Annotated[
         float, Field(description="Minimum mean top-K overlap with stable during shadowing.", ge=0, le=1)
@@ -532,7 +612,9 @@ class Traffic(Model):
         Field(description="Router that splits traffic: ingress-nginx, ALB Ingress or ASM (Istio)."),
     ] = "nginx"
     host: Annotated[
-        str | None, Field(description="Intranet host name of the Ingress/VirtualService.", max_length=253)
+        str | None,
+        Field(description="Intranet host name of the Ingress/VirtualService.", max_length=253),
+        HOST,
     ] = None
     ingress_class_name: Annotated[
         str | None, Field(description="IngressClass (nginx/alb).", max_length=253)
@@ -570,11 +652,16 @@ class Rollout(Model):
             description="Canary weights in percent, ascending, ending at 100.", min_length=1, max_length=20
         ),
     ] = [2, 10, 25, 50, 100]
-    interval: Annotated[
-        str, Field(description="How long each step is held and analysed.", pattern=DURATION_PATTERN)
-    ] = "1m"
+    interval: Duration(
+        "How long each step is held and analysed (also the analysis window).", 10, 3600, "rollout.interval"
+    ) = "1m"
     progress_deadline_seconds: Annotated[
-        int, Field(description="Roll back when the rollout has not finished by then.", ge=60)
+        int,
+        Field(
+            description="Roll back when the rollout has not finished by then (1 min to 7 days).",
+            ge=60,
+            le=604800,
+        ),
     ] = 3600
     failure_limit: Annotated[
         int, Field(description="Consecutive failed analyses before rollback.", ge=1, le=100)
@@ -593,6 +680,7 @@ class Rollout(Model):
             pattern=r"^https?://[^@\s]+$",
             max_length=1024,
         ),
+        ENDPOINT,
     ] = None
     canary_replicas: Annotated[
         Replicas | None,
@@ -640,6 +728,65 @@ class Experiment(Model):
     holdout: Annotated[Holdout, Field(description="Persistent holdout group for measuring lift.")] = Holdout()
 
 
+# ---------------------------------------------------------------------------------- network
+CIDR_PATTERN = r"^[0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}$"
+PRIVATE_CIDRS = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
+Cidr = Annotated[str, Field(pattern=CIDR_PATTERN, max_length=18)]
+
+
+class Network(Model):
+    """Least-privilege NetworkPolicies, one per track (stable, canary, training). Ingress only from
+    what is listed here plus the monitoring namespace; egress only DNS, the feature store and
+    object storage (the operator, not the pods, reads Prometheus)."""
+
+    policies: Annotated[
+        bool, Field(description="Render the NetworkPolicies (off only where a mesh enforces the same).")
+    ] = True
+    allow_namespaces: Annotated[
+        list[Annotated[str, Field(pattern=DNS_LABEL, max_length=63)]],
+        Field(
+            description="Namespaces whose pods may call the service (the ingress controller's, the storefront's).",
+            max_length=50,
+        ),
+    ] = []
+    allow_pod_labels: Annotated[
+        dict[str, Annotated[str, Field(max_length=63)]],
+        Field(description="Pods of this namespace with these labels may call the service.", max_length=10),
+    ] = {}
+    allow_cidrs: Annotated[
+        list[Cidr],
+        Field(
+            alias="allowCIDRs",
+            description="Client address ranges of the intranet load balancer (the VPC).",
+            max_length=50,
+        ),
+    ] = PRIVATE_CIDRS
+    monitoring_namespace: Annotated[
+        str,
+        Field(
+            description="Namespace of the Prometheus that scrapes the pods.", pattern=DNS_LABEL, max_length=63
+        ),
+    ] = "monitoring"
+    feature_store_cidrs: Annotated[
+        list[Cidr],
+        Field(
+            alias="featureStoreCIDRs",
+            description="Address ranges of the Tair/Redis feature store (VPC).",
+            max_length=20,
+        ),
+    ] = PRIVATE_CIDRS
+    feature_store_port: Annotated[int, Field(description="Feature store port.", ge=1, le=65535)] = 6379
+    object_storage_cidrs: Annotated[
+        list[Cidr],
+        Field(
+            alias="objectStorageCIDRs",
+            description="Address ranges of the region's internal OSS endpoints (Alibaba Cloud's service range).",
+            min_length=1,
+            max_length=20,
+        ),
+    ] = ["100.64.0.0/10"]
+
+
 # ---------------------------------------------------------------------------------- spec
 class RecommenderServiceSpec(Model):
     """Desired state of a recommendation service."""
@@ -670,6 +817,9 @@ class RecommenderServiceSpec(Model):
     training: Annotated[Training | None, Field(description="Spot-only training.")] = None
     rollout: Annotated[Rollout, Field(description="Progressive delivery of a candidate model.")] = Rollout()
     experiment: Annotated[Experiment, Field(description="Experiments (holdout).")] = Experiment()
+    network: Annotated[Network, Field(description="NetworkPolicies of the inference and training pods.")] = (
+        Network()
+    )
 
 
 # ---------------------------------------------------------------------------------- status

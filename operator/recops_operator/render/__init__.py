@@ -11,13 +11,14 @@ from collections.abc import Callable
 from typing import Any
 
 from recops_operator.api.models import RecommenderServiceSpec
+from recops_operator.render.network import render_network
 from recops_operator.render.serving import Owner, RenderContext, render_serving
 from recops_operator.rollout.render import render_rollout
 from recops_operator.training.render import render_training_objects
 
 Renderer = Callable[[Owner, RecommenderServiceSpec, RenderContext], list[dict[str, Any]]]
 
-RENDERERS: list[Renderer] = [render_serving, render_rollout, render_training_objects]
+RENDERERS: list[Renderer] = [render_serving, render_rollout, render_training_objects, render_network]
 
 
 def desired_objects(

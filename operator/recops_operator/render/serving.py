@@ -18,6 +18,8 @@ from recops_serve.config import ServeConfig
 MANAGED_BY = "recops"
 CONFIG_MOUNT = "/etc/recops"
 CONFIG_FILE = "config.json"
+SECRET_MOUNT = "/var/run/secrets/recops/feature-store"
+FEATURE_STORE_FILE = "url"
 
 
 @dataclass(frozen=True)
@@ -169,15 +171,28 @@ def render_deployment(
         {"name": "RECOPS_TRACK", "value": track},
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
     ]
+    mounts = [
+        {"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True},
+        {"name": "model-cache", "mountPath": "/var/cache/recops"},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    volumes: list[dict[str, Any]] = [
+        {"name": "config", "configMap": {"name": config_map_name(owner, track)}},
+        {"name": "model-cache", "emptyDir": {"sizeLimit": "4Gi"}},
+        {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+    ]
     if s.feature_store:
-        env.append(
+        # as a file, not an env var: env leaks into crash dumps, /proc/<pid>/environ and `kubectl describe`
+        ref = s.feature_store.secret_ref
+        env.append({"name": "RECOPS_REDIS_URL_FILE", "value": f"{SECRET_MOUNT}/{FEATURE_STORE_FILE}"})
+        mounts.append({"name": "feature-store", "mountPath": SECRET_MOUNT, "readOnly": True})
+        volumes.append(
             {
-                "name": "RECOPS_REDIS_URL",
-                "valueFrom": {
-                    "secretKeyRef": {
-                        "name": s.feature_store.secret_ref.name,
-                        "key": s.feature_store.secret_ref.key,
-                    }
+                "name": "feature-store",
+                "secret": {
+                    "secretName": ref.name,
+                    "items": [{"key": ref.key, "path": FEATURE_STORE_FILE}],
+                    "defaultMode": 0o400,
                 },
             }
         )
@@ -214,11 +229,7 @@ def render_deployment(
             "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "volumeMounts": [
-            {"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True},
-            {"name": "model-cache", "mountPath": "/var/cache/recops"},
-            {"name": "tmp", "mountPath": "/tmp"},
-        ],
+        "volumeMounts": mounts,
     }
     pod_spec = {
         **placement,
@@ -247,11 +258,7 @@ def render_deployment(
             },
         ],
         "containers": [container],
-        "volumes": [
-            {"name": "config", "configMap": {"name": config_map_name(owner, track)}},
-            {"name": "model-cache", "emptyDir": {"sizeLimit": "4Gi"}},
-            {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
-        ],
+        "volumes": volumes,
     }
     deployment: dict[str, Any] = {
         "apiVersion": "apps/v1",

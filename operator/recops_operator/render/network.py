@@ -1,0 +1,116 @@
+"""One NetworkPolicy per track: the inference (stable), candidate (canary) and training pods.
+
+Ingress only from what ``spec.network`` allows (namespaces, pod labels of this namespace, the VPC
+ranges of the intranet load balancer) plus the monitoring namespace, on the serving port; the
+canary also from its own stable pods (mesh-free shadowing mirrors from them). Egress only DNS, the
+feature store (when set) and object storage; stable also to its canary (shadowing). Training has
+no ingress at all. Pure, like every renderer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from recops_operator.api.models import RecommenderServiceSpec
+from recops_operator.render.serving import Owner, RenderContext, _meta
+from recops_operator.training import config as training_config
+
+DNS = {
+    "to": [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+        }
+    ],
+    "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+}
+
+
+def _ns(name: str) -> dict[str, Any]:
+    return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": name}}}
+
+
+def _blocks(cidrs: list[str]) -> list[dict[str, Any]]:
+    return [{"ipBlock": {"cidr": c}} for c in cidrs]
+
+
+def _track(owner: Owner, track: str) -> dict[str, Any]:
+    return {"matchLabels": {"recops.io/service": owner.name, "recops.io/track": track}}
+
+
+def _egress(spec: RecommenderServiceSpec, serving: bool) -> list[dict[str, Any]]:
+    net = spec.network
+    rules = [
+        DNS,
+        {
+            "to": _blocks(net.object_storage_cidrs),
+            "ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 80}],
+        },
+    ]
+    if serving and spec.serving.feature_store:
+        rules.append(
+            {
+                "to": _blocks(net.feature_store_cidrs),
+                "ports": [{"protocol": "TCP", "port": net.feature_store_port}],
+            }
+        )
+    return rules
+
+
+def _policy(
+    owner: Owner,
+    name: str,
+    selector: dict[str, Any],
+    ingress: list[dict[str, Any]],
+    egress: list[dict[str, Any]],
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(owner, name),
+        "spec": {
+            "podSelector": selector,
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": ingress,
+            "egress": egress,
+        },
+    }
+
+
+def render_network(
+    owner: Owner, spec: RecommenderServiceSpec, ctx: RenderContext | None = None
+) -> list[dict[str, Any]]:
+    net = spec.network
+    if not net.policies:
+        return []
+    port = [{"protocol": "TCP", "port": spec.serving.port}]
+    callers: list[dict[str, Any]] = [_ns(n) for n in net.allow_namespaces]
+    if net.allow_pod_labels:
+        callers.append({"podSelector": {"matchLabels": dict(net.allow_pod_labels)}})
+    callers += [*_blocks(net.allow_cidrs), _ns(net.monitoring_namespace)]
+    stable_egress = [*_egress(spec, True), {"to": [{"podSelector": _track(owner, "canary")}], "ports": port}]
+    objs = [
+        _policy(
+            owner,
+            f"{owner.name}-stable",
+            _track(owner, "stable"),
+            [{"from": callers, "ports": port}],
+            stable_egress,
+        ),
+        _policy(
+            owner,
+            f"{owner.name}-canary",
+            _track(owner, "canary"),
+            [{"from": [*callers, {"podSelector": _track(owner, "stable")}], "ports": port}],
+            _egress(spec, True),
+        ),
+    ]
+    if spec.training is not None:
+        training = {
+            "matchLabels": {
+                training_config.SERVICE_LABEL: owner.name,
+                training_config.COMPONENT_LABEL: training_config.COMPONENT_TRAINING,
+            }
+        }
+        objs.append(_policy(owner, f"{owner.name}-training", training, [], _egress(spec, False)))
+    return objs
