@@ -110,7 +110,7 @@ def svc_with_candidate(version: str) -> dict:
     body["spec"]["rollout"] = {
         "candidate": {"version": version},
         "steps": [50, 100],
-        "interval": "6s",
+        "interval": "10s",
         "failureLimit": 2,
         "inconclusiveLimit": 20,
         "analysis": {"minRequests": 20, "maxP99LatencyMs": 80, "maxErrorRate": 0.05},
