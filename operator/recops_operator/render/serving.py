@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from recops_operator import pods
 from recops_operator import topology as topo
 from recops_operator.api.models import GROUP, KIND, VERSION, RecommenderServiceSpec
 from recops_serve.config import ServeConfig
@@ -221,28 +222,14 @@ def render_deployment(
             "periodSeconds": 2,
             "failureThreshold": 60,
         },
-        "securityContext": {
-            "runAsNonRoot": True,
-            "readOnlyRootFilesystem": True,
-            "allowPrivilegeEscalation": False,
-            "privileged": False,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pods.container_security_context(),
         "volumeMounts": mounts,
     }
     pod_spec = {
         **placement,
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
+        **pods.hardened_pod_fields(),
         "terminationGracePeriodSeconds": 30,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": 10001,
-            "runAsGroup": 10001,
-            "fsGroup": 10001,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pods.pod_security_context(),
         "topologySpreadConstraints": [
             {
                 "maxSkew": 1,

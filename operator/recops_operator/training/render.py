@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from recops_operator import topology
+from recops_operator import pods, topology
 from recops_operator.training import config as c
 from recops_operator.training import naming
 from recops_operator.training.config import TrainingConfig, TrainingConfigError
@@ -34,8 +34,6 @@ ON_DEMAND_TTL_SECONDS = 7 * 24 * 3600
 #: A scheduled run that could not start within this window (e.g. an on-demand run held
 #: the CronJob) is skipped rather than started late.
 STARTING_DEADLINE_SECONDS = 1800
-#: Non-root user of the inference image.
-RUN_AS_USER = 65532
 
 
 def _meta(body: Mapping[str, Any]) -> tuple[str, str, str | None]:
@@ -177,15 +175,8 @@ def render_pod_template(body: Mapping[str, Any], cfg: TrainingConfig, trigger: s
         "spec": {
             "restartPolicy": "Never",
             "terminationGracePeriodSeconds": cfg.termination_grace_period_seconds,
-            "automountServiceAccountToken": False,
-            "enableServiceLinks": False,
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": RUN_AS_USER,
-                "runAsGroup": RUN_AS_USER,
-                "fsGroup": RUN_AS_USER,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
+            **pods.hardened_pod_fields(),
+            "securityContext": pods.pod_security_context(),
             "affinity": affinity,
             "tolerations": tolerations,
             "containers": [
@@ -198,12 +189,7 @@ def render_pod_template(body: Mapping[str, Any], cfg: TrainingConfig, trigger: s
                     "resources": {"requests": dict(resources), "limits": dict(resources)},
                     # the trainer writes its one-line failure reason there; else the log's tail
                     "terminationMessagePolicy": "FallbackToLogsOnError",
-                    "securityContext": {
-                        "allowPrivilegeEscalation": False,
-                        "privileged": False,
-                        "readOnlyRootFilesystem": True,
-                        "capabilities": {"drop": ["ALL"]},
-                    },
+                    "securityContext": pods.container_security_context(),
                     "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
                 }
             ],
