@@ -82,6 +82,8 @@ def test_pod_is_hardened():
     }
     redis = next(e for e in c["env"] if e["name"] == "RECOPS_REDIS_URL")
     assert redis["valueFrom"]["secretKeyRef"] == {"name": "tair", "key": "url"}
+    key = next(e for e in c["env"] if e["name"] == "RECOPS_ATTRIBUTION_KEY")
+    assert key["valueFrom"]["secretKeyRef"] == {"name": "tair", "key": "attribution-key", "optional": True}
 
 
 def test_eci_placement_and_never_spot():

@@ -49,6 +49,10 @@ class RenderContext:
     rollout: dict[str, Any] | None = None
 
 
+#: key in the feature-store Secret holding the attribution-token HMAC key
+ATTRIBUTION_KEY = "attribution-key"
+
+
 def labels(owner: Owner, track: str | None = None, version: str | None = None) -> dict[str, str]:
     out = {
         "app.kubernetes.io/name": "recops-serve",
@@ -177,6 +181,20 @@ def render_deployment(
                     "secretKeyRef": {
                         "name": s.feature_store.secret_ref.name,
                         "key": s.feature_store.secret_ref.key,
+                    }
+                },
+            }
+        )
+        # the HMAC key of attribution tokens, shared by every pod and track (a token verifies on any
+        # pod); optional: without it each pod signs with its own key (docs/runbook.md)
+        env.append(
+            {
+                "name": "RECOPS_ATTRIBUTION_KEY",
+                "valueFrom": {
+                    "secretKeyRef": {
+                        "name": s.feature_store.secret_ref.name,
+                        "key": ATTRIBUTION_KEY,
+                        "optional": True,
                     }
                 },
             }
