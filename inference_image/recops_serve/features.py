@@ -7,9 +7,10 @@ features (never a 5xx).
 
 Sizing (issue #19): the pool holds as many connections as the server admits requests
 (``max_inflight``) and a request *waits* for a free one (``BlockingConnectionPool``) instead of
-failing; the read timeout is generous (a Redis slowed by load still answers) while the connect
-timeout is short (a dead Redis is found fast); a circuit breaker turns an outage into an immediate
-``FeatureStoreDown`` (microseconds) and ``degraded`` makes that state visible.
+failing. The read timeout is generous (2 s: it also counts the event-loop lag of max_inflight
+requests, so a Redis slowed by load still answers); the connect timeout is short and a refused
+connection fails at once (a dead Redis is found fast); a circuit breaker then turns the outage into
+an immediate ``FeatureStoreDown`` (microseconds) and ``degraded`` makes that state visible.
 
 Writes are idempotent by ``event_id``: one Lua call per slice of events does ``SET NX EX`` on
 ``recops:e:<len(id)>:<id>:<event_id>`` (session TTL) and pushes the event only when that key was new, so a client that
@@ -22,7 +23,7 @@ import time
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from recops_serve import metrics
 
@@ -105,7 +106,7 @@ class SessionStore:
         ttl_seconds: int = 1800,
         max_events: int = 50,
         max_connections: int = 256,
-        timeout: float = 1.0,
+        timeout: float = 2.0,
         connect_timeout: float = 0.5,
     ):
         self.ttl, self.max_events = ttl_seconds, max_events
@@ -144,6 +145,9 @@ class SessionStore:
         t0 = time.perf_counter()
         try:
             raw = await self.client.lrange(PREFIX + sid, 0, n - 1)
+        except ResponseError:  # Redis answered (e.g. WRONGTYPE: a key that is not ours): healthy, no session
+            metrics.fs_malformed.inc()
+            raw = []
         except (RedisError, OSError) as e:
             raise self._failed("read", e) from e
         finally:

@@ -229,8 +229,12 @@ def test_bad_input_is_a_400_never_a_500(bundles, redis_server, make_server):
     r = server.get("/v1/recommendations", session_id="garbled")
     assert r.status_code == 200 and r.json()["feature_store"] == "on", r.text
     assert metric(server, "recops_feature_store_malformed_entries_total") == 3
+    assert metric(server, "recops_feature_store_errors_total") == 0
     rc.set("recops:s:wrongtype", "a string, not a list")
-    assert server.get("/v1/recommendations", session_id="wrongtype").status_code == 200
+    for _ in range(10):  # Redis answers (WRONGTYPE): healthy, so the breaker stays closed
+        r = server.get("/v1/recommendations", session_id="wrongtype")
+        assert r.status_code == 200 and r.json()["feature_store"] == "on", r.text
+    assert server.get("/readyz").json()["feature_store"] == "on"
     # a Content-Length longer than the body (the client then stops sending): a counted 400
     short = raw(
         server,
