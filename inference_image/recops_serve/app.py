@@ -3,7 +3,12 @@ worker per process): no framework routing or validation layers on the hot path.
 
 Routes: ``GET /v1/recommendations?user_id=|session_id=&k=&category=``,
 ``POST /v1/events`` (one event or ``{"events": [...]}``), ``/healthz``, ``/readyz``
-(200 only with a warm bundle), ``/metrics``, ``/openapi.json``.
+(200 only with a warm bundle), ``/metrics``, ``/openapi.json``; other methods get 405 with ``Allow``.
+
+Client input never causes a 5xx: every field is parsed strictly (400 naming it), the 1 MiB body
+limit is enforced while streaming (413), a large batch is validated and stored in slices so other
+requests keep flowing, and attribution tokens are HMAC-signed (``Attribution``) so lift cannot be
+forged.
 
 Config: ``config.ServeConfig`` (the JSON file the operator renders into the ConfigMap, then
 ``--set`` overrides); a file with an unknown key or a bad value is refused with its error in
@@ -15,12 +20,17 @@ gate make. ``RECOPS_REDIS_URL`` (from the Secret) enables session features.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
+import hmac
 import itertools
 import json
+import math
 import os
 import random
+import re
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,15 +45,27 @@ from recops_serve import metrics as m
 from recops_serve import ranking
 from recops_serve.bundle import ModelBundle, load_bundle
 from recops_serve.config import ServeConfig
-from recops_serve.features import FeatureStoreDown, SessionStore
+from recops_serve.features import FeatureStoreDown, NewEvent, SessionStore
 
 JSON = [("content-type", "application/json")]
-EVENT_TYPES = set(m.EVENT_TYPES)
+RETRY = [*JSON, ("retry-after", "1")]
+EVENT_TYPES = frozenset(m.EVENT_TYPES)
 MAX_BODY = 1 << 20
+MAX_ID = 128
+#: events validated between two yields to the event loop (a large batch never holds it for long)
+PARSE_SLICE = 250
+GET_ROUTES = frozenset(("/v1/recommendations", "/healthz", "/readyz", "/metrics", "/openapi.json"))
+_UINT = re.compile(r"[0-9]{1,18}")  # ASCII digits only: no sign, blanks, "_" or other scripts
 
 
 class BadRequest(ValueError):
-    pass
+    """Client input the server refuses (400), the message naming the field."""
+
+    status = 400
+
+
+class TooLarge(BadRequest):
+    status = 413
 
 
 def load_config(path: str | None, overrides: dict[str, Any] | None = None) -> ServeConfig:
@@ -71,6 +93,68 @@ def holdout_arm(user: str, percent: float, salt: str) -> str:
     return "holdout" if (h % 10000) < percent * 100 else "model"
 
 
+def _uint(raw: str, name: str) -> int:
+    """A non-negative decimal integer in ASCII digits (``int()`` also takes " 5 ", "+5", "5_0" and non-ASCII digits)."""
+    if not _UINT.fullmatch(raw):
+        raise BadRequest(f"{name} must be a non-negative integer in ASCII digits, got {raw!r}")
+    return int(raw)
+
+
+def _id(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_ID:
+        raise BadRequest(f"{where} must be a non-empty string of at most {MAX_ID} characters")
+    return value
+
+
+def attribution_key() -> tuple[bytes, bool]:
+    """The HMAC key from the Secret (``RECOPS_ATTRIBUTION_KEY`` or a file named by
+    ``RECOPS_ATTRIBUTION_KEY_FILE``); without one a random per-process key (tokens then verify only
+    on the pod that issued them). Returns (key, from_secret)."""
+    if key := os.environ.get("RECOPS_ATTRIBUTION_KEY"):
+        return key.encode(), True
+    path = os.environ.get("RECOPS_ATTRIBUTION_KEY_FILE")
+    if path and Path(path).is_file() and (key_bytes := Path(path).read_bytes().strip()):
+        return key_bytes, True  # the Secret's key is optional: absent, the file is not there
+    return secrets.token_bytes(32), False
+
+
+class Attribution:
+    """Unforgeable attribution tokens: ``<arm>:<track>:<model_version>:<issued hex>:<seq hex>:<mac>``,
+    ``mac`` = base64url(HMAC-SHA256(key, everything before it))[:22]. A client cannot mint one, and
+    one is valid ``window`` seconds after it was issued."""
+
+    def __init__(self, key: bytes, track: str, window: float):
+        self.key, self.track, self.window = key, track, window
+        self._seq = itertools.count()
+
+    def _mac(self, payload: str) -> str:
+        digest = hmac.new(self.key, payload.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest[:16]).decode()[:22]
+
+    def issue(self, arm: str, version: str, now: float) -> str:
+        payload = f"{arm}:{self.track}:{version}:{int(now):x}:{next(self._seq):x}"
+        return f"{payload}:{self._mac(payload)}"
+
+    def verify(self, token: Any, now: float) -> tuple[str | None, str | None]:
+        """(arm, None) for a genuine token in its window, else (None, "forged" | "expired"): the
+        event is stored but not attributed. Raises BadRequest when it is not a token at all."""
+        if not isinstance(token, str) or len(token) > 512:
+            raise BadRequest(_NOT_A_TOKEN)
+        payload, _, mac = token.rpartition(":")
+        parts = payload.split(":")
+        if len(parts) < 5 or parts[0] not in m.ARMS or not _HEX.fullmatch(parts[-2]):
+            raise BadRequest(_NOT_A_TOKEN)
+        if not hmac.compare_digest(mac.encode(), self._mac(payload).encode()):
+            return None, "forged"
+        if not now - self.window <= int(parts[-2], 16) <= now + 60:
+            return None, "expired"
+        return parts[0], None
+
+
+_NOT_A_TOKEN = "attribution_token must be the attribution_token of a recommendation response"
+_HEX = re.compile(r"[0-9a-f]{1,12}")
+
+
 @dataclass
 class Server:
     config_path: str | None = None
@@ -82,7 +166,8 @@ class Server:
     store: SessionStore | None = None
     inflight: int = 0
     last_error: str | None = None
-    _rec_seq: itertools.count = field(default_factory=itertools.count)
+    reload_failures: int = 0
+    tokens: Attribution | None = None
     _config_mtime: float = 0.0
 
     @property
@@ -92,9 +177,21 @@ class Server:
     # ------------------------------------------------------------------ lifecycle
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.reload(initial=True)
-        url = os.environ.get("RECOPS_REDIS_URL") or self.config.redis_url
+        cfg = self.config
+        key, from_secret = attribution_key()
+        if not from_secret:
+            print(
+                "recops-serve: no RECOPS_ATTRIBUTION_KEY(_FILE): attribution tokens use a per-process key",
+                flush=True,
+            )
+        track = os.environ.get("RECOPS_TRACK") or cfg.track
+        self.tokens = Attribution(key, track, cfg.attribution_window_seconds)
+        url = os.environ.get("RECOPS_REDIS_URL") or cfg.redis_url
         if url:
-            self.store = SessionStore(url, self.config.session_ttl_seconds, self.config.max_session_events)
+            # one connection per admitted request: a request waits for none and never fails for lack of one
+            self.store = SessionStore(
+                url, cfg.session_ttl_seconds, cfg.max_session_events, max_connections=cfg.max_inflight
+            )
         loop.create_task(self._watch())
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -120,6 +217,7 @@ class Server:
                 ranking.answer(new, rank, None, [], 10)
         except Exception as e:  # a bad config or bundle never stops serving or later reloads
             m.model_load_failures.inc()
+            self.reload_failures += 1
             self.last_error = f"{type(e).__name__}: {e}"
             if initial:
                 print(f"recops-serve: cannot load: {self.last_error}", flush=True)
@@ -140,45 +238,83 @@ class Server:
                 mtime = Path(self.config_path).stat().st_mtime if self.config_path else 0.0
             except OSError:
                 continue
-            if mtime != self._config_mtime or (self.bundle is None):
+            # a failed reload is retried every poll (the bundle may appear or be fixed in place)
+            if mtime != self._config_mtime or self.bundle is None or self.last_error is not None:
                 self._config_mtime = mtime
                 try:
                     await asyncio.get_running_loop().run_in_executor(None, self.reload)
                 except Exception as e:  # pragma: no cover - reload catches; the loop must never die
+                    self.reload_failures += 1
                     self.last_error = f"{type(e).__name__}: {e}"
 
     # ------------------------------------------------------------------ routing
     async def __rsgi__(self, scope, proto) -> None:
-        path = scope.path
+        path, method = scope.path, scope.method
+        if path == "/v1/events":
+            if method != "POST":
+                m.REQS[("events", "model", "405")].inc()
+                proto.response_bytes(
+                    405, [*JSON, ("allow", "POST")], b'{"error":"method not allowed: use POST"}'
+                )
+                return
+            await self._events_request(scope, proto)
+            return
+        if path not in GET_ROUTES:
+            proto.response_bytes(404, JSON, b'{"error":"not found"}')
+            return
+        if method != "GET" and method != "HEAD":
+            if path == "/v1/recommendations":
+                m.REQS[("recommendations", "model", "405")].inc()
+            proto.response_bytes(
+                405, [*JSON, ("allow", "GET, HEAD")], b'{"error":"method not allowed: use GET"}'
+            )
+            return
         if path == "/v1/recommendations":
             await self._guarded(proto, "recommendations", self.recommendations(scope.query_string))
-        elif path == "/v1/events":
-            if scope.method != "POST":
-                proto.response_bytes(405, JSON, b'{"error":"use POST"}')
-                return
-            body = await proto()
-            await self._guarded(proto, "events", self.events(body))
         elif path == "/healthz":
             proto.response_bytes(200, JSON, b'{"status":"ok"}')
         elif path == "/readyz":
-            if self.bundle is None:
-                proto.response_bytes(
-                    503, JSON, orjson.dumps({"ready": False, "error": self.last_error or "no bundle loaded"})
-                )
-            else:
-                proto.response_bytes(
-                    200,
-                    JSON,
-                    orjson.dumps(
-                        {"ready": True, "model_version": self.bundle.version, "last_error": self.last_error}
-                    ),
-                )
+            ready = self.readiness()
+            proto.response_bytes(200 if ready["ready"] else 503, JSON, orjson.dumps(ready))
         elif path == "/metrics":
             proto.response_bytes(200, [("content-type", CONTENT_TYPE_LATEST)], generate_latest(m.REGISTRY))
-        elif path == "/openapi.json":
-            proto.response_bytes(200, JSON, orjson.dumps(OPENAPI))
         else:
-            proto.response_bytes(404, JSON, b'{"error":"not found"}')
+            proto.response_bytes(200, JSON, orjson.dumps(OPENAPI))
+
+    def readiness(self) -> dict[str, Any]:
+        """Ready with a warm bundle; reload failures and a degraded feature store are shown, never hidden."""
+        store = self.store
+        fs = "off" if store is None else ("degraded" if store.degraded else "on")
+        out: dict[str, Any] = {"ready": self.bundle is not None}
+        if self.bundle is None:
+            out["error"] = self.last_error or "no bundle loaded"
+        else:
+            out["model_version"] = self.bundle.version
+        out |= {"last_error": self.last_error, "reload_failures": self.reload_failures, "feature_store": fs}
+        if store is not None and store.degraded:
+            out["feature_store_error"] = store.last_error
+        return out
+
+    async def _events_request(self, scope, proto) -> None:
+        """Read the body within the limit (413 before reading on a long Content-Length, or as soon as
+        a chunked body passes it), then handle it; a broken upload is a counted 400, never a 500."""
+        try:
+            body = await read_body(scope, proto, MAX_BODY)
+        except BadRequest as e:
+            m.REQS[("events", "model", str(e.status))].inc()
+            proto.response_bytes(e.status, JSON, orjson.dumps({"error": str(e)}))
+            return
+        except (
+            Exception
+        ) as e:  # RSGIProtocolClosed/Error: the client sent less than it announced, bad chunking
+            m.REQS[("events", "model", "400")].inc()
+            m.aborted_uploads.inc()
+            with contextlib.suppress(Exception):
+                proto.response_bytes(
+                    400, JSON, orjson.dumps({"error": f"incomplete request body: {type(e).__name__}"})
+                )
+            return
+        await self._guarded(proto, "events", self.events(body))
 
     async def _guarded(self, proto, route: str, work) -> None:
         t0 = time.perf_counter()
@@ -186,7 +322,7 @@ class Server:
             work.close()
             m.overload_rejections.inc()
             m.REQS[(route, "model", "503")].inc()
-            proto.response_bytes(503, [*JSON, ("retry-after", "1")], b'{"error":"overloaded, retry"}')
+            proto.response_bytes(503, RETRY, b'{"error":"overloaded, retry"}')
             return
         self.inflight += 1
         m.inflight.inc()
@@ -194,13 +330,13 @@ class Server:
         try:
             status, payload, arm = await work
         except BadRequest as e:
-            status, payload = 400, {"error": str(e)}
+            status, payload = e.status, {"error": str(e)}
         except Exception as e:  # pragma: no cover - last resort, still a JSON answer
             status, payload = 500, {"error": f"internal error: {type(e).__name__}"}
         finally:
             self.inflight -= 1
             m.inflight.dec()
-        proto.response_bytes(status, JSON, orjson.dumps(payload))
+        proto.response_bytes(status, RETRY if status == 503 else JSON, orjson.dumps(payload))
         m.REQS[(route, arm, str(status))].inc()
         (m.REC_LATENCY[arm] if route == "recommendations" else m.EVENT_LATENCY).observe(
             time.perf_counter() - t0
@@ -208,17 +344,17 @@ class Server:
 
     # ------------------------------------------------------------------ handlers
     async def recommendations(self, query: str) -> tuple[int, dict[str, Any], str]:
-        q = dict(parse_qsl(query, keep_blank_values=True))
+        try:  # strict: an invalid UTF-8 id is refused, not collapsed to U+FFFD (distinct ids would collide)
+            q = dict(parse_qsl(query, keep_blank_values=True, errors="strict"))
+        except UnicodeDecodeError:
+            raise BadRequest("query string is not valid UTF-8 (user_id/session_id)") from None
         user = q.get("user_id") or q.get("session_id")
         if not user:
             raise BadRequest("user_id or session_id is required")
-        if len(user) > 128:
-            raise BadRequest("user_id/session_id longer than 128 characters")
-        cfg, default_k = self.config, self.config.top_k
-        try:
-            k = int(q.get("k", default_k))
-        except ValueError:
-            raise BadRequest(f"k must be an integer, got {q.get('k')!r}") from None
+        if len(user) > MAX_ID:
+            raise BadRequest(f"user_id/session_id longer than {MAX_ID} characters")
+        cfg = self.config
+        k = _uint(q["k"], "k") if "k" in q else cfg.top_k
         if not 1 <= k <= 500:
             raise BadRequest(f"k must be between 1 and 500, got {k}")
         active = self.active
@@ -231,10 +367,12 @@ class Server:
             return 500, {"error": "injected fault"}, "model"
         category = None
         if q.get("category") not in (None, ""):
-            try:
-                category = int(q["category"])
-            except ValueError:
-                raise BadRequest(f"category must be an integer category id, got {q['category']!r}") from None
+            category = _uint(q["category"], "category")
+            n_cat = b.cat_ptr.shape[0] - 1
+            if category >= n_cat:
+                raise BadRequest(
+                    f"category {category} is not a category of model {b.version} (0..{n_cat - 1})"
+                )
         arm = holdout_arm(user, cfg.holdout_percent, cfg.holdout_salt)
         uidx = b.user_index(user)
         session: list[int] = []
@@ -261,8 +399,8 @@ class Server:
             "arm": arm,
             "user_id": user,
             "feature_store": "down" if fs_down else ("on" if self.store else "off"),
-            # echoed by the client on events caused by this answer (lift per arm; stateless)
-            "attribution_token": f"{arm}:{b.version}:{next(self._rec_seq):x}",
+            # echoed by the client on events caused by this answer (lift per arm and track; stateless)
+            "attribution_token": self.tokens.issue(arm, b.version, time.time()),
             "items": [{"item_id": i, "reason": r} for i, r in zip(ids, ranked.reasons, strict=True)],
         }
         shadow = cfg.shadow_url
@@ -271,60 +409,96 @@ class Server:
         return 200, payload, arm
 
     async def events(self, body: bytes) -> tuple[int, dict[str, Any], str]:
-        if len(body) > MAX_BODY:
-            raise BadRequest("body larger than 1 MiB")
         try:
-            doc = orjson.loads(body)
+            doc = orjson.loads(body)  # also refuses invalid UTF-8 and lone surrogates
         except orjson.JSONDecodeError as e:
             raise BadRequest(f"body is not valid JSON: {e}") from None
         items = doc.get("events") if isinstance(doc, dict) and "events" in doc else [doc]
         if not isinstance(items, list) or not items:
             raise BadRequest('expected an event object or {"events": [...]} with at least one event')
         now = time.time()
-        parsed = []
-        attributed: list[tuple[str, str]] = []
-        for n, ev in enumerate(items):
-            where = f"events[{n}]"
-            if not isinstance(ev, dict):
-                raise BadRequest(f"{where} must be an object")
-            sid = ev.get("user_id") or ev.get("session_id")
-            if not isinstance(sid, str) or not sid or len(sid) > 128:
-                raise BadRequest(
-                    f"{where}.user_id/session_id must be a non-empty string of at most 128 characters"
-                )
-            item = ev.get("item_id")
-            if not isinstance(item, int) or isinstance(item, bool):
-                raise BadRequest(f"{where}.item_id must be an integer")
-            typ = ev.get("type", "view")
-            if typ not in EVENT_TYPES:
-                raise BadRequest(f"{where}.type must be one of view, add_to_cart, purchase; got {typ!r}")
-            ts = ev.get("ts", now)
-            if not isinstance(ts, int | float):
-                raise BadRequest(f"{where}.ts must be a unix timestamp")
-            token = ev.get("attribution_token")
-            if token is not None:
-                arm = token.split(":", 1)[0] if isinstance(token, str) and len(token) <= 256 else None
-                if arm not in m.ARMS:
-                    raise BadRequest(
-                        f"{where}.attribution_token must be the attribution_token of a recommendation response"
-                    )
-                attributed.append((arm, typ))
-            parsed.append((sid, item, typ, float(ts)))
+        parsed: list[NewEvent] = []
+        arms: list[str | None] = []  # per event: the arm of its genuine attribution token
+        for start in range(0, len(items), PARSE_SLICE):
+            if start:
+                await asyncio.sleep(0)  # let other requests run between slices of a large batch
+            for n in range(start, min(start + PARSE_SLICE, len(items))):
+                ev, arm = self._event(items[n], f"events[{n}]", now)
+                parsed.append(ev)
+                arms.append(arm)
         if self.store is None:
             return 503, {"error": "no feature store configured"}, "model"
         try:
             # shielded: a client that disconnects mid-request must not leave stored events uncounted
-            await asyncio.shield(self._store_and_count(parsed, attributed))
+            new = await asyncio.shield(self._store_and_count(parsed, arms))
         except FeatureStoreDown:
-            return 503, {"error": "feature store unavailable, retry"}, "model"
-        return 200, {"stored": len(parsed)}, "model"
+            return (
+                503,
+                {
+                    "error": "feature store unavailable, retry (events with an event_id are never stored twice)"
+                },
+                "model",
+            )
+        out: dict[str, Any] = {"stored": new}
+        if new < len(parsed):
+            out["duplicates"] = len(parsed) - new
+        return 200, out, "model"
 
-    async def _store_and_count(self, parsed: list, attributed: list[tuple[str, str]]) -> None:
-        await self.store.add(parsed)
-        for _, _, typ, _ in parsed:
-            m.INGESTED[typ].inc()
-        for arm_typ in attributed:  # the arm whose answer the user acted on
-            m.ATTRIBUTED[arm_typ].inc()
+    def _event(self, ev: Any, where: str, now: float) -> tuple[NewEvent, str | None]:
+        """One validated event and the arm of its genuine, unexpired attribution token (if any)."""
+        if not isinstance(ev, dict):
+            raise BadRequest(f"{where} must be an object")
+        sid = _id(ev.get("user_id") or ev.get("session_id"), f"{where}.user_id/session_id")
+        item = ev.get("item_id")
+        if type(item) is not int or not 0 <= item < 1 << 63:
+            raise BadRequest(f"{where}.item_id must be a non-negative 64-bit integer")
+        typ = ev.get("type", "view")
+        if type(typ) is not str or typ not in EVENT_TYPES:
+            raise BadRequest(f"{where}.type must be one of view, add_to_cart, purchase; got {typ!r}")
+        ts = ev.get("ts", now)
+        window = self.config.event_time_window_seconds
+        if type(ts) not in (int, float) or not math.isfinite(ts) or abs(ts - now) > window:
+            raise BadRequest(f"{where}.ts must be a unix timestamp within {window:g} s of now, got {ts!r}")
+        event_id = ev.get("event_id")
+        if event_id is not None:
+            _id(event_id, f"{where}.event_id")
+        arm = None
+        token = ev.get("attribution_token")
+        if token is not None:
+            try:
+                arm, rejected = self.tokens.verify(token, now)
+            except BadRequest as e:
+                raise BadRequest(f"{where}.{e}") from None
+            if rejected:  # stored, never counted for lift
+                m.ATTRIBUTION_REJECTED[rejected].inc()
+        return NewEvent(sid, item, typ, float(ts), event_id), arm
+
+    async def _store_and_count(self, parsed: list[NewEvent], arms: list[str | None]) -> int:
+        """Store and count the events that were new (a retried event_id counts once)."""
+        fresh = await self.store.add(parsed)
+        for ev, arm, new in zip(parsed, arms, fresh, strict=True):
+            if new:
+                m.INGESTED[ev.type].inc()
+                if arm is not None:  # the arm whose answer the user acted on
+                    m.ATTRIBUTED[(arm, ev.type)].inc()
+        return sum(fresh)
+
+
+async def read_body(scope, proto, limit: int) -> bytes:
+    """The request body, never more than ``limit`` bytes in memory: a longer Content-Length is
+    refused before reading, a chunked body as soon as it passes the limit."""
+    length = scope.headers.get("content-length")
+    if length is not None:
+        if _uint(length, "Content-Length") > limit:
+            raise TooLarge(f"body of {length} bytes is larger than the {limit} byte limit")
+        return await proto()
+    chunks, size = [], 0
+    async for chunk in proto:
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"chunked body larger than the {limit} byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def _mirror(url: str, query: str, ours: list[int]) -> None:
@@ -354,6 +528,7 @@ async def _mirror(url: str, query: str, ours: list[int]) -> None:
         m.shadow_delta.observe(time.perf_counter() - t0)
 
 
+_ALLOW_GET = {"405": {"description": "method not allowed (Allow: GET, HEAD)"}}
 OPENAPI = {
     "openapi": "3.0.3",
     "info": {"title": "recops-serve", "version": "1"},
@@ -364,17 +539,21 @@ OPENAPI = {
                     {"name": "user_id", "in": "query", "schema": {"type": "string", "maxLength": 128}},
                     {"name": "session_id", "in": "query", "schema": {"type": "string", "maxLength": 128}},
                     {"name": "k", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
-                    {"name": "category", "in": "query", "schema": {"type": "integer"}},
+                    {"name": "category", "in": "query", "schema": {"type": "integer", "minimum": 0}},
                 ],
                 "responses": {
                     "200": {
                         "description": (
-                            "model_version, arm (model|holdout), attribution_token, items [{item_id, reason: "
-                            "model|session|repeat|popular|boost|fallback}]"
+                            "model_version, arm (model|holdout), feature_store (on|down|off), attribution_token "
+                            "(<arm>:<track>:<model_version>:<issued hex>:<seq hex>:<HMAC-SHA256 mac>), items "
+                            "[{item_id, reason: model|session|repeat|popular|boost|fallback}]"
                         )
                     },
-                    "400": {"description": "bad input"},
-                    "503": {"description": "overloaded or not ready"},
+                    "400": {
+                        "description": "bad input (k/category not ASCII digits, unknown category, invalid UTF-8)"
+                    },
+                    **_ALLOW_GET,
+                    "503": {"description": "overloaded or not ready (Retry-After)"},
                 },
             }
         },
@@ -382,19 +561,39 @@ OPENAPI = {
             "post": {
                 "description": (
                     'One event {"session_id"|"user_id", "item_id", "type": view|add_to_cart|purchase, "ts"?, '
-                    '"attribution_token"?} or {"events": [...]}. Echo the attribution_token of the '
-                    "recommendation response the user acted on: such events count per arm for lift."
+                    '"event_id"?, "attribution_token"?} or {"events": [...]}, body at most 1 MiB. ts: unix seconds '
+                    "within event_time_window_seconds of now. event_id (string, <= 128): the event is stored once "
+                    "per session and event_id, so retrying after a 503 is safe. Echo the attribution_token of the "
+                    "recommendation response the user acted on: such events count per arm for lift; a value that "
+                    "is not a token is a 400, a forged or expired one is stored and not attributed."
                 ),
-                "responses": {"200": {"description": "stored"}, "400": {"description": "bad input"}},
+                "responses": {
+                    "200": {
+                        "description": '{"stored": new events, "duplicates"?: events whose event_id was stored}'
+                    },
+                    "400": {"description": "bad input, naming the field"},
+                    "405": {"description": "method not allowed (Allow: POST)"},
+                    "413": {
+                        "description": "body larger than 1 MiB (refused on Content-Length before reading)"
+                    },
+                    "503": {"description": "feature store unavailable or overloaded (Retry-After)"},
+                },
             }
         },
-        "/healthz": {"get": {"responses": {"200": {"description": "alive"}}}},
+        "/healthz": {"get": {"responses": {"200": {"description": "alive"}, **_ALLOW_GET}}},
         "/readyz": {
             "get": {
-                "responses": {"200": {"description": "bundle loaded"}, "503": {"description": "not ready"}}
+                "responses": {
+                    "200": {
+                        "description": "bundle loaded: model_version, last_error, reload_failures, feature_store "
+                        "(on|degraded|off)"
+                    },
+                    "503": {"description": "not ready"},
+                    **_ALLOW_GET,
+                }
             }
         },
-        "/metrics": {"get": {"responses": {"200": {"description": "Prometheus metrics"}}}},
+        "/metrics": {"get": {"responses": {"200": {"description": "Prometheus metrics"}, **_ALLOW_GET}}},
     },
 }
 

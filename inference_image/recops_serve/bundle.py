@@ -149,27 +149,54 @@ class ModelBundle:
             or a["user_hist_w"].shape != a["user_hist"].shape
         ):
             raise BundleError("user candidate or history arrays are inconsistent")
-        if int(a["user_hist_ptr"][-1]) != a["user_hist"].size or a["item_pop"].shape[0] != n:
-            raise BundleError("user history or popularity arrays do not match")
-        # every item index the ranking dereferences must point into the catalogue (else 500s later)
-        for name in ("neighbors", "user_top", "user_hist", "pop_global", "cat_items"):
-            arr = a[name]
-            if arr.size and (int(arr.max()) >= n or int(arr.min()) < -1):
-                raise BundleError(f"array {name} has item indices outside the catalogue of {n} items")
-        if a["item_category"].size and int(a["item_category"].max()) >= max(1, a["category_names"].size):
-            raise BundleError("item_category points past category_names")
-        if a["sess_ptr"].size > 1:
-            if a["item_sess_ptr"].shape[0] != n + 1 or int(a["item_sess_ptr"][-1]) != a["item_sess"].size:
-                raise BundleError("session index does not match the catalogue")
-            if (
-                int(a["sess_ptr"][-1]) != a["sess_items"].size
-                or a["item_sess_pos"].size != a["item_sess"].size
-            ):
-                raise BundleError("session index arrays are inconsistent")
-            if (a["sess_items"].size and int(a["sess_items"].max()) >= n) or (
-                a["item_sess"].size and int(a["item_sess"].max()) >= a["sess_ptr"].size - 1
-            ):
-                raise BundleError("session index out of range")
+        if a["item_pop"].shape[0] != n:
+            raise BundleError("popularity arrays do not match the catalogue")
+        self._check_indices()
+
+    def _check_indices(self) -> None:
+        """Every index array against the table it points into, and every CSR pointer against the
+        array it slices: a bundle that passes never makes the ranking index out of range (a 500)."""
+        a, n = self.arrays, self.n_items
+        for name, pad in (("neighbors", True), ("user_top", True), ("user_hist", False)):
+            _in_range(a, name, n, pad, "the catalogue")
+        for name in ("pop_global", "cat_items"):
+            _in_range(a, name, n, False, "the catalogue")
+        _in_range(a, "item_category", max(1, a["category_names"].size), True, "category_names")
+        _pointers(a, "user_hist_ptr", "user_hist")
+        _pointers(a, "cat_ptr", "cat_items")
+        if a["sess_ptr"].size > 1 or a["sess_items"].size or a["item_sess"].size:
+            if a["item_sess_ptr"].shape[0] != n + 1:
+                raise BundleError("session index does not match the catalogue (item_sess_ptr)")
+            _pointers(a, "sess_ptr", "sess_items")
+            _pointers(a, "item_sess_ptr", "item_sess")
+            if a["item_sess_pos"].size != a["item_sess"].size:
+                raise BundleError("session index arrays are inconsistent (item_sess_pos vs item_sess)")
+            _in_range(a, "sess_items", n, False, "the catalogue")
+            _in_range(a, "item_sess", a["sess_ptr"].size - 1, False, "the sessions of sess_ptr")
+            if a["item_sess"].size:
+                length = np.diff(a["sess_ptr"])[a["item_sess"]]
+                pos = a["item_sess_pos"]
+                if int(pos.min()) < 0 or bool((pos >= length).any()):
+                    raise BundleError("array item_sess_pos has positions outside their sessions")
+
+
+def _in_range(a: dict[str, np.ndarray], name: str, bound: int, pad: bool, what: str) -> None:
+    arr = a[name]
+    lo = -1 if pad else 0
+    if arr.size and (int(arr.max()) >= bound or int(arr.min()) < lo):
+        raise BundleError(
+            f"array {name} has indices outside {what} (valid {lo}..{bound - 1}, "
+            f"found {int(arr.min())}..{int(arr.max())})"
+        )
+
+
+def _pointers(a: dict[str, np.ndarray], name: str, target: str) -> None:
+    """A CSR pointer array: starts at 0, never decreases, ends at the size of what it slices."""
+    p = a[name]
+    if p.size == 0 or int(p[0]) != 0 or int(p[-1]) != a[target].size or bool((np.diff(p) < 0).any()):
+        raise BundleError(
+            f"array {name} is not a valid pointer array into {target} ({a[target].size} entries)"
+        )
 
 
 def save_bundle(bundle: ModelBundle, uri: str) -> None:

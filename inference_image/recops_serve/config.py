@@ -63,6 +63,10 @@ class ServeConfig(_Strict):
     max_inflight: int = Field(default=256, ge=1)
     reload_seconds: float = Field(default=5.0, gt=0)
     redis_url: str | None = None
+    #: an event's ts must be within this many seconds of the server's clock (either side)
+    event_time_window_seconds: float = Field(default=86400.0, gt=0)
+    #: an attribution token counts for lift this long after the answer that issued it
+    attribution_window_seconds: float = Field(default=7 * 86400.0, gt=0)
     shadow_url: str | None = None
     shadow_percent: float = Field(default=0.0, ge=0, le=100)
     # chaos knobs for rollout drills (a slow or failing candidate); 0 in production

@@ -1,10 +1,20 @@
 """Real-time session features in Redis/Tair: one list per user or session.
 
-Each event is ``"<item_id>:<type>:<unix_ts>"`` pushed to ``recops:s:<id>`` (newest
-first), trimmed to ``max_events`` and given the session TTL, in one pipelined round
-trip. A recommendation reads the newest events with one ``LRANGE``. Any Redis
-failure raises ``FeatureStoreDown`` so the caller serves without session features
-(never a 5xx); the client has short timeouts so an outage costs milliseconds.
+Each event is ``"<item_id>:<type>:<unix_ts>"`` pushed to ``recops:s:<id>`` (newest first), trimmed
+to ``max_events`` and given the session TTL. A recommendation reads the newest events with one
+``LRANGE``. Any Redis failure raises ``FeatureStoreDown`` so the caller serves without session
+features (never a 5xx).
+
+Sizing (issue #19): the pool holds as many connections as the server admits requests
+(``max_inflight``) and a request *waits* for a free one (``BlockingConnectionPool``) instead of
+failing. The read timeout is generous (2 s: it also counts the event-loop lag of max_inflight
+requests, so a Redis slowed by load still answers); the connect timeout is short and a refused
+connection fails at once (a dead Redis is found fast); a circuit breaker then turns the outage into
+an immediate ``FeatureStoreDown`` (microseconds) and ``degraded`` makes that state visible.
+
+Writes are idempotent by ``event_id``: one Lua call per slice of events does ``SET NX EX`` on
+``recops:e:<len(id)>:<id>:<event_id>`` (session TTL) and pushes the event only when that key was new, so a client that
+retries after a 503 (the write may have landed) does not store the event twice.
 """
 
 from __future__ import annotations
@@ -13,11 +23,33 @@ import time
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from recops_serve import metrics
 
 PREFIX = "recops:s:"
+#: ``recops:e:<len(sid)>:<sid>:<event_id>``: its own namespace, so no session id can name one
+DEDUPE = "recops:e:"
+#: events per Redis round trip: bounds the time one large batch holds the event loop
+WRITE_SLICE = 250
+
+# ARGV: ttl, max_events, then per event: list key, dedupe key ("" = no event_id), entry.
+# Returns one flag per event: 1 stored, 0 a duplicate event_id.
+_ADD = """
+local ttl, cap, out = tonumber(ARGV[1]), tonumber(ARGV[2]), {}
+for i = 3, #ARGV, 3 do
+  local key, dedupe, entry = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if dedupe == '' or redis.call('SET', dedupe, '1', 'NX', 'EX', ttl) then
+    redis.call('LPUSH', key, entry)
+    redis.call('LTRIM', key, 0, cap - 1)
+    redis.call('EXPIRE', key, ttl)
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
+"""
 
 
 class FeatureStoreDown(RuntimeError):
@@ -31,50 +63,132 @@ class Event:
     ts: float
 
 
+@dataclass(frozen=True)
+class NewEvent:
+    """An event to store (validated by the caller)."""
+
+    sid: str
+    item_id: int
+    type: str
+    ts: float
+    event_id: str | None = None
+
+
+class Breaker:
+    """Opens after ``threshold`` consecutive failures; while open every call fails at once; after
+    ``cooldown`` seconds calls go through again and the first success closes it."""
+
+    def __init__(self, threshold: int = 5, cooldown: float = 0.25):
+        self.threshold, self.cooldown = threshold, cooldown
+        self.failures = 0
+        self.open_until = 0.0
+
+    @property
+    def is_open(self) -> bool:
+        return self.failures >= self.threshold and time.monotonic() < self.open_until
+
+    def success(self) -> None:
+        if self.failures:
+            self.failures = 0
+            metrics.fs_degraded.set(0)
+
+    def failure(self) -> None:
+        self.failures += 1
+        if self.failures >= self.threshold:
+            self.open_until = time.monotonic() + self.cooldown
+            metrics.fs_degraded.set(1)
+
+
 class SessionStore:
-    def __init__(self, url: str, ttl_seconds: int = 1800, max_events: int = 50, timeout: float = 0.05):
+    def __init__(
+        self,
+        url: str,
+        ttl_seconds: int = 1800,
+        max_events: int = 50,
+        max_connections: int = 256,
+        timeout: float = 2.0,
+        connect_timeout: float = 0.5,
+    ):
         self.ttl, self.max_events = ttl_seconds, max_events
-        self.client = aioredis.Redis.from_url(
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=timeout,  # waiting for a free connection
             socket_timeout=timeout,
-            socket_connect_timeout=timeout,
+            socket_connect_timeout=connect_timeout,
             retry_on_timeout=False,
             health_check_interval=0,
         )
+        self.client = aioredis.Redis(connection_pool=pool)
+        self._add = self.client.register_script(_ADD)
+        self.breaker = Breaker()
+        self.last_error: str | None = None
+
+    @property
+    def degraded(self) -> bool:
+        """True while Redis is failing (features are off for every answer)."""
+        return self.breaker.failures >= self.breaker.threshold
+
+    def _check(self, op: str) -> None:
+        if self.breaker.is_open:
+            metrics.FS_ERR[op].inc()
+            raise FeatureStoreDown(f"circuit open after {self.breaker.failures} failures: {self.last_error}")
+
+    def _failed(self, op: str, e: Exception) -> FeatureStoreDown:
+        metrics.FS_ERR[op].inc()
+        self.breaker.failure()
+        self.last_error = f"{type(e).__name__}: {e}"
+        return FeatureStoreDown(self.last_error)
 
     async def recent(self, sid: str, n: int = 10) -> list[Event]:
+        self._check("read")
         t0 = time.perf_counter()
         try:
             raw = await self.client.lrange(PREFIX + sid, 0, n - 1)
+        except ResponseError:  # Redis answered (e.g. WRONGTYPE: a key that is not ours): healthy, no session
+            metrics.fs_malformed.inc()
+            raw = []
         except (RedisError, OSError) as e:
-            metrics.FS_ERR["read"].inc()
-            raise FeatureStoreDown(str(e)) from e
+            raise self._failed("read", e) from e
         finally:
             metrics.FS_LAT["read"].observe(time.perf_counter() - t0)
-        out = []
-        for entry in raw:
-            item, typ, ts = entry.decode().split(":")
-            out.append(Event(int(item), typ, float(ts)))
+        self.breaker.success()
+        out = [ev for ev in map(_parse_entry, raw) if ev is not None]
+        if len(out) != len(raw):
+            metrics.fs_malformed.inc(len(raw) - len(out))
         if out:
             metrics.feature_age.observe(max(0.0, time.time() - out[0].ts))
         return out
 
-    async def add(self, events: list[tuple[str, int, str, float]]) -> None:
-        """Store (sid, item_id, type, ts) events; one pipelined round trip for the batch."""
-        t0 = time.perf_counter()
-        try:
-            pipe = self.client.pipeline(transaction=False)
-            for sid, item, typ, ts in events:
-                key = PREFIX + sid
-                pipe.lpush(key, f"{item}:{typ}:{ts:.3f}")
-                pipe.ltrim(key, 0, self.max_events - 1)
-                pipe.expire(key, self.ttl)
-            await pipe.execute()
-        except (RedisError, OSError) as e:
-            metrics.FS_ERR["write"].inc()
-            raise FeatureStoreDown(str(e)) from e
-        finally:
-            metrics.FS_LAT["write"].observe(time.perf_counter() - t0)
+    async def add(self, events: list[NewEvent]) -> list[int]:
+        """Store events in slices of ``WRITE_SLICE`` (one Lua call each); returns per event 1 if
+        stored, 0 if its ``event_id`` was already stored (a retry)."""
+        self._check("write")
+        fresh: list[int] = []
+        for start in range(0, len(events), WRITE_SLICE):
+            args: list[str | int] = [self.ttl, self.max_events]
+            for ev in events[start : start + WRITE_SLICE]:
+                key = PREFIX + ev.sid
+                dedupe = f"{DEDUPE}{len(ev.sid)}:{ev.sid}:{ev.event_id}" if ev.event_id else ""
+                args += [key, dedupe, f"{ev.item_id}:{ev.type}:{ev.ts:.3f}"]
+            t0 = time.perf_counter()
+            try:
+                fresh += await self._add(keys=[], args=args)
+            except (RedisError, OSError) as e:
+                raise self._failed("write", e) from e
+            finally:
+                metrics.FS_LAT["write"].observe(time.perf_counter() - t0)
+            self.breaker.success()
+        return fresh
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def _parse_entry(entry: bytes) -> Event | None:
+    """One stored entry, or None when it is not ours (a malformed key must not fail the session)."""
+    try:
+        item, typ, ts = entry.decode("ascii").split(":")
+        return Event(int(item), typ, float(ts))
+    except (ValueError, UnicodeDecodeError):
+        return None

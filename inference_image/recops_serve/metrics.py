@@ -67,6 +67,27 @@ shadow_delta = Histogram(
     buckets=(-0.05, -0.01, -0.005, -0.002, -0.001, 0.0, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1),
     registry=REGISTRY,
 )
+fs_degraded = Gauge(
+    "recops_feature_store_degraded",
+    "1 while the feature store is failing and answers are served without session features",
+    registry=REGISTRY,
+)
+fs_malformed = Counter(
+    "recops_feature_store_malformed_entries_total",
+    "Session entries in the store that could not be parsed (skipped)",
+    registry=REGISTRY,
+)
+attribution_rejected = Counter(
+    "recops_attribution_rejected_total",
+    "Attribution tokens not counted for lift (the event is stored): forged (bad signature) or expired",
+    ["reason"],
+    registry=REGISTRY,
+)
+aborted_uploads = Counter(
+    "recops_aborted_uploads_total",
+    "Request bodies that ended early or were malformed on the wire (counted as 400)",
+    registry=REGISTRY,
+)
 inflight = Gauge("recops_inflight_requests", "Requests being served", registry=REGISTRY)
 overload_rejections = Counter(
     "recops_overload_rejections_total", "Requests refused with 503 under overload", registry=REGISTRY
@@ -80,7 +101,7 @@ REQS = {
     (route, arm, code): requests_total.labels(route, arm, code)
     for route in ("recommendations", "events")
     for arm in ARMS
-    for code in ("200", "400", "404", "500", "503")
+    for code in ("200", "400", "404", "405", "413", "500", "503")
 }
 FALLBACK = {
     r: fallback_total.labels(r) for r in ("cold_start", "sparse_candidates", "feature_store_down", "holdout")
@@ -89,6 +110,7 @@ FS_ERR = {op: fs_errors.labels(op) for op in ("read", "write")}
 FS_LAT = {op: fs_duration.labels(op) for op in ("read", "write")}
 INGESTED = {t: events_ingested.labels(t) for t in EVENT_TYPES}
 ATTRIBUTED = {(a, t): attributed.labels(a, t) for a in ARMS for t in EVENT_TYPES}
+ATTRIBUTION_REJECTED = {r: attribution_rejected.labels(r) for r in ("forged", "expired")}
 SHADOW = {o: shadow_requests.labels(o) for o in ("ok", "error", "dropped")}
 for _child in (
     *REQS.values(),
@@ -96,6 +118,7 @@ for _child in (
     *FS_ERR.values(),
     *INGESTED.values(),
     *ATTRIBUTED.values(),
+    *ATTRIBUTION_REJECTED.values(),
     *SHADOW.values(),
 ):
     _child.inc(0)  # series exist from the first scrape, so rate() and absent() behave

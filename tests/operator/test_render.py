@@ -91,6 +91,12 @@ def test_pod_is_hardened():
     assert vol["secretName"] == "tair" and vol["items"] == [
         {"key": "url", "path": url_file.rsplit("/", 1)[1]}
     ]
+    key_file = next(e for e in c["env"] if e["name"] == "RECOPS_ATTRIBUTION_KEY_FILE")["value"]
+    key_mount = next(m for m in c["volumeMounts"] if m["name"] == "attribution-key")
+    assert key_mount["readOnly"] and key_file.startswith(key_mount["mountPath"] + "/")
+    key_vol = next(v for v in pod["volumes"] if v["name"] == "attribution-key")["secret"]
+    assert key_vol["secretName"] == "tair" and key_vol["optional"] is True
+    assert key_vol["items"] == [{"key": "attribution-key", "path": "attribution-key"}]
 
 
 def test_eci_placement_and_never_spot():

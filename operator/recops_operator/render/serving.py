@@ -20,6 +20,7 @@ MANAGED_BY = "recops"
 CONFIG_MOUNT = "/etc/recops"
 CONFIG_FILE = "config.json"
 SECRET_MOUNT = "/var/run/secrets/recops/feature-store"
+ATTRIBUTION_MOUNT = "/var/run/secrets/recops/attribution"
 FEATURE_STORE_FILE = "url"
 
 
@@ -50,6 +51,10 @@ class RenderContext:
     monitoring_available: bool = False
     mesh_available: bool = False
     rollout: dict[str, Any] | None = None
+
+
+#: key in the feature-store Secret holding the attribution-token HMAC key
+ATTRIBUTION_KEY = "attribution-key"
 
 
 def labels(owner: Owner, track: str | None = None, version: str | None = None) -> dict[str, str]:
@@ -194,6 +199,21 @@ def render_deployment(
                     "secretName": ref.name,
                     "items": [{"key": ref.key, "path": FEATURE_STORE_FILE}],
                     "defaultMode": 0o400,
+                },
+            }
+        )
+        # the HMAC key of attribution tokens, shared by every pod and track (a token verifies on any
+        # pod), also a file; optional: without it each pod signs with its own key (docs/runbook.md)
+        env.append({"name": "RECOPS_ATTRIBUTION_KEY_FILE", "value": f"{ATTRIBUTION_MOUNT}/{ATTRIBUTION_KEY}"})
+        mounts.append({"name": "attribution-key", "mountPath": ATTRIBUTION_MOUNT, "readOnly": True})
+        volumes.append(
+            {
+                "name": "attribution-key",
+                "secret": {
+                    "secretName": ref.name,
+                    "items": [{"key": ATTRIBUTION_KEY, "path": ATTRIBUTION_KEY}],
+                    "defaultMode": 0o400,
+                    "optional": True,
                 },
             }
         )
