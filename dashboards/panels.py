@@ -213,6 +213,23 @@ ROLLOUTS = Dashboard(
             ),
         ),
         Panel(
+            "Conversion per recommendation by the track that answered (model arm, 5m)",
+            "percentunit",
+            tuple(
+                Query(
+                    f"sum by (track) (label_replace(rate(recops_attributed_events_total"
+                    f'{{arm="model", type="{typ}", {SEL}}}[5m]), "track", "$1", "answer_track", "(.*)"))'
+                    f" / sum by (track) (rate(recops_http_requests_total"
+                    f'{{route="recommendations", arm="model", code="200", {SEL}}}[5m]))',
+                    f"{typ} {{{{track}}}}",
+                )
+                for typ in ("view", "add_to_cart", "purchase")
+            ),
+            "What the rollout's business check compares (status.rollout.business has its always-valid interval): "
+            "attributed events per answer, credited to the track whose answer the shopper acted on, whichever pod "
+            "received the event.",
+        ),
+        Panel(
             "Rollout phase",
             "short",
             (Query(f"max by (recsvc, phase) (recops_rollout_phase{{{SEL}}}) == 1", "{{recsvc}} {{phase}}"),),

@@ -34,7 +34,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlparse
 
 import orjson
@@ -135,20 +135,51 @@ class Attribution:
         payload = f"{arm}:{self.track}:{version}:{int(now):x}:{next(self._seq):x}"
         return f"{payload}:{self._mac(payload)}"
 
-    def verify(self, token: Any, now: float) -> tuple[str | None, str | None]:
-        """(arm, None) for a genuine token in its window, else (None, "forged" | "expired"): the
-        event is stored but not attributed. Raises BadRequest when it is not a token at all."""
+    def verify(self, token: Any, now: float) -> tuple[tuple[str, str] | None, str | None]:
+        """((arm, track), None) for a genuine token in its window, else (None, "forged" | "expired"):
+        the event is stored but not attributed. Raises BadRequest when it is not a token at all."""
         if not isinstance(token, str) or len(token) > 512:
             raise BadRequest(_NOT_A_TOKEN)
         payload, _, mac = token.rpartition(":")
         parts = payload.split(":")
-        if len(parts) < 5 or parts[0] not in m.ARMS or not _HEX.fullmatch(parts[-2]):
+        if (
+            len(parts) < 5
+            or parts[0] not in m.ARMS
+            or parts[1] not in m.TRACKS
+            or not _HEX.fullmatch(parts[-2])
+        ):
             raise BadRequest(_NOT_A_TOKEN)
         if not hmac.compare_digest(mac.encode(), self._mac(payload).encode()):
             return None, "forged"
         if not now - self.window <= int(parts[-2], 16) <= now + 60:
             return None, "expired"
-        return parts[0], None
+        return (parts[0], parts[1]), None
+
+
+class Attributed(NamedTuple):
+    """What an attributed event credits: the arm and track that answered, and its order value."""
+
+    arm: str
+    track: str
+    value: float | None  # price x quantity of a purchase, when the event carries a price
+
+
+MAX_PRICE = 1e9
+MAX_QUANTITY = 100_000
+
+
+def _order_value(ev: dict, where: str) -> float | None:
+    """price x quantity of a purchase (the data contract's optional fields), checked."""
+    price, quantity = ev.get("price"), ev.get("quantity", 1)
+    if price is None:
+        return None
+    if type(price) not in (int, float) or not math.isfinite(price) or not 0 <= price <= MAX_PRICE:
+        raise BadRequest(f"{where}.price must be a number between 0 and {MAX_PRICE:g}, got {price!r}")
+    if type(quantity) is not int or not 1 <= quantity <= MAX_QUANTITY:
+        raise BadRequest(
+            f"{where}.quantity must be an integer between 1 and {MAX_QUANTITY}, got {quantity!r}"
+        )
+    return float(price) * quantity
 
 
 _NOT_A_TOKEN = "attribution_token must be the attribution_token of a recommendation response"
@@ -418,19 +449,19 @@ class Server:
             raise BadRequest('expected an event object or {"events": [...]} with at least one event')
         now = time.time()
         parsed: list[NewEvent] = []
-        arms: list[str | None] = []  # per event: the arm of its genuine attribution token
+        credits: list[Attributed | None] = []  # per event: what its genuine attribution token credits
         for start in range(0, len(items), PARSE_SLICE):
             if start:
                 await asyncio.sleep(0)  # let other requests run between slices of a large batch
             for n in range(start, min(start + PARSE_SLICE, len(items))):
-                ev, arm = self._event(items[n], f"events[{n}]", now)
+                ev, credit = self._event(items[n], f"events[{n}]", now)
                 parsed.append(ev)
-                arms.append(arm)
+                credits.append(credit)
         if self.store is None:
             return 503, {"error": "no feature store configured"}, "model"
         try:
             # shielded: a client that disconnects mid-request must not leave stored events uncounted
-            new = await asyncio.shield(self._store_and_count(parsed, arms))
+            new = await asyncio.shield(self._store_and_count(parsed, credits))
         except FeatureStoreDown:
             return (
                 503,
@@ -444,8 +475,8 @@ class Server:
             out["duplicates"] = len(parsed) - new
         return 200, out, "model"
 
-    def _event(self, ev: Any, where: str, now: float) -> tuple[NewEvent, str | None]:
-        """One validated event and the arm of its genuine, unexpired attribution token (if any)."""
+    def _event(self, ev: Any, where: str, now: float) -> tuple[NewEvent, Attributed | None]:
+        """One validated event and what its genuine, unexpired attribution token credits (if any)."""
         if not isinstance(ev, dict):
             raise BadRequest(f"{where} must be an object")
         sid = _id(ev.get("user_id") or ev.get("session_id"), f"{where}.user_id/session_id")
@@ -462,25 +493,31 @@ class Server:
         event_id = ev.get("event_id")
         if event_id is not None:
             _id(event_id, f"{where}.event_id")
-        arm = None
+        value = _order_value(ev, where) if typ == "purchase" else None
+        credit = None
         token = ev.get("attribution_token")
         if token is not None:
             try:
-                arm, rejected = self.tokens.verify(token, now)
+                answered, rejected = self.tokens.verify(token, now)
             except BadRequest as e:
                 raise BadRequest(f"{where}.{e}") from None
             if rejected:  # stored, never counted for lift
                 m.ATTRIBUTION_REJECTED[rejected].inc()
-        return NewEvent(sid, item, typ, float(ts), event_id), arm
+            else:
+                credit = Attributed(*answered, value)
+        return NewEvent(sid, item, typ, float(ts), event_id), credit
 
-    async def _store_and_count(self, parsed: list[NewEvent], arms: list[str | None]) -> int:
+    async def _store_and_count(self, parsed: list[NewEvent], credits: list[Attributed | None]) -> int:
         """Store and count the events that were new (a retried event_id counts once)."""
         fresh = await self.store.add(parsed)
-        for ev, arm, new in zip(parsed, arms, fresh, strict=True):
+        for ev, credit, new in zip(parsed, credits, fresh, strict=True):
             if new:
                 m.INGESTED[ev.type].inc()
-                if arm is not None:  # the arm whose answer the user acted on
-                    m.ATTRIBUTED[(arm, ev.type)].inc()
+                if credit is not None:  # the arm and track whose answer the user acted on
+                    m.ATTRIBUTED[(credit.arm, ev.type, credit.track)].inc()
+                    if credit.value:
+                        m.REVENUE[(credit.arm, credit.track)].inc(credit.value)
+                        m.REVENUE_SQ[(credit.arm, credit.track)].inc(credit.value * credit.value)
         return sum(fresh)
 
 

@@ -48,7 +48,7 @@ class ServeConfig(_Strict):
 
     model_uri: str | None = None
     model_version: str | None = None
-    track: str = "stable"
+    track: Literal["stable", "canary"] = "stable"
     region: str | None = None
     top_k: int = Field(default=TOP_K, ge=1, le=500)
     session_ttl_seconds: int = Field(default=SESSION_TTL_SECONDS, ge=1)

@@ -50,8 +50,21 @@ model_load_failures = Counter(
 events_ingested = Counter("recops_events_ingested_total", "Events stored", ["type"], registry=REGISTRY)
 attributed = Counter(
     "recops_attributed_events_total",
-    "Events the client attributed to a recommendation answer (its attribution_token), by the arm that answered",
-    ["arm", "type"],
+    "Events the client attributed to a recommendation answer (its attribution_token), by the arm and the "
+    "track (stable|canary) that answered, whichever pod receives the event",
+    ["arm", "type", "answer_track"],
+    registry=REGISTRY,
+)
+attributed_revenue = Counter(
+    "recops_attributed_revenue_total",
+    "price x quantity of attributed purchases, by the arm and track that answered",
+    ["arm", "answer_track"],
+    registry=REGISTRY,
+)
+attributed_revenue_sq = Counter(
+    "recops_attributed_revenue_squared_total",
+    "Sum of squared (price x quantity) of attributed purchases: the spread the rollout's business test needs",
+    ["arm", "answer_track"],
     registry=REGISTRY,
 )
 shadow_requests = Counter("recops_shadow_requests_total", "Mirrored requests", ["outcome"], registry=REGISTRY)
@@ -109,7 +122,10 @@ FALLBACK = {
 FS_ERR = {op: fs_errors.labels(op) for op in ("read", "write")}
 FS_LAT = {op: fs_duration.labels(op) for op in ("read", "write")}
 INGESTED = {t: events_ingested.labels(t) for t in EVENT_TYPES}
-ATTRIBUTED = {(a, t): attributed.labels(a, t) for a in ARMS for t in EVENT_TYPES}
+TRACKS = ("stable", "canary")
+ATTRIBUTED = {(a, t, tr): attributed.labels(a, t, tr) for a in ARMS for t in EVENT_TYPES for tr in TRACKS}
+REVENUE = {(a, tr): attributed_revenue.labels(a, tr) for a in ARMS for tr in TRACKS}
+REVENUE_SQ = {(a, tr): attributed_revenue_sq.labels(a, tr) for a in ARMS for tr in TRACKS}
 ATTRIBUTION_REJECTED = {r: attribution_rejected.labels(r) for r in ("forged", "expired")}
 SHADOW = {o: shadow_requests.labels(o) for o in ("ok", "error", "dropped")}
 for _child in (
@@ -118,6 +134,8 @@ for _child in (
     *FS_ERR.values(),
     *INGESTED.values(),
     *ATTRIBUTED.values(),
+    *REVENUE.values(),
+    *REVENUE_SQ.values(),
     *ATTRIBUTION_REJECTED.values(),
     *SHADOW.values(),
 ):

@@ -65,11 +65,20 @@ def openmetrics(end: int, minutes: int = 30, step_s: int = 15) -> str:
                     lines.append(
                         f"recops_http_requests_total{_lbl({**t, 'route': 'recommendations', 'arm': arm, 'code': code})} {n * _c(i):.3f} {ts}"
                     )
-                for typ in ("view", "purchase"):
-                    n = (3 if arm == "model" else 2.5) * share * (1 if typ == "view" else 0.1)
-                    lines.append(
-                        f"recops_attributed_events_total{_lbl({**t, 'arm': arm, 'type': typ})} {n * _c(i):.3f} {ts}"
+                for typ in ("view", "add_to_cart", "purchase"):
+                    n = (
+                        (3 if arm == "model" else 2.5)
+                        * share
+                        * {"view": 1, "add_to_cart": 0.3, "purchase": 0.1}[typ]
                     )
+                    lines.append(
+                        f"recops_attributed_events_total{_lbl({**t, 'arm': arm, 'type': typ, 'answer_track': track})} {n * _c(i):.3f} {ts}"
+                    )
+                revenue = {**t, "arm": arm, "answer_track": track}
+                lines.append(f"recops_attributed_revenue_total{_lbl(revenue)} {40 * share * _c(i):.3f} {ts}")
+                lines.append(
+                    f"recops_attributed_revenue_squared_total{_lbl(revenue)} {2000 * share * _c(i):.3f} {ts}"
+                )
             lines.append(
                 f"recops_http_requests_total{_lbl({**t, 'route': 'events', 'arm': 'model', 'code': '202'})} {20 * _c(i):.3f} {ts}"
             )

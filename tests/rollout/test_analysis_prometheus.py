@@ -143,3 +143,76 @@ def test_tick_fails_fast_between_intervals_but_never_promotes_early(arms, tmp_pa
         _settle(prom, 'sum(recops_http_requests_total{track="canary"}) >= 200')
         new = handlers.tick(NS, SVC, body(prom.url), now=now + 5)
         assert new is not None and new["phase"] == "RolledBack" and new["weight"] == 0, new
+
+
+def test_business_check_counts_events_by_the_track_that_answered(
+    bundles, redis_server, make_server, tmp_path, monkeypatch
+):
+    """Clicks on canary answers posted to the *stable* pod count for the canary (the token says who
+    answered); a candidate whose answers convert half as often fails; revenue uses price x quantity."""
+    monkeypatch.setenv("RECOPS_ATTRIBUTION_KEY", "shared-by-every-pod")  # the Secret both tracks mount
+    stable, _ = make_server({"model_uri": str(bundles["v1"]), "track": "stable"}, redis_server.url)
+    canary, _ = make_server({"model_uri": str(bundles["v2"]), "track": "canary"}, redis_server.url)
+
+    async def shop(server, n: int, every: int) -> None:
+        async with httpx.AsyncClient(timeout=5) as c:
+            for i in range(n):
+                r = await c.get(f"{server.url}/v1/recommendations", params={"user_id": f"s{i}"})
+                answer = r.json()
+                assert answer["attribution_token"].split(":")[1] in ("stable", "canary")
+                if i % every == 0 and answer["arm"] == "model":  # the click goes to the other pod
+                    ev = {
+                        "user_id": f"s{i}",
+                        "item_id": answer["items"][0]["item_id"],
+                        "type": "purchase",
+                        "price": 10.0,
+                        "quantity": 2,
+                        "attribution_token": answer["attribution_token"],
+                    }
+                    other = stable if server is canary else canary
+                    (await c.post(f"{other.url}/v1/events", json=ev)).raise_for_status()
+
+    with _prom(tmp_path / "biz", stable, canary) as prom:
+        _scraped(prom)
+        t0 = time.time()
+        asyncio.run(shop(stable, 600, 2))  # half of stable's answers convert
+        asyncio.run(shop(canary, 600, 4))  # a quarter of the candidate's
+        _settle(prom, 'sum(recops_attributed_events_total{answer_track="canary"}) >= 100')
+        spec = rollout(business={"metric": "purchase", "maxRelativeDrop": 0.1, "minSamples": 300})
+        result = analyse(spec, NS, SVC, shadowing=False, query=prometheus_query(prom.url), started_at=t0 - 3)
+        (check,) = [c for c in result.checks if c["name"] == "business-purchase"]
+        b = check["business"]
+        # increase() extrapolates to the window's edges: totals within 10%, the ratio unaffected
+        assert b["canary"]["recommendations"] == pytest.approx(600, rel=0.1)
+        assert b["canary"]["value"] == pytest.approx(150, rel=0.1), "counted on the stable pod, for canary"
+        assert b["stable"]["value"] == pytest.approx(300, rel=0.1)
+        assert b["canary"]["rate"] / b["stable"]["rate"] == pytest.approx(0.5, rel=0.1)
+        assert check["verdict"] == Verdict.FAIL and result.verdict == Verdict.FAIL
+        revenue = analyse(
+            rollout(business={"metric": "revenue", "maxRelativeDrop": 0.1, "minSamples": 300}),
+            NS,
+            SVC,
+            shadowing=False,
+            query=prometheus_query(prom.url),
+            started_at=t0 - 3,
+        )
+        (rc,) = [c for c in revenue.checks if c["name"] == "business-revenue"]
+        assert rc["verdict"] == Verdict.FAIL
+    # exact, from the pod that received the canary's clicks: revenue = price x quantity per purchase
+    text = httpx.get(f"{stable.url}/metrics").text
+
+    def sample(name: str) -> float:
+        line = next(
+            x
+            for x in text.splitlines()
+            if x.startswith(name + "{")
+            and 'answer_track="canary"' in x
+            and 'arm="model"' in x
+            and ('type="purchase"' in x or "revenue" in name)
+        )
+        return float(line.rsplit(" ", 1)[1])
+
+    purchases = sample("recops_attributed_events_total")
+    assert purchases == 150
+    assert sample("recops_attributed_revenue_total") == 20.0 * purchases
+    assert sample("recops_attributed_revenue_squared_total") == 400.0 * purchases
