@@ -45,10 +45,19 @@ class ComponentFailed(RuntimeError):
         super().__init__(f"{component} failed: {why}; read {log}{tail}")
 
 
+_ISSUED: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now and never handed out before by this process: the kernel may return a port
+    it just gave us again while its first taker has not bound it yet (seen as EADDRINUSE)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _ISSUED:
+            _ISSUED.add(port)
+            return port
 
 
 def _alive(pid: int) -> bool:

@@ -109,12 +109,13 @@ def with_candidate(version: str, min_samples: int) -> dict:
 
 
 def test_business_check_promotes_an_equal_model_rolls_back_a_worse_one_and_waits_for_evidence(
-    k8s_cluster, k8s_namespace, tmp_path, shop_bundles, redis_server, make_server
+    k8s_cluster, k8s_namespace, tmp_path, shop_bundles, redis_server, make_server, monkeypatch
 ):
     ns = k8s_namespace
     sessions = held_out_sessions(4000)
+    monkeypatch.setenv("RECOPS_ATTRIBUTION_KEY", "the-services-secret")  # mounted by every pod
     stable, _ = make_server({"model_uri": shop_bundles["good"]}, redis_server.url)
-    canary, canary_cfg = make_server({"model_uri": shop_bundles["good"]}, redis_server.url)
+    canary, canary_cfg = make_server({"model_uri": shop_bundles["good"], "track": "canary"}, redis_server.url)
     prom, op = start(k8s_cluster, ns, tmp_path, stable, canary)
     apply = lambda body: k8s_cluster.kubectl("-n", ns, "apply", "-f", "-", input=json.dumps(body))  # noqa: E731
     try:
@@ -144,7 +145,9 @@ def test_business_check_promotes_an_equal_model_rolls_back_a_worse_one_and_waits
                 # 3. a worse model (popularity only) with fine latency and errors: rolled back by the
                 # business check alone
                 canary_cfg.write_text(
-                    json.dumps({"model_uri": shop_bundles["popularity"], "reload_seconds": 0.5})
+                    json.dumps(
+                        {"model_uri": shop_bundles["popularity"], "track": "canary", "reload_seconds": 0.5}
+                    )
                 )
                 wait_for(lambda: canary.get("/readyz").json().get("model_version") == "v3-popularity")
                 apply(with_candidate("v3-popularity", min_samples=300))

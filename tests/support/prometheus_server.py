@@ -8,7 +8,6 @@ Optionally starts on a TSDB backfilled from OpenMetrics text with `promtool tsdb
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,12 +19,7 @@ import httpx
 import yaml
 
 from recops_localcluster import procs
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from recops_localcluster.cluster import free_port
 
 
 @dataclass
