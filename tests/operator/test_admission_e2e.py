@@ -117,6 +117,16 @@ REJECTED = [
         {"rollout__traffic__host": "100.100.100.200"},
         "spec.rollout.traffic.host: host '100.100.100.200'",
     ),
+    (
+        "egress to the whole internet",
+        {"network": {"objectStorageCIDRs": ["0.0.0.0/0"]}},
+        "spec.network.objectStorageCIDRs[0]: '0.0.0.0/0' includes public addresses",
+    ),
+    (
+        "callers from link-local",
+        {"network": {"allowCIDRs": ["169.254.0.0/16"]}},
+        "spec.network.allowCIDRs[0]: '169.254.0.0/16' includes link-local addresses",
+    ),
     # --- floors and ranges in the schema (the API server itself, messages with the bound)
     ("rollout interval of zero", {"rollout__interval": "0s"}, "rollout.interval must be between 10s and 1h"),
     ("rollout interval of 5s", {"rollout__interval": "5s"}, "rollout.interval must be between 10s and 1h"),
