@@ -613,7 +613,7 @@ class Rollout(Model):
         ),
     ] = [2, 10, 25, 50, 100]
     interval: Duration(
-        "How long each step is held and analysed (also the analysis window).", 10, 3600, "rollout.interval"
+        "How long each step is held and analysed (also the analysis window).", 5, 3600, "rollout.interval"
     ) = "1m"
     progress_deadline_seconds: Annotated[
         int,
