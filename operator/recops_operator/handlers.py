@@ -115,7 +115,9 @@ def reconcile(
         try:
             spec = RecommenderServiceSpec.model_validate(body.get("spec") or {})
         except ValidationError as e:  # the webhook normally rejects this earlier
-            _patch_status(body, {"observedGeneration": generation, "phase": "Degraded"}, f"invalid spec: {e}")
+            msg = rejections.shorten(f"invalid spec: {e}")  # one line; the full error is logged
+            log.warning("invalid spec of %s/%s: %s", namespace, name, e)
+            _patch_status(body, {"observedGeneration": generation, "phase": "Failed"}, msg)
             return body
         owner = Owner(name=name, namespace=namespace, uid=body["metadata"]["uid"])
         ap = applier()

@@ -117,13 +117,23 @@ REJECTED = [
         {"rollout__traffic__host": "100.100.100.200"},
         "spec.rollout.traffic.host: host '100.100.100.200'",
     ),
+    (
+        "egress to the whole internet",
+        {"network": {"objectStorageCIDRs": ["0.0.0.0/0"]}},
+        "spec.network.objectStorageCIDRs[0]: '0.0.0.0/0' includes public addresses",
+    ),
+    (
+        "callers from link-local",
+        {"network": {"allowCIDRs": ["169.254.0.0/16"]}},
+        "spec.network.allowCIDRs[0]: '169.254.0.0/16' includes link-local addresses",
+    ),
     # --- floors and ranges in the schema (the API server itself, messages with the bound)
-    ("rollout interval of zero", {"rollout__interval": "0s"}, "rollout.interval must be between 10s and 1h"),
-    ("rollout interval of 5s", {"rollout__interval": "5s"}, "rollout.interval must be between 10s and 1h"),
+    ("rollout interval of zero", {"rollout__interval": "0s"}, "rollout.interval must be between 5s and 1h"),
+    ("rollout interval of 4s", {"rollout__interval": "4s"}, "rollout.interval must be between 5s and 1h"),
     (
         "rollout interval of a day",
         {"rollout__interval": "24h"},
-        "rollout.interval must be between 10s and 1h",
+        "rollout.interval must be between 5s and 1h",
     ),
     (
         "scrape interval of zero",
@@ -173,7 +183,7 @@ ADMITTED = [
         {RES: {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "1000m", "memory": "2048Mi"}}},
     ),
     ("schedule with a time zone", {"training__schedule": "0 2 * * *", "training__timeZone": "Asia/Shanghai"}),
-    ("interval at the floor", {"rollout__interval": "10s"}),
+    ("interval at the floor", {"rollout__interval": "5s"}),
 ]
 
 

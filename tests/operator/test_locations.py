@@ -17,7 +17,7 @@ from recops_operator.api import models as m
 from recops_operator.api.semantics import image_registry, location_errors, path_tricks
 
 LOOKS_LIKE_LOCATION = re.compile(
-    r"((^|_)(uri|url|image|host|endpoint|registry|bucket|mirror|target|queue|address|server)$)|^(events|catalog)$"
+    r"((^|_)(uri|url|image|host|endpoint|registry|bucket|mirror|target|queue|address|server|cidrs)$)|^(events|catalog)$"
 )
 LOCATION_PATTERNS = {m.OSS_URI_PATTERN, m.DATA_URI_PATTERN, m.IMAGE_PATTERN}
 
@@ -66,6 +66,7 @@ def test_the_rule_checks_every_marked_field():
         "image": "docker.io/library/nginx:1",
         "endpoint": "http://169.254.169.254/",
         "host": "100.100.100.200",
+        "cidr": ["169.254.0.0/16"],
     }
     spec = {"region": "cn-hangzhou"}
     for where, kind in marked.items():
@@ -79,7 +80,7 @@ def test_the_rule_checks_every_marked_field():
     spec["rollout"]["candidate"]["version"] = "v2"
     spec["training"]["checkpoint"].setdefault("uri", bad["oss"])
     errors = location_errors(m.RecommenderServiceSpec.model_validate(spec), {}, {})
-    named = {e.split(":")[0] for e in errors}
+    named = {e.split(":")[0].split("[")[0] for e in errors}  # list items: spec.x[0] -> spec.x
     assert named == set(marked), f"not checked: {set(marked) - named}; errors: {errors}"
 
 

@@ -237,6 +237,12 @@ def test_one_network_policy_per_track_least_privilege():
     redis = [r for r in stable["egress"] if r["ports"] == [{"protocol": "TCP", "port": 6379}]]
     assert len(redis) == 1, "the feature store is reachable from serving"
     assert pols["home-feed-training"]["ingress"] == [], "nothing calls a training pod"
+    oss = next(
+        r for r in pols["home-feed-training"]["egress"] if {"protocol": "TCP", "port": 443} in r["ports"]
+    )
+    assert oss["to"] == [{"ipBlock": {"cidr": "100.64.0.0/10", "except": ["100.100.100.200/32"]}}], (
+        "the instance metadata service sits in the OSS service range and is carved out"
+    )
     assert not any(
         r["ports"] == [{"protocol": "TCP", "port": 6379}] for r in pols["home-feed-training"]["egress"]
     )

@@ -11,13 +11,13 @@ from recops_operator.api.models import Monitoring, Rollout, duration_seconds
 
 @pytest.mark.parametrize(
     ("value", "ok"),
-    [("0s", False), ("9s", False), ("10s", True), ("1h", True), ("1h1s", False), ("61m", False)],
+    [("0s", False), ("4s", False), ("5s", True), ("1h", True), ("1h1s", False), ("61m", False)],
 )
 def test_rollout_interval_has_a_floor_and_a_ceiling(value, ok):
     if ok:
         assert Rollout(interval=value).interval == value
     else:
-        with pytest.raises(ValidationError, match=r"rollout.interval must be between 10s and 1h"):
+        with pytest.raises(ValidationError, match=r"rollout.interval must be between 5s and 1h"):
             Rollout(interval=value)
 
 

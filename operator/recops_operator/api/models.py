@@ -46,10 +46,10 @@ class Location:
 
     kind: ``oss`` (oss:// URI), ``data`` (oss:// or builtin:NAME), ``image`` (container image,
     registry host), ``endpoint`` (http(s) URL that must be in-cluster or regional), ``host``
-    (an intranet host name).
+    (an intranet host name), ``cidr`` (an address range pods may talk to; list items).
     """
 
-    kind: Literal["oss", "data", "image", "endpoint", "host"]
+    kind: Literal["oss", "data", "image", "endpoint", "host", "cidr"]
 
 
 OSS = Location("oss")
@@ -57,6 +57,7 @@ DATA = Location("data")
 IMAGE = Location("image")
 ENDPOINT = Location("endpoint")
 HOST = Location("host")
+CIDR = Location("cidr")
 
 
 def location_of(field: Any) -> Location | None:
@@ -653,7 +654,7 @@ class Rollout(Model):
         ),
     ] = [2, 10, 25, 50, 100]
     interval: Duration(
-        "How long each step is held and analysed (also the analysis window).", 10, 3600, "rollout.interval"
+        "How long each step is held and analysed (also the analysis window).", 5, 3600, "rollout.interval"
     ) = "1m"
     progress_deadline_seconds: Annotated[
         int,
@@ -760,6 +761,7 @@ class Network(Model):
             description="Client address ranges of the intranet load balancer (the VPC).",
             max_length=50,
         ),
+        CIDR,
     ] = PRIVATE_CIDRS
     monitoring_namespace: Annotated[
         str,
@@ -774,6 +776,7 @@ class Network(Model):
             description="Address ranges of the Tair/Redis feature store (VPC).",
             max_length=20,
         ),
+        CIDR,
     ] = PRIVATE_CIDRS
     feature_store_port: Annotated[int, Field(description="Feature store port.", ge=1, le=65535)] = 6379
     object_storage_cidrs: Annotated[
@@ -784,6 +787,7 @@ class Network(Model):
             min_length=1,
             max_length=20,
         ),
+        CIDR,
     ] = ["100.64.0.0/10"]
 
 

@@ -81,6 +81,9 @@ def _marked_values(model: BaseModel, path: str) -> Iterator[tuple[str, Location,
         marker = location_of(field)
         if marker is not None and isinstance(value, str):
             yield where, marker, value
+        elif marker is not None and isinstance(value, list):
+            for i, item in enumerate(value):
+                yield f"{where}[{i}]", marker, str(item)
         elif isinstance(value, BaseModel):
             yield from _marked_values(value, where)
         elif isinstance(value, list):
@@ -197,6 +200,23 @@ def _check_endpoint(field: str, url: str, region: str) -> str | None:
     return None
 
 
+_SHARED = ipaddress.ip_network("100.64.0.0/10")  # Alibaba Cloud's service range (internal OSS, ...)
+
+
+def _check_cidr(field: str, cidr: str) -> str | None:
+    """A range pods may reach: private or the cloud's service range; never link-local (the renderer
+    also carves the metadata service out of every range that contains it)."""
+    try:
+        net = ipaddress.ip_network(cidr, strict=True)
+    except ValueError as e:
+        return f"{field}: '{cidr}' is not a network address range ({e})"
+    if not (net.is_private or net.subnet_of(_SHARED)):
+        return f"{field}: '{cidr}' includes public addresses; only internal ranges are allowed"
+    if net.is_link_local or net.overlaps(ipaddress.ip_network("169.254.0.0/16")):
+        return f"{field}: '{cidr}' includes link-local addresses (instance metadata)"
+    return None
+
+
 def _check_host(field: str, host: str) -> str | None:
     bad = _forbidden_host(host.lower())
     return f"{field}: {bad}" if bad else None
@@ -218,6 +238,8 @@ def location_errors(
             err = _check_image(field, value, spec.region, registries, digest)
         elif marker.kind == "endpoint":
             err = _check_endpoint(field, value, spec.region)
+        elif marker.kind == "cidr":
+            err = _check_cidr(field, value)
         else:
             err = _check_host(field, value)
         if err:

@@ -9,6 +9,7 @@ no ingress at all. Pure, like every renderer.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from recops_operator.api.models import RecommenderServiceSpec
@@ -30,8 +31,19 @@ def _ns(name: str) -> dict[str, Any]:
     return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": name}}}
 
 
+#: never reachable from a pod, even inside an allowed range (100.64.0.0/10 holds it)
+METADATA = ipaddress.ip_network("100.100.100.200/32")
+
+
 def _blocks(cidrs: list[str]) -> list[dict[str, Any]]:
-    return [{"ipBlock": {"cidr": c}} for c in cidrs]
+    out = []
+    for c in cidrs:
+        block: dict[str, Any] = {"cidr": c}
+        net = ipaddress.ip_network(c, strict=False)
+        if net.prefixlen < 32 and net.overlaps(METADATA):
+            block["except"] = [str(METADATA)]
+        out.append({"ipBlock": block})
+    return out
 
 
 def _track(owner: Owner, track: str) -> dict[str, Any]:
