@@ -74,12 +74,16 @@ class Router:
         self.thread.join(5)
 
 
-def decided(cluster, ns: str, what: str) -> dict:
-    """status.rollout once the rollout promoted or rolled back."""
+def decided(cluster, ns: str, candidate: str) -> dict:
+    """status.rollout once the rollout of ``candidate`` promoted or rolled back."""
     return wait_for(
-        lambda: (s := rollout_status(cluster, ns)).get("phase") in ("Succeeded", "RolledBack") and s,
+        lambda: (
+            (s := rollout_status(cluster, ns)).get("candidate") == candidate
+            and s.get("phase") in ("Succeeded", "RolledBack")
+            and s
+        ),
         timeout=240,
-        what=what,
+        what=f"the rollout of {candidate} decided",
     )
 
 
@@ -136,7 +140,7 @@ def test_business_check_promotes_an_equal_model_rolls_back_a_worse_one_and_waits
             # 2. enough traffic, same model on both tracks: non-inferior, promoted
             with Shoppers(sessions, router, threads=2) as shoppers:
                 apply(with_candidate("v2", min_samples=300))
-                st = decided(k8s_cluster, ns, "the equal candidate decided")
+                st = decided(k8s_cluster, ns, "v2")
                 assert st["phase"] == "Succeeded", st.get("message")
                 assert st["business"]["verdict"] == "Pass", st["business"]
                 assert st["business"]["liftLow"] > -0.25
@@ -151,7 +155,7 @@ def test_business_check_promotes_an_equal_model_rolls_back_a_worse_one_and_waits
                 )
                 wait_for(lambda: canary.get("/readyz").json().get("model_version") == "v3-popularity")
                 apply(with_candidate("v3-popularity", min_samples=300))
-                st = decided(k8s_cluster, ns, "the worse candidate decided")
+                st = decided(k8s_cluster, ns, "v3-popularity")
             assert st["phase"] == "RolledBack", st.get("message")
             failed = {c["name"] for c in st["checks"] if c["verdict"] == "Fail"}
             assert failed == {"business-click"}, st["checks"]
