@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: demo down test lint bench venv system-deps testbin crds dashboards helm
+.PHONY: demo down test lint bench venv system-deps testbin streambin crds dashboards helm
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,12 @@ system-deps:
 testbin:
 	@scripts/build-testbin.sh >/dev/null
 
+# Kafka broker jars and the PyFlink venv + connector jars for the clickstream pipeline (once, cached
+# outside the repo by version: ~/.cache/recops/kafka-<v>, ~/.cache/recops/flink-<v>).
+streambin:
+	@scripts/build-kafka.sh >/dev/null
+	@scripts/build-flink.sh >/dev/null
+
 demo: system-deps venv testbin
 	KUBEBUILDER_ASSETS=$${KUBEBUILDER_ASSETS:-$$(scripts/build-testbin.sh | tail -n1)} $(BIN)/recops-demo
 
@@ -34,11 +40,11 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: system-deps venv testbin
+test: system-deps venv testbin streambin
 	$(BIN)/ruff check .
 	KUBEBUILDER_ASSETS=$${KUBEBUILDER_ASSETS:-$$(scripts/build-testbin.sh | tail -n1)} $(BIN)/pytest $(PYTEST_ARGS)
 
-bench: system-deps venv testbin
+bench: system-deps venv testbin streambin
 	KUBEBUILDER_ASSETS=$${KUBEBUILDER_ASSETS:-$$(scripts/build-testbin.sh | tail -n1)} $(BIN)/python -m bench
 
 # Regenerate everything derived from the API models and the dashboard code.

@@ -51,3 +51,15 @@ def stop(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(5)
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for long-lived children (Kafka, Flink): the kernel sends them SIGKILL when the
+    process that started them dies (Linux ``PR_SET_PDEATHSIG``), so a killed test run leaves no JVM
+    behind. A no-op elsewhere."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
