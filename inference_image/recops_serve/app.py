@@ -35,6 +35,7 @@ from recops_serve import metrics as m
 from recops_serve import ranking
 from recops_serve.bundle import ModelBundle, load_bundle
 from recops_serve.config import ServeConfig
+from recops_serve.eventlog import EventLog
 from recops_serve.features import FeatureStoreDown, SessionStore
 
 JSON = [("content-type", "application/json")]
@@ -80,6 +81,7 @@ class Server:
     # config (whose masks are sized for the new catalogue) with the old bundle
     active: tuple[ModelBundle, ranking.RankConfig] | None = None
     store: SessionStore | None = None
+    eventlog: EventLog | None = None  # the clickstream to Kafka (Flink features, training archive)
     inflight: int = 0
     last_error: str | None = None
     _rec_seq: itertools.count = field(default_factory=itertools.count)
@@ -96,8 +98,15 @@ class Server:
         if url:
             self.store = SessionStore(url, self.config.session_ttl_seconds, self.config.max_session_events)
         loop.create_task(self._watch())
+        if bootstrap := os.environ.get("RECOPS_KAFKA_BOOTSTRAP") or self.config.kafka_bootstrap:
+            self.eventlog = EventLog(
+                bootstrap, os.environ.get("RECOPS_KAFKA_TOPIC") or self.config.kafka_topic
+            )
+            loop.create_task(self.eventlog.run())
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.eventlog:
+            self.eventlog.close()
         if self.store:
             loop.run_until_complete(self.store.close())
 
@@ -170,7 +179,12 @@ class Server:
                     200,
                     JSON,
                     orjson.dumps(
-                        {"ready": True, "model_version": self.bundle.version, "last_error": self.last_error}
+                        {
+                            "ready": True,
+                            "model_version": self.bundle.version,
+                            "last_error": self.last_error,
+                            "event_log": self.eventlog.status() if self.eventlog else None,
+                        }
                     ),
                 )
         elif path == "/metrics":
@@ -317,6 +331,8 @@ class Server:
             await asyncio.shield(self._store_and_count(parsed, attributed))
         except FeatureStoreDown:
             return 503, {"error": "feature store unavailable, retry"}, "model"
+        if self.eventlog:  # after the session path: never blocks, a Kafka outage is counted, not raised
+            self.eventlog.publish(items, now)
         return 200, {"stored": len(parsed)}, "model"
 
     async def _store_and_count(self, parsed: list, attributed: list[tuple[str, str]]) -> None:

@@ -63,6 +63,9 @@ class ServeConfig(_Strict):
     max_inflight: int = Field(default=256, ge=1)
     reload_seconds: float = Field(default=5.0, gt=0)
     redis_url: str | None = None
+    # the clickstream topic (eventlog.py); RECOPS_KAFKA_BOOTSTRAP / RECOPS_KAFKA_TOPIC override
+    kafka_bootstrap: str | None = None
+    kafka_topic: str = "recops.events"
     shadow_url: str | None = None
     shadow_percent: float = Field(default=0.0, ge=0, le=100)
     # chaos knobs for rollout drills (a slow or failing candidate); 0 in production
