@@ -112,7 +112,13 @@ class EventLog:
         for ev in events:
             key, value = message(ev, now)
             try:
-                self.producer.produce(self.topic, orjson.dumps(value), key, on_delivery=self._on_delivery)
+                self.producer.produce(
+                    self.topic,
+                    orjson.dumps(value),
+                    key,
+                    on_delivery=self._on_delivery,
+                    timestamp=int(value["ts"] * 1000),  # event time for Flink's per-partition watermarks
+                )
                 n += 1
             except BufferError:
                 DROPPED["buffer_full"].inc()
