@@ -182,6 +182,9 @@ def flink_config(args: argparse.Namespace, cfg: f.JobConfig) -> Configuration:
         "python.client.executable": sys.executable,
         "python.fn-execution.bundle.size": str(cfg.bundle_size),
         "python.fn-execution.bundle.time": str(cfg.bundle_time_ms),
+        # keyed state lives in the JVM; the Python worker caches it per key. The default (1000 keys) is
+        # far below the live sessions + users, and every miss is a round trip to the JVM.
+        "python.state.cache-size": "200000",
         "parallelism.default": str(args.parallelism),
         "execution.checkpointing.dir": ckpt,
         "state.checkpoints.dir": ckpt,
