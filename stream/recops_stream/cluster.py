@@ -19,6 +19,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import yaml
+
 from recops_localcluster.cluster import free_port
 from recops_stream.runner import JOB, _session_with_lifeline, flink_home
 
@@ -73,7 +75,19 @@ class FlinkCluster:
             "python.client.executable": str(py),
             "env.log.dir": str(self.workdir / "log"),
         }
-        (self.home / "conf" / "config.yaml").write_text("".join(f"{k}: {v}\n" for k, v in conf.items()))
+        # keep the wheel's defaults (env.java.opts.all: the --add-opens Java 17 needs), flattened
+        flat: dict[str, object] = {}
+
+        def walk(d: dict, prefix: str = "") -> None:
+            for k, v in d.items():
+                if isinstance(v, dict):
+                    walk(v, f"{prefix}{k}.")
+                else:
+                    flat[f"{prefix}{k}"] = v
+
+        walk(yaml.safe_load((pkg / "conf" / "config.yaml").read_text()) or {})
+        flat.update(conf)
+        (self.home / "conf" / "config.yaml").write_text(yaml.safe_dump(flat, default_flow_style=False))
 
     def _env(self) -> dict[str, str]:
         return {
@@ -147,7 +161,9 @@ class FlinkCluster:
         for line in out.stdout.splitlines():
             if "JobID" in line:
                 return line.split()[-1]
-        raise RuntimeError(f"flink run failed ({out.returncode}):\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
+        raise RuntimeError(
+            f"flink run failed ({out.returncode}):\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}"
+        )
 
     def job_state(self, job_id: str) -> str:
         try:

@@ -195,9 +195,10 @@ def flink_config(args: argparse.Namespace, cfg: f.JobConfig) -> Configuration:
         "restart-strategy.type": "fixed-delay",
         "restart-strategy.fixed-delay.attempts": "1000",
         "restart-strategy.fixed-delay.delay": "1 s",
-        "rest.port": str(args.rest_port),
         "taskmanager.memory.process.size": "1200m",
     }
+    if args.rest_port:  # embedded only: under `flink run` the client's -m address must stay
+        settings["rest.port"] = str(args.rest_port)
     if args.restore:
         settings["execution.state-recovery.path"] = args.restore
         settings["execution.savepoint.path"] = args.restore
