@@ -179,12 +179,8 @@ class Server:
                     200,
                     JSON,
                     orjson.dumps(
-                        {
-                            "ready": True,
-                            "model_version": self.bundle.version,
-                            "last_error": self.last_error,
-                            "event_log": self.eventlog.status() if self.eventlog else None,
-                        }
+                        {"ready": True, "model_version": self.bundle.version, "last_error": self.last_error}
+                        | ({"event_log": self.eventlog.status()} if self.eventlog else {})
                     ),
                 )
         elif path == "/metrics":
