@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: demo down test lint bench venv system-deps testbin crds dashboards helm checkov
+.PHONY: demo down test lint bench venv system-deps testbin streambin crds dashboards helm checkov
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,12 @@ system-deps:
 testbin:
 	@scripts/build-testbin.sh >/dev/null
 
+# Kafka broker jars and the PyFlink venv + connector jars for the clickstream pipeline (once, cached
+# outside the repo by version: ~/.cache/recops/kafka-<v>, ~/.cache/recops/flink-<v>).
+streambin:
+	@scripts/build-kafka.sh >/dev/null
+	@scripts/build-flink.sh >/dev/null
+
 demo: system-deps venv testbin
 	KUBEBUILDER_ASSETS=$${KUBEBUILDER_ASSETS:-$$(scripts/build-testbin.sh | tail -n1)} $(BIN)/recops-demo
 
@@ -45,11 +51,11 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: system-deps venv checkov testbin
+test: system-deps venv checkov testbin streambin
 	$(BIN)/ruff check .
 	KUBEBUILDER_ASSETS=$${KUBEBUILDER_ASSETS:-$$(scripts/build-testbin.sh | tail -n1)} $(BIN)/pytest $(PYTEST_ARGS)
 
-bench: system-deps venv testbin
+bench: system-deps venv testbin streambin
 	KUBEBUILDER_ASSETS=$${KUBEBUILDER_ASSETS:-$$(scripts/build-testbin.sh | tail -n1)} $(BIN)/python -m bench
 
 # Regenerate everything derived from the API models and the dashboard code.

@@ -1,4 +1,4 @@
-"""``python -m bench [serve|ranking|train|train-scale|operator|rollout|business|all]`` (``make bench``): measured on this machine, printed as tables.
+"""``python -m bench [serve|ranking|train|train-scale|operator|rollout|business|stream|all]`` (``make bench``): measured on this machine, printed as tables.
 
 serve: one recops-serve worker vs the textbook baseline (FastAPI + redis-py + numpy brute force,
 bench/baseline_server.py), same bundle (all items of taobao+diginetica, 127,890, where ../shared/data
@@ -12,6 +12,8 @@ operator: apply -> Ready for 1 and N RecommenderServices, API writes in idle tim
 rollout: decision latency (breach visible in Prometheus -> 0% candidate traffic) and operator CPU per
 active rollout (bench/rollout.py), after the business check's simulation table.
 business: the business check's decisions over many simulated canaries (bench/business.py).
+stream: producer -> Kafka -> Flink -> Redis + archive: events/s, event-to-feature p50/p99, archive
+completeness, checkpoint size (bench/stream.py).
 """
 
 from __future__ import annotations
@@ -458,6 +460,11 @@ def main(argv: list[str]) -> int:
 
         run(table)
 
+    def bench_stream() -> None:
+        from bench.stream import run
+
+        run(table)
+
     def bench_train_scale() -> None:
         from bench.train_scale import run
 
@@ -471,6 +478,7 @@ def main(argv: list[str]) -> int:
         ("operator", bench_operator),
         ("rollout", bench_rollout),
         ("business", bench_business),
+        ("stream", bench_stream),
     ):
         if which == "all" and name == "business":
             continue  # printed by rollout

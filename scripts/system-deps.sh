@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Debian packages the tests, benchmarks and the demo run for real: Redis (feature store),
-# Prometheus (+promtool) and wrk (load generator for bench/).
+# Prometheus (+promtool), wrk (load generator for bench/), Java 17 + Maven (Kafka, Flink).
 set -euo pipefail
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v prometheus >/dev/null && command -v promtool >/dev/null || need+=(prometheus)
 command -v openssl >/dev/null || need+=(openssl)
 command -v wrk >/dev/null || need+=(wrk)  # HTTP load for bench/
+# Kafka broker and Flink (scripts/build-kafka.sh, build-flink.sh): Java 17 and Maven to fetch their jars
+command -v java >/dev/null || need+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || need+=(maven)
 [ ${#need[@]} -eq 0 ] && exit 0
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
 echo "system-deps: installing ${need[*]}" >&2

@@ -45,6 +45,7 @@ from recops_serve import metrics as m
 from recops_serve import ranking
 from recops_serve.bundle import ModelBundle, load_bundle
 from recops_serve.config import ServeConfig
+from recops_serve.eventlog import EventLog
 from recops_serve.features import FeatureStoreDown, NewEvent, SessionStore
 
 JSON = [("content-type", "application/json")]
@@ -195,6 +196,7 @@ class Server:
     # config (whose masks are sized for the new catalogue) with the old bundle
     active: tuple[ModelBundle, ranking.RankConfig] | None = None
     store: SessionStore | None = None
+    eventlog: EventLog | None = None  # the clickstream to Kafka (Flink features, training archive)
     inflight: int = 0
     last_error: str | None = None
     reload_failures: int = 0
@@ -224,8 +226,15 @@ class Server:
                 url, cfg.session_ttl_seconds, cfg.max_session_events, max_connections=cfg.max_inflight
             )
         loop.create_task(self._watch())
+        if bootstrap := os.environ.get("RECOPS_KAFKA_BOOTSTRAP") or self.config.kafka_bootstrap:
+            self.eventlog = EventLog(
+                bootstrap, os.environ.get("RECOPS_KAFKA_TOPIC") or self.config.kafka_topic
+            )
+            loop.create_task(self.eventlog.run())
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.eventlog:
+            self.eventlog.close()
         if self.store:
             loop.run_until_complete(self.store.close())
 
@@ -324,6 +333,8 @@ class Server:
         out |= {"last_error": self.last_error, "reload_failures": self.reload_failures, "feature_store": fs}
         if store is not None and store.degraded:
             out["feature_store_error"] = store.last_error
+        if self.eventlog:  # the clickstream producer (Kafka): an outage is shown, never a 503
+            out["event_log"] = self.eventlog.status()
         return out
 
     async def _events_request(self, scope, proto) -> None:
@@ -461,7 +472,7 @@ class Server:
             return 503, {"error": "no feature store configured"}, "model"
         try:
             # shielded: a client that disconnects mid-request must not leave stored events uncounted
-            new = await asyncio.shield(self._store_and_count(parsed, credits))
+            fresh = await asyncio.shield(self._store_and_count(parsed, credits))
         except FeatureStoreDown:
             return (
                 503,
@@ -470,6 +481,9 @@ class Server:
                 },
                 "model",
             )
+        if self.eventlog:  # after the session path: never blocks, a Kafka outage is counted, not raised
+            self.eventlog.publish([ev for ev, f in zip(items, fresh, strict=True) if f], now)
+        new = sum(fresh)
         out: dict[str, Any] = {"stored": new}
         if new < len(parsed):
             out["duplicates"] = len(parsed) - new
@@ -507,8 +521,8 @@ class Server:
                 credit = Attributed(*answered, value)
         return NewEvent(sid, item, typ, float(ts), event_id), credit
 
-    async def _store_and_count(self, parsed: list[NewEvent], credits: list[Attributed | None]) -> int:
-        """Store and count the events that were new (a retried event_id counts once)."""
+    async def _store_and_count(self, parsed: list[NewEvent], credits: list[Attributed | None]) -> list[bool]:
+        """Store and count the events that were new (a retried event_id counts once); which were."""
         fresh = await self.store.add(parsed)
         for ev, credit, new in zip(parsed, credits, fresh, strict=True):
             if new:
@@ -518,7 +532,7 @@ class Server:
                     if credit.value:
                         m.REVENUE[(credit.arm, credit.track)].inc(credit.value)
                         m.REVENUE_SQ[(credit.arm, credit.track)].inc(credit.value * credit.value)
-        return sum(fresh)
+        return fresh
 
 
 async def read_body(scope, proto, limit: int) -> bytes:

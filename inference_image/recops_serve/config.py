@@ -67,6 +67,9 @@ class ServeConfig(_Strict):
     event_time_window_seconds: float = Field(default=86400.0, gt=0)
     #: an attribution token counts for lift this long after the answer that issued it
     attribution_window_seconds: float = Field(default=7 * 86400.0, gt=0)
+    # the clickstream topic (eventlog.py); RECOPS_KAFKA_BOOTSTRAP / RECOPS_KAFKA_TOPIC override
+    kafka_bootstrap: str | None = None
+    kafka_topic: str = "recops.events"
     shadow_url: str | None = None
     shadow_percent: float = Field(default=0.0, ge=0, le=100)
     # chaos knobs for rollout drills (a slow or failing candidate); 0 in production

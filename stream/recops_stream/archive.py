@@ -1,0 +1,93 @@
+"""Publish the job's committed archive part files as Parquet in the data contract's layout.
+
+Flink's ``FileSink`` gives exactly-once files: a part file becomes visible (``part-*.jsonl``, no leading
+dot) only when the checkpoint that covers it completes, and a restart from a checkpoint truncates the
+in-progress file back to it. Its Parquet writer needs Hadoop on the classpath and its bucket assigners
+partition by processing time only, so the job stages JSON lines in ``events/_staging/`` (ignored by
+readers: leading ``_``) and this step publishes each committed file as
+``events/dt=YYYY-MM-DD/<part name>.parquet`` (UTC day of ``ts``, one file per day present in it),
+then deletes it. The output names derive from the input name and are written atomically
+(tmp + rename), so a crash between the two steps only rewrites the same files: no loss, no duplicate.
+Library: pyarrow (already the project's Parquet library; the Flink venv has it too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SCHEMA = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("user_id", pa.string()),
+        ("session_id", pa.string()),
+        ("item_id", pa.int64()),
+        ("type", pa.string()),
+        ("ts", pa.float64()),
+        ("quantity", pa.float64()),
+        ("price", pa.float64()),
+        ("category", pa.int64()),
+        ("attribution_token", pa.string()),
+    ]
+)
+
+
+def committed(events_dir: Path) -> list[Path]:
+    staging = events_dir / "_staging"
+    if not staging.exists():
+        return []
+    return sorted(p for p in staging.rglob("part*.jsonl") if p.is_file() and not p.name.startswith("."))
+
+
+def publish(part: Path, events_dir: Path) -> int:
+    rows: dict[str, list[dict]] = {}
+    for line in part.read_text().splitlines():
+        if line.strip():
+            ev = json.loads(line)
+            day = datetime.fromtimestamp(float(ev["ts"]), UTC).strftime("%Y-%m-%d")
+            rows.setdefault(day, []).append(ev)
+    for day, evs in rows.items():
+        cols = {n: [ev.get(n) for ev in evs] for n in SCHEMA.names}
+        table = pa.table(cols, schema=SCHEMA)
+        out = events_dir / f"dt={day}" / f"{part.parent.name}-{part.stem}.parquet"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, out)
+    part.unlink()
+    return sum(len(v) for v in rows.values())
+
+
+def compact(events_dir: Path) -> int:
+    """Publish every committed part file; returns the number of events published."""
+    return sum(publish(p, events_dir) for p in committed(events_dir))
+
+
+def read_archive(events_dir: Path) -> pa.Table:
+    files = sorted(p for p in events_dir.glob("dt=*/*.parquet") if not p.name.startswith("."))
+    if not files:
+        return SCHEMA.empty_table()
+    return pa.concat_tables([pq.read_table(p, schema=SCHEMA) for p in files])
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="publish the stream job's committed archive files as Parquet")
+    p.add_argument("events_dir", type=Path)
+    p.add_argument("--interval", type=float, default=0, help="repeat every N seconds (0: once)")
+    a = p.parse_args(argv)
+    while True:
+        compact(a.events_dir)
+        if not a.interval:
+            return
+        time.sleep(a.interval)
+
+
+if __name__ == "__main__":
+    main()

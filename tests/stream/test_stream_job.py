@@ -1,0 +1,165 @@
+"""The stream job end to end on real components: the server's producer -> real Kafka (KRaft) -> real
+Flink (embedded mini-cluster from the PyFlink wheel) -> real Redis + the archive directory.
+
+One job per module (startup is ~25 s on 2 cores). It checks: the feature hashes equal a from-scratch
+recomputation and carry a TTL; trending and sold-out keys; a late event is counted and not used; and
+the archive holds every produced event exactly once, also after the job's whole process group is
+SIGKILLed mid-stream and restarted from its newest retained checkpoint.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import random
+import threading
+import time
+
+import pytest
+import redis
+from confluent_kafka import Producer
+
+from recops_serve.eventlog import EventLog
+from recops_stream import archive
+from recops_stream import features as f
+from recops_stream.runner import StreamJob, flink_home
+from tests.support.redis_server import RedisServer
+
+pytestmark = [pytest.mark.integration, pytest.mark.stream, pytest.mark.slow]
+TOPIC = "recops.events"
+
+
+def make_events(rng: random.Random, n: int, base: float, tag: str) -> list[dict]:
+    out = []
+    for i in range(n):
+        s = rng.randrange(30)
+        out.append(
+            {
+                "event_id": f"{tag}-{i}",
+                "session_id": f"s-{s}",
+                "user_id": f"u-{s % 10}" if s % 3 else None,
+                "item_id": rng.randrange(40),
+                "category": rng.randrange(5),
+                "type": rng.choices(f.CLICK_TYPES, (7, 2, 1))[0],
+                "ts": round(base + rng.uniform(0, 55), 3),  # within the allowed lateness: none is late
+            }
+        )
+    return out
+
+
+def wait_for(cond, timeout: float, what: str, job: StreamJob, every: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not job.alive():
+            pytest.fail(f"stream job exited; log {job.log}:\n{job.log.read_text()[-3000:]}")
+        if got := cond():
+            return got
+        time.sleep(every)
+    pytest.fail(f"timed out waiting for {what}; job log {job.log}")
+
+
+def features_in_redis(r: redis.Redis) -> dict[str, dict[str, str]]:
+    out = {}
+    for k in r.scan_iter(match=f"{f.FEATURE_PREFIX}*", count=1000):
+        out[k.decode()] = {a.decode(): b.decode() for a, b in r.hgetall(k).items()}
+    return out
+
+
+def archived_ids(events_dir) -> collections.Counter:
+    archive.compact(events_dir)
+    return collections.Counter(archive.read_archive(events_dir).column("event_id").to_pylist())
+
+
+@pytest.fixture(scope="module")
+def pipeline(kafka, tmp_path_factory):
+    try:
+        flink_home()
+    except RuntimeError as e:
+        pytest.fail(str(e), pytrace=False)
+    root = tmp_path_factory.mktemp("stream")
+    kafka.create_topic(TOPIC)
+    with RedisServer(root / "redis") as rs:
+        job = StreamJob(
+            root / "job", kafka.bootstrap, TOPIC, rs.url, root / "archive", checkpoint_interval_ms=1000
+        )
+        job.start()
+        try:
+            yield (
+                job,
+                redis.Redis.from_url(rs.url),
+                EventLog(kafka.bootstrap, TOPIC),
+                root / "archive" / "events",
+            )
+        finally:
+            job.kill()
+
+
+def test_features_trending_soldout_late_and_exactly_once_archive_across_a_crash(pipeline, kafka):
+    job, r, log, events_dir = pipeline
+    rng = random.Random(13)
+    base = time.time() - 120
+    # stock first (keyed by item, as a catalogue service would): item 1000 has 2 left, 1001 has 5
+    inv = Producer({"bootstrap.servers": kafka.bootstrap, "enable.idempotence": True})
+    for item, stock in ((1000, 2), (1001, 5)):
+        value = {"event_id": f"inv-{item}", "item_id": item, "type": "inventory", "stock": stock, "ts": base}
+        inv.produce(TOPIC, json.dumps(value).encode(), str(item).encode(), timestamp=int(base * 1000))
+    assert inv.flush(30) == 0
+    wait_for(lambda: r.exists(f"{f.ITEM_PREFIX}1000", f"{f.ITEM_PREFIX}1001") == 2, 120, "stock", job)
+
+    first = make_events(rng, 1500, base, "a")
+    buys = [
+        {"event_id": f"buy-{i}", "session_id": "s-buy", "user_id": "u-buyer", "item_id": it, "category": 9,
+         "type": "purchase", "quantity": 1, "ts": base + 50 + i}
+        for i, it in enumerate((1000, 1000, 1001))
+    ]  # fmt: skip
+    produced = first + buys
+    log.publish(produced, time.time())
+    assert log.producer.flush(30) == 0
+    wait_for(lambda: features_in_redis(r) == f.recompute(produced), 120, "features == recomputation", job)
+    assert r.smembers(f.SOLDOUT_KEY) == {b"1000"}
+    assert r.hget(f"{f.ITEM_PREFIX}1001", "stock") == b"4"  # 5 - one purchase
+    for key in list(features_in_redis(r))[:20]:
+        assert 0 < r.ttl(key) <= 1800
+    trend = wait_for(lambda: r.zrevrange(f"{f.TREND_PREFIX}2", 0, 4, withscores=True), 60, "trending", job)
+    by_item: dict[int, float] = collections.defaultdict(float)
+    for ev in produced:
+        if ev["category"] == 2:
+            by_item[ev["item_id"]] += f.TREND_WEIGHTS[ev["type"]]
+    # a slide's top list counts the events up to its timer: never more than all of them
+    assert all(0 < s <= by_item[int(i)] for i, s in trend)
+
+    # mid-stream crash: 3000 more events while the job's process group is SIGKILLed and restored
+    second = make_events(rng, 3000, base, "b")
+    feeder = threading.Thread(
+        target=lambda: [
+            (log.publish(second[i : i + 100], time.time()), time.sleep(0.1)) for i in range(0, 3000, 100)
+        ]
+    )
+    feeder.start()
+    time.sleep(1.5)
+    ckpt = job.restart_from_checkpoint()
+    feeder.join()
+    assert log.producer.flush(30) == 0
+    assert ckpt is not None, "no retained checkpoint to restart from"
+    produced += second
+    want = collections.Counter(ev["event_id"] for ev in produced)
+    wait_for(lambda: archived_ids(events_dir) == want, 180, "archive == produced", job, every=1)
+    wait_for(lambda: features_in_redis(r) == f.recompute(produced), 60, "features after the crash", job)
+
+    # a late event (10 min behind the watermark): counted, archived, not used for features
+    late = {
+        "event_id": "late-1",
+        "session_id": "s-late",
+        "item_id": 1,
+        "category": 1,
+        "type": "view",
+        "ts": base - 600,
+    }
+    log.publish([late], time.time())
+    assert log.producer.flush(30) == 0
+    wait_for(lambda: int(r.hget(f.STATS_KEY, "late_events") or 0) >= 1, 60, "late event counted", job)
+    want["late-1"] = 1
+    wait_for(lambda: archived_ids(events_dir) == want, 60, "late event archived", job, every=1)
+    assert not r.exists(f"{f.FEATURE_PREFIX}s:s-late")
+    days = {p.name for p in events_dir.glob("dt=*")}
+    assert days == {time.strftime("dt=%Y-%m-%d", time.gmtime(t)) for t in (base - 600, base, base + 60)}
