@@ -4,7 +4,10 @@ serve: one recops-serve worker vs the textbook baseline (FastAPI + redis-py + nu
 bench/baseline_server.py), same bundle (all items of taobao+diginetica, 127,890, where ../shared/data
 is present, else completejourney; RECOPS_BENCH_DATASET picks another), same Redis, run side by side:
 max requests/s (wrk, 64 connections), p50/p99 at 2,000 req/s offered (open-loop generator in a
-separate process), event-to-visible p99, batch event ingest with a count check.
+separate process), event-to-visible p99, batch event ingest with a count check; then ours alone at 64,
+256 and 1,024 connections with a healthy Redis (share of answers with features "on", "down" count, 503s with
+Retry-After past max_inflight; targets: on >= 99.9% of 200s, never "down") and p50/p99 of normal requests at
+2,000 req/s while a 1 MiB event batch is posted every second (target p99 <= 5 ms).
 ranking: in-process p50/p99 of the served ranking call per dataset, longest sessions included (bench/ranking.py).
 train: wall time and peak RSS of ``recops-serve train`` per dataset.
 train-scale: time and peak RSS per 10 M events at 1x, 10x and 50x a real dataset (bench/train_scale.py).
@@ -102,6 +105,106 @@ def wrk(url: str, seconds: int = 10, conns: int = 64, script: str | None = None)
         args += ["-s", script]
     out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+
+# Counts what each answer said (wrk -t1: one thread's globals, read back in done()).
+_COUNT_LUA = r"""
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) on, down, off, s503, retry, other = 0, 0, 0, 0, 0, 0 end
+function response(status, headers, body)
+  if status == 200 then
+    if string.find(body, '"feature_store":"on"', 1, true) then on = on + 1
+    elseif string.find(body, '"feature_store":"down"', 1, true) then down = down + 1
+    else off = off + 1 end
+  elseif status == 503 then
+    s503 = s503 + 1
+    if headers["retry-after"] or headers["Retry-After"] then retry = retry + 1 end
+  else other = other + 1 end
+end
+function done(summary, latency, requests)
+  local t = {on = 0, down = 0, off = 0, s503 = 0, retry = 0, other = 0}
+  for _, th in ipairs(threads) do for k, _ in pairs(t) do t[k] = t[k] + th:get(k) end end
+  io.write(string.format("COUNTS on=%d down=%d off=%d s503=%d retry=%d other=%d\n",
+    t.on, t.down, t.off, t.s503, t.retry, t.other))
+end
+"""
+
+
+def wrk_counts(url: str, conns: int, script: Path, seconds: int = 10) -> dict[str, float]:
+    """req/s, p99 and what the answers said (features on/down, 503 with Retry-After) at ``conns``."""
+    args = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "-s", str(script), url]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    counts = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", out.split("COUNTS", 1)[1])}
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p99_ms": float(p99.group(1)) * scale,
+        **counts,
+    }
+
+
+def connection_rows(port: int, work: Path) -> list[list]:
+    """256 and 1,024 connections with a healthy Redis: features on in every 200, 503 + Retry-After
+    past the overload point (max_inflight), never "down"."""
+    script = work / "count.lua"
+    script.write_text(_COUNT_LUA)
+    rows = []
+    for conns in (64, 256, 1024):
+        r = wrk_counts(f"http://127.0.0.1:{port}/v1/recommendations?session_id=s1&k=50", conns, script)
+        answered = r["on"] + r["down"] + r["off"]
+        rows.append(
+            [
+                conns,
+                f"{r['rps']:,.0f}",
+                f"{r['p99_ms']:.1f}",
+                f"{100 * r['on'] / max(1, answered):.2f}%",
+                r["down"],
+                f"{r['s503']} ({r['retry']} with Retry-After)",
+                r["other"],
+            ]
+        )
+    return rows
+
+
+def batch_beside_traffic(port: int, item: int, rate: int = 2000, seconds: int = 10) -> dict:
+    """Normal GETs at ``rate`` (open loop) while 1 MiB event batches (18,000 events) are posted one
+    after another, one a second; returns the GETs' latency and the batches' outcome."""
+    import threading
+
+    n = 18_500
+    while True:  # as many events as fit in the 1 MiB limit
+        events = [{"session_id": f"b{i % 1000}", "item_id": item, "type": "view"} for i in range(n)]
+        body = json.dumps({"events": events}, separators=(",", ":")).encode()
+        if len(body) <= 1 << 20:
+            break
+        n -= 250
+    stop = threading.Event()
+    posted: list[float] = []
+
+    def post() -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                assert c.post("/v1/events", content=body).json()["stored"] == n
+                posted.append(time.perf_counter() - t0)
+                stop.wait(max(0.0, 1.0 - (time.perf_counter() - t0)))
+
+    t = threading.Thread(target=post)
+    t.start()
+    try:
+        at = loadgen(f"http://127.0.0.1:{port}/v1/recommendations?session_id=s1&k=50", rate, seconds)
+    finally:
+        stop.set()
+        t.join()
+    return {
+        **at,
+        "batches": len(posted),
+        "batch_s": max(posted) if posted else 0.0,
+        "bytes": len(body),
+        "events": n,
+    }
 
 
 def loadgen(url: str, rate: int, seconds: int = 10) -> dict:
@@ -215,6 +318,25 @@ def bench_serve() -> None:
             (o_rps, o_at), (b_rps, b_at) = results.values()
             print(
                 f"throughput ratio ours/baseline: {o_rps / b_rps:.2f}x; p99 at 2000/s: {o_at['p99_ms']} ms vs {b_at['p99_ms']} ms"
+            )
+
+            # many connections, healthy Redis (ours only: the baseline has no overload guard)
+            table(
+                "serve: connections (recops-serve, healthy Redis, wrk -t1 10 s; max_inflight 256)",
+                ["connections", "req/s", "p99 ms", "features on (of 200s)", '"down"', "503", "other"],
+                connection_rows(ours_port, work),
+            )
+            side = batch_beside_traffic(ours_port, ids[0])
+            table(
+                f"serve: a 1 MiB event batch ({side['events']:,} events, {side['bytes']:,} bytes) posted every second beside normal traffic",
+                ["measure", "value"],
+                [
+                    ["normal GETs offered / achieved (req/s)", f"2000 / {side['achieved_rps']}"],
+                    ["normal GETs p50 / p99 (ms; target p99 <= 5)", f"{side['p50_ms']} / {side['p99_ms']}"],
+                    ["normal GET errors", side["errors"]],
+                    ["batches stored", side["batches"]],
+                    ["slowest batch (s)", f"{side['batch_s']:.2f}"],
+                ],
             )
 
             # event -> visible: POST a click, then GET; the GET must already differ from the answer

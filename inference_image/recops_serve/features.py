@@ -8,9 +8,10 @@ features (never a 5xx).
 Sizing (issue #19): the pool holds as many connections as the server admits requests
 (``max_inflight``) and a request *waits* for a free one (``BlockingConnectionPool``) instead of
 failing. The read timeout is generous (2 s: it also counts the event-loop lag of max_inflight
-requests, so a Redis slowed by load still answers); the connect timeout is short and a refused
-connection fails at once (a dead Redis is found fast); a circuit breaker then turns the outage into
-an immediate ``FeatureStoreDown`` (microseconds) and ``degraded`` makes that state visible.
+requests, so a Redis slowed by load still answers; the connect timeout too, as a reconnect after a
+timeout happens under the same lag). A dead Redis is found by its refused or reset connections,
+which fail at once; after 5 consecutive failures a circuit breaker turns the outage into an
+immediate ``FeatureStoreDown`` (microseconds) and ``degraded`` makes that state visible.
 
 Writes are idempotent by ``event_id``: one Lua call per slice of events does ``SET NX EX`` on
 ``recops:e:<len(id)>:<id>:<event_id>`` (session TTL) and pushes the event only when that key was new, so a client that
@@ -107,7 +108,7 @@ class SessionStore:
         max_events: int = 50,
         max_connections: int = 256,
         timeout: float = 2.0,
-        connect_timeout: float = 0.5,
+        connect_timeout: float = 2.0,
     ):
         self.ttl, self.max_events = ttl_seconds, max_events
         pool = aioredis.BlockingConnectionPool.from_url(
