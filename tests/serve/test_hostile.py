@@ -180,8 +180,10 @@ def test_chunked_uploads_are_capped_while_reading(bundles, redis_server, make_se
 
 # ------------------------------------------------------------------ 5: a large batch beside traffic
 def test_a_large_batch_does_not_stall_other_requests(bundles, redis_server, make_server):
-    """An 18,000-event batch held the event loop ~0.9 s; now it is parsed and stored in slices. The
-    bound here is a stall detector (500 ms), not the latency target (that lives in bench/serve)."""
+    """An 18,000-event batch held the event loop ~0.9 s; now it is parsed and stored in slices, so
+    other requests are answered *while* it runs. Relative, not a latency target (that lives in
+    bench/serve): the longest wait of another request is a small part of the batch's own time
+    (before: nearly all of it), however fast or loaded the machine is."""
     server, _ = make_server({"model_uri": str(bundles["v1"])}, redis_server.url)
     item = top_item(bundles)
     batch = {
@@ -213,10 +215,11 @@ def test_a_large_batch_does_not_stall_other_requests(bundles, redis_server, make
             await task
             return gaps, t0, t1, r.json()["stored"]
 
-    gaps, _, _, stored = asyncio.run(run())
+    gaps, t0, t1, stored = asyncio.run(run())
     assert stored == 18_000
-    # the old code held the loop ~0.9 s on an idle machine; 0.5 s leaves room for a loaded one
-    assert max(gaps) < 0.5, f"another request waited {1000 * max(gaps):.0f} ms while the batch ran"
+    assert max(gaps) < 0.5 * (t1 - t0), (
+        f"another request waited {1000 * max(gaps):.0f} ms of the batch's {1000 * (t1 - t0):.0f} ms"
+    )
 
 
 # ------------------------------------------------------------------ 6: never a 500 from client input

@@ -60,9 +60,10 @@ def test_accepted_events_reach_the_topic_with_event_ids_keyed_by_session(
         {"model_uri": str(bundles["v1"]), "kafka_bootstrap": broker.bootstrap, "kafka_topic": topic},
         redis_server.url,
     )
+    ts = round(time.time()) - 10.5  # within the server's event-time window (a day around now)
     body = {
         "events": [
-            {"session_id": "s-1", "user_id": "u-1", "item_id": 11, "type": "view", "ts": 1700000000.5},
+            {"session_id": "s-1", "user_id": "u-1", "item_id": 11, "type": "view", "ts": ts},
             {"session_id": "s-1", "item_id": 12, "type": "add_to_cart", "event_id": "client-7"},
             {"user_id": "u-2", "item_id": 13, "type": "purchase", "quantity": 2, "price": 9.5},
         ]
@@ -78,7 +79,7 @@ def test_accepted_events_reach_the_topic_with_event_ids_keyed_by_session(
         "s-1",
         "u-1",
         "view",
-        1700000000.5,
+        ts,
     )
     assert re.fullmatch(r"[0-9a-f]{32}", v["event_id"])
     assert by_item[12][1]["event_id"] == "client-7" and by_item[12][1]["user_id"] is None
