@@ -151,6 +151,24 @@ def _placement(spec: RecommenderServiceSpec) -> tuple[dict[str, Any], dict[str, 
     return fields, {}
 
 
+def _secret_file(
+    volume: str, env: str, secret: str, key: str, mount: str, path: str, optional: bool = False
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(env var naming the file, read-only mount, secret volume) for one Secret key as a file."""
+    source: dict[str, Any] = {
+        "secretName": secret,
+        "items": [{"key": key, "path": path}],
+        "defaultMode": 0o400,
+    }
+    if optional:
+        source["optional"] = True
+    return (
+        {"name": env, "value": f"{mount}/{path}"},
+        {"name": volume, "mountPath": mount, "readOnly": True},
+        {"name": volume, "secret": source},
+    )
+
+
 def deployment_name(owner: Owner, track: str = "stable") -> str:
     return owner.name if track == "stable" else f"{owner.name}-{track}"
 
@@ -188,35 +206,27 @@ def render_deployment(
         {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
     ]
     if s.feature_store:
-        # as a file, not an env var: env leaks into crash dumps, /proc/<pid>/environ and `kubectl describe`
+        # as files, not env vars: env leaks into crash dumps, /proc/<pid>/environ and `kubectl describe`
         ref = s.feature_store.secret_ref
-        env.append({"name": "RECOPS_REDIS_URL_FILE", "value": f"{SECRET_MOUNT}/{FEATURE_STORE_FILE}"})
-        mounts.append({"name": "feature-store", "mountPath": SECRET_MOUNT, "readOnly": True})
-        volumes.append(
-            {
-                "name": "feature-store",
-                "secret": {
-                    "secretName": ref.name,
-                    "items": [{"key": ref.key, "path": FEATURE_STORE_FILE}],
-                    "defaultMode": 0o400,
-                },
-            }
-        )
-        # the HMAC key of attribution tokens, shared by every pod and track (a token verifies on any
-        # pod), also a file; optional: without it each pod signs with its own key (docs/runbook.md)
-        env.append({"name": "RECOPS_ATTRIBUTION_KEY_FILE", "value": f"{ATTRIBUTION_MOUNT}/{ATTRIBUTION_KEY}"})
-        mounts.append({"name": "attribution-key", "mountPath": ATTRIBUTION_MOUNT, "readOnly": True})
-        volumes.append(
-            {
-                "name": "attribution-key",
-                "secret": {
-                    "secretName": ref.name,
-                    "items": [{"key": ATTRIBUTION_KEY, "path": ATTRIBUTION_KEY}],
-                    "defaultMode": 0o400,
-                    "optional": True,
-                },
-            }
-        )
+        for part in (
+            _secret_file(
+                "feature-store", "RECOPS_REDIS_URL_FILE", ref.name, ref.key, SECRET_MOUNT, FEATURE_STORE_FILE
+            ),
+            # the HMAC key of attribution tokens, shared by every pod and track (a token verifies on
+            # any pod); optional: without it each pod signs with its own key (docs/runbook.md)
+            _secret_file(
+                "attribution-key",
+                "RECOPS_ATTRIBUTION_KEY_FILE",
+                ref.name,
+                ATTRIBUTION_KEY,
+                ATTRIBUTION_MOUNT,
+                ATTRIBUTION_KEY,
+                optional=True,
+            ),
+        ):
+            env.append(part[0])
+            mounts.append(part[1])
+            volumes.append(part[2])
     container = {
         "name": "serve",
         "image": image,
