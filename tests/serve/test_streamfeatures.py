@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from recops_serve import streamfeatures as sf
-from recops_serve.features import FeatureStoreDown, SessionStore
+from recops_serve.features import FeatureStoreDown, NewEvent, SessionStore
 from tests.support.redis_server import free_port
 
 pytestmark = pytest.mark.integration
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 def test_one_round_trip_read_and_apply(redis_server):
     async def go():
         store = SessionStore(redis_server.url)
-        await store.add([("s-1", 5, "view", 100.0), ("s-1", 6, "add_to_cart", 101.0)])
+        await store.add([NewEvent("s-1", 5, "view", 100.0), NewEvent("s-1", 6, "add_to_cart", 101.0)])
         c = store.client
         await c.hset("recops:f:s:s-1", mapping={"v5:3": 2, "as_of": "101.000"})
         await c.sadd("recops:soldout", "7", "9")
