@@ -18,9 +18,9 @@ from kubernetes.client.rest import ApiException
 
 from recops_operator import rejections
 from recops_operator.api.models import Candidate, RecommenderServiceSpec
+from recops_operator.api.status import Phase, RolloutStatus
 from recops_operator.apply import FIELD_MANAGER
 from recops_operator.render import Owner, RenderContext, desired_objects
-from recops_operator.rollout.machine import Phase
 from recops_operator.training.render import training_admission_objects
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,9 @@ def implied_objects(owner: Owner, spec: RecommenderServiceSpec, ctx: RenderConte
     rollout = spec.rollout
     cand = rollout.candidate or Candidate(version=PROBE_VERSION)
     probing = spec.model_copy(update={"rollout": rollout.model_copy(update={"candidate": cand})})
-    live = {"phase": str(Phase.PROGRESSING), "step": 0, "weight": rollout.steps[0], "candidate": cand.version}
+    live = RolloutStatus(
+        phase=Phase.PROGRESSING, step_index=0, weight=rollout.steps[0], candidate=cand.version
+    )
     objs += desired_objects(owner, probing, RenderContext(ctx.monitoring_available, ctx.mesh_available, live))
     seen: set[str] = set()
     out = []

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from recops_operator.api.status import RolloutStatus
 from recops_serve import config as serve_defaults
 
 GROUP = "recops.io"
@@ -856,10 +857,9 @@ class RecommenderServiceStatus(Model):
     candidate_version: Annotated[str | None, Field(description="Candidate under rollout.")] = None
     canary_weight: Annotated[int, Field(description="Percent of traffic on the candidate.")] = 0
     rollout: Annotated[
-        dict | None,
+        RolloutStatus | None,
         Field(
-            description="Rollout state machine (phase, step, analysis results, actions).",
-            json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+            description="Rollout state machine (phase, step, analysis results, business evidence, actions)."
         ),
     ] = None
     training: Annotated[

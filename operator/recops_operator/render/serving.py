@@ -14,6 +14,7 @@ from typing import Any
 from recops_operator import pods
 from recops_operator import topology as topo
 from recops_operator.api.models import GROUP, KIND, VERSION, RecommenderServiceSpec
+from recops_operator.api.status import RolloutStatus
 from recops_serve.config import ServeConfig
 
 MANAGED_BY = "recops"
@@ -50,7 +51,11 @@ class RenderContext:
 
     monitoring_available: bool = False
     mesh_available: bool = False
-    rollout: dict[str, Any] | None = None
+    rollout: RolloutStatus | None = None  # a persisted dict is read into the model on construction
+
+    def __post_init__(self) -> None:
+        if self.rollout is not None and not isinstance(self.rollout, RolloutStatus):
+            object.__setattr__(self, "rollout", RolloutStatus.of(self.rollout))
 
 
 #: key in the feature-store Secret holding the attribution-token HMAC key
@@ -437,14 +442,15 @@ def render_serving(
     owner: Owner, spec: RecommenderServiceSpec, ctx: RenderContext | None = None
 ) -> list[dict[str, Any]]:
     """Every serving object for the stable track (serving the promoted candidate once promoted)."""
-    from recops_operator.rollout.machine import Phase, stable_image, stable_version
+    from recops_operator.api.status import Phase
+    from recops_operator.rollout.machine import stable_image, stable_version
 
     ctx = ctx or RenderContext()
-    st = ctx.rollout or {}
+    st = RolloutStatus.of(ctx.rollout)
     version = stable_version(spec.model.version, spec.rollout, st)
     image = stable_image(spec.serving.image, spec.model.version, spec.rollout, st)
     config = render_config_map(owner, spec, version)
-    if st.get("phase") == Phase.SHADOWING and spec.rollout.shadow.percent:
+    if st.phase == Phase.SHADOWING and spec.rollout.shadow.percent:
         # Mesh-free shadowing: stable pods mirror a sample to the candidate and compare.
         cfg = serving_config(
             spec,

@@ -18,9 +18,10 @@ import kopf
 
 from recops_operator import handlers as serving
 from recops_operator.api.models import GROUP, PLURAL, VERSION, RecommenderServiceSpec
+from recops_operator.api.status import Phase, RolloutStatus, Verdict
 from recops_operator.rollout import metrics
 from recops_operator.rollout.analysis import analyse
-from recops_operator.rollout.machine import Phase, Verdict, parse_duration, step
+from recops_operator.rollout.machine import parse_duration, step
 
 log = logging.getLogger(__name__)
 TICK_SECONDS = float(os.environ.get("RECOPS_ROLLOUT_TICK_SECONDS", "5"))
@@ -50,47 +51,37 @@ def tick(namespace: str, name: str, body: dict[str, Any], now: float | None = No
     """
     now = time.time() if now is None else now
     spec = RecommenderServiceSpec.model_validate(body.get("spec") or {})
-    old = (body.get("status") or {}).get("rollout") or {}
-    if spec.rollout.candidate is None and old.get("phase", Phase.IDLE) == Phase.IDLE:
+    old = RolloutStatus.of((body.get("status") or {}).get("rollout"))
+    if spec.rollout.candidate is None and old.phase == Phase.IDLE:
         return None
-    phase = old.get("phase")
-    due = phase in (Phase.SHADOWING, Phase.PROGRESSING) and now - float(
-        old.get("lastAnalysisAt") or old.get("stepStartedAt") or 0
-    ) >= parse_duration(spec.rollout.interval)
-    started = float(old["startedAt"]) if old.get("startedAt") else None
-    result = (
-        analyse(
-            spec.rollout, namespace, name, shadowing=phase == Phase.SHADOWING, started_at=started, now=now
-        )
-        if due
-        else None
+    live = old.phase in (Phase.SHADOWING, Phase.PROGRESSING)
+    shadowing = old.phase == Phase.SHADOWING
+    since = old.last_analysis_at or old.step_started_at or 0
+    due = live and now - since >= parse_duration(spec.rollout.interval)
+    run = lambda: analyse(  # noqa: E731
+        spec.rollout, namespace, name, shadowing=shadowing, started_at=old.started_at, now=now
     )
-    if (
-        result is None
-        and phase in (Phase.SHADOWING, Phase.PROGRESSING)
-        and int(old.get("failures") or 0) + 1 >= spec.rollout.failure_limit
-    ):
+    result = run() if due else None
+    if result is None and live and old.failures + 1 >= spec.rollout.failure_limit:
         # fail fast: when one more failed analysis means rollback, check every tick instead of
         # waiting for the interval; only a definite failure counts (a pass or no data waits)
-        early = analyse(
-            spec.rollout, namespace, name, shadowing=phase == Phase.SHADOWING, started_at=started, now=now
-        )
+        early = run()
         result = early if early.verdict == Verdict.FAIL else None
     stable_ok = (
-        phase == Phase.PROMOTING
+        old.phase == Phase.PROMOTING
         and spec.rollout.candidate is not None
         and _stable_at(namespace, name, spec.rollout.candidate.version)
     )
     new, events = step(spec.rollout, old, result, now, stable_at_candidate=stable_ok)
-    if new.get("phase") == Phase.SUCCEEDED and old.get("phase") != Phase.SUCCEEDED:
-        new["promotedOver"] = spec.model.version  # stable keeps the promoted model until spec changes
+    if new.phase == Phase.SUCCEEDED and old.phase != Phase.SUCCEEDED:
+        new.promoted_over = spec.model.version  # stable keeps the promoted model until spec changes
     for kind, reason, message in events:
         kopf.event(body, type=kind, reason=reason, message=message)  # not filtered by posting.level
     if result:
         for c in result.checks:
             metrics.analysis.labels(namespace, name, c["name"], str(c["verdict"])).inc()
     metrics.observe(namespace, name, new, old)
-    return None if new == old else new
+    return None if new == old else new.dump()
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, id="rollout", interval=TICK_SECONDS)

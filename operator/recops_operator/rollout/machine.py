@@ -1,7 +1,7 @@
 """The rollout state machine: a pure function of (spec, status, analysis verdict, observations, now).
 
-Everything the rollout knows lives in ``status.rollout`` (returned here as a new
-dict), so an operator restart resumes exactly where it was. Vocabulary follows
+Everything the rollout knows lives in ``status.rollout`` (``api.status.RolloutStatus``, a new
+one returned here), so an operator restart resumes exactly where it was. Vocabulary follows
 Flagger/Argo (steps, interval, failureLimit, promote/abort/retry), with the
 fixes their users ask for: no data is *Inconclusive* and holds the weight (never
 promotes, fails only after ``inconclusiveLimit`` intervals); manual actions are
@@ -10,39 +10,29 @@ the candidate only after the stable Deployment has fully rolled out (Promoting).
 
 Phases: Idle -> [Shadowing] -> Progressing -> Promoting -> Succeeded,
 or -> RolledBack (failed analysis, deadline, abort) / Failed (no data too long);
-Paused holds anything live until resumed.
+Paused holds anything live until resumed. ``step`` dispatches to one function per situation.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from recops_operator.api.models import Rollout
-
-
-class Phase(StrEnum):
-    IDLE = "Idle"
-    SHADOWING = "Shadowing"
-    PROGRESSING = "Progressing"
-    PROMOTING = "Promoting"
-    SUCCEEDED = "Succeeded"
-    ROLLED_BACK = "RolledBack"
-    FAILED = "Failed"
-    PAUSED = "Paused"
-
+from recops_operator.api.status import (
+    AnalysisCheck,
+    AppliedAction,
+    BusinessEvidence,
+    Phase,
+    RolloutStatus,
+    Verdict,
+)
 
 LIVE = {Phase.SHADOWING, Phase.PROGRESSING, Phase.PROMOTING}
 #: Kept across rollouts: what stable serves since the last promotion, and the last manual action.
-KEEP = ("promotedVersion", "promotedImage", "promotedOver", "lastAction")
+KEEP = ("promoted_version", "promoted_image", "promoted_over", "last_action")
 TERMINAL = {Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED}
-
-
-class Verdict(StrEnum):
-    PASS = "Pass"
-    FAIL = "Fail"
-    INCONCLUSIVE = "Inconclusive"
+Events = list[tuple[str, str, str]]
 
 
 @dataclass(frozen=True)
@@ -64,216 +54,216 @@ def parse_duration(text: str) -> float:
     return total
 
 
-def _event(events: list[tuple[str, str, str]], kind: str, reason: str, message: str) -> None:
-    events.append((kind, reason, message))
+def _kept(st: RolloutStatus, **fields: Any) -> RolloutStatus:
+    """A fresh status that keeps only what outlives a rollout (KEEP), plus ``fields``."""
+    return RolloutStatus(**{k: getattr(st, k) for k in KEEP}, **fields)
 
 
-def evidence(checks: list[dict[str, Any]]) -> str:
+def evidence(checks: list[AnalysisCheck]) -> str:
     """The business check's numbers in one clause (for events and the status message), or ''."""
     for c in checks:
-        b = c.get("business")
-        if not b or b["canary"]["rate"] is None or b["stable"]["rate"] is None:
+        b = c.business
+        if not b or b.canary.rate is None or b.stable.rate is None:
             continue
-        span = (
-            ""
-            if c.get("value") is None
-            else f", lift {c['value']:+.1%} [{b['liftLow']:+.1%}, {b['liftHigh']:+.1%}]"
-        )
+        span = "" if c.value is None else f", lift {c.value:+.1%} [{b.lift_low:+.1%}, {b.lift_high:+.1%}]"
         return (
-            f"; {c['name']}: canary {b['canary']['rate']:.4g} vs stable {b['stable']['rate']:.4g} per answer "
-            f"({b['canary']['recommendations']:.0f} / {b['stable']['recommendations']:.0f} answers){span}, "
-            f"{c['verdict']}: {c.get('message', '')}"
+            f"; {c.name}: canary {b.canary.rate:.4g} vs stable {b.stable.rate:.4g} per answer "
+            f"({b.canary.recommendations:.0f} / {b.stable.recommendations:.0f} answers){span}, "
+            f"{c.verdict}: {c.message or ''}"
         )
     return ""
 
 
 def step(
     spec: Rollout,
-    status: dict[str, Any] | None,
+    status: RolloutStatus | dict[str, Any] | None,
     analysis: Analysis | None,
     now: float,
     *,
     stable_at_candidate: bool = False,
-) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
+) -> tuple[RolloutStatus, Events]:
     """Next ``status.rollout`` and the events to emit (kind, reason, message).
 
     ``analysis`` is None when no analysis ran this call (interval not elapsed).
     ``stable_at_candidate``: the stable Deployment has rolled out the candidate version.
     """
-    st: dict[str, Any] = dict(status or {})
-    events: list[tuple[str, str, str]] = []
-    phase = Phase(st.get("phase", Phase.IDLE))
+    st = RolloutStatus.of(status).model_copy(deep=True)
+    events: Events = []
     cand = spec.candidate.version if spec.candidate else None
-
-    # -- candidate removed or changed -----------------------------------------------------
     if cand is None:
-        if phase != Phase.IDLE:
-            keep = {k: st[k] for k in KEEP if k in st}
-            st = {**keep, "phase": Phase.IDLE, "weight": 0, "message": "no candidate"}
+        if st.phase != Phase.IDLE:
+            st = _kept(st, phase=Phase.IDLE, weight=0, message="no candidate")
         return st, events
-    if st.get("candidate") != cand:
-        first = Phase.SHADOWING if spec.shadow.percent > 0 else Phase.PROGRESSING
-        st = {
-            **{k: st[k] for k in KEEP if k in st},
-            "phase": first,
-            "candidate": cand,
-            "stepIndex": 0 if first == Phase.PROGRESSING else -1,
-            "weight": spec.steps[0] if first == Phase.PROGRESSING else 0,
-            "startedAt": now,
-            "stepStartedAt": now,
-            "failures": 0,
-            "inconclusive": 0,
-            "shadowPassed": 0,
-            "message": f"rollout of {cand} started",
-        }
-        _event(events, "Normal", "RolloutStarted", f"candidate {cand}: {first} at weight {st['weight']}%")
+    if st.candidate != cand:
+        return _start(spec, st, cand, now, events)
+    if spec.action and (st.last_action is None or st.last_action.nonce != spec.action.nonce):
+        return _act(spec, st, now, events)
+    if st.phase in TERMINAL or st.phase == Phase.PAUSED:
         return st, events
-
-    # -- declarative manual actions (once per nonce) ----------------------------------------
-    action = spec.action
-    if action and st.get("lastAction", {}).get("nonce") != action.nonce:
-        st["lastAction"] = {"type": action.type, "nonce": action.nonce, "appliedAt": now}
-        if action.type == "abort" and phase not in TERMINAL:
-            st.update(phase=Phase.ROLLED_BACK, weight=0, message="aborted by user")
-            _event(events, "Warning", "RolloutAborted", "aborted by user: traffic back to stable")
-        elif action.type == "promote" and phase in LIVE | {Phase.PAUSED}:
-            st.update(
-                phase=Phase.PROMOTING, weight=100, stepIndex=len(spec.steps) - 1, message="promoted by user"
-            )
-            _event(events, "Normal", "RolloutPromoted", "promoted by user")
-        elif action.type == "retry" and phase in {Phase.ROLLED_BACK, Phase.FAILED}:
-            st.pop("candidate", None)
-            return step(spec, st, None, now)
-        elif action.type == "pause" and phase in LIVE:
-            st.update(phase=Phase.PAUSED, pausedFrom=phase, message="paused by user")
-            _event(events, "Normal", "RolloutPaused", f"paused at weight {st.get('weight', 0)}%")
-        elif action.type == "resume" and phase == Phase.PAUSED:
-            st.update(
-                phase=st.pop("pausedFrom", Phase.PROGRESSING), stepStartedAt=now, message="resumed by user"
-            )
-            _event(events, "Normal", "RolloutResumed", "resumed by user")
-        return st, events
-
-    if phase in TERMINAL or phase == Phase.PAUSED:
-        return st, events
-
-    # -- promotion: wait until stable runs the candidate, then move traffic back ------------
-    if phase == Phase.PROMOTING:
-        if stable_at_candidate:
-            st.update(
-                phase=Phase.SUCCEEDED, weight=0, promotedVersion=cand, message=f"{cand} promoted to stable"
-            )
-            # the image the promoted version runs on: stable keeps it after the candidate is gone
-            if spec.candidate.image:
-                st["promotedImage"] = spec.candidate.image
-            else:
-                st.pop("promotedImage", None)  # serving.image, like the version it was promoted with
-            _event(events, "Normal", "RolloutSucceeded", f"{cand} is now stable")
-        return st, events
-
-    # -- progress deadline -------------------------------------------------------------------
-    if now - float(st.get("startedAt", now)) > spec.progress_deadline_seconds:
-        st.update(
-            phase=Phase.ROLLED_BACK,
-            weight=0,
-            message=f"progress deadline of {spec.progress_deadline_seconds}s exceeded",
+    if st.phase == Phase.PROMOTING:
+        return _promoting(spec, st, cand, stable_at_candidate, events)
+    if now - (st.started_at if st.started_at is not None else now) > spec.progress_deadline_seconds:
+        st = st.model_copy(
+            update={
+                "phase": Phase.ROLLED_BACK,
+                "weight": 0,
+                "message": f"progress deadline of {spec.progress_deadline_seconds}s exceeded",
+            }
         )
-        _event(events, "Warning", "RolloutRolledBack", st["message"])
+        events.append(("Warning", "RolloutRolledBack", st.message))
         return st, events
-
     if analysis is None:
         return st, events
-    st["lastAnalysisAt"] = now
-    st["checks"] = analysis.checks
-    st["lastVerdict"] = analysis.verdict
-    why = evidence(analysis.checks)
-    for c in analysis.checks:
-        if c.get("business"):
-            st["business"] = {
-                **c["business"],
-                "verdict": c["verdict"],
-                "lift": c["value"],
-                "message": c["message"],
-            }
-    if analysis.verdict == Verdict.FAIL:
-        st["failures"] = int(st.get("failures", 0)) + 1
-        st["inconclusive"] = 0
-        failed = (
-            ", ".join(c["name"] for c in analysis.checks if c.get("verdict") == Verdict.FAIL) or "analysis"
-        )
-        if st["failures"] >= spec.failure_limit:
-            st.update(
-                phase=Phase.ROLLED_BACK,
-                weight=0,
-                message=f"rolled back after {st['failures']} failed analyses: {failed}{why}",
-            )
-            _event(events, "Warning", "RolloutRolledBack", st["message"])
-        else:
-            st["message"] = f"analysis failed ({failed}); {st['failures']}/{spec.failure_limit}{why}"
-            _event(events, "Warning", "AnalysisFailed", st["message"])
-        return st, events
-    if analysis.verdict == Verdict.INCONCLUSIVE:
-        st["inconclusive"] = int(st.get("inconclusive", 0)) + 1
-        if st["inconclusive"] >= spec.inconclusive_limit:
-            st.update(
-                phase=Phase.FAILED,
-                weight=0,
-                message=f"no conclusive analysis for {st['inconclusive']} intervals",
-            )
-            _event(events, "Warning", "RolloutFailed", st["message"])
-        else:
-            st["message"] = (
-                f"inconclusive ({st['inconclusive']}/{spec.inconclusive_limit}): holding at {st.get('weight', 0)}%{why}"
-            )
-            _event(events, "Normal", "AnalysisInconclusive", st["message"])
-        return st, events
+    return _analysed(spec, st, analysis, cand, now, events)
 
-    # -- pass ------------------------------------------------------------------------------
-    st["failures"] = 0
-    st["inconclusive"] = 0
-    if phase == Phase.SHADOWING:
-        st["shadowPassed"] = int(st.get("shadowPassed", 0)) + 1
-        if st["shadowPassed"] >= spec.shadow.intervals:
-            st.update(
-                phase=Phase.PROGRESSING,
-                stepIndex=0,
-                weight=spec.steps[0],
-                stepStartedAt=now,
-                message=f"shadow passed; canary at {spec.steps[0]}%",
-            )
-            _event(events, "Normal", "RolloutStep", st["message"])
-        else:
-            st["message"] = f"shadow analysis passed {st['shadowPassed']}/{spec.shadow.intervals}"
-        return st, events
-    idx = int(st.get("stepIndex", 0))
-    if idx + 1 < len(spec.steps):
-        st.update(
-            stepIndex=idx + 1,
-            weight=spec.steps[idx + 1],
-            stepStartedAt=now,
-            message=f"canary at {spec.steps[idx + 1]}%{why}",
-        )
-        _event(events, "Normal", "RolloutStep", st["message"])
-    else:
-        st.update(phase=Phase.PROMOTING, weight=100, message=f"all steps passed; promoting {cand}{why}")
-        _event(events, "Normal", "RolloutPromoting", st["message"])
+
+def _start(
+    spec: Rollout, st: RolloutStatus, cand: str, now: float, events: Events
+) -> tuple[RolloutStatus, Events]:
+    """A new candidate: shadow first when the spec mirrors traffic, else the first step."""
+    first = Phase.SHADOWING if spec.shadow.percent > 0 else Phase.PROGRESSING
+    st = _kept(
+        st,
+        phase=first,
+        candidate=cand,
+        step_index=0 if first == Phase.PROGRESSING else -1,
+        weight=spec.steps[0] if first == Phase.PROGRESSING else 0,
+        started_at=now,
+        step_started_at=now,
+        message=f"rollout of {cand} started",
+    )
+    events.append(("Normal", "RolloutStarted", f"candidate {cand}: {first} at weight {st.weight}%"))
     return st, events
 
 
-def next_weight(spec: Rollout, st: dict[str, Any]) -> int:
+def _act(spec: Rollout, st: RolloutStatus, now: float, events: Events) -> tuple[RolloutStatus, Events]:
+    """A declarative manual action, applied once per nonce."""
+    action, phase = spec.action, st.phase
+    st.last_action = AppliedAction(type=action.type, nonce=action.nonce, applied_at=now)
+    if action.type == "abort" and phase not in TERMINAL:
+        st.phase, st.weight, st.message = Phase.ROLLED_BACK, 0, "aborted by user"
+        events.append(("Warning", "RolloutAborted", "aborted by user: traffic back to stable"))
+    elif action.type == "promote" and phase in LIVE | {Phase.PAUSED}:
+        st.phase, st.weight, st.step_index, st.message = (
+            Phase.PROMOTING,
+            100,
+            len(spec.steps) - 1,
+            "promoted by user",
+        )
+        events.append(("Normal", "RolloutPromoted", "promoted by user"))
+    elif action.type == "retry" and phase in {Phase.ROLLED_BACK, Phase.FAILED}:
+        st.candidate = None
+        return step(spec, st, None, now)
+    elif action.type == "pause" and phase in LIVE:
+        st.phase, st.paused_from, st.message = Phase.PAUSED, phase, "paused by user"
+        events.append(("Normal", "RolloutPaused", f"paused at weight {st.weight}%"))
+    elif action.type == "resume" and phase == Phase.PAUSED:
+        st.phase, st.paused_from = st.paused_from or Phase.PROGRESSING, None
+        st.step_started_at, st.message = now, "resumed by user"
+        events.append(("Normal", "RolloutResumed", "resumed by user"))
+    return st, events
+
+
+def _promoting(
+    spec: Rollout, st: RolloutStatus, cand: str, stable_at_candidate: bool, events: Events
+) -> tuple[RolloutStatus, Events]:
+    """Wait until stable runs the candidate, then move traffic back to it."""
+    if stable_at_candidate:
+        st.phase, st.weight, st.promoted_version = Phase.SUCCEEDED, 0, cand
+        st.message = f"{cand} promoted to stable"
+        # the image the promoted version runs on (None: serving.image): stable keeps it after the
+        # candidate is gone
+        st.promoted_image = spec.candidate.image
+        events.append(("Normal", "RolloutSucceeded", f"{cand} is now stable"))
+    return st, events
+
+
+def _analysed(
+    spec: Rollout, st: RolloutStatus, analysis: Analysis, cand: str, now: float, events: Events
+) -> tuple[RolloutStatus, Events]:
+    """Record an analysis and act on its verdict."""
+    checks = [AnalysisCheck.model_validate(c) for c in analysis.checks]
+    st.last_analysis_at, st.checks, st.last_verdict = now, checks, analysis.verdict
+    for c in checks:
+        if c.business:
+            st.business = BusinessEvidence(
+                **c.business.model_dump(), verdict=c.verdict, lift=c.value, message=c.message
+            )
+    why = evidence(checks)
+    if analysis.verdict == Verdict.FAIL:
+        return _failed(spec, st, checks, why, events)
+    if analysis.verdict == Verdict.INCONCLUSIVE:
+        return _inconclusive(spec, st, why, events)
+    return _passed(spec, st, cand, now, why, events)
+
+
+def _failed(
+    spec: Rollout, st: RolloutStatus, checks: list[AnalysisCheck], why: str, events: Events
+) -> tuple[RolloutStatus, Events]:
+    st.failures, st.inconclusive = st.failures + 1, 0
+    failed = ", ".join(c.name for c in checks if c.verdict == Verdict.FAIL) or "analysis"
+    if st.failures >= spec.failure_limit:
+        st.phase, st.weight = Phase.ROLLED_BACK, 0
+        st.message = f"rolled back after {st.failures} failed analyses: {failed}{why}"
+        events.append(("Warning", "RolloutRolledBack", st.message))
+    else:
+        st.message = f"analysis failed ({failed}); {st.failures}/{spec.failure_limit}{why}"
+        events.append(("Warning", "AnalysisFailed", st.message))
+    return st, events
+
+
+def _inconclusive(spec: Rollout, st: RolloutStatus, why: str, events: Events) -> tuple[RolloutStatus, Events]:
+    """No evidence either way: hold the weight; fail after ``inconclusiveLimit`` intervals."""
+    st.inconclusive += 1
+    if st.inconclusive >= spec.inconclusive_limit:
+        st.phase, st.weight = Phase.FAILED, 0
+        st.message = f"no conclusive analysis for {st.inconclusive} intervals"
+        events.append(("Warning", "RolloutFailed", st.message))
+    else:
+        st.message = (
+            f"inconclusive ({st.inconclusive}/{spec.inconclusive_limit}): holding at {st.weight}%{why}"
+        )
+        events.append(("Normal", "AnalysisInconclusive", st.message))
+    return st, events
+
+
+def _passed(
+    spec: Rollout, st: RolloutStatus, cand: str, now: float, why: str, events: Events
+) -> tuple[RolloutStatus, Events]:
+    """The next shadow interval, the next step, or promotion after the last."""
+    st.failures, st.inconclusive = 0, 0
+    if st.phase == Phase.SHADOWING:
+        st.shadow_passed += 1
+        if st.shadow_passed >= spec.shadow.intervals:
+            st.phase, st.step_index, st.weight, st.step_started_at = Phase.PROGRESSING, 0, spec.steps[0], now
+            st.message = f"shadow passed; canary at {spec.steps[0]}%"
+            events.append(("Normal", "RolloutStep", st.message))
+        else:
+            st.message = f"shadow analysis passed {st.shadow_passed}/{spec.shadow.intervals}"
+        return st, events
+    if st.step_index + 1 < len(spec.steps):
+        st.step_index += 1
+        st.weight, st.step_started_at = spec.steps[st.step_index], now
+        st.message = f"canary at {st.weight}%{why}"
+        events.append(("Normal", "RolloutStep", st.message))
+    else:
+        st.phase, st.weight = Phase.PROMOTING, 100
+        st.message = f"all steps passed; promoting {cand}{why}"
+        events.append(("Normal", "RolloutPromoting", st.message))
+    return st, events
+
+
+def next_weight(spec: Rollout, status: RolloutStatus | dict[str, Any] | None) -> int:
     """The weight the candidate will take next (pre-scale replicas for it before it rises)."""
-    phase = st.get("phase")
-    if phase == Phase.SHADOWING:
+    st = RolloutStatus.of(status)
+    if st.phase == Phase.SHADOWING:
         return spec.steps[0]
-    idx = int(st.get("stepIndex", 0))
-    return (
-        spec.steps[min(idx + 1, len(spec.steps) - 1)]
-        if phase in (Phase.PROGRESSING, Phase.PAUSED)
-        else int(st.get("weight", 0))
-    )
+    if st.phase in (Phase.PROGRESSING, Phase.PAUSED):
+        return spec.steps[min(st.step_index + 1, len(spec.steps) - 1)]
+    return st.weight
 
 
-def stable_version(spec_version: str, spec: Rollout, st: dict[str, Any] | None) -> str:
+def stable_version(spec_version: str, spec: Rollout, status: RolloutStatus | dict[str, Any] | None) -> str:
     """The version the stable track serves.
 
     While promoting (and after), the candidate. Later, the last promoted version for as long
@@ -281,29 +271,30 @@ def stable_version(spec_version: str, spec: Rollout, st: dict[str, Any] | None) 
     candidate or a rollback never silently reverts stable to the pre-promotion model; editing
     ``spec.model.version`` (the GitOps follow-up to a promotion) takes over again.
     """
-    st = st or {}
+    st = RolloutStatus.of(status)
     if (
-        st.get("phase") in (Phase.PROMOTING, Phase.SUCCEEDED)
+        st.phase in (Phase.PROMOTING, Phase.SUCCEEDED)
         and spec.candidate
-        and st.get("candidate") == spec.candidate.version
+        and st.candidate == spec.candidate.version
     ):
         return spec.candidate.version
-    promoted = st.get("promotedVersion")
-    if promoted and st.get("promotedOver", spec_version) == spec_version:
-        return promoted
+    if st.promoted_version and (st.promoted_over or spec_version) == spec_version:
+        return st.promoted_version
     return spec_version
 
 
-def stable_image(spec_image: str, spec_version: str, spec: Rollout, st: dict[str, Any] | None) -> str:
+def stable_image(
+    spec_image: str, spec_version: str, spec: Rollout, status: RolloutStatus | dict[str, Any] | None
+) -> str:
     """The image of the stable track, consistent with ``stable_version``."""
-    st = st or {}
+    st = RolloutStatus.of(status)
     version = stable_version(spec_version, spec, st)
     if version == spec_version:
         return spec_image
     if (
         spec.candidate
         and version == spec.candidate.version
-        and st.get("phase") in (Phase.PROMOTING, Phase.SUCCEEDED)
+        and st.phase in (Phase.PROMOTING, Phase.SUCCEEDED)
     ):
         return spec.candidate.image or spec_image
-    return st.get("promotedImage") or spec_image
+    return st.promoted_image or spec_image

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prometheus_client import Counter, Gauge
 
-from recops_operator.rollout.machine import Phase
+from recops_operator.api.status import Phase, RolloutStatus
 
 weight = Gauge("recops_rollout_weight", "Percent of traffic on the candidate", ["namespace", "recsvc"])
 phase = Gauge(
@@ -20,11 +18,11 @@ rollouts = Counter("recops_rollouts_total", "Finished rollouts by result", ["nam
 _RESULTS = {Phase.SUCCEEDED: "promoted", Phase.ROLLED_BACK: "rolled_back", Phase.FAILED: "failed"}
 
 
-def observe(namespace: str, service: str, new: dict[str, Any], old: dict[str, Any]) -> None:
-    weight.labels(namespace, service).set(int(new.get("weight", 0)))
+def observe(namespace: str, service: str, new: RolloutStatus, old: RolloutStatus) -> None:
+    weight.labels(namespace, service).set(new.weight)
     for result in _RESULTS.values():  # exist at 0 first, so the first rollback is an increase() > 0
         rollouts.labels(namespace, service, result)
     for p in Phase:
-        phase.labels(namespace, service, p.value).set(1 if new.get("phase", Phase.IDLE) == p else 0)
-    if new.get("phase") != old.get("phase") and new.get("phase") in _RESULTS:
-        rollouts.labels(namespace, service, _RESULTS[Phase(new["phase"])]).inc()
+        phase.labels(namespace, service, p.value).set(1 if new.phase == p else 0)
+    if new.phase != old.phase and new.phase in _RESULTS:
+        rollouts.labels(namespace, service, _RESULTS[new.phase]).inc()

@@ -16,6 +16,7 @@ import math
 from typing import Any
 
 from recops_operator.api.models import RecommenderServiceSpec
+from recops_operator.api.status import Phase, RolloutStatus
 from recops_operator.render.serving import (
     Owner,
     RenderContext,
@@ -24,24 +25,24 @@ from recops_operator.render.serving import (
     render_config_map,
     render_deployment,
 )
-from recops_operator.rollout.machine import LIVE, Phase, next_weight
+from recops_operator.rollout.machine import LIVE, next_weight
 
 CANARY = "canary"
 
 
 def active(ctx: RenderContext) -> bool:
-    st = ctx.rollout or {}
-    return st.get("phase") in LIVE or (st.get("phase") == Phase.PAUSED)
+    st = RolloutStatus.of(ctx.rollout)
+    return st.phase in LIVE or st.phase == Phase.PAUSED
 
 
 def canary_service_name(owner: Owner) -> str:
     return f"{owner.name}-{CANARY}"
 
 
-def _canary_replicas(spec: RecommenderServiceSpec, st: dict[str, Any]) -> int:
+def _canary_replicas(spec: RecommenderServiceSpec, st: RolloutStatus) -> int:
     """Pre-scaled for the next weight, so capacity is there before traffic moves."""
     bounds = spec.rollout.canary_replicas
-    share = max(int(st.get("weight", 0)), next_weight(spec.rollout, st)) / 100
+    share = max(st.weight, next_weight(spec.rollout, st)) / 100
     want = math.ceil(spec.serving.replicas.min * max(share, 0.01))
     lo, hi = (bounds.min, bounds.max) if bounds else (1, spec.serving.replicas.max)
     return max(lo, min(hi, want))
@@ -79,8 +80,8 @@ def _ingress(
 
 def render_traffic(owner: Owner, spec: RecommenderServiceSpec, ctx: RenderContext) -> list[dict[str, Any]]:
     t = spec.rollout.traffic
-    st = ctx.rollout or {}
-    weight = int(st.get("weight", 0)) if active(ctx) else 0
+    st = RolloutStatus.of(ctx.rollout)
+    weight = st.weight if active(ctx) else 0
     if t.provider in ("nginx", "alb"):
         if not t.host:
             return []
@@ -116,7 +117,7 @@ def render_traffic(owner: Owner, spec: RecommenderServiceSpec, ctx: RenderContex
             },
         ]
     }
-    if st.get("phase") == Phase.SHADOWING and spec.rollout.shadow.percent:
+    if st.phase == Phase.SHADOWING and spec.rollout.shadow.percent:
         route["mirror"] = {"host": f"{owner.name}.{owner.namespace}.svc.cluster.local", "subset": CANARY}
         route["mirrorPercentage"] = {"value": float(spec.rollout.shadow.percent)}
     return [
@@ -143,7 +144,7 @@ def render_traffic(owner: Owner, spec: RecommenderServiceSpec, ctx: RenderContex
 
 def render_rollout(owner: Owner, spec: RecommenderServiceSpec, ctx: RenderContext) -> list[dict[str, Any]]:
     objs: list[dict[str, Any]] = []
-    st = ctx.rollout or {}
+    st = RolloutStatus.of(ctx.rollout)
     if active(ctx) and spec.rollout.candidate:
         cand = spec.rollout.candidate
         objs.append(render_config_map(owner, spec, cand.version, CANARY))
