@@ -89,6 +89,7 @@ def decided(cluster, ns: str, candidate: str) -> dict:
 
 def with_candidate(version: str, min_samples: int) -> dict:
     body = service(NAME)
+    body["spec"]["experiment"] = {"holdout": {"percent": 20, "salt": "2026q4", "metric": "click"}}
     body["spec"]["rollout"] = {
         "candidate": {"version": version},
         "steps": [50, 100],
@@ -118,9 +119,12 @@ def test_business_check_promotes_an_equal_model_rolls_back_a_worse_one_and_waits
     ns = k8s_namespace
     sessions = held_out_sessions(4000)
     monkeypatch.setenv("RECOPS_ATTRIBUTION_KEY", "the-services-secret")  # mounted by every pod
-    stable, _ = make_server({"model_uri": shop_bundles["good"]}, redis_server.url)
-    canary, canary_cfg = make_server({"model_uri": shop_bundles["good"], "track": "canary"}, redis_server.url)
-    prom, op = start(k8s_cluster, ns, tmp_path, stable, canary)
+    holdout = {"holdout_percent": 20, "holdout_salt": "2026q4"}  # a fifth of shoppers get popularity
+    stable, _ = make_server({"model_uri": shop_bundles["good"], **holdout}, redis_server.url)
+    canary, canary_cfg = make_server(
+        {"model_uri": shop_bundles["good"], "track": "canary", **holdout}, redis_server.url
+    )
+    prom, op = start(k8s_cluster, ns, tmp_path, stable, canary, {"RECOPS_LIFT_SECONDS": "5"})
     apply = lambda body: k8s_cluster.kubectl("-n", ns, "apply", "-f", "-", input=json.dumps(body))  # noqa: E731
     try:
         apply(service(NAME))
@@ -161,6 +165,22 @@ def test_business_check_promotes_an_equal_model_rolls_back_a_worse_one_and_waits
             assert failed == {"business-click"}, st["checks"]
             assert st["business"]["liftHigh"] < -0.25
             assert "business-click: canary" in st["message"] and "per answer" in st["message"]
+            # personalisation against the holdout, in the same language: status and the lift gauges
+            lift = wait_for(
+                lambda: (
+                    (
+                        h := (
+                            (get(k8s_cluster, ns, "recsvc", NAME).get("status") or {}).get("experiment") or {}
+                        ).get("holdout")
+                    )
+                    and h.get("verdict") == "Pass"
+                    and h
+                ),
+                timeout=60,
+                what="a significant holdout lift in status.experiment.holdout",
+            )
+            assert lift["liftLow"] > 0 and lift["model"]["rate"] > lift["holdout"]["rate"], lift
+            assert prom.wait_for('recops_holdout_lift{bound="low"} > 0', timeout=30), "lift gauges scraped"
             events = json.loads(
                 k8s_cluster.kubectl(
                     "-n", ns, "get", "events", "--field-selector", f"involvedObject.name={NAME}", "-o", "json"

@@ -46,7 +46,7 @@ class Load:
         self.thread.join(10)
 
 
-def start(k8s_cluster, ns, tmp_path, stable, canary):
+def start(k8s_cluster, ns, tmp_path, stable, canary, extra_env: dict[str, str] | None = None):
     op_metrics = free_port()
     prom = PrometheusServer(
         tmp_path / "prom",
@@ -69,6 +69,7 @@ def start(k8s_cluster, ns, tmp_path, stable, canary):
             "RECOPS_ROLLOUT_TICK_SECONDS": "1",
             "RECOPS_METRICS_PORT": str(op_metrics),
             "RECOPS_METRICS_ADDR": "127.0.0.1",
+            **(extra_env or {}),
         },
     ).start()
     return prom, op
