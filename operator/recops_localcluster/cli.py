@@ -67,21 +67,28 @@ def main(argv: list[str] | None = None) -> int:
             log=lambda m: print(m, file=sys.stderr),
             detach=not args.foreground,
         )
-        # SIGTERM while starting: start() stops what it already started (no half-started leftovers)
+        # SIGTERM or SIGINT at any point (starting, printing, waiting) becomes KeyboardInterrupt,
+        # caught here in one place: start() stops what it already started, and a started
+        # foreground cluster is stopped in `finally`, exactly once (no leftovers, exit code 0).
         signal.signal(signal.SIGTERM, _interrupt)
-        cluster.start()
-        print(f"export KUBECONFIG={cluster.kubeconfig}", flush=True)
-        if args.foreground:
-            try:
-                while all(cluster.running().values()):
-                    time.sleep(1)
+        started = False
+        try:
+            cluster.start()
+            started = True
+            print(f"export KUBECONFIG={cluster.kubeconfig}", flush=True)
+            while args.foreground and all(cluster.running().values()):
+                time.sleep(1)
+            if args.foreground:
                 print("a component exited; stopping", file=sys.stderr)
                 return 1
-            except KeyboardInterrupt:
-                return 0
-            finally:
+            return 0
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            if args.foreground and started:  # a failed start() stopped itself and kept its logs
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the orderly stop is not interrupted
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
                 cluster.stop()
-        return 0
     if existing is None:
         print(f"no local cluster recorded in {args.run_dir}", file=sys.stderr)
         return 0 if args.cmd == "down" else 1

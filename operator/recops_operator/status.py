@@ -62,10 +62,10 @@ def compute_status(
         dep_generation, replicas, observed, updated, ready_replicas = deployment_view(deployment)
         desired, ready = int(replicas or 0), int(ready_replicas or 0)
         rollout_done = int(observed or 0) >= int(dep_generation or 0) and int(updated or 0) >= desired
-    min_ready = min(spec.serving.replicas.min, desired) if desired else spec.serving.replicas.min
-    is_ready = (
-        deployment is not None and rollout_done and ready >= max(1, min_ready) and reconcile_error is None
-    )
+    # Ready counts against spec.serving.replicas.min, never against what the Deployment asks for:
+    # a new Deployment asks for 1 until the HPA first scales it up to the minimum.
+    min_ready = max(1, spec.serving.replicas.min)
+    is_ready = deployment is not None and rollout_done and ready >= min_ready and reconcile_error is None
     if reconcile_error:  # Failed: nothing serves yet; Degraded: the last good children keep serving
         phase = "Failed" if deployment is None else "Degraded"
         reason, msg = "ReconcileFailed", reconcile_error
@@ -74,10 +74,11 @@ def compute_status(
     elif is_ready:
         phase, reason, msg = "Ready", "MinimumReplicasReady", f"{ready}/{desired} replicas ready"
     else:
+        waiting = " (the autoscaler has not scaled up to replicas.min yet)" if desired < min_ready else ""
         phase, reason, msg = (
             "Progressing",
             "ReplicasNotReady",
-            f"{ready}/{desired} replicas ready, need {max(1, min_ready)}",
+            f"{ready}/{desired} replicas ready, need {min_ready}{waiting}",
         )
     conditions = [
         condition("Ready", is_ready, reason, msg, generation),
