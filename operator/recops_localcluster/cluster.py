@@ -90,20 +90,21 @@ class LocalCluster:
     detach: bool = False
 
     # ---- paths -------------------------------------------------------------------------
+    def _in_run_dir(self, name: str) -> Path:
+        assert self.run_dir is not None, "the cluster has no run dir before start()"
+        return self.run_dir / name
+
     @property
     def kubeconfig(self) -> Path:
-        assert self.run_dir is not None
-        return self.run_dir / "admin.kubeconfig"
+        return self._in_run_dir("admin.kubeconfig")
 
     @property
     def logs(self) -> Path:
-        assert self.run_dir is not None
-        return self.run_dir / "logs"
+        return self._in_run_dir("logs")
 
     @property
     def state_file(self) -> Path:
-        assert self.run_dir is not None
-        return self.run_dir / "state.json"
+        return self._in_run_dir("state.json")
 
     @property
     def server(self) -> str:
