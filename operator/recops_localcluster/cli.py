@@ -76,14 +76,14 @@ def main(argv: list[str] | None = None) -> int:
             cluster.start()
             started = True
             print(f"export KUBECONFIG={cluster.kubeconfig}", flush=True)
-            while args.foreground and all(cluster.running().values()):
+            if not args.foreground:
+                return 0
+            while all(cluster.running().values()):
                 time.sleep(1)
-            if args.foreground:
-                print("a component exited; stopping", file=sys.stderr)
-                return 1
-            return 0
+            print("a component exited; stopping", file=sys.stderr)
+            return 1
         except KeyboardInterrupt:
-            return 0
+            return 0 if started else 143  # a stop after start is the normal end; before, it never came up
         finally:
             if args.foreground and started:  # a failed start() stopped itself and kept its logs
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the orderly stop is not interrupted

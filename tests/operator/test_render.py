@@ -9,22 +9,9 @@ from recops_operator import topology as topo
 from recops_operator.api.models import RecommenderServiceSpec
 from recops_operator.render import Owner, RenderContext, desired_objects
 from recops_operator.training.invariants import check_capacity_invariants
+from tests.support.specs import spec
 
 OWNER = Owner(name="home-feed", namespace="shop", uid="0b7c6b3e-0000-4000-8000-000000000001")
-
-
-def spec(**serving) -> RecommenderServiceSpec:
-    return RecommenderServiceSpec.model_validate(
-        {
-            "region": "cn-hangzhou",
-            "model": {"uri": "oss://retail-models-hz/home-feed/", "version": "2026-11-20"},
-            "serving": {
-                "image": "registry.cn-hangzhou.aliyuncs.com/recops/recops-serve:1.0",
-                "featureStore": {"secretRef": {"name": "tair"}},
-                **serving,
-            },
-        }
-    )
 
 
 def by_kind(objs):

@@ -4,22 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from recops_operator.api.models import RecommenderServiceSpec
 from recops_operator.status import compute_status
-
-
-def spec(minimum: int) -> RecommenderServiceSpec:
-    return RecommenderServiceSpec.model_validate(
-        {
-            "region": "cn-hangzhou",
-            "model": {"uri": "oss://retail-models-hz/home-feed/", "version": "2026-11-20"},
-            "serving": {
-                "image": "registry.cn-hangzhou.aliyuncs.com/recops/recops-serve:1.0",
-                "featureStore": {"secretRef": {"name": "tair"}},
-                "replicas": {"min": minimum, "max": 10},
-            },
-        }
-    )
+from tests.support.specs import spec
 
 
 def deployment(asks: int, ready: int) -> dict:
@@ -35,7 +21,7 @@ def ready_condition(status: dict) -> dict:
 
 
 def test_a_new_deployment_at_one_replica_is_not_ready_before_the_autoscaler_reaches_min():
-    status = compute_status(spec(2), 1, deployment(asks=1, ready=1))
+    status = compute_status(spec(replicas={"min": 2, "max": 10}), 1, deployment(asks=1, ready=1))
     assert status["phase"] == "Progressing"
     assert status["replicas"] == {"desired": 1, "ready": 1}
     cond = ready_condition(status)
@@ -49,14 +35,16 @@ def test_a_new_deployment_at_one_replica_is_not_ready_before_the_autoscaler_reac
     ("asks", "ready", "phase"), [(2, 1, "Progressing"), (2, 2, "Ready"), (5, 2, "Ready")]
 )
 def test_ready_counts_ready_replicas_against_replicas_min(asks, ready, phase):
-    status = compute_status(spec(2), 1, deployment(asks=asks, ready=ready))
+    status = compute_status(spec(replicas={"min": 2, "max": 10}), 1, deployment(asks=asks, ready=ready))
     assert status["phase"] == phase
     assert ready_condition(status)["status"] == ("True" if phase == "Ready" else "False")
     assert ready_condition(status)["message"].startswith(f"{ready}/{asks} replicas ready")
 
 
 def test_a_failed_reconcile_with_children_serving_is_degraded_not_ready():
-    status = compute_status(spec(2), 1, deployment(asks=2, ready=2), reconcile_error="quota exceeded")
+    status = compute_status(
+        spec(replicas={"min": 2, "max": 10}), 1, deployment(asks=2, ready=2), reconcile_error="quota exceeded"
+    )
     assert status["phase"] == "Degraded"
     assert ready_condition(status)["status"] == "False"
     assert ready_condition(status)["message"] == "quota exceeded"
