@@ -75,6 +75,9 @@ class EventLog:
         self.topic = topic
         self.last_error: str | None = None
         self.down_since: float | None = None
+        # events produced and not yet reported delivered or failed: len(producer) also counts
+        # librdkafka's own protocol requests (a metadata request while the broker is down)
+        self.pending = 0
         self.producer = Producer(
             {
                 "bootstrap.servers": bootstrap,
@@ -98,6 +101,7 @@ class EventLog:
         up.set(0)
 
     def _on_delivery(self, err: KafkaError | None, _msg: Any) -> None:
+        self.pending -= 1
         if err is None:
             produced.inc()
             self.down_since = None
@@ -120,6 +124,7 @@ class EventLog:
                     timestamp=int(value["ts"] * 1000),  # event time for Flink's per-partition watermarks
                 )
                 n += 1
+                self.pending += 1
             except BufferError:
                 DROPPED["buffer_full"].inc()
         self.producer.poll(0)
@@ -130,7 +135,7 @@ class EventLog:
             "topic": self.topic,
             "up": self.down_since is None,
             "down_since": self.down_since,
-            "queued": len(self.producer),
+            "queued": self.pending,
             "last_error": self.last_error,
         }
 
@@ -138,7 +143,7 @@ class EventLog:
         """Serve delivery reports and errors from the loop (poll(0) never blocks)."""
         while True:
             self.producer.poll(0)
-            queued.set(len(self.producer))
+            queued.set(self.pending)
             await asyncio.sleep(interval)
 
     def close(self, timeout: float = 5.0) -> None:
