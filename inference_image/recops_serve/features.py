@@ -5,13 +5,14 @@ to ``max_events`` and given the session TTL. A recommendation reads the newest e
 ``LRANGE``. Any Redis failure raises ``FeatureStoreDown`` so the caller serves without session
 features (never a 5xx).
 
-Sizing (issue #19): the pool holds as many connections as the server admits requests
-(``max_inflight``) and a request *waits* for a free one (``BlockingConnectionPool``) instead of
-failing. The read timeout is generous (2 s: it also counts the event-loop lag of max_inflight
-requests, so a Redis slowed by load still answers; the connect timeout too, as a reconnect after a
-timeout happens under the same lag). A dead Redis is found by its refused or reset connections,
-which fail at once; after 5 consecutive failures a circuit breaker turns the outage into an
-immediate ``FeatureStoreDown`` (microseconds) and ``degraded`` makes that state visible.
+Sizing (issue #19): reads and writes go over one multiplexed connection (``redislink``): every
+request's command is pipelined on the same socket, so none ever waits for a connection or fails for
+lack of one, whatever the concurrency (the server's ``max_inflight`` bounds what is in flight). A
+command unanswered after 2 s (generous: it also counts the event-loop lag of max_inflight requests,
+so a Redis slowed by load still answers) fails as a slow Redis; a dead Redis is found by its refused
+or reset connections, which fail at once; after 5 consecutive failures a circuit breaker turns the
+outage into an immediate ``FeatureStoreDown`` (microseconds) and ``degraded`` makes that state
+visible. ``client`` is a redis-py client on the same URL for the rest (pipelines of other reads).
 
 Writes are idempotent by ``event_id``: one Lua call per slice of events does ``SET NX EX`` on
 ``recops:e:<len(id)>:<id>:<event_id>`` (session TTL) and pushes the event only when that key was new, so a client that
@@ -20,13 +21,16 @@ retries after a 503 (the write may have landed) does not store the event twice.
 
 from __future__ import annotations
 
+import hashlib
 import time
-from dataclasses import dataclass
+from functools import cached_property
+from typing import NamedTuple
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from recops_serve import metrics
+from recops_serve.redislink import RedisLink
 
 PREFIX = "recops:s:"
 #: ``recops:e:<len(sid)>:<sid>:<event_id>``: its own namespace, so no session id can name one
@@ -51,21 +55,20 @@ for i = 3, #ARGV, 3 do
 end
 return out
 """
+_ADD_SHA = hashlib.sha1(_ADD.encode()).hexdigest()
 
 
 class FeatureStoreDown(RuntimeError):
     pass
 
 
-@dataclass(frozen=True)
-class Event:
+class Event(NamedTuple):
     item_id: int
     type: str
     ts: float
 
 
-@dataclass(frozen=True)
-class NewEvent:
+class NewEvent(NamedTuple):
     """An event to store (validated by the caller)."""
 
     sid: str
@@ -111,19 +114,26 @@ class SessionStore:
         connect_timeout: float = 2.0,
     ):
         self.ttl, self.max_events = ttl_seconds, max_events
+        self.url, self.max_connections = url, max_connections
+        self.timeout, self.connect_timeout = timeout, connect_timeout
+        self.link = RedisLink(url, timeout=timeout, connect_timeout=connect_timeout)
+        self.breaker = Breaker()
+        self.last_error: str | None = None
+
+    @cached_property
+    def client(self) -> aioredis.Redis:
+        """redis-py on the same URL (a bounded pool that waits for a free connection), for reads
+        beyond the session list (e.g. ``streamfeatures.read``'s pipeline)."""
         pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=timeout,  # waiting for a free connection
-            socket_timeout=timeout,
-            socket_connect_timeout=connect_timeout,
+            self.url,
+            max_connections=self.max_connections,
+            timeout=self.timeout,  # waiting for a free connection
+            socket_timeout=self.timeout,
+            socket_connect_timeout=self.connect_timeout,
             retry_on_timeout=False,
             health_check_interval=0,
         )
-        self.client = aioredis.Redis(connection_pool=pool)
-        self._add = self.client.register_script(_ADD)
-        self.breaker = Breaker()
-        self.last_error: str | None = None
+        return aioredis.Redis(connection_pool=pool)
 
     @property
     def degraded(self) -> bool:
@@ -145,9 +155,11 @@ class SessionStore:
         self._check("read")
         t0 = time.perf_counter()
         try:
-            raw = await self.client.lrange(PREFIX + sid, 0, n - 1)
-        except ResponseError:  # Redis answered (e.g. WRONGTYPE: a key that is not ours): healthy, no session
-            metrics.fs_malformed.inc()
+            raw = await self.link.call("LRANGE", PREFIX + sid, 0, n - 1)
+        except ResponseError as e:
+            if not str(e).startswith("WRONGTYPE"):
+                raise self._failed("read", e) from e
+            metrics.fs_malformed.inc()  # Redis answered: a key that is not ours, healthy, no session
             raw = []
         except (RedisError, OSError) as e:
             raise self._failed("read", e) from e
@@ -174,7 +186,10 @@ class SessionStore:
                 args += [key, dedupe, f"{ev.item_id}:{ev.type}:{ev.ts:.3f}"]
             t0 = time.perf_counter()
             try:
-                fresh += await self._add(keys=[], args=args)
+                try:
+                    fresh += await self.link.call("EVALSHA", _ADD_SHA, 0, *args)
+                except NoScriptError:  # a new or restarted Redis: load the script with this call
+                    fresh += await self.link.call("EVAL", _ADD, 0, *args)
             except (RedisError, OSError) as e:
                 raise self._failed("write", e) from e
             finally:
@@ -183,13 +198,15 @@ class SessionStore:
         return fresh
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.link.close()
+        if "client" in self.__dict__:
+            await self.client.aclose()
 
 
 def _parse_entry(entry: bytes) -> Event | None:
     """One stored entry, or None when it is not ours (a malformed key must not fail the session)."""
     try:
-        item, typ, ts = entry.decode("ascii").split(":")
-        return Event(int(item), typ, float(ts))
+        item, typ, ts = entry.split(b":")
+        return Event(int(item), typ.decode("ascii"), float(ts))
     except (ValueError, UnicodeDecodeError):
         return None
