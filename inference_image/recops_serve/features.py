@@ -35,8 +35,9 @@ from recops_serve.redislink import RedisLink
 PREFIX = "recops:s:"
 #: ``recops:e:<len(sid)>:<sid>:<event_id>``: its own namespace, so no session id can name one
 DEDUPE = "recops:e:"
-#: events per Redis round trip: bounds the time one large batch holds the event loop
-WRITE_SLICE = 250
+#: events per Redis round trip (one Lua call): bounds the time one large batch holds the event
+#: loop and Redis itself (a script runs alone), so session reads wait behind it ~0.1-0.3 ms at most
+WRITE_SLICE = 64
 
 # ARGV: ttl, max_events, then per event: list key, dedupe key ("" = no event_id), entry.
 # Returns one flag per event: 1 stored, 0 a duplicate event_id.

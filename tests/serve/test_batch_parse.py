@@ -42,6 +42,7 @@ def test_a_large_batch_is_parsed_in_pieces_with_the_loop_free_between(monkeypatc
     want = whole(body)
     loads, ticks = [], []
     real = orjson.loads
+    monkeypatch.setattr(app, "TURN_SECONDS", 0.0)  # a turn after every piece (by time: any machine)
     monkeypatch.setattr(app.orjson, "loads", lambda b: loads.append(len(b)) or real(b))
 
     async def go():
