@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.operator.test_operator_e2e import Operator, apply, get, ready, service, wait_for
+from tests.support.kube import Operator, apply, get, ready, service, wait_for
 
 pytestmark = pytest.mark.integration
 
