@@ -76,11 +76,14 @@ class Controller:
         self, namespace: str, name: str, status: dict[str, Any], api: client.ApiClient | None = None
     ) -> None:
         """Merge-patch ``status`` (keys with None are removed); counted as an API write. ``api``:
-        a caller's own client (the training sync takes one, so tests can hand it theirs)."""
+        a caller's own client (the training sync takes one, so tests can hand it theirs); with it,
+        the controller's own client is never built (a test process may have no kubeconfig)."""
         client.CustomObjectsApi(api or self.api()).patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, PLURAL, name, {"status": status}
         )
-        self.applier().writes += 1
+        with self._build:
+            if self._applier is not None:  # counted where an applier counts writes (the operator)
+                self._applier.writes += 1
 
 
 CONTROLLER = Controller()

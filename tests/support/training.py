@@ -14,12 +14,14 @@ import re
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client
 
+from recops_contracts import storage
 from recops_operator.training import config as c
-from recops_operator.training import runs
+from recops_operator.training import naming, runs
 from recops_operator.training.render import render_on_demand_job
 from recops_operator.training.sync import sync_training
 
@@ -61,14 +63,30 @@ def node_labels(api) -> dict[str, dict[str, str]]:
     return {n.metadata.name: n.metadata.labels for n in client.CoreV1Api(api).list_node().items}
 
 
-def body_for(svc, ns: str, tmp_path=None, **training) -> dict[str, Any]:
+def body_for(svc, ns: str, **training) -> dict[str, Any]:
+    """The training fixture's body in namespace ``ns`` (its URIs stay ``oss://``, as the API
+    requires; ``local_oss`` maps them to a local directory)."""
     body = svc(**training)
     body["metadata"]["namespace"] = ns
     del body["metadata"]["uid"]  # not stored in this cluster: no owner reference
-    if tmp_path is not None:
-        body["spec"]["model"]["uri"] = f"file://{tmp_path}/models"
-        body["spec"]["training"]["checkpoint"]["uri"] = f"file://{tmp_path}/ckpt"
     return body
+
+
+def local_oss(monkeypatch, root: Path) -> Path:
+    """``oss://bucket/key`` -> ``root/bucket/key`` for this process (``RECOPS_OSS_LOCAL_ROOT``, the
+    same mapping the trainer and the operator use for a mounted OSS volume)."""
+    monkeypatch.setenv("RECOPS_OSS_LOCAL_ROOT", str(root))
+    return root
+
+
+def bundle_dir(body: dict[str, Any], version: str) -> Path:
+    """Where ``version``'s bundle lives locally under the body's ``spec.model.uri``."""
+    return storage.local_path(naming.bundle_uri(body["spec"]["model"]["uri"], version))
+
+
+def checkpoint_dir(body: dict[str, Any], run: str) -> Path:
+    """Where run ``run``'s checkpoints live locally under ``spec.training.checkpoint.uri``."""
+    return storage.local_path(naming.checkpoint_uri(body["spec"]["training"]["checkpoint"]["uri"], run))
 
 
 def running_pods(api, ns, selector, n=1):

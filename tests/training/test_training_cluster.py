@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from recops_contracts import storage, topology
+from recops_contracts import topology
 from recops_contracts.training import CHECKPOINT_STATE_NAME
 from recops_operator.training import check_capacity_invariants, naming, runs
 from recops_operator.training import config as c
@@ -30,10 +30,13 @@ from tests.support.training import (
     HOLD,
     answer_spot_release_notice,
     body_for,
+    bundle_dir,
+    checkpoint_dir,
     fail_pod,
     hold,
     job_condition,
     list_pods,
+    local_oss,
     node_labels,
     read_job,
     running_pods,
@@ -208,9 +211,10 @@ def test_config_error_exit_code_fails_the_job_at_once(k8s_cluster, k8s_namespace
 
 
 @pytest.mark.slow  # waits for the CronJob's next minute boundary (10-75 s)
-def test_scheduled_and_on_demand_runs_never_overlap(k8s_cluster, k8s_namespace, svc, tmp_path):
+def test_scheduled_and_on_demand_runs_never_overlap(k8s_cluster, k8s_namespace, svc, tmp_path, monkeypatch):
     api, ns = k8s_cluster.api_client(), k8s_namespace
-    body = body_for(svc, ns, tmp_path, schedule="* * * * *")
+    local_oss(monkeypatch, tmp_path)
+    body = body_for(svc, ns, schedule="* * * * *")
     cron = render_cronjob(body)
     hold(cron["spec"]["jobTemplate"]["spec"]["template"])
     ssa_apply(k8s_cluster, cron)
@@ -261,8 +265,9 @@ def test_scheduled_and_on_demand_runs_never_overlap(k8s_cluster, k8s_namespace, 
     assert status["currentRun"] is None
 
 
-def _manifest(root, version: str, metrics: dict[str, float], sub: str = "models") -> None:
-    d = root / sub / version
+def _manifest(body, version: str, metrics: dict[str, float]) -> None:
+    """The bundle manifest of ``version`` under the body's ``spec.model.uri``."""
+    d = bundle_dir(body, version)
     d.mkdir(parents=True, exist_ok=True)
     (d / "manifest.json").write_text(
         json.dumps({"version": version, "data_window": {"days": 90}, "metrics": metrics})
@@ -270,16 +275,17 @@ def _manifest(root, version: str, metrics: dict[str, float], sub: str = "models"
 
 
 def test_closed_loop_sets_candidate_only_when_the_metrics_gate_passes(
-    k8s_cluster, k8s_namespace, svc, tmp_path
+    k8s_cluster, k8s_namespace, svc, tmp_path, monkeypatch
 ):
     api, ns = k8s_cluster.api_client(), k8s_namespace
-    body = body_for(svc, ns, tmp_path, schedule=None, autoRollout=True)
-    _manifest(tmp_path, "v1", {"ndcg@10": 0.200, "recall@50": 0.500})
+    local_oss(monkeypatch, tmp_path)
+    body = body_for(svc, ns, schedule=None, autoRollout=True)
+    _manifest(body, "v1", {"ndcg@10": 0.200, "recall@50": 0.500})
 
     def run(token: str, metrics: dict[str, float]):
         name = naming.on_demand_job_name("home-feed", token)
-        _manifest(tmp_path, name, metrics)  # what `recops-serve train --out` leaves behind
-        ckpt = tmp_path / "ckpt" / name
+        _manifest(body, name, metrics)  # what `recops-serve train --out` leaves behind
+        ckpt = checkpoint_dir(body, name)
         ckpt.mkdir(parents=True)
         (ckpt / "step-1.ckpt").write_text("x")
         body["spec"]["training"]["trigger"] = token
@@ -359,18 +365,15 @@ def test_operator_closed_loop_end_to_end(k8s_cluster, k8s_namespace, svc, tmp_pa
     monkeypatch.setattr(CONTROLLER, "_api", k8s_cluster.api_client())
     api, ns = k8s_cluster.api_client(), k8s_namespace
     # oss:// as the CRD requires; the operator reads it from a local root (RECOPS_OSS_LOCAL_ROOT)
-    monkeypatch.setenv("RECOPS_OSS_LOCAL_ROOT", str(tmp_path))
+    local_oss(monkeypatch, tmp_path)
     body = body_for(svc, ns, schedule=None, autoRollout=True)
     body["spec"]["serving"]["featureStore"] = {"secretRef": {"name": "tair"}}
     body["metadata"]["annotations"] = {c.TRIGGER_ANNOTATION: "nightly-2026-11-24"}
-    bucket = (
-        tmp_path / "retail-models-cn-hangzhou"
-    )  # spec.model.uri = oss://retail-models-cn-hangzhou/home-feed/
-    _manifest(bucket, "v1", {"ndcg@10": 0.200, "recall@50": 0.500}, sub="home-feed")
+    _manifest(body, "v1", {"ndcg@10": 0.200, "recall@50": 0.500})
     run = naming.on_demand_job_name("home-feed", "nightly-2026-11-24")
-    _manifest(bucket, run, {"ndcg@10": 0.230, "recall@50": 0.510}, sub="home-feed")
+    _manifest(body, run, {"ndcg@10": 0.230, "recall@50": 0.510})
     # the trainer's checkpoint manifest for this run, as `recops-serve train` writes it
-    ckpt = storage.local_path(naming.checkpoint_uri(body["spec"]["training"]["checkpoint"]["uri"], run))
+    ckpt = checkpoint_dir(body, run)
     ckpt.mkdir(parents=True)
     (ckpt / CHECKPOINT_STATE_NAME).write_text(json.dumps({"saved_at": time.time() - 30}))
     custom = client.CustomObjectsApi(api)
