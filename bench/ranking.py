@@ -15,8 +15,8 @@ import time
 
 import numpy as np
 
+from recops_contracts.serving import MAX_SESSION_EVENTS, ServeConfig
 from recops_serve import ranking
-from recops_serve.config import MAX_SESSION_EVENTS, ServeConfig
 from recops_serve.data import DatasetUnavailable
 from recops_serve.validation import basket_cases, next_item_cases, recommend
 

@@ -18,14 +18,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.__main__ import ROOT, bundle, cpu_seconds, table
+from bench.common import ROOT, bundle, cpu_seconds, table
 from recops_operator.rollout.analysis import queries
 from recops_operator.rollout.machine import parse_duration
-from tests.operator.test_operator_e2e import Operator, get, service, wait_for
-from tests.rollout.test_rollout_e2e import Load
-from tests.serve.conftest import ServerProc
+from tests.support.kube import Operator, get, service, wait_for
 from tests.support.prometheus_server import PrometheusServer, Target
 from tests.support.redis_server import RedisServer
+from tests.support.serving import Load, ServerProc
 
 NS, NAME = "bench", "home-feed"
 INTERVAL = "10s"

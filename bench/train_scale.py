@@ -185,7 +185,7 @@ class _Cells:
 
 
 def run(dataset: str | None = None, scales: tuple[int, ...] = SCALES, budget_s: float | None = None) -> None:
-    from bench.__main__ import table
+    from bench.common import table
     from recops_serve.datasource import export_builtin
 
     dataset = dataset or os.environ.get("RECOPS_SCALE_DATASET", "completejourney")

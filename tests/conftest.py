@@ -8,6 +8,9 @@ build them (``make test`` builds them first), never a silent skip.
 
 ``k8s_namespace``: a fresh namespace per test (its ``default`` ServiceAccount
 exists), deleted afterwards.
+
+``bundles``, ``redis_server``, ``make_server``: real trained bundles and real ``recops-serve``
+processes with real Redis (tests/support/serving.py, a plugin for every directory).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ("tests.support.serving",)
 ROOT = Path(__file__).resolve().parents[1]
 CRD_DIR = ROOT / "crds"
 

@@ -42,10 +42,10 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
+from recops_contracts.serving import ServeConfig
 from recops_serve import metrics as m
 from recops_serve import ranking
 from recops_serve.bundle import ModelBundle, load_bundle
-from recops_serve.config import ServeConfig
 from recops_serve.eventlog import EventLog
 from recops_serve.features import WRITE_SLICE, FeatureStoreDown, NewEvent, SessionStore
 

@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from recops_serve import storage
+from recops_contracts import storage
+from recops_contracts.training import BUNDLE_ARRAYS_NAME, MANIFEST_NAME
 from recops_serve.sessionknn import SessionIndex
 
 SCHEMA: dict[str, tuple[str, int]] = {
@@ -203,17 +204,17 @@ def save_bundle(bundle: ModelBundle, uri: str) -> None:
     """Write atomically: a reader sees the old bundle or the complete new one, never half."""
     final = storage.local_path(uri)
     tmp = storage.atomic_dir(final)
-    np.savez(tmp / "arrays.npz", **bundle.arrays)
+    np.savez(tmp / BUNDLE_ARRAYS_NAME, **bundle.arrays)
     manifest = {**bundle.manifest, "schema_hash": SCHEMA_HASH, "n_items": bundle.n_items}
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True))
     storage.publish_dir(tmp, final)
 
 
 def load_bundle(uri: str) -> ModelBundle:
     path = storage.local_path(uri)
     try:
-        manifest = json.loads((path / "manifest.json").read_text())
-        with np.load(path / "arrays.npz", allow_pickle=False) as z:
+        manifest = json.loads((path / MANIFEST_NAME).read_text())
+        with np.load(path / BUNDLE_ARRAYS_NAME, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError, KeyError) as e:
         raise BundleError(f"cannot load bundle at {uri}: {e}") from e

@@ -78,15 +78,16 @@ def export_data(argv: list[str]) -> int:
     )
     p.add_argument("--limit-rows", type=int, default=0, help="the first N interactions in time order")
     args = p.parse_args(argv)
+    from recops_contracts.storage import StorageError
+    from recops_contracts.training import EXIT_CONFIG
     from recops_serve.data import DatasetUnavailable
     from recops_serve.datasource import DataError, export_builtin
-    from recops_serve.storage import StorageError
 
     try:
         result = export_builtin(args.source, args.out, limit_rows=args.limit_rows or None)
     except (DataError, DatasetUnavailable, StorageError) as e:
         print(f"recops-serve export-data: {e}", file=sys.stderr)
-        return 78  # EX_CONFIG, as train
+        return EXIT_CONFIG  # as train
     print(json.dumps(result))
     return 0
 

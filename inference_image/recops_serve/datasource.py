@@ -49,7 +49,8 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
-from recops_serve import data, storage
+from recops_contracts import storage
+from recops_serve import data
 from recops_serve.data import EVENT_TYPES, Dataset, LoadReport
 
 BUILTIN = "builtin:"

@@ -28,9 +28,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy: implicit's A
 
 import numpy as np
 
+from recops_contracts.serving import MAX_SESSION_EVENTS, Rules, ServeConfig
 from recops_serve import ranking, sessionknn
 from recops_serve.bundle import ModelBundle
-from recops_serve.config import MAX_SESSION_EVENTS, Rules, ServeConfig
 from recops_serve.data import Dataset, load, load_diginetica
 from recops_serve.validation import Case, basket_cases, known_targets, next_item_cases, paired, split_time
 from recops_serve.validation import score as _score

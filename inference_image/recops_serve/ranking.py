@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from recops_contracts.serving import ServeConfig
 from recops_serve import sessionknn
 from recops_serve.bundle import ModelBundle
-from recops_serve.config import ServeConfig
 
 NEW_ITEM_BOOST = 1.25
 POPULAR_CANDIDATES = 100

@@ -39,13 +39,18 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np
 import scipy.sparse as sp
 
-from recops_serve import sessionknn, storage
+from recops_contracts import storage
+from recops_contracts.training import (
+    CHECKPOINT_ARRAYS_NAME,
+    CHECKPOINT_STATE_NAME,
+    EXIT_CONFIG,
+    EXIT_PREEMPTED,
+)
+from recops_serve import sessionknn
 from recops_serve.bundle import ModelBundle, save_bundle
 from recops_serve.data import Dataset, DatasetUnavailable
 from recops_serve.ranking import Blend, RankConfig
 
-EXIT_PREEMPTED = 143
-EXIT_CONFIG = 78
 CHUNK_ITEMS = 4096
 
 
@@ -109,10 +114,10 @@ class Checkpointer:
 
     def load(self) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
         d = self.dir
-        if d is None or not (d / "state.json").exists():
+        if d is None or not (d / CHECKPOINT_STATE_NAME).exists():
             return None
-        state = json.loads((d / "state.json").read_text())
-        with np.load(d / "arrays.npz", allow_pickle=False) as z:
+        state = json.loads((d / CHECKPOINT_STATE_NAME).read_text())
+        with np.load(d / CHECKPOINT_ARRAYS_NAME, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
         return state, arrays
 
@@ -124,13 +129,13 @@ class Checkpointer:
         # it holds, however long writing it took (a busy disk must not stretch the loss bound)
         snapshot, mono = time.time(), time.monotonic()
         d.mkdir(parents=True, exist_ok=True)
-        tmp_npz, tmp_json = d / ".arrays.npz.tmp", d / ".state.json.tmp"
+        tmp_npz, tmp_json = d / f".{CHECKPOINT_ARRAYS_NAME}.tmp", d / f".{CHECKPOINT_STATE_NAME}.tmp"
         with open(tmp_npz, "wb") as f:
             np.savez(f, **arrays)
         tmp_json.write_text(json.dumps({**state, "saved_at": snapshot}))
         # arrays first, then state: state.json always describes a complete arrays.npz
-        os.replace(tmp_npz, d / "arrays.npz")
-        os.replace(tmp_json, d / "state.json")
+        os.replace(tmp_npz, d / CHECKPOINT_ARRAYS_NAME)
+        os.replace(tmp_json, d / CHECKPOINT_STATE_NAME)
         self.clock.last = mono
         self.clock.writes += 1
 
@@ -398,7 +403,7 @@ def _tuned(ds: Dataset, params: Params, ckpt: Checkpointer, log) -> dict[str, An
     the server uses unless the spec overrides it), ``metrics`` (the tuned configuration on the
     validation tail, through the served call: the metrics gate reads these) and ``validation``.
     """
-    from recops_serve.config import MAX_SESSION_EVENTS
+    from recops_contracts.serving import MAX_SESSION_EVENTS
     from recops_serve.validation import (
         basket_cases,
         cases_for,

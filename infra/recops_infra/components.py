@@ -3,7 +3,7 @@
 Every resource takes the stack's explicit regional provider through the component's
 ``opts`` (default providers are disabled in every ``Pulumi.<region>.yaml``), so
 nothing can silently land in another region. Node-pool labels and taints come from
-``recops_operator.topology``: the operator, the test cluster and these pools agree.
+``recops_contracts.topology``: the operator, the test cluster and these pools agree.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import json
 import pulumi
 import pulumi_alicloud as ali
 
+from recops_contracts import topology as topo
 from recops_infra.config import StackConfig
-from recops_operator import topology as topo
 
 
 def _tags(cfg: StackConfig, role: str) -> dict[str, str]:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from recops_operator import topology as topo
+from recops_contracts import topology as topo
 
 Props = dict[str, Any]
 

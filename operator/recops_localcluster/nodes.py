@@ -1,6 +1,6 @@
 """KWOK fake nodes shaped like our target ACK cluster.
 
-Built from ``recops_operator.topology`` so the test cluster, the operator and the
+Built from ``recops_contracts.topology`` so the test cluster, the operator and the
 Pulumi node pools carry exactly the same labels and taints.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from recops_operator import topology as topo
+from recops_contracts import topology as topo
 
 DEFAULT_REGION = "cn-hangzhou"
 DEFAULT_ZONES = ("cn-hangzhou-h", "cn-hangzhou-i", "cn-hangzhou-j")

@@ -75,7 +75,6 @@ def measure(
     }
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, id="holdout-lift", interval=LIFT_SECONDS, idle=LIFT_SECONDS)
 def on_lift(namespace: str, name: str, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     spec = RecommenderServiceSpec.model_validate(body.get("spec") or {})
     if spec.experiment.holdout.percent <= 0:
@@ -93,3 +92,10 @@ def on_lift(namespace: str, name: str, body: kopf.Body, patch: kopf.Patch, **_: 
     for bound, key in (("estimate", "lift"), ("low", "liftLow"), ("high", "liftHigh")):
         if result[key] is not None:
             lift_gauge.labels(namespace, name, bound).set(result[key])
+
+
+def register(registry: kopf.OperatorRegistry) -> None:
+    """Register the holdout-lift timer in ``registry``."""
+    kopf.timer(
+        GROUP, VERSION, PLURAL, id="holdout-lift", interval=LIFT_SECONDS, idle=LIFT_SECONDS, registry=registry
+    )(on_lift)

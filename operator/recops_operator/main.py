@@ -13,13 +13,14 @@ from typing import Any
 
 import kopf
 
-from recops_operator import experiment, handlers, webhook  # noqa: F401  (registers handlers)
-from recops_operator.training import handlers as training_handlers  # noqa: F401
+from recops_operator import experiment, handlers, webhook
+from recops_operator.rollout import handlers as rollout_handlers
+from recops_operator.training import handlers as training_handlers
 
-try:  # the rollout controller registers its timer when present
-    from recops_operator.rollout import handlers as rollout_handlers
-except ImportError:  # pragma: no cover - rollout package not installed in this build
-    rollout_handlers = None
+#: Every controller, registered the same way (``register(registry)``).
+CONTROLLERS = (handlers, rollout_handlers, training_handlers, experiment, webhook)
+for _controller in CONTROLLERS:
+    _controller.register(kopf.get_default_registry())
 
 PREFIX = "recops.io"
 

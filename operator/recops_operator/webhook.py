@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from recops_operator.api.models import GROUP, PLURAL, VERSION, RecommenderServiceSpec
 from recops_operator.api.semantics import bucket_registry, residency_errors, resource_errors
+from recops_operator.controller import CONTROLLER
 from recops_operator.dryrun import DryRun, applier_dry_run, implied_objects, rejected_children
 from recops_operator.render import Owner, RenderContext
 from recops_operator.training.invariants import check_capacity_invariants
@@ -63,15 +64,12 @@ def needs_validation(body: Any, old: Any | None) -> bool:
     return old is None or (old.get("spec") or {}) != (body.get("spec") or {})
 
 
-@kopf.on.validate(GROUP, VERSION, PLURAL, id=HANDLER_ID, operations=["CREATE", "UPDATE"])
 def validate(body: kopf.Body, namespace: str | None = None, old: kopf.Body | None = None, **_: Any) -> None:
-    from recops_operator.handlers import applier  # the operator's client (not needed by pure callers)
-
     if not needs_validation(body, old):
         return
     obj = dict(body)
     obj["metadata"] = {**(obj.get("metadata") or {}), "namespace": namespace or body.metadata.namespace}
-    ap = applier()
+    ap = CONTROLLER.applier()
     ctx = RenderContext(
         monitoring_available=ap.has_kind("monitoring.coreos.com/v1", "ServiceMonitor"),
         mesh_available=ap.has_kind("networking.istio.io/v1", "VirtualService"),
@@ -79,6 +77,13 @@ def validate(body: kopf.Body, namespace: str | None = None, old: kopf.Body | Non
     errors = problems(obj, applier_dry_run(ap), ctx)
     if errors:
         raise kopf.AdmissionError("; ".join(errors), code=422)
+
+
+def register(registry: kopf.OperatorRegistry) -> None:
+    """Register the admission webhook's validating handler in ``registry``."""
+    kopf.on.validate(
+        GROUP, VERSION, PLURAL, id=HANDLER_ID, operations=["CREATE", "UPDATE"], registry=registry
+    )(validate)
 
 
 def self_signed(host: str = "127.0.0.1") -> tuple[Path, Path]:

@@ -76,7 +76,7 @@ def test_installed_operator_runs_on_on_demand_capacity(cluster, release):
         cluster, "pods", "-n", release["ns"], "-l", f"app.kubernetes.io/instance={release['name']}"
     )["items"]
     node = _get(cluster, "node", pod["spec"]["nodeName"])
-    from recops_operator import topology
+    from recops_contracts import topology
 
     assert node["metadata"]["labels"].get(topology.CAPACITY_LABEL) != topology.CAPACITY_SPOT
     assert pod["spec"]["serviceAccountName"] == release["sa"]
@@ -198,10 +198,9 @@ def test_operator_e2e_scenario_runs_under_the_chart_identity(
     from kopf.testing import KopfRunner
     from kubernetes import client, config
 
-    from recops_operator.training import handlers
+    from recops_operator.controller import CONTROLLER
+    from tests.support.training import answer_spot_release_notice, training_registry
     from tests.training.conftest import service
-    from tests.training.test_training_cluster import _training_registry
-    from tests.training.test_training_cluster import test_operator_answers_spot_release_notice as scenario
 
     kubeconfig = _token_kubeconfig(cluster, release, tmp_path)
     whoami = cluster.kubectl("auth", "whoami", f"--kubeconfig={kubeconfig}", "-o", "json").stdout
@@ -210,12 +209,12 @@ def test_operator_e2e_scenario_runs_under_the_chart_identity(
     monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
     cfg = client.Configuration()
     config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)
-    monkeypatch.setattr(handlers, "_api", client.ApiClient(cfg))
+    monkeypatch.setattr(CONTROLLER, "_api", client.ApiClient(cfg))
     args = ["run", "--standalone", "--namespace", namespace, "-m", "recops_operator.training.handlers"]
     # only the training handlers: other modules in this process may have registered admission handlers
-    with KopfRunner(args, timeout=90, registry=_training_registry()) as runner:
+    with KopfRunner(args, timeout=90, registry=training_registry()) as runner:
         time.sleep(2)
-        scenario(cluster, namespace, service, runner, "event")
+        answer_spot_release_notice(cluster, namespace, service, "event")
     assert runner.exception is None, runner.output[-3000:]
     assert "forbidden" not in runner.output.lower(), runner.output[-3000:]  # APIForbiddenError, 403s
     _operator_metrics_feed_the_dashboards(namespace, tmp_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -9,9 +10,9 @@ import pulumi
 import pytest
 import yaml
 
+from recops_contracts import topology as topo
 from recops_infra import policies
 from recops_infra.config import PROJECT, ConfigError, parse
-from recops_operator import topology as topo
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 STACKS = sorted(INFRA.glob("Pulumi.*-*.yaml"))
@@ -46,6 +47,8 @@ def project_config(cfg: dict) -> dict:
 def run_stack(cfg: dict) -> list[policies.Resource]:
     """Declare the whole program under mocks and return what it registered."""
     mocks = Mocks()
+    # pulumi's mocks run on the current event loop; a test that ran asyncio.run() before left none
+    asyncio.set_event_loop(asyncio.new_event_loop())
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=cfg[f"{PROJECT}:region"], preview=False)
     pulumi.runtime.set_all_config({k: v if isinstance(v, str) else json.dumps(v) for k, v in cfg.items()})
     from recops_infra.stack import build

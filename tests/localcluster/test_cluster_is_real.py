@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from recops_operator import topology as topo
+from recops_contracts import topology as topo
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.operator.test_operator_e2e import Operator, apply, get, service
+from tests.support.kube import Operator, apply, get, service
 
 pytestmark = pytest.mark.integration
 

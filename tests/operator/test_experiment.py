@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from recops_operator.api.models import RecommenderServiceSpec
 from recops_operator.experiment import measure
-from tests.operator.test_operator_e2e import service
+from tests.support.kube import service
 
 
 def _spec(percent: float = 10, salt: str = "s1") -> RecommenderServiceSpec:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.operator.test_operator_e2e import Operator, apply, get, ready, service, wait_for
+from tests.support.kube import Operator, apply, get, ready, service, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +55,8 @@ def test_first_apply_failure_shows_in_status_and_one_counting_event(k8s_cluster,
 def _failed_at(log: Path) -> float:
     """Wall time of the first failed reconcile, from the operator's own log line."""
     for line in log.read_text(errors="replace").splitlines():
-        if "recops_operator.hand" in line and "failed:" in line:
+        # the log format cuts logger names to 20 characters: recops_operator.reconcile
+        if "recops_operator.reco" in line and "reconcile of" in line and "failed:" in line:
             stamp = line[1 : line.index("]")]
             return dt.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
     raise AssertionError("no failed reconcile in the operator log")

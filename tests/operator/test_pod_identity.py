@@ -8,12 +8,12 @@ from pathlib import Path
 
 from recops_operator import pods
 from recops_operator.api.models import RecommenderServiceSpec
-from recops_operator.render import RenderContext, desired_objects
+from recops_operator.render import Owner, RenderContext, desired_objects
 from recops_operator.training.render import render_on_demand_job
-from tests.operator.test_operator_e2e import service
-from tests.operator.test_render import OWNER
+from tests.support.kube import service
 
 ROOT = Path(__file__).resolve().parents[2]
+OWNER = Owner(name="home-feed", namespace="shop", uid="0b7c6b3e-0000-4000-8000-000000000002")
 
 
 def _image_uid(dockerfile: str) -> int:

@@ -7,7 +7,7 @@ import json
 from kubernetes.client.rest import ApiException
 
 from recops_operator import rejections
-from recops_operator.handlers import backoff
+from recops_operator.reconcile import backoff
 
 BODY_422 = {
     "kind": "Status",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import kubernetes_validate
 import pytest
 
-from recops_operator import topology as topo
+from recops_contracts import topology as topo
 from recops_operator.api.models import RecommenderServiceSpec
 from recops_operator.render import Owner, RenderContext, desired_objects
 from recops_operator.training.invariants import check_capacity_invariants
@@ -143,8 +143,8 @@ def _config(s: RecommenderServiceSpec) -> dict:
 
 
 def test_every_serving_field_reaches_the_servers_typed_config():
+    from recops_contracts.serving import ServeConfig
     from recops_operator.api.models import Serving
-    from recops_serve.config import ServeConfig
 
     wire = {f.alias or n for n, f in Serving.model_fields.items()}
     assert wire == set(SERVER_FIELDS) | POD_FIELDS, "a new serving field must be classified here"
@@ -169,8 +169,8 @@ def test_every_serving_field_reaches_the_servers_typed_config():
 
 
 def test_defaults_are_written_once():
+    from recops_contracts import serving as defaults
     from recops_operator.api.models import FeatureStore, Serving
-    from recops_serve import config as defaults
 
     s = Serving(image="x")
     fs = FeatureStore(secret_ref={"name": "t"})

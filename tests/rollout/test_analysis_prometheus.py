@@ -101,7 +101,7 @@ def test_tick_fails_fast_between_intervals_but_never_promotes_early(arms, tmp_pa
     import kopf
 
     from recops_operator.rollout import handlers
-    from tests.operator.test_operator_e2e import service
+    from tests.support.kube import service
 
     monkeypatch.setattr(kopf, "event", lambda *a, **k: None)  # no kopf context here: events are not the point
     stable, healthy, slow = arms

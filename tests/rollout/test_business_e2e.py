@@ -18,9 +18,9 @@ import time
 import pytest
 
 from recops_serve import ranking
-from tests.operator.test_operator_e2e import get, service, wait_for
-from tests.rollout.test_rollout_e2e import NAME, rollout_status, start
-from tests.serve.conftest import train
+from tests.support.kube import get, service, wait_for
+from tests.support.rollout import NAME, rollout_status, start_rollout
+from tests.support.serving import train
 from tests.support.shopper import Shoppers, held_out_sessions
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -124,7 +124,7 @@ def test_business_check_promotes_an_equal_model_rolls_back_a_worse_one_and_waits
     canary, canary_cfg = make_server(
         {"model_uri": shop_bundles["good"], "track": "canary", **holdout}, redis_server.url
     )
-    prom, op = start(k8s_cluster, ns, tmp_path, stable, canary, {"RECOPS_LIFT_SECONDS": "5"})
+    prom, op = start_rollout(k8s_cluster, ns, tmp_path, stable, canary, {"RECOPS_LIFT_SECONDS": "5"})
     apply = lambda body: k8s_cluster.kubectl("-n", ns, "apply", "-f", "-", input=json.dumps(body))  # noqa: E731
     try:
         apply(service(NAME))

@@ -11,8 +11,8 @@ import json
 
 import pytest
 
-from tests.operator.test_operator_e2e import Operator, get, service, wait_for
-from tests.rollout.test_rollout_e2e import NAME, rollout_status
+from tests.support.kube import Operator, get, service, wait_for
+from tests.support.rollout import NAME, rollout_status
 
 pytestmark = pytest.mark.integration
 IMAGE = "registry-vpc.cn-hangzhou.aliyuncs.com/recops/recops-serve:0.2.0-rc1"

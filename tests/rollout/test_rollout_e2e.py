@@ -8,71 +8,16 @@ Prometheus labels their series exactly as the ServiceMonitor relabelling does in
 from __future__ import annotations
 
 import json
-import threading
 import time
 
-import httpx
 import pytest
 
-from tests.operator.test_operator_e2e import Operator, get, service, wait_for
-from tests.support.prometheus_server import PrometheusServer, Target, free_port
+from tests.support.kube import get, service, wait_for
+from tests.support.prometheus_server import PrometheusServer
+from tests.support.rollout import NAME, rollout_status, start_rollout
+from tests.support.serving import Load
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-NAME = "home-feed"
-
-
-class Load:
-    """Steady background traffic to both arms (the storefront)."""
-
-    def __init__(self, *urls: str):
-        self.urls, self.stop_flag = urls, threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def run(self) -> None:
-        with httpx.Client(timeout=5) as c:
-            n = 0
-            while not self.stop_flag.is_set():
-                for u in self.urls:
-                    c.get(f"{u}/v1/recommendations", params={"user_id": f"u{n % 50}"})
-                n += 1
-                time.sleep(0.01)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop_flag.set()
-        self.thread.join(10)
-
-
-def start(k8s_cluster, ns, tmp_path, stable, canary, extra_env: dict[str, str] | None = None):
-    op_metrics = free_port()
-    prom = PrometheusServer(
-        tmp_path / "prom",
-        [
-            Target(f"127.0.0.1:{stable.port}", {"namespace": ns, "recsvc": NAME, "track": "stable"}),
-            Target(f"127.0.0.1:{canary.port}", {"namespace": ns, "recsvc": NAME, "track": "canary"}),
-            Target(f"127.0.0.1:{op_metrics}", job="recops-operator"),  # the operator's own metrics
-        ],
-        scrape_interval="1s",
-    ).start()
-    k8s_cluster.kubectl(
-        "-n", ns, "create", "secret", "generic", "tair-credentials", "--from-literal=url=redis://x"
-    )
-    op = Operator(
-        k8s_cluster,
-        ns,
-        tmp_path / "operator.log",
-        {
-            "RECOPS_PROMETHEUS_URL": prom.url,
-            "RECOPS_ROLLOUT_TICK_SECONDS": "1",
-            "RECOPS_METRICS_PORT": str(op_metrics),
-            "RECOPS_METRICS_ADDR": "127.0.0.1",
-            **(extra_env or {}),
-        },
-    ).start()
-    return prom, op
 
 
 def rollout_panels_and_alert_have_data(prom: PrometheusServer, ns: str) -> None:
@@ -102,10 +47,6 @@ def rollout_panels_and_alert_have_data(prom: PrometheusServer, ns: str) -> None:
     assert prom.query(alert.expr.rsplit(" > ", 1)[0]), "the reconcile-errors alert's signal has data"
 
 
-def rollout_status(k8s_cluster, ns) -> dict:
-    return (get(k8s_cluster, ns, "recsvc", NAME).get("status") or {}).get("rollout") or {}
-
-
 def svc_with_candidate(version: str) -> dict:
     body = service(NAME)
     body["spec"]["rollout"] = {
@@ -126,7 +67,7 @@ def test_healthy_candidate_is_promoted_and_a_faulty_one_rolled_back(
     ns = k8s_namespace
     stable, _ = make_server({"model_uri": str(bundles["v1"])}, redis_server.url)
     canary, canary_cfg = make_server({"model_uri": str(bundles["v2"])}, redis_server.url)
-    prom, op = start(k8s_cluster, ns, tmp_path, stable, canary)
+    prom, op = start_rollout(k8s_cluster, ns, tmp_path, stable, canary)
     try:
         k8s_cluster.kubectl("-n", ns, "apply", "-f", "-", input=json.dumps(service(NAME)))
         wait_for(
@@ -217,7 +158,7 @@ def test_no_traffic_holds_and_operator_restart_resumes_at_the_same_step(
     ns = k8s_namespace
     stable, _ = make_server({"model_uri": str(bundles["v1"])}, redis_server.url)
     canary, _ = make_server({"model_uri": str(bundles["v2"])}, redis_server.url)
-    prom, op = start(k8s_cluster, ns, tmp_path, stable, canary)
+    prom, op = start_rollout(k8s_cluster, ns, tmp_path, stable, canary)
     try:
         k8s_cluster.kubectl("-n", ns, "apply", "-f", "-", input=json.dumps(svc_with_candidate("2026-11-21")))
         st = wait_for(

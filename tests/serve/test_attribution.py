@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.serve.test_server import metric
+from tests.support.serving import metric
 
 pytestmark = pytest.mark.integration
 

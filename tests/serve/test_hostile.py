@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from recops_serve.bundle import load_bundle
-from tests.serve.test_server import metric
+from tests.support.serving import metric
 
 pytestmark = pytest.mark.integration
 

@@ -13,12 +13,12 @@ import time
 import numpy as np
 import pytest
 
+from recops_contracts.serving import ServeConfig
 from recops_serve import ranking
 from recops_serve.bundle import load_bundle
-from recops_serve.config import ServeConfig
 from recops_serve.data import data_dir
 from recops_serve.validation import Case, recommend
-from tests.serve.conftest import train
+from tests.support.serving import train
 
 pytestmark = pytest.mark.integration
 

@@ -12,25 +12,13 @@ import pytest
 
 from recops_serve.app import holdout_arm
 from recops_serve.bundle import load_bundle
+from tests.support.serving import metric
 
 pytestmark = pytest.mark.integration
 
 
 def items(resp) -> list[int]:
     return [i["item_id"] for i in resp.json()["items"]]
-
-
-def metric(server, name: str, **labels) -> float:
-    text = server.get("/metrics").text
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + ("{" if labels else "")) and (
-            not labels or all(f'{k}="{v}"' in line for k, v in labels.items())
-        ):
-            total += float(line.rsplit(" ", 1)[1])
-    assert want is not None
-    return total
 
 
 def test_a_click_changes_the_next_recommendation(bundles, redis_server, make_server):

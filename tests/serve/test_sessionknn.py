@@ -70,7 +70,7 @@ def _diginetica_or_skip() -> None:
 @pytest.mark.integration
 def test_server_answers_an_anonymous_click_stream_from_session_knn(tmp_path, redis_server, make_server):
     _diginetica_or_skip()
-    from tests.serve.conftest import train
+    from tests.support.serving import train
 
     out = tmp_path / "digi"
     train(out, "d1", 200_000, "--iterations", "1", dataset="diginetica")

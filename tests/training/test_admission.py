@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from recops_operator import topology, webhook
+from recops_contracts import topology
+from recops_operator import webhook
 from recops_operator.training import render
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 
-from recops_operator import topology
+from recops_contracts import topology
 from recops_operator.training import check_capacity_invariants
 from recops_operator.training.render import render_cronjob, render_on_demand_job
 

@@ -27,17 +27,26 @@ import pyarrow.parquet as pq
 import pytest
 from kubernetes import client
 
+from recops_contracts.training import CONFIG_ERROR_EXIT_CODES
 from recops_localcluster import procs
 from recops_operator.api.models import RecommenderServiceSpec
 from recops_operator.render.serving import serving_config
-from recops_operator.training import config as c
 from recops_operator.training import naming
 from recops_operator.training.render import render_on_demand_job
 from recops_operator.training.sync import apply_sync
 from recops_serve.datasource import export_builtin
 from tests.support.redis_server import free_port
-from tests.training.test_trainer_process import _expand, _kubelet_env
-from tests.training.test_training_cluster import HOLD, _condition, _fail_pod, _job, _pods, _sync, wait_for
+from tests.support.training import (
+    HOLD,
+    expand,
+    fail_pod,
+    job_condition,
+    kubelet_env,
+    list_pods,
+    read_job,
+    sync_once,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 BUCKET = "retail-data-cn-hangzhou"
@@ -47,11 +56,11 @@ MODELS = "oss://retail-models-cn-hangzhou/home-feed/"
 def _run_container(pod: dict, root: Path, extra: list[str]) -> tuple[int, str, str]:
     """The kubelet's part for the pod's trainer container: env, $(VAR) expansion, the process."""
     (container,) = pod["spec"]["containers"]
-    env = _kubelet_env(
+    env = kubelet_env(
         container, pod["metadata"]["labels"]["batch.kubernetes.io/job-name"], pod["metadata"]["name"]
     )
     term = root / f"termination-{pod['metadata']['name']}"
-    args = _expand(container["args"], env)
+    args = expand(container["args"], env)
     proc = subprocess.run(
         [sys.executable, "-m", "recops_serve.train", *args[1:], *extra],
         env={**os.environ, **env, "RECOPS_OSS_LOCAL_ROOT": str(root), "RECOPS_TERMINATION_LOG": str(term)},
@@ -70,7 +79,7 @@ def _finish_pod(api, pod: dict, code: int, message: str) -> None:
     if code == 0:
         core.patch_namespaced_pod(name, ns, {"metadata": {"annotations": {HOLD: None}}})
         return
-    _fail_pod(api, pod, exit_code=code, disruption=False, message=message)
+    fail_pod(api, pod, exit_code=code, disruption=False, message=message)
 
 
 def _one_run(api, ns: str, body: dict, token: str, root: Path, extra: list[str]):
@@ -79,17 +88,17 @@ def _one_run(api, ns: str, body: dict, token: str, root: Path, extra: list[str])
     job = render_on_demand_job(body, token)
     job["spec"]["template"]["metadata"].setdefault("annotations", {})[HOLD] = "true"
     client.BatchV1Api(api).create_namespaced_job(ns, job)  # the operator's own Job, held for the test
-    _sync(api, body)  # the operator starts it (it finds the Job it would have created)
+    sync_once(api, body)  # the operator starts it (it finds the Job it would have created)
     name = job["metadata"]["name"]
     sel = f"job-name={name}"
     pod = wait_for(
         f"pod of {name} running",
-        lambda: next((p for p in _pods(api, ns, sel) if p["status"].get("phase") == "Running"), None),
+        lambda: next((p for p in list_pods(api, ns, sel) if p["status"].get("phase") == "Running"), None),
     )
     code, out, term = _run_container(pod, root, extra)
     _finish_pod(api, pod, code, term)
     done = "Complete" if code == 0 else "Failed"
-    wait_for(f"{name} {done}", lambda: _condition(_job(api, ns, name), done), timeout=90)
+    wait_for(f"{name} {done}", lambda: job_condition(read_job(api, ns, name), done), timeout=90)
     status = apply_sync(api, ns, body["metadata"]["name"])  # as the operator does on the Job event
     obj = client.CustomObjectsApi(api).get_namespaced_custom_object(
         "recops.io", "v1alpha1", ns, "recommenderservices", body["metadata"]["name"]
@@ -195,7 +204,7 @@ def test_own_data_trains_becomes_the_candidate_and_is_served(k8s_cluster, k8s_na
         # a broken export: exit 78, the reason in status, nothing serving changes
         body["spec"]["training"]["data"]["events"] = _bad_events(root)
         bad_run, code, out, status, obj = _one_run(api, ns, body, "shop-data-2", root, [])
-        assert code == c.CONFIG_ERROR_EXIT_CODES[-1] == 78, out
+        assert code == CONFIG_ERROR_EXIT_CODES[-1] == 78, out
         last = status["lastRun"]
         assert last["name"] == bad_run and last["phase"] == "Failed"
         assert "unparseable_ts" in last["message"] and "30.0%" in last["message"], last

@@ -5,7 +5,8 @@ from __future__ import annotations
 import kubernetes_validate
 import pytest
 
-from recops_operator import pods, topology
+from recops_contracts import topology
+from recops_operator import pods
 from recops_operator.training import config as c
 from recops_operator.training import naming
 from recops_operator.training.config import TrainingConfigError
@@ -143,8 +144,8 @@ def test_pod_is_hardened_and_exits_inside_the_spot_notice(svc):
     ("override", "message"),
     [
         ({"capacity": "on-demand"}, "spot"),
-        ({"terminationGracePeriodSeconds": 200}, "notice"),
-        ({"data": None}, "data.events"),
+        ({"terminationGracePeriodSeconds": 200}, "terminationGracePeriodSeconds: .* 150"),
+        ({"data": None}, "spec.training.data: "),
         ({"dataset": "completejourney"}, "spec.training.data"),
         ({"checkpoint": {"intervalSeconds": 60}}, "checkpoint.uri"),
         ({"placement": "anywhere"}, "placement"),

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from recops_operator.api.models import MetricsGate
 from recops_operator.training import config as c
 from recops_operator.training import loop, preemption, runs
-from recops_operator.training.config import MetricsGate
 
 
 def _job(name, created, *, active=0, cond=None, reason=None, labels=None, ann=None):
@@ -97,7 +97,7 @@ def test_preemption_reasons():
 
 
 def test_metrics_gate_is_tolerant_but_fails_closed():
-    gate = MetricsGate(metrics=("ndcg@10", "recall@50"), tolerance=0.01)
+    gate = MetricsGate(metrics=["ndcg@10", "recall@50"], tolerance=0.01)
     assert loop.metrics_gate(
         {"ndcg@10": 0.195, "recall@50": 0.4}, {"ndcg@10": 0.2, "recall@50": 0.4}, gate
     ).passed

@@ -15,134 +15,39 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from kubernetes import client
 
-from recops_operator import topology
-from recops_operator.training import artifacts, check_capacity_invariants, naming, runs
+from recops_contracts import topology
+from recops_contracts.training import CHECKPOINT_STATE_NAME
+from recops_operator.training import check_capacity_invariants, naming, runs
 from recops_operator.training import config as c
 from recops_operator.training.render import render_cronjob, render_on_demand_job, training_selector
-from recops_operator.training.sync import record_preemption, request_checkpoint, sync_training
+from recops_operator.training.sync import record_preemption, request_checkpoint
+from tests.support.training import (
+    HOLD,
+    answer_spot_release_notice,
+    body_for,
+    bundle_dir,
+    checkpoint_dir,
+    fail_pod,
+    hold,
+    job_condition,
+    list_pods,
+    local_oss,
+    node_labels,
+    read_job,
+    running_pods,
+    runs_of,
+    ssa_apply,
+    sync_once,
+    training_registry,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
-
-HOLD = "recops.io/kwok-hold"
-
-
-def wait_for(what: str, fn: Callable[[], Any], timeout: float = 60, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
-
-def _hold(template: dict[str, Any]) -> None:
-    template["metadata"].setdefault("annotations", {})[HOLD] = "true"
-
-
-def _apply(cluster, obj: dict[str, Any]) -> None:
-    cluster.kubectl(
-        "apply", "--server-side", "--field-manager=recops.io/training-test", "-f", "-", input=json.dumps(obj)
-    )
-
-
-def _pods(api, ns: str, selector: str) -> list[dict[str, Any]]:
-    resp = client.CoreV1Api(api).list_namespaced_pod(ns, label_selector=selector, _preload_content=False)
-    return sorted(json.loads(resp.data)["items"], key=lambda p: p["metadata"]["creationTimestamp"])
-
-
-def _job(api, ns: str, name: str) -> dict[str, Any]:
-    resp = client.BatchV1Api(api).read_namespaced_job(name, ns, _preload_content=False)
-    return json.loads(resp.data)
-
-
-def _node_labels(api) -> dict[str, dict[str, str]]:
-    return {n.metadata.name: n.metadata.labels for n in client.CoreV1Api(api).list_node().items}
-
-
-def _body(svc, ns: str, tmp_path=None, **training) -> dict[str, Any]:
-    body = svc(**training)
-    body["metadata"]["namespace"] = ns
-    del body["metadata"]["uid"]  # not stored in this cluster: no owner reference
-    if tmp_path is not None:
-        body["spec"]["model"]["uri"] = f"file://{tmp_path}/models"
-        body["spec"]["training"]["checkpoint"]["uri"] = f"file://{tmp_path}/ckpt"
-    return body
-
-
-def _running(api, ns, selector, n=1):
-    def ready():
-        pods = [p for p in _pods(api, ns, selector) if p["status"].get("phase") == "Running"]
-        return pods if len(pods) >= n else None
-
-    return ready
-
-
-def _fail_pod(
-    api,
-    pod: dict[str, Any],
-    *,
-    exit_code: int,
-    disruption: bool,
-    reason: str | None = None,
-    eci_expired: bool = False,
-    message: str | None = None,
-) -> None:
-    """What the kubelet (or ECI) writes for a terminated pod, optionally with DisruptionTarget."""
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    conds = []
-    if disruption:
-        conds.append(
-            {
-                "type": "DisruptionTarget",
-                "status": "True",
-                "reason": "TerminationByKubelet",
-                "lastTransitionTime": now,
-            }
-        )
-    if eci_expired:
-        conds.append({"type": c.ECI_EXPIRED_CONDITION, "status": "True", "lastTransitionTime": now})
-    status = {
-        "phase": "Failed",
-        **({"reason": reason} if reason else {}),
-        "conditions": conds,
-        "containerStatuses": [
-            {
-                "name": c.CONTAINER_NAME,
-                "image": pod["spec"]["containers"][0]["image"],
-                "imageID": "",
-                "ready": False,
-                "restartCount": 0,
-                "state": {
-                    "terminated": {
-                        "exitCode": exit_code,
-                        "reason": "Error",
-                        **({"message": message} if message else {}),
-                        "startedAt": now,
-                        "finishedAt": now,
-                    }
-                },
-            }
-        ],
-    }
-    client.CoreV1Api(api).patch_namespaced_pod_status(
-        pod["metadata"]["name"], pod["metadata"]["namespace"], {"status": status}
-    )
-
-
-def _condition(job: dict[str, Any], ctype: str) -> dict[str, Any] | None:
-    for cond in (job.get("status") or {}).get("conditions") or []:
-        if cond["type"] == ctype and cond["status"] == "True":
-            return cond
-    return None
 
 
 # --------------------------------------------------------------------------------------
@@ -152,9 +57,9 @@ def test_training_lands_only_on_spot_and_inference_never(k8s_cluster, k8s_namesp
     jobs = []
     for placement in ("nodes", "eci"):
         for i in range(3):
-            job = render_on_demand_job(_body(svc, ns, placement=placement), f"{placement}-{i}")
+            job = render_on_demand_job(body_for(svc, ns, placement=placement), f"{placement}-{i}")
             job["spec"]["suspend"] = False
-            _hold(job["spec"]["template"])
+            hold(job["spec"]["template"])
             jobs.append(job)
     # inference: the operator's own serving renderer (placement eci and nodes), 6 replicas each
     from recops_operator.api.models import RecommenderServiceSpec
@@ -162,7 +67,7 @@ def test_training_lands_only_on_spot_and_inference_never(k8s_cluster, k8s_namesp
 
     inference = []
     for placement in ("eci", "nodes"):
-        raw = _body(svc, ns)["spec"]
+        raw = body_for(svc, ns)["spec"]
         raw["serving"].update(
             placement=placement, featureStore={"secretRef": {"name": "tair"}}, replicas={"min": 6, "max": 6}
         )
@@ -175,10 +80,10 @@ def test_training_lands_only_on_spot_and_inference_never(k8s_cluster, k8s_namesp
     assert len(inference) == 2
     assert check_capacity_invariants(jobs + inference) == []  # what the webhook will check
     for obj in jobs + inference:
-        _apply(k8s_cluster, obj)
+        ssa_apply(k8s_cluster, obj)
 
-    nodes = _node_labels(api)
-    training = wait_for("6 running training pods", _running(api, ns, training_selector("home-feed"), 6))
+    nodes = node_labels(api)
+    training = wait_for("6 running training pods", running_pods(api, ns, training_selector("home-feed"), 6))
     for pod in training:
         labels = nodes[pod["spec"]["nodeName"]]
         if pod["metadata"]["annotations"].get(topology.ECI_SPOT_STRATEGY):
@@ -189,21 +94,21 @@ def test_training_lands_only_on_spot_and_inference_never(k8s_cluster, k8s_namesp
         p for p in training if p["metadata"]["annotations"].get(topology.ECI_SPOT_STRATEGY) == "SpotAsPriceGo"
     ]
     assert len(eci_training) == 3
-    serving = wait_for("12 running inference pods", _running(api, ns, "recops.io/track=stable", 12))
+    serving = wait_for("12 running inference pods", running_pods(api, ns, "recops.io/track=stable", 12))
     placed = [nodes[p["spec"]["nodeName"]] for p in serving]
     assert all(lbl.get(topology.CAPACITY_LABEL) != topology.CAPACITY_SPOT for lbl in placed)
     assert all(not p["metadata"].get("annotations", {}).get(topology.ECI_SPOT_STRATEGY) for p in serving)
     # the spot taint is what keeps the spot pool clean: a training template without the
     # toleration (rejected by the invariant check) cannot be scheduled at all
-    bad = render_on_demand_job(_body(svc, ns), "no-toleration")
+    bad = render_on_demand_job(body_for(svc, ns), "no-toleration")
     bad["spec"]["suspend"] = False
     bad["spec"]["template"]["spec"]["tolerations"] = []
     assert check_capacity_invariants([bad])
-    _apply(k8s_cluster, bad)
+    ssa_apply(k8s_cluster, bad)
     sel = f"batch.kubernetes.io/job-name={bad['metadata']['name']}"
-    wait_for("unschedulable pod", lambda: _pods(api, ns, sel))
+    wait_for("unschedulable pod", lambda: list_pods(api, ns, sel))
     time.sleep(2)
-    (pod,) = _pods(api, ns, sel)
+    (pod,) = list_pods(api, ns, sel)
     assert pod["status"].get("phase") == "Pending" and not pod["spec"].get("nodeName")
 
 
@@ -211,24 +116,26 @@ def test_preemption_does_not_fail_the_job_and_the_replacement_resumes(k8s_cluste
     """backoffLimit 0: a single counted failure would fail the Job, so surviving two
     preemptions proves they are ignored; a genuine failure afterwards does fail it."""
     api, ns = k8s_cluster.api_client(), k8s_namespace
-    job = render_on_demand_job(_body(svc, ns, backoffLimit=0), "preempt-me")
+    job = render_on_demand_job(body_for(svc, ns, backoffLimit=0), "preempt-me")
     job["spec"]["suspend"] = False
-    _hold(job["spec"]["template"])
-    _apply(k8s_cluster, job)
+    hold(job["spec"]["template"])
+    ssa_apply(k8s_cluster, job)
     name = job["metadata"]["name"]
     sel = f"batch.kubernetes.io/job-name={name}"
 
-    (first,) = wait_for("first pod running", _running(api, ns, sel))
+    (first,) = wait_for("first pod running", running_pods(api, ns, sel))
     # 1) spot reclaim as the kubelet reports it: Failed + DisruptionTarget, exit 137
     delays = []
     t = time.monotonic()
-    _fail_pod(api, first, exit_code=137, disruption=True)
+    fail_pod(api, first, exit_code=137, disruption=True)
     assert record_preemption(api, {**first, "status": {}}, "TerminationByKubelet")
     assert not record_preemption(api, first, "TerminationByKubelet")  # counted once
     second = wait_for(
         "replacement pod",
         lambda: [
-            p for p in _running(api, ns, sel)() or [] if p["metadata"]["name"] != first["metadata"]["name"]
+            p
+            for p in running_pods(api, ns, sel)() or []
+            if p["metadata"]["name"] != first["metadata"]["name"]
         ],
     )[0]
     delays.append(time.monotonic() - t)
@@ -239,15 +146,15 @@ def test_preemption_does_not_fail_the_job_and_the_replacement_resumes(k8s_cluste
         "second replacement pod",
         lambda: [
             p
-            for p in _running(api, ns, sel)() or []
+            for p in running_pods(api, ns, sel)() or []
             if p["metadata"]["name"] not in (first["metadata"]["name"], second["metadata"]["name"])
         ],
     )[0]
     delays.append(time.monotonic() - t)
     assert record_preemption(api, second, "EvictionByEvictionAPI")
 
-    status = _job(api, ns, name)
-    assert _condition(status, "Failed") is None
+    status = read_job(api, ns, name)
+    assert job_condition(status, "Failed") is None
     assert status["status"].get("failed", 0) == 0  # Ignore: not counted against backoffLimit
     assert runs.job_preemptions(status) == 2
     # every pod of the run: same run id (Job name label -> RECOPS_RUN_ID), same resume args
@@ -265,11 +172,11 @@ def test_preemption_does_not_fail_the_job_and_the_replacement_resumes(k8s_cluste
 
     # 3) ECI released the spot instance: Failed/BidFailed after ContainerInstanceExpired
     t = time.monotonic()
-    _fail_pod(api, third, exit_code=137, disruption=False, reason="BidFailed", eci_expired=True)
+    fail_pod(api, third, exit_code=137, disruption=False, reason="BidFailed", eci_expired=True)
     seen = {first["metadata"]["name"], second["metadata"]["name"], third["metadata"]["name"]}
     fourth = wait_for(
         "third replacement pod",
-        lambda: [p for p in _running(api, ns, sel)() or [] if p["metadata"]["name"] not in seen],
+        lambda: [p for p in running_pods(api, ns, sel)() or [] if p["metadata"]["name"] not in seen],
     )[0]
     delays.append(time.monotonic() - t)
     shown = ", ".join(f"{d:.1f}s" for d in delays)
@@ -277,58 +184,40 @@ def test_preemption_does_not_fail_the_job_and_the_replacement_resumes(k8s_cluste
         f"\npreemption -> replacement Running (kubelet-style, eviction, BidFailed): {shown}\n"
     )
     assert record_preemption(api, {**third, "status": {"reason": "BidFailed"}}, "BidFailed")
-    assert runs.job_preemptions(_job(api, ns, name)) == 3
+    assert runs.job_preemptions(read_job(api, ns, name)) == 3
     assert fourth["spec"]["containers"][0]["args"] == container["args"]
-    assert _job(api, ns, name)["status"].get("failed", 0) == 0
+    assert read_job(api, ns, name)["status"].get("failed", 0) == 0
 
     # control: a genuine crash (exit 1, no disruption) is counted and fails the Job at backoffLimit 0
-    _fail_pod(api, fourth, exit_code=1, disruption=False)
-    failed = wait_for("job failed", lambda: _condition(_job(api, ns, name), "Failed"))
+    fail_pod(api, fourth, exit_code=1, disruption=False)
+    failed = wait_for("job failed", lambda: job_condition(read_job(api, ns, name), "Failed"))
     assert failed["reason"] == "BackoffLimitExceeded"
 
 
 def test_config_error_exit_code_fails_the_job_at_once(k8s_cluster, k8s_namespace, svc):
     api, ns = k8s_cluster.api_client(), k8s_namespace
-    job = render_on_demand_job(_body(svc, ns, backoffLimit=6), "bad-config")
+    job = render_on_demand_job(body_for(svc, ns, backoffLimit=6), "bad-config")
     job["spec"]["suspend"] = False
-    _hold(job["spec"]["template"])
-    _apply(k8s_cluster, job)
+    hold(job["spec"]["template"])
+    ssa_apply(k8s_cluster, job)
     sel = f"batch.kubernetes.io/job-name={job['metadata']['name']}"
-    (pod,) = wait_for("pod running", _running(api, ns, sel))
-    _fail_pod(api, pod, exit_code=78, disruption=False)
-    failed = wait_for("job failed", lambda: _condition(_job(api, ns, job["metadata"]["name"]), "Failed"))
+    (pod,) = wait_for("pod running", running_pods(api, ns, sel))
+    fail_pod(api, pod, exit_code=78, disruption=False)
+    failed = wait_for(
+        "job failed", lambda: job_condition(read_job(api, ns, job["metadata"]["name"]), "Failed")
+    )
     assert failed["reason"] == "PodFailurePolicy"  # not retried 6 times
-    assert len(_pods(api, ns, sel)) == 1
-
-
-def _sync(api, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """One reconcile as the operator does it, carrying status forward like the API server would."""
-    status, spec_patch = sync_training(api, body)
-    body["status"] = {"training": status}
-    if spec_patch:
-        body["spec"]["rollout"] = spec_patch["spec"]["rollout"]
-    unsuspended = [
-        j["metadata"]["name"]
-        for j in runs_of(api, body)
-        if not j["spec"].get("suspend") and runs.job_phase(j)[0] in ("Pending", "Running")
-    ]
-    assert len(unsuspended) <= 1, f"two runs at once: {unsuspended}"
-    return status, spec_patch
-
-
-def runs_of(api, body):
-    from recops_operator.training.sync import list_training_jobs
-
-    return list_training_jobs(api, body["metadata"]["namespace"], body["metadata"]["name"])
+    assert len(list_pods(api, ns, sel)) == 1
 
 
 @pytest.mark.slow  # waits for the CronJob's next minute boundary (10-75 s)
-def test_scheduled_and_on_demand_runs_never_overlap(k8s_cluster, k8s_namespace, svc, tmp_path):
+def test_scheduled_and_on_demand_runs_never_overlap(k8s_cluster, k8s_namespace, svc, tmp_path, monkeypatch):
     api, ns = k8s_cluster.api_client(), k8s_namespace
-    body = _body(svc, ns, tmp_path, schedule="* * * * *")
+    local_oss(monkeypatch, tmp_path)
+    body = body_for(svc, ns, schedule="* * * * *")
     cron = render_cronjob(body)
-    _hold(cron["spec"]["jobTemplate"]["spec"]["template"])
-    _apply(k8s_cluster, cron)
+    hold(cron["spec"]["jobTemplate"]["spec"]["template"])
+    ssa_apply(k8s_cluster, cron)
     # the CronJob controller creates the scheduled run at the next minute, queued
     scheduled = wait_for("scheduled Job", lambda: runs_of(api, body), timeout=75, interval=1)[0]
     k8s_cluster.kubectl(
@@ -336,24 +225,24 @@ def test_scheduled_and_on_demand_runs_never_overlap(k8s_cluster, k8s_namespace, 
     )
     assert scheduled["metadata"]["name"].startswith(naming.training_base_name("home-feed") + "-")
     assert scheduled["metadata"]["labels"][c.TRIGGER_LABEL] == c.TRIGGER_SCHEDULED
-    assert scheduled["spec"]["suspend"] is True and not _pods(
+    assert scheduled["spec"]["suspend"] is True and not list_pods(
         api, ns, f"batch.kubernetes.io/job-name={scheduled['metadata']['name']}"
     )
-    status, _ = _sync(api, body)
+    status, _ = sync_once(api, body)
     assert status["currentRun"]["name"] == scheduled["metadata"]["name"]
     sel_cron = f"batch.kubernetes.io/job-name={scheduled['metadata']['name']}"
-    (cron_pod,) = wait_for("scheduled run running", _running(api, ns, sel_cron))
-    assert _node_labels(api)[cron_pod["spec"]["nodeName"]][topology.CAPACITY_LABEL] == topology.CAPACITY_SPOT
+    (cron_pod,) = wait_for("scheduled run running", running_pods(api, ns, sel_cron))
+    assert node_labels(api)[cron_pod["spec"]["nodeName"]][topology.CAPACITY_LABEL] == topology.CAPACITY_SPOT
 
     # an on-demand request while the scheduled run is active: recorded, queued, not started
     body["spec"]["training"]["trigger"] = "retrain-2026-11-24"
-    status, _ = _sync(api, body)
+    status, _ = sync_once(api, body)
     od_name = naming.on_demand_job_name("home-feed", "retrain-2026-11-24")
     assert status["lastTrigger"] == "retrain-2026-11-24"
-    od = _job(api, ns, od_name)
+    od = read_job(api, ns, od_name)
     assert od["metadata"]["labels"][c.TRIGGER_LABEL] == c.TRIGGER_ON_DEMAND
     assert od["spec"]["suspend"] is True
-    _sync(api, body)  # idempotent: no second Job for the same token
+    sync_once(api, body)  # idempotent: no second Job for the same token
     assert len(runs_of(api, body)) == 2
 
     # the scheduled run finishes (KWOK completes the pod once the hold is lifted) ...
@@ -361,22 +250,24 @@ def test_scheduled_and_on_demand_runs_never_overlap(k8s_cluster, k8s_namespace, 
         cron_pod["metadata"]["name"], ns, {"metadata": {"annotations": {HOLD: None}}}
     )
     wait_for(
-        "scheduled run complete", lambda: _condition(_job(api, ns, scheduled["metadata"]["name"]), "Complete")
+        "scheduled run complete",
+        lambda: job_condition(read_job(api, ns, scheduled["metadata"]["name"]), "Complete"),
     )
-    status, _ = _sync(api, body)  # ... and only then the on-demand run gets the slot
+    status, _ = sync_once(api, body)  # ... and only then the on-demand run gets the slot
     assert (
         status["lastRun"]["name"] == scheduled["metadata"]["name"]
         and status["lastRun"]["phase"] == "Succeeded"
     )
-    assert _job(api, ns, od_name)["spec"]["suspend"] is False
-    wait_for("on-demand run complete", lambda: _condition(_job(api, ns, od_name), "Complete"))
-    status, _ = _sync(api, body)
+    assert read_job(api, ns, od_name)["spec"]["suspend"] is False
+    wait_for("on-demand run complete", lambda: job_condition(read_job(api, ns, od_name), "Complete"))
+    status, _ = sync_once(api, body)
     assert status["lastRun"]["name"] == od_name and status["lastRun"]["trigger"] == c.TRIGGER_ON_DEMAND
     assert status["currentRun"] is None
 
 
-def _manifest(root, version: str, metrics: dict[str, float], sub: str = "models") -> None:
-    d = root / sub / version
+def _manifest(body, version: str, metrics: dict[str, float]) -> None:
+    """The bundle manifest of ``version`` under the body's ``spec.model.uri``."""
+    d = bundle_dir(body, version)
     d.mkdir(parents=True, exist_ok=True)
     (d / "manifest.json").write_text(
         json.dumps({"version": version, "data_window": {"days": 90}, "metrics": metrics})
@@ -384,22 +275,23 @@ def _manifest(root, version: str, metrics: dict[str, float], sub: str = "models"
 
 
 def test_closed_loop_sets_candidate_only_when_the_metrics_gate_passes(
-    k8s_cluster, k8s_namespace, svc, tmp_path
+    k8s_cluster, k8s_namespace, svc, tmp_path, monkeypatch
 ):
     api, ns = k8s_cluster.api_client(), k8s_namespace
-    body = _body(svc, ns, tmp_path, schedule=None, autoRollout=True)
-    _manifest(tmp_path, "v1", {"ndcg@10": 0.200, "recall@50": 0.500})
+    local_oss(monkeypatch, tmp_path)
+    body = body_for(svc, ns, schedule=None, autoRollout=True)
+    _manifest(body, "v1", {"ndcg@10": 0.200, "recall@50": 0.500})
 
     def run(token: str, metrics: dict[str, float]):
         name = naming.on_demand_job_name("home-feed", token)
-        _manifest(tmp_path, name, metrics)  # what `recops-serve train --out` leaves behind
-        ckpt = tmp_path / "ckpt" / name
+        _manifest(body, name, metrics)  # what `recops-serve train --out` leaves behind
+        ckpt = checkpoint_dir(body, name)
         ckpt.mkdir(parents=True)
         (ckpt / "step-1.ckpt").write_text("x")
         body["spec"]["training"]["trigger"] = token
-        _sync(api, body)
-        wait_for(f"run {name} complete", lambda: _condition(_job(api, ns, name), "Complete"))
-        return name, _sync(api, body)
+        sync_once(api, body)
+        wait_for(f"run {name} complete", lambda: job_condition(read_job(api, ns, name), "Complete"))
+        return name, sync_once(api, body)
 
     # slightly worse but within tolerance (0.005): candidate set, lineage recorded
     good, (status, patch) = run("good", {"ndcg@10": 0.197, "recall@50": 0.52})
@@ -412,7 +304,7 @@ def test_closed_loop_sets_candidate_only_when_the_metrics_gate_passes(
     )
     assert last["dataWindow"] == {"days": 90} and last["servingVersion"] == "v1"
     assert status["lastCheckpointTime"]
-    assert _sync(api, body)[1] is None  # decided once per run
+    assert sync_once(api, body)[1] is None  # decided once per run
 
     # worse than serving beyond tolerance: no candidate, reason recorded
     bad, (status, patch) = run("bad", {"ndcg@10": 0.15, "recall@50": 0.52})
@@ -422,33 +314,20 @@ def test_closed_loop_sets_candidate_only_when_the_metrics_gate_passes(
     assert "ndcg@10" in status["lastRun"]["gate"]["reasons"][0]
 
 
-def _training_registry():
-    """Only the training handlers (other modules imported in this process register admission
-    handlers in the default registry, which would need a webhook server)."""
-    import kopf
-
-    from recops_operator.training import handlers
-
-    registry = kopf.OperatorRegistry()
-    kopf.on.login(registry=registry)(kopf.login_via_client)
-    handlers.register(registry)
-    return registry
-
-
 @pytest.fixture
 def training_operator(k8s_cluster, k8s_namespace, monkeypatch):
     """The training kopf handlers running in-process, scoped to the test namespace."""
     import kubernetes.config.kube_config as kube_config
     from kopf.testing import KopfRunner
 
-    from recops_operator.training import handlers
+    from recops_operator.controller import CONTROLLER
 
     monkeypatch.setenv("KUBECONFIG", str(k8s_cluster.kubeconfig))
     # read once at import by the kubernetes client, which kopf's login uses
     monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(k8s_cluster.kubeconfig))
-    monkeypatch.setattr(handlers, "_api", k8s_cluster.api_client())
+    monkeypatch.setattr(CONTROLLER, "_api", k8s_cluster.api_client())
     args = ["run", "--standalone", "--namespace", k8s_namespace, "-m", "recops_operator.training.handlers"]
-    with KopfRunner(args, timeout=60, registry=_training_registry()) as runner:
+    with KopfRunner(args, timeout=60, registry=training_registry()) as runner:
         time.sleep(2)  # watches established
         yield runner
     assert runner.exception is None, runner.output[-3000:]
@@ -456,57 +335,7 @@ def training_operator(k8s_cluster, k8s_namespace, monkeypatch):
 
 @pytest.mark.parametrize("signal", ["event", "condition"])
 def test_operator_answers_spot_release_notice(k8s_cluster, k8s_namespace, svc, training_operator, signal):
-    api, ns = k8s_cluster.api_client(), k8s_namespace
-    job = render_on_demand_job(_body(svc, ns, backoffLimit=0, placement="eci"), f"notice-{signal}")
-    job["spec"]["suspend"] = False
-    _hold(job["spec"]["template"])
-    _apply(k8s_cluster, job)
-    name = job["metadata"]["name"]
-    sel = f"batch.kubernetes.io/job-name={name}"
-    (pod,) = wait_for("training pod running", _running(api, ns, sel))
-    core = client.CoreV1Api(api)
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    if signal == "event":  # what ECI emits ~3 min before the release
-        core.create_namespaced_event(
-            ns,
-            {
-                "metadata": {"generateName": "spot-", "namespace": ns},
-                "involvedObject": {
-                    "kind": "Pod",
-                    "name": pod["metadata"]["name"],
-                    "namespace": ns,
-                    "apiVersion": "v1",
-                },
-                "reason": c.SPOT_TO_BE_RELEASED_REASON,
-                "message": "Spot ECI will be released",
-                "type": "Warning",
-                "source": {"component": "virtual-kubelet"},
-                "firstTimestamp": now,
-                "lastTimestamp": now,
-                "count": 1,
-            },
-        )
-    else:  # and the pod condition it sets
-        cond = {"type": c.ECI_EXPIRED_CONDITION, "status": "True", "lastTransitionTime": now}
-        core.patch_namespaced_pod_status(
-            pod["metadata"]["name"], ns, {"status": {"conditions": [*pod["status"]["conditions"], cond]}}
-        )
-    t0 = time.monotonic()
-    replacement = wait_for(
-        "replacement pod after the operator's eviction",
-        lambda: [
-            p for p in _running(api, ns, sel)() or [] if p["metadata"]["name"] != pod["metadata"]["name"]
-        ],
-        timeout=30,
-    )[0]
-    reaction = time.monotonic() - t0
-    wait_for(
-        "preemption counted on the run", lambda: runs.job_preemptions(_job(api, ns, name)) == 1, timeout=15
-    )
-    status = _job(api, ns, name)
-    assert _condition(status, "Failed") is None and status["status"].get("failed", 0) == 0
-    assert replacement["spec"]["containers"][0]["args"] == pod["spec"]["containers"][0]["args"]
-    sys.__stdout__.write(f"\nspot notice ({signal}) -> replacement pod running: {reaction:.2f}s\n")
+    answer_spot_release_notice(k8s_cluster, k8s_namespace, svc, signal)
 
 
 def _ensure_crd(cluster) -> None:
@@ -528,31 +357,29 @@ def test_operator_closed_loop_end_to_end(k8s_cluster, k8s_namespace, svc, tmp_pa
     _ensure_crd(k8s_cluster)
     import kubernetes.config.kube_config as kube_config
 
+    from recops_operator.controller import CONTROLLER
     from recops_operator.training import handlers
 
     monkeypatch.setenv("KUBECONFIG", str(k8s_cluster.kubeconfig))
     monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(k8s_cluster.kubeconfig))
-    monkeypatch.setattr(handlers, "_api", k8s_cluster.api_client())
+    monkeypatch.setattr(CONTROLLER, "_api", k8s_cluster.api_client())
     api, ns = k8s_cluster.api_client(), k8s_namespace
     # oss:// as the CRD requires; the operator reads it from a local root (RECOPS_OSS_LOCAL_ROOT)
-    monkeypatch.setenv("RECOPS_OSS_LOCAL_ROOT", str(tmp_path))
-    body = _body(svc, ns, schedule=None, autoRollout=True)
+    local_oss(monkeypatch, tmp_path)
+    body = body_for(svc, ns, schedule=None, autoRollout=True)
     body["spec"]["serving"]["featureStore"] = {"secretRef": {"name": "tair"}}
     body["metadata"]["annotations"] = {c.TRIGGER_ANNOTATION: "nightly-2026-11-24"}
-    bucket = (
-        tmp_path / "retail-models-cn-hangzhou"
-    )  # spec.model.uri = oss://retail-models-cn-hangzhou/home-feed/
-    _manifest(bucket, "v1", {"ndcg@10": 0.200, "recall@50": 0.500}, sub="home-feed")
+    _manifest(body, "v1", {"ndcg@10": 0.200, "recall@50": 0.500})
     run = naming.on_demand_job_name("home-feed", "nightly-2026-11-24")
-    _manifest(bucket, run, {"ndcg@10": 0.230, "recall@50": 0.510}, sub="home-feed")
+    _manifest(body, run, {"ndcg@10": 0.230, "recall@50": 0.510})
     # the trainer's checkpoint manifest for this run, as `recops-serve train` writes it
-    ckpt = artifacts._local_path(naming.checkpoint_uri(body["spec"]["training"]["checkpoint"]["uri"], run))
+    ckpt = checkpoint_dir(body, run)
     ckpt.mkdir(parents=True)
-    (ckpt / artifacts.CHECKPOINT_STATE_NAME).write_text(json.dumps({"saved_at": time.time() - 30}))
+    (ckpt / CHECKPOINT_STATE_NAME).write_text(json.dumps({"saved_at": time.time() - 30}))
     custom = client.CustomObjectsApi(api)
     t0 = time.monotonic()
     args = ["run", "--standalone", "--namespace", ns, "-m", "recops_operator.training.handlers"]
-    with KopfRunner(args, timeout=60, registry=_training_registry()) as runner:
+    with KopfRunner(args, timeout=60, registry=training_registry()) as runner:
         custom.create_namespaced_custom_object("recops.io", "v1alpha1", ns, "recommenderservices", body)
 
         def candidate():
@@ -586,7 +413,7 @@ def test_operator_closed_loop_end_to_end(k8s_cluster, k8s_namespace, svc, tmp_pa
     assert training["lastRun"]["name"] == run and training["lastRun"]["phase"] == "Succeeded"
     assert training["lastRun"]["gate"]["passed"] is True
     assert training["lastRun"]["metrics"]["ndcg@10"] == 0.23 and training["lastRun"]["dataWindowDays"] == 90
-    job = _job(api, ns, run)
+    job = read_job(api, ns, run)
     assert job["metadata"]["ownerReferences"][0]["name"] == "home-feed"  # removed with the service
     sys.__stdout__.write(f"\ntrigger annotation -> candidate set (operator, KWOK run): {elapsed:.2f}s\n")
 

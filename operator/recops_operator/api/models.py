@@ -14,11 +14,11 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
+from recops_contracts import serving as serve_defaults
 from recops_operator.api.status import RolloutStatus
-from recops_serve import config as serve_defaults
 
 GROUP = "recops.io"
 VERSION = "v1alpha1"
@@ -117,6 +117,11 @@ class Model(BaseModel):
     """Base: camelCase aliases, unknown fields rejected (the CRD schema prunes them anyway)."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+#: Upper bound of a training pod's terminationGracePeriodSeconds: it must checkpoint and exit inside
+#: ECI's ~180 s spot-release notice, with margin for the eviction round trip.
+MAX_TRAINING_GRACE_SECONDS = 150
 
 
 # ---------------------------------------------------------------------------------- model
@@ -471,7 +476,11 @@ class Training(Model):
     ] = None
     termination_grace_period_seconds: Annotated[
         int,
-        Field(description="Time to checkpoint after SIGTERM; below the spot notice window.", ge=1, le=150),
+        Field(
+            description="Time to checkpoint after SIGTERM; below the spot notice window (ECI: ~180 s).",
+            ge=1,
+            le=MAX_TRAINING_GRACE_SECONDS,
+        ),
     ] = 120
     trigger: Annotated[
         str | None,
@@ -482,6 +491,14 @@ class Training(Model):
     ] = False
     gate: Annotated[MetricsGate, Field(description="Offline metrics gate for autoRollout.")] = MetricsGate()
     history: Annotated[History, Field(description="Job history limits.")] = History()
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_was_replaced(cls, value: str | None) -> str | None:
+        """The CEL rule's message, for code that validates without the API server."""
+        if value is not None:
+            raise ValueError("spec.training.dataset was replaced by spec.training.data (docs/data.md)")
+        return value
 
 
 # ---------------------------------------------------------------------------------- rollout

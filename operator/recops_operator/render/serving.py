@@ -11,11 +11,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from recops_contracts import topology as topo
+from recops_contracts.serving import ServeConfig
 from recops_operator import pods
-from recops_operator import topology as topo
 from recops_operator.api.models import GROUP, KIND, VERSION, RecommenderServiceSpec
 from recops_operator.api.status import RolloutStatus
-from recops_serve.config import ServeConfig
 
 MANAGED_BY = "recops"
 CONFIG_MOUNT = "/etc/recops"
@@ -90,7 +90,7 @@ def config_map_name(owner: Owner, track: str = "stable") -> str:
 
 
 def serving_config(spec: RecommenderServiceSpec, version: str, track: str, **extra: Any) -> dict[str, Any]:
-    """The recops-serve config file: ``recops_serve.config.ServeConfig``, the schema the server parses."""
+    """The recops-serve config file: ``recops_contracts.serving.ServeConfig``, the schema the server parses."""
     s = spec.serving
     fs = s.feature_store
     cfg = ServeConfig(

@@ -18,7 +18,9 @@ import math
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
+from recops_operator.api.models import Analysis as AnalysisSpec
 from recops_operator.api.models import BusinessCheck, Rollout
 from recops_operator.rollout import sequential
 from recops_operator.rollout.machine import Analysis, Verdict
@@ -176,6 +178,124 @@ def _volume(name: str, value: float | None, minimum: int) -> dict:
     }
 
 
+@dataclass
+class _Interval:
+    """What every check builder of one analysis reads: the spec, where, which window, and the
+    query (answers memoised, so a value two checks share is asked once)."""
+
+    a: AnalysisSpec
+    namespace: str
+    service: str
+    window: str
+    query: Query
+    since: str
+    volume: float | None = None
+    answers: dict[str, float | None] = field(default_factory=dict)
+
+    def ask(self, expr: str) -> float | None:
+        if expr not in self.answers:
+            self.answers[expr] = self.query(expr)
+        return self.answers[expr]
+
+    def track(self, track: str, key: str) -> float | None:
+        return self.ask(queries(self.namespace, self.service, track, self.window)[key])
+
+    @property
+    def enough(self) -> bool:
+        return self.volume is not None and self.volume >= self.a.min_requests
+
+
+Builder = Callable[[_Interval], list[dict]]
+
+
+def _shadow_volume(iv: _Interval) -> list[dict]:
+    iv.volume = iv.ask(shadow_queries(iv.namespace, iv.service, iv.window)["shadow-requests"])
+    return [_volume("shadow-requests", iv.volume, iv.a.min_requests)]
+
+
+def _shadow_quality(iv: _Interval) -> list[dict]:
+    if not iv.enough:
+        return []
+    q = shadow_queries(iv.namespace, iv.service, iv.window)
+    return [
+        _check("shadow-error-rate", iv.ask(q["shadow-error-rate"]), max_=iv.a.max_error_rate),
+        _check("shadow-topk-overlap", iv.ask(q["shadow-topk-overlap"]), min_=iv.a.min_shadow_overlap),
+    ]
+
+
+def _canary_volume(iv: _Interval) -> list[dict]:
+    iv.volume = iv.track("canary", "requests")
+    return [_volume("requests", iv.volume, iv.a.min_requests)]
+
+
+def _canary_errors(iv: _Interval) -> float | None:
+    err = iv.track("canary", "error-rate")
+    return 0.0 if err is None and iv.volume else err  # requests but no 5xx series: no errors
+
+
+def _canary_absolute(iv: _Interval) -> list[dict]:
+    if not iv.enough:
+        return []
+    return [
+        _check("p99-latency-ms", iv.track("canary", "p99-latency-ms"), max_=iv.a.max_p99_latency_ms),
+        _check("error-rate", _canary_errors(iv), max_=iv.a.max_error_rate),
+    ]
+
+
+def _latency_vs_stable(iv: _Interval) -> list[dict]:
+    rel = iv.a.relative
+    if not (iv.enough and rel and rel.max_latency_increase_percent is not None):
+        return []
+    stable = iv.track("stable", "p99-latency-ms")
+    if stable is None:  # no baseline: inconclusive, not a pass
+        return [_check("p99-vs-stable", None, max_=0)]
+    limit = stable * (1 + rel.max_latency_increase_percent / 100)
+    return [_check("p99-vs-stable", iv.track("canary", "p99-latency-ms"), max_=limit)]
+
+
+def _errors_vs_stable(iv: _Interval) -> list[dict]:
+    rel = iv.a.relative
+    if not (iv.enough and rel and rel.max_error_rate_increase is not None):
+        return []
+    stable = iv.track("stable", "error-rate") or 0.0
+    return [
+        _check("error-rate-vs-stable", _canary_errors(iv) or 0.0, max_=stable + rel.max_error_rate_increase)
+    ]
+
+
+def _business(iv: _Interval) -> list[dict]:
+    if not (iv.a.business and iv.enough):
+        return []
+    return [business_check(iv.a.business, iv.namespace, iv.service, iv.query, iv.since)]
+
+
+def _custom(iv: _Interval) -> list[dict]:
+    out = []
+    for c in iv.a.checks:
+        expr = c.query.replace("$namespace", iv.namespace).replace("$service", iv.service)
+        out.append(_check(c.name, iv.ask(expr.replace("$track", "canary")), max_=c.max, min_=c.min))
+    return out
+
+
+#: The checks of one interval, in order: volume first (the rest need enough requests).
+SHADOW_CHECKS: tuple[Builder, ...] = (_shadow_volume, _shadow_quality, _custom)
+CANARY_CHECKS: tuple[Builder, ...] = (
+    _canary_volume,
+    _canary_absolute,
+    _latency_vs_stable,
+    _errors_vs_stable,
+    _business,
+    _custom,
+)
+
+
+def _overall(checks: list[dict]) -> Verdict:
+    verdicts = {c["verdict"] for c in checks}
+    if Verdict.FAIL in verdicts:
+        return Verdict.FAIL
+    return Verdict.INCONCLUSIVE if Verdict.INCONCLUSIVE in verdicts else Verdict.PASS
+
+
 def analyse(
     spec: Rollout,
     namespace: str,
@@ -194,93 +314,17 @@ def analyse(
     if query is None:
         url = default_url(spec)
         if not url:
-            return Analysis(
-                Verdict.INCONCLUSIVE,
-                [
-                    {
-                        "name": "prometheus",
-                        "value": None,
-                        "threshold": "configured",
-                        "verdict": Verdict.INCONCLUSIVE,
-                    }
-                ],
-            )
+            return Analysis(Verdict.INCONCLUSIVE, [_unavailable("configured")])
         query = prometheus_query(url)
-    a = spec.analysis
+    iv = _Interval(spec.analysis, namespace, service, window, query, _since(started_at, now, window))
     checks: list[dict] = []
     try:
-        if shadowing:
-            q = shadow_queries(namespace, service, window)
-            volume = query(q["shadow-requests"])
-            checks.append(_volume("shadow-requests", volume, a.min_requests))
-            if volume is not None and volume >= a.min_requests:
-                checks.append(
-                    _check("shadow-error-rate", query(q["shadow-error-rate"]), max_=a.max_error_rate)
-                )
-                checks.append(
-                    _check("shadow-topk-overlap", query(q["shadow-topk-overlap"]), min_=a.min_shadow_overlap)
-                )
-        else:
-            q = queries(namespace, service, "canary", window)
-            volume = query(q["requests"])
-            checks.append(_volume("requests", volume, a.min_requests))
-            if volume is not None and volume >= a.min_requests:
-                p99 = query(q["p99-latency-ms"])
-                err = query(q["error-rate"])
-                checks.append(_check("p99-latency-ms", p99, max_=a.max_p99_latency_ms))
-                checks.append(
-                    _check("error-rate", 0.0 if err is None and volume else err, max_=a.max_error_rate)
-                )
-                if a.relative:
-                    base = queries(namespace, service, "stable", window)
-                    if a.relative.max_latency_increase_percent is not None:
-                        sp99 = query(base["p99-latency-ms"])
-                        limit = (
-                            None
-                            if sp99 is None
-                            else sp99 * (1 + a.relative.max_latency_increase_percent / 100)
-                        )
-                        checks.append(
-                            _check(
-                                "p99-vs-stable",
-                                p99 if limit is not None else None,
-                                max_=limit if limit is not None else 0,
-                            )
-                        )
-                    if a.relative.max_error_rate_increase is not None:
-                        serr = query(base["error-rate"]) or 0.0
-                        checks.append(
-                            _check(
-                                "error-rate-vs-stable",
-                                err or 0.0,
-                                max_=serr + a.relative.max_error_rate_increase,
-                            )
-                        )
-            if a.business and volume is not None and volume >= a.min_requests:
-                since = _since(started_at, now, window)
-                checks.append(business_check(a.business, namespace, service, query, since))
-        for c in a.checks:
-            expr = (
-                c.query.replace("$namespace", namespace)
-                .replace("$service", service)
-                .replace("$track", "canary")
-            )
-            checks.append(_check(c.name, query(expr), max_=c.max, min_=c.min))
+        for build in SHADOW_CHECKS if shadowing else CANARY_CHECKS:
+            checks.extend(build(iv))
     except Exception as e:  # unreachable or erroring Prometheus: hold, never guess
-        checks.append(
-            {
-                "name": "prometheus",
-                "value": None,
-                "threshold": "reachable",
-                "verdict": Verdict.INCONCLUSIVE,
-                "error": str(e)[:200],
-            }
-        )
-    verdicts = {c["verdict"] for c in checks}
-    if Verdict.FAIL in verdicts:
-        overall = Verdict.FAIL
-    elif Verdict.INCONCLUSIVE in verdicts:
-        overall = Verdict.INCONCLUSIVE
-    else:
-        overall = Verdict.PASS
-    return Analysis(overall, checks)
+        checks.append({**_unavailable("reachable"), "error": str(e)[:200]})
+    return Analysis(_overall(checks), checks)
+
+
+def _unavailable(threshold: str) -> dict:
+    return {"name": "prometheus", "value": None, "threshold": threshold, "verdict": Verdict.INCONCLUSIVE}

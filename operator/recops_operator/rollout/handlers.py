@@ -16,9 +16,10 @@ from typing import Any
 
 import kopf
 
-from recops_operator import handlers as serving
 from recops_operator.api.models import GROUP, PLURAL, VERSION, RecommenderServiceSpec
 from recops_operator.api.status import Phase, RolloutStatus, Verdict
+from recops_operator.controller import CONTROLLER
+from recops_operator.reconcile import reconcile
 from recops_operator.rollout import metrics
 from recops_operator.rollout.analysis import analyse
 from recops_operator.rollout.machine import parse_duration, step
@@ -28,7 +29,7 @@ TICK_SECONDS = float(os.environ.get("RECOPS_ROLLOUT_TICK_SECONDS", "5"))
 
 
 def _stable_at(namespace: str, name: str, version: str) -> bool:
-    dep = serving.applier().get(
+    dep = CONTROLLER.applier().get(
         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": namespace}}
     )
     if not dep:
@@ -47,7 +48,7 @@ def _stable_at(namespace: str, name: str, version: str) -> bool:
 def tick(namespace: str, name: str, body: dict[str, Any], now: float | None = None) -> dict[str, Any] | None:
     """One rollout tick for one service; returns the new status.rollout when it changed.
 
-    The caller applies the children for it and persists it (see ``serving.reconcile``).
+    The caller applies the children for it and persists it (see ``reconcile.reconcile``).
     """
     now = time.time() if now is None else now
     spec = RecommenderServiceSpec.model_validate(body.get("spec") or {})
@@ -84,7 +85,6 @@ def tick(namespace: str, name: str, body: dict[str, Any], now: float | None = No
     return None if new == old else new.dump()
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, id="rollout", interval=TICK_SECONDS)
 def on_tick(namespace: str, name: str, body: kopf.Body, **_: Any) -> None:
     spec_rollout = (body.get("spec") or {}).get("rollout") or {}
     status_rollout = (body.get("status") or {}).get("rollout") or {}
@@ -92,4 +92,9 @@ def on_tick(namespace: str, name: str, body: kopf.Body, **_: Any) -> None:
         return
     new = tick(namespace, name, dict(body))
     if new is not None:  # unchanged status renders unchanged children: drift is the child watches' job
-        serving.reconcile(namespace, name, rollout=new)
+        reconcile(namespace, name, rollout=new)
+
+
+def register(registry: kopf.OperatorRegistry) -> None:
+    """Register the rollout controller's timer in ``registry``."""
+    kopf.timer(GROUP, VERSION, PLURAL, id="rollout", interval=TICK_SECONDS, registry=registry)(on_tick)

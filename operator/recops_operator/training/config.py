@@ -1,19 +1,21 @@
 """The training part of a RecommenderService, as the training renderer sees it.
 
-``TrainingConfig`` is read from the raw (camelCase) ``spec`` mapping rather than from the
-pydantic API model so the renderer stays a pure function of the stored object: the API
-model validates and defaults at admission time; this module only needs the values. The
-field names here mirror ``spec.training`` in the CRD one to one.
+``training_of`` reads ``spec.training`` through the API model (``api.models.Training``): one
+schema, one set of defaults and bounds, for admission, the CRD and the renderer alike.
 
-Constants that other parts rely on (pod labels, exit codes, the spot notice window) live
-here too, so the Job renderer, the preemption handler and the admission check agree.
+Constants that other parts rely on (pod labels, the spot notice window) live here too, so the
+Job renderer, the preemption handler and the admission check agree; exit codes and artifact
+names are the trainer's contract (``recops_contracts.training``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from recops_operator.api.models import MAX_TRAINING_GRACE_SECONDS, Training
 
 #: Pod/Job label that marks training workloads (inference pods never carry it).
 COMPONENT_LABEL = "recops.io/component"
@@ -32,15 +34,10 @@ TRIGGER_ANNOTATION = "recops.io/train-now"
 #: Name of the training container (podFailurePolicy exit-code rules refer to it).
 CONTAINER_NAME = "trainer"
 
-#: Exit codes of ``recops-serve train`` that mean "the run is misconfigured; retrying
-#: cannot help": argparse usage error (2), EX_USAGE (64), EX_CONFIG (78).
-CONFIG_ERROR_EXIT_CODES: tuple[int, ...] = (2, 64, 78)
-
 #: ECI announces a spot release ~3 min ahead (ACK Serverless docs say ~5); design for 3.
 SPOT_NOTICE_SECONDS = 180
-#: Upper bound for terminationGracePeriodSeconds: the pod must checkpoint and exit inside
-#: the notice window, with margin for the eviction round trip.
-MAX_GRACE_SECONDS = 150
+#: Upper bound for terminationGracePeriodSeconds (the API model's bound).
+MAX_GRACE_SECONDS = MAX_TRAINING_GRACE_SECONDS
 
 #: Pod condition ECI sets when the spot instance is about to be released.
 ECI_EXPIRED_CONDITION = "ContainerInstanceExpired"
@@ -56,92 +53,17 @@ class TrainingConfigError(ValueError):
     """``spec.training`` cannot be rendered (the CRD schema should have caught it)."""
 
 
-@dataclass(frozen=True)
-class MetricsGate:
-    """Offline-metric gate of the closed loop: candidate >= serving - tolerance, per metric."""
-
-    metrics: tuple[str, ...] = ("ndcg@10",)
-    tolerance: float = 0.0
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    events: str
-    checkpoint_uri: str
-    catalog: str | None = None
-    max_bad_fraction: float = 0.1
-    type_map: tuple[tuple[str, str], ...] = ()
-    schedule: str | None = None
-    time_zone: str | None = None
-    suspend: bool = False
-    image: str | None = None
-    placement: Placement = "nodes"
-    capacity: Literal["spot"] = "spot"
-    cpu: str = "1"
-    memory: str = "2Gi"
-    checkpoint_interval_seconds: int = 300
-    data_window_days: int | None = None
-    backoff_limit: int = 3
-    active_deadline_seconds: int | None = None
-    termination_grace_period_seconds: int = 120
-    trigger: str | None = None
-    auto_rollout: bool = False
-    gate: MetricsGate = field(default_factory=MetricsGate)
-    successful_jobs_history_limit: int = 3
-    failed_jobs_history_limit: int = 3
-
-    @classmethod
-    def from_spec(cls, spec: Mapping[str, Any]) -> TrainingConfig | None:
-        """Read ``spec.training``; None when the service has no training section."""
-        raw = spec.get("training")
-        if not raw:
-            return None
-        ckpt = raw.get("checkpoint") or {}
-        if raw.get("dataset"):
-            raise TrainingConfigError(
-                "spec.training.dataset was replaced by spec.training.data.events (docs/data.md)"
+def training_of(spec: Mapping[str, Any]) -> Training | None:
+    """``spec.training`` validated and defaulted by the API model; None without one. The stored
+    object passed admission, so an error here means it was written around the webhook."""
+    raw = spec.get("training")
+    if not raw:
+        return None
+    try:
+        return Training.model_validate(raw)
+    except ValidationError as e:
+        raise TrainingConfigError(
+            "; ".join(
+                f"spec.training.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
             )
-        data = raw.get("data") or {}
-        if not data.get("events"):
-            raise TrainingConfigError("spec.training.data.events is required")
-        if not ckpt.get("uri"):
-            raise TrainingConfigError("spec.training.checkpoint.uri is required")
-        if raw.get("capacity", "spot") != "spot":
-            raise TrainingConfigError("spec.training.capacity must be 'spot': training runs on spot only")
-        res = raw.get("resources") or {}
-        window = raw.get("dataWindow") or {}
-        gate = raw.get("gate") or {}
-        grace = int(raw.get("terminationGracePeriodSeconds", 120))
-        if not 0 < grace <= MAX_GRACE_SECONDS:
-            raise TrainingConfigError(
-                f"spec.training.terminationGracePeriodSeconds={grace} must be in 1..{MAX_GRACE_SECONDS} "
-                f"(below the {SPOT_NOTICE_SECONDS} s spot notice)"
-            )
-        history = raw.get("history") or {}
-        return cls(
-            events=str(data["events"]),
-            catalog=data.get("catalog") or None,
-            max_bad_fraction=float(data.get("maxBadFraction", 0.1)),
-            type_map=tuple(sorted((data.get("typeMap") or {}).items())),
-            checkpoint_uri=str(ckpt["uri"]),
-            checkpoint_interval_seconds=int(ckpt.get("intervalSeconds", 300)),
-            schedule=raw.get("schedule") or None,
-            time_zone=raw.get("timeZone") or None,
-            suspend=bool(raw.get("suspend", False)),
-            image=raw.get("image") or None,
-            placement=raw.get("placement", "nodes"),
-            cpu=str(res.get("cpu", "1")),
-            memory=str(res.get("memory", "2Gi")),
-            data_window_days=window.get("days"),
-            backoff_limit=int(raw.get("backoffLimit", 3)),
-            active_deadline_seconds=raw.get("activeDeadlineSeconds"),
-            termination_grace_period_seconds=grace,
-            trigger=raw.get("trigger") or None,
-            auto_rollout=bool(raw.get("autoRollout", False)),
-            gate=MetricsGate(
-                metrics=tuple(gate.get("metrics") or MetricsGate.metrics),
-                tolerance=float(gate.get("tolerance", 0.0)),
-            ),
-            successful_jobs_history_limit=int(history.get("successful", 3)),
-            failed_jobs_history_limit=int(history.get("failed", 3)),
-        )
+        ) from e

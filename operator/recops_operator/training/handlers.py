@@ -1,8 +1,7 @@
 """kopf glue for training: spec/timer/Job-event syncs and spot preemption handling.
 
-Importing this module registers the handlers in kopf's default registry (the operator's
-main module imports it); ``register(registry)`` puts them into another registry (tests run
-the training handlers alone that way).
+``register(registry)`` puts the handlers into a registry: the operator's entry module registers
+every controller the same way, and tests run the training handlers alone in their own.
 Each handler is a thin call into ``sync`` / ``preemption``; all decisions are pure
 functions tested without a cluster.
 """
@@ -13,19 +12,17 @@ import logging
 from typing import Any
 
 import kopf
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from recops_operator.api.models import GROUP, PLURAL, VERSION
+from recops_operator.controller import CONTROLLER
 from recops_operator.training import config as c
 from recops_operator.training import preemption
 from recops_operator.training.sync import (
-    GROUP,
-    PLURAL,
-    VERSION,
     apply_sync,
     record_preemption,
     request_checkpoint,
-    service_lock,
     status_changed,
     sync_training,
     trained_conditions,
@@ -36,24 +33,12 @@ log = logging.getLogger(__name__)
 TRAINING_LABELS = {c.COMPONENT_LABEL: c.COMPONENT_TRAINING}
 SYNC_INTERVAL_SECONDS = 20.0
 
-_api: client.ApiClient | None = None
-
-
-def api() -> client.ApiClient:
-    """One shared API client (in-cluster config, else the kubeconfig)."""
-    global _api
-    if _api is None:
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config()
-        _api = client.ApiClient()
-    return _api
+api = CONTROLLER.api
 
 
 def _sync_into_patch(body: kopf.Body, patch: kopf.Patch) -> None:
     meta = body["metadata"]
-    with service_lock(meta["namespace"], meta["name"]):
+    with CONTROLLER.lock(meta["namespace"], meta["name"]):
         status, spec_patch = sync_training(api(), body)
     if spec_patch:
         patch.spec["rollout"] = spec_patch["spec"]["rollout"]
@@ -129,6 +114,3 @@ def register(registry: kopf.OperatorRegistry) -> None:
     kopf.on.event("v1", "events", field="reason", value=c.SPOT_TO_BE_RELEASED_REASON, registry=registry)(
         on_spot_release_event
     )
-
-
-register(kopf.get_default_registry())

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from recops_operator import topology
+from recops_contracts import topology
 from recops_operator.training import config as c
 
 

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from recops_operator.training.config import MetricsGate, TrainingConfig
+from recops_operator.api.models import MetricsGate
+from recops_operator.training.config import training_of
 
 
 @dataclass(frozen=True)
@@ -59,12 +60,12 @@ def decide(
     serving_metrics: Mapping[str, float] | None,
 ) -> LoopDecision:
     """Decide the closed-loop step for ``run`` (a status.training run record that finished)."""
-    cfg = TrainingConfig.from_spec(spec)
+    cfg = training_of(spec)
     model = spec.get("model") or {}
     record: dict[str, Any] = {
         "run": run.get("name"),
         "version": run.get("version"),
-        "dataWindowDays": cfg.data_window_days if cfg else None,
+        "dataWindowDays": cfg.data_window.days if cfg and cfg.data_window else None,
         "servingVersion": model.get("version"),
         "metrics": dict(candidate_metrics or {}),
         "servingMetrics": dict(serving_metrics or {}),

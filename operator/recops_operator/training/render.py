@@ -22,10 +22,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from recops_operator import pods, topology
+from recops_contracts import topology
+from recops_contracts.training import CONFIG_ERROR_EXIT_CODES, EXIT_PREEMPTED
+from recops_operator import pods
+from recops_operator.api.models import Training
 from recops_operator.training import config as c
 from recops_operator.training import naming
-from recops_operator.training.config import TrainingConfig, TrainingConfigError
+from recops_operator.training.config import TrainingConfigError, training_of
 
 API_GROUP_VERSION = "recops.io/v1alpha1"
 KIND = "RecommenderService"
@@ -73,7 +76,7 @@ def training_selector(service: str) -> str:
     return f"{c.SERVICE_LABEL}={service},{c.COMPONENT_LABEL}={c.COMPONENT_TRAINING}"
 
 
-def _placement(cfg: TrainingConfig) -> tuple[dict[str, Any], list[dict[str, str]], dict[str, str]]:
+def _placement(cfg: Training) -> tuple[dict[str, Any], list[dict[str, str]], dict[str, str]]:
     """(affinity, tolerations, annotations) that put the pod on spot capacity only."""
     if cfg.placement == "eci":
         terms = [
@@ -104,13 +107,13 @@ def _placement(cfg: TrainingConfig) -> tuple[dict[str, Any], list[dict[str, str]
     return affinity, tolerations, annotations
 
 
-def trainer_args(cfg: TrainingConfig) -> list[str]:
+def trainer_args(cfg: Training) -> list[str]:
     """``recops-serve train`` arguments; ``$(VAR)`` is expanded by the kubelet from the env."""
-    data = ["--events", cfg.events, *(["--catalog", cfg.catalog] if cfg.catalog else [])]
-    if cfg.max_bad_fraction != 0.1:
-        data += ["--max-bad-fraction", str(cfg.max_bad_fraction)]
-    if cfg.type_map:
-        data += ["--type-map", ",".join(f"{k}={v}" for k, v in cfg.type_map)]
+    data = ["--events", cfg.data.events, *(["--catalog", cfg.data.catalog] if cfg.data.catalog else [])]
+    if cfg.data.max_bad_fraction != 0.1:
+        data += ["--max-bad-fraction", str(cfg.data.max_bad_fraction)]
+    if cfg.data.type_map:
+        data += ["--type-map", ",".join(f"{k}={v}" for k, v in sorted(cfg.data.type_map.items()))]
     return [
         "train",
         *data,
@@ -119,7 +122,7 @@ def trainer_args(cfg: TrainingConfig) -> list[str]:
         "--checkpoint",
         "$(RECOPS_CHECKPOINT_URI)",
         "--checkpoint-interval",
-        str(cfg.checkpoint_interval_seconds),
+        str(cfg.checkpoint.interval_seconds),
         # Always resume: the first pod finds no checkpoint and starts fresh; a replacement
         # pod after preemption continues from the last one.
         "--resume",
@@ -128,7 +131,7 @@ def trainer_args(cfg: TrainingConfig) -> list[str]:
     ]
 
 
-def _env(cfg: TrainingConfig, service: str, model_uri: str, trigger: str) -> list[dict[str, Any]]:
+def _env(cfg: Training, service: str, model_uri: str, trigger: str) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {
             "name": "RECOPS_RUN_ID",
@@ -140,7 +143,7 @@ def _env(cfg: TrainingConfig, service: str, model_uri: str, trigger: str) -> lis
         {"name": "RECOPS_MODEL_VERSION", "value": "$(RECOPS_RUN_ID)"},
         {
             "name": "RECOPS_CHECKPOINT_URI",
-            "value": naming.checkpoint_uri(cfg.checkpoint_uri, "$(RECOPS_RUN_ID)"),
+            "value": naming.checkpoint_uri(cfg.checkpoint.uri, "$(RECOPS_RUN_ID)"),
         },
         {"name": "RECOPS_OUTPUT_URI", "value": naming.bundle_uri(model_uri, "$(RECOPS_RUN_ID)")},
         # the trainer's thread count = the CPUs this container may use (limits.cpu, rounded up), not the
@@ -150,12 +153,12 @@ def _env(cfg: TrainingConfig, service: str, model_uri: str, trigger: str) -> lis
             "valueFrom": {"resourceFieldRef": {"containerName": c.CONTAINER_NAME, "resource": "limits.cpu"}},
         },
     ]
-    if cfg.data_window_days is not None:
-        env.append({"name": "RECOPS_DATA_WINDOW_DAYS", "value": str(cfg.data_window_days)})
+    if cfg.data_window is not None:
+        env.append({"name": "RECOPS_DATA_WINDOW_DAYS", "value": str(cfg.data_window.days)})
     return env
 
 
-def render_pod_template(body: Mapping[str, Any], cfg: TrainingConfig, trigger: str) -> dict[str, Any]:
+def render_pod_template(body: Mapping[str, Any], cfg: Training, trigger: str) -> dict[str, Any]:
     """Hardened, spot-only pod template of one training run."""
     service, _, _ = _meta(body)
     spec = body.get("spec") or {}
@@ -166,7 +169,7 @@ def render_pod_template(body: Mapping[str, Any], cfg: TrainingConfig, trigger: s
     if not image:
         raise TrainingConfigError("spec.training.image (or spec.serving.image) is required")
     affinity, tolerations, annotations = _placement(cfg)
-    resources = {"cpu": cfg.cpu, "memory": cfg.memory}
+    resources = {"cpu": cfg.resources.cpu, "memory": cfg.resources.memory}
     return {
         "metadata": {
             "labels": {**training_labels(service), c.TRIGGER_LABEL: trigger},
@@ -211,21 +214,25 @@ def pod_failure_policy() -> dict[str, Any]:
             },
             {
                 "action": "Ignore",
-                "onExitCodes": {"containerName": c.CONTAINER_NAME, "operator": "In", "values": [143]},
+                "onExitCodes": {
+                    "containerName": c.CONTAINER_NAME,
+                    "operator": "In",
+                    "values": [EXIT_PREEMPTED],
+                },
             },
             {
                 "action": "FailJob",
                 "onExitCodes": {
                     "containerName": c.CONTAINER_NAME,
                     "operator": "In",
-                    "values": list(c.CONFIG_ERROR_EXIT_CODES),
+                    "values": list(CONFIG_ERROR_EXIT_CODES),
                 },
             },
         ]
     }
 
 
-def render_job_spec(body: Mapping[str, Any], cfg: TrainingConfig, trigger: str) -> dict[str, Any]:
+def render_job_spec(body: Mapping[str, Any], cfg: Training, trigger: str) -> dict[str, Any]:
     spec: dict[str, Any] = {
         # Every run is created queued; the operator starts the oldest queued run only when
         # no other run of the service is active (runs.next_to_start). That is what makes
@@ -246,7 +253,7 @@ def render_job_spec(body: Mapping[str, Any], cfg: TrainingConfig, trigger: str) 
 
 def render_cronjob(body: Mapping[str, Any]) -> dict[str, Any] | None:
     """The CronJob of scheduled runs, or None when spec.training has no schedule."""
-    cfg = TrainingConfig.from_spec(body.get("spec") or {})
+    cfg = training_of(body.get("spec") or {})
     if cfg is None or not cfg.schedule:
         return None
     service, namespace, _ = _meta(body)
@@ -256,8 +263,8 @@ def render_cronjob(body: Mapping[str, Any]) -> dict[str, Any] | None:
         "concurrencyPolicy": "Forbid",
         "suspend": cfg.suspend,
         "startingDeadlineSeconds": STARTING_DEADLINE_SECONDS,
-        "successfulJobsHistoryLimit": cfg.successful_jobs_history_limit,
-        "failedJobsHistoryLimit": cfg.failed_jobs_history_limit,
+        "successfulJobsHistoryLimit": cfg.history.successful,
+        "failedJobsHistoryLimit": cfg.history.failed,
         "jobTemplate": {
             "metadata": {"labels": {**labels, c.TRIGGER_LABEL: c.TRIGGER_SCHEDULED}},
             "spec": render_job_spec(body, cfg, c.TRIGGER_SCHEDULED),
@@ -277,7 +284,7 @@ def render_cronjob(body: Mapping[str, Any]) -> dict[str, Any] | None:
 
 def render_on_demand_job(body: Mapping[str, Any], token: str) -> dict[str, Any]:
     """The Job of the on-demand run requested with ``token`` (deterministic name)."""
-    cfg = TrainingConfig.from_spec(body.get("spec") or {})
+    cfg = training_of(body.get("spec") or {})
     if cfg is None:
         raise TrainingConfigError("on-demand training requested but spec.training is not set")
     service, namespace, _ = _meta(body)

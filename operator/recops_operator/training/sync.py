@@ -11,32 +11,22 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from recops_operator.api.models import GROUP, PLURAL, VERSION, Training
+from recops_operator.controller import CONTROLLER
 from recops_operator.training import artifacts, loop, naming, preemption, runs
 from recops_operator.training import config as c
 from recops_operator.training import metrics as m
-from recops_operator.training.config import TrainingConfig
+from recops_operator.training.config import training_of
 from recops_operator.training.render import pending_trigger, render_on_demand_job, training_selector
 
 log = logging.getLogger(__name__)
-
-GROUP, VERSION, PLURAL = "recops.io", "v1alpha1", "recommenderservices"
-
-# One sync per service at a time: Job events, pod events and the timer may race, and the
-# run slot ("never two runs at once") must be granted by exactly one of them.
-_locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
-
-
-def service_lock(namespace: str, name: str) -> threading.Lock:
-    return _locks[(namespace, name)]
 
 
 def list_training_jobs(api: client.ApiClient, namespace: str, service: str) -> list[dict[str, Any]]:
@@ -62,7 +52,7 @@ def sync_training(
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """(status.training to write, spec merge patch or None) for ``body``."""
     spec = body.get("spec") or {}
-    cfg = TrainingConfig.from_spec(spec)
+    cfg = training_of(spec)
     if cfg is None:
         return None, None
     meta = body["metadata"]
@@ -115,7 +105,7 @@ def sync_training(
     status["lastRun"] = last or None
     ckpt_run = (current or last or {}).get("name")
     if ckpt_run:
-        ts = artifacts.last_checkpoint_time(naming.checkpoint_uri(cfg.checkpoint_uri, ckpt_run))
+        ts = artifacts.last_checkpoint_time(naming.checkpoint_uri(cfg.checkpoint.uri, ckpt_run))
         status["lastCheckpointTime"] = ts or previous.get("lastCheckpointTime")
         if ts:
             m.set_last_checkpoint(namespace, service, ts)
@@ -123,7 +113,7 @@ def sync_training(
 
 
 def _finish_run(
-    body: Mapping[str, Any], cfg: TrainingConfig, run: dict[str, Any]
+    body: Mapping[str, Any], cfg: Training, run: dict[str, Any]
 ) -> tuple[dict[str, Any], dict | None]:
     """Closed-loop step for a run seen finished for the first time."""
     spec = body.get("spec") or {}
@@ -224,7 +214,7 @@ def status_changed(body: Mapping[str, Any], status: Mapping[str, Any] | None) ->
 def apply_sync(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
     """Fetch the service, sync, and write status/spec (for callers outside a kopf handler)."""
     custom = client.CustomObjectsApi(api)
-    with service_lock(namespace, name):
+    with CONTROLLER.lock(namespace, name):
         try:
             body = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
         except ApiException as exc:
@@ -239,9 +229,7 @@ def apply_sync(api: client.ApiClient, namespace: str, name: str) -> dict[str, An
             patch: dict[str, Any] = {"training": status}
             if conditions:
                 patch["conditions"] = conditions
-            custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, PLURAL, name, {"status": patch}
-            )
+            CONTROLLER.write_status(namespace, name, patch, api)
         return status
 
 

@@ -1,10 +1,14 @@
-"""A real bundle (trained on a completejourney slice) and a real server process with real Redis."""
+"""Real inference servers for tests and benches: a trained bundle, a ``recops-serve`` process
+with real Redis, its metrics, and steady storefront traffic; and the fixtures built on them
+(``bundles``, ``redis_server``, ``make_server``), a pytest plugin of tests/conftest.py."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -38,14 +42,6 @@ def train(
     )
 
 
-@pytest.fixture(scope="session")
-def bundles(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("bundles")
-    train(root / "v1", "v1")
-    train(root / "v2", "v2", 140_000)
-    return {"v1": root / "v1", "v2": root / "v2", "root": root}
-
-
 class ServerProc:
     def __init__(self, config: Path, redis_url: str | None, log: Path):
         self.port = free_port()
@@ -75,6 +71,52 @@ class ServerProc:
 
     def stop(self) -> None:
         procs.stop(self.proc)
+
+
+def metric(server, name: str, **labels) -> float:
+    """Sum of the samples of ``name`` on the server's /metrics whose labels include ``labels``."""
+    text = server.get("/metrics").text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + ("{" if labels else "")) and (
+            not labels or all(f'{k}="{v}"' in line for k, v in labels.items())
+        ):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+class Load:
+    """Steady background traffic to both arms (the storefront)."""
+
+    def __init__(self, *urls: str):
+        self.urls, self.stop_flag = urls, threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        with httpx.Client(timeout=5) as c:
+            n = 0
+            while not self.stop_flag.is_set():
+                for u in self.urls:
+                    c.get(f"{u}/v1/recommendations", params={"user_id": f"u{n % 50}"})
+                n += 1
+                time.sleep(0.01)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_flag.set()
+        self.thread.join(10)
+
+
+# ---- fixtures (registered for every test by tests/conftest.py) --------------------------------
+@pytest.fixture(scope="session")
+def bundles(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("bundles")
+    train(root / "v1", "v1")
+    train(root / "v2", "v2", 140_000)
+    return {"v1": root / "v1", "v2": root / "v2", "root": root}
 
 
 @pytest.fixture

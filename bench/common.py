@@ -1,0 +1,77 @@
+"""What every benchmark shares: paths, the printed table, process CPU and memory, a cached bundle."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+CACHE = Path(os.environ.get("RECOPS_BENCH_CACHE", Path.home() / ".cache" / "recops" / "bench"))
+
+
+def table(title: str, header: list[str], rows: list[list]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    print(f"\n{title}")
+    print("  ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=True)))
+    for r in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and all its descendants (a granian server's worker is a child)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(p)
+        todo += children.get(p, [])
+    return total
+
+
+def load() -> str:
+    """The load average (1 min) now: other jobs share these 2 cores, so every figure carries it."""
+    return f"{os.getloadavg()[0]:.1f}"
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def bundle(dataset: str = "completejourney") -> Path:
+    from recops_serve.bundle import SCHEMA_HASH
+
+    out = CACHE / f"bundle-{dataset}-{SCHEMA_HASH}"  # a schema change retrains
+    if not (out / "manifest.json").exists():
+        subprocess.run(
+            [
+                str(BIN / "recops-serve"),
+                "train",
+                "--events",
+                f"builtin:{dataset}",
+                "--out",
+                str(out),
+                "--version",
+                "bench",
+            ],
+            check=True,
+            capture_output=True,
+        )
+    return out

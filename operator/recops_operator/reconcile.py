@@ -1,0 +1,171 @@
+"""The serving reconcile: render a RecommenderService's children from its spec, apply them,
+and write the status that says how they are doing. Every trigger (``handlers``: spec changes,
+child events, the resync timer; ``rollout.handlers``: a new rollout step) ends here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import kopf
+from kubernetes.client.rest import ApiException
+from pydantic import ValidationError
+
+from recops_operator import events, metrics, rejections
+from recops_operator.api.models import RecommenderServiceSpec
+from recops_operator.apply import Applier
+from recops_operator.controller import CONTROLLER
+from recops_operator.rejections import ChildRejected
+from recops_operator.render import Owner, RenderContext, desired_objects
+from recops_operator.render.serving import deployment_name
+from recops_operator.status import changed, compute_status, merge_conditions
+
+log = logging.getLogger(__name__)
+
+
+def reconcile(
+    namespace: str,
+    name: str,
+    *,
+    raise_errors: bool = False,
+    rollout: dict[str, Any] | None = None,
+    fresh: bool = False,
+    retry: int = 0,
+) -> dict[str, Any] | None:
+    """Converge the children of one RecommenderService and refresh its status. Idempotent.
+
+    ``rollout`` is a new ``status.rollout`` from the rollout timer: children are rendered for it
+    and it is persisted only after they applied, so the status never shows a canary weight that
+    the router does not have yet (and a failed apply leaves the old step to be retried).
+    ``fresh`` reads every child from the API server instead of the watch-fed cache (resync).
+    """
+    with CONTROLLER.lock(namespace, name):
+        body = CONTROLLER.get_service(namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None
+        generation = body["metadata"].get("generation")
+        try:
+            spec = RecommenderServiceSpec.model_validate(body.get("spec") or {})
+        except ValidationError as e:  # the webhook normally rejects this earlier
+            msg = rejections.shorten(f"invalid spec: {e}")  # one line; the full error is logged
+            log.warning("invalid spec of %s/%s: %s", namespace, name, e)
+            _patch_status(body, {"observedGeneration": generation, "phase": "Failed"}, msg)
+            return body
+        owner = Owner(name=name, namespace=namespace, uid=body["metadata"]["uid"])
+        ap = CONTROLLER.applier()
+        monitoring = ap.has_kind("monitoring.coreos.com/v1", "ServiceMonitor")
+        stored_rollout = (body.get("status") or {}).get("rollout")
+        rollout_status = rollout if rollout is not None else stored_rollout
+        ctx = RenderContext(
+            monitoring_available=monitoring,
+            mesh_available=ap.has_kind("networking.istio.io/v1", "VirtualService"),
+            rollout=rollout_status,
+        )
+        error: str | None = None
+        failure: ApiException | None = None
+        try:
+            desired = desired_objects(owner, spec, ctx)
+            ap.apply_all(desired, fresh)
+            if stored_rollout or rollout:  # candidate objects exist only once a rollout has started
+                prune_canary(ap, owner, desired, fresh)
+            metrics.RECONCILES.labels(result="ok").inc()
+        except ApiException as e:
+            failure = e
+            error = _failure_message(e, body.get("spec"))
+            log.warning("reconcile of %s/%s failed: %s; full response: %s", namespace, name, error, e.body)
+            metrics.RECONCILES.labels(result="error").inc()
+        dep = ap.get(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": deployment_name(owner), "namespace": namespace},
+            },
+            fresh,
+        )
+        metrics.observe_replicas(namespace, name, dep, spec.serving.replicas.min, spec.serving.replicas.max)
+        new = compute_status(spec, generation, dep, reconcile_error=error, monitoring_available=monitoring)
+        if rollout is not None and error is None:
+            # merge patch: keys the state machine dropped are removed with explicit nulls
+            new["rollout"] = {**{k: None for k in stored_rollout or {} if k not in rollout}, **rollout}
+        else:
+            rollout_status = stored_rollout
+        new.update(rollout_summary(spec, rollout_status))
+        _patch_status(body, new)  # status first: a failed create must show why, not blank columns
+        if failure is not None:
+            events.record(CONTROLLER.api(), body, "Warning", "ApplyFailed", error or "")
+        if failure is not None and raise_errors:
+            raise kopf.TemporaryError(error, delay=backoff(retry)) from failure
+        return body
+
+
+BACKOFF_BASE_SECONDS = float(os.environ.get("RECOPS_BACKOFF_BASE_SECONDS", "2"))
+BACKOFF_CAP_SECONDS = float(os.environ.get("RECOPS_BACKOFF_CAP_SECONDS", "60"))  # a fix waits at most this
+
+
+def backoff(retry: int) -> float:
+    """Exponential retry delay, capped: a child the API server refuses is not hammered."""
+    return min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, retry))
+
+
+def _failure_message(e: ApiException, spec: dict[str, Any] | None) -> str:
+    """One line: which child, which field, what the API server said."""
+    if isinstance(e, ChildRejected):
+        return rejections.describe(e.kind, e.name, e, spec)
+    return rejections.shorten(f"apply failed: {e.status} {e.reason}: {rejections.causes(e)[0][1]}")
+
+
+CANARY_KINDS = (
+    ("apps/v1", "Deployment", "{name}-canary"),
+    ("v1", "Service", "{name}-canary"),
+    ("v1", "ConfigMap", "{name}-serving-canary"),
+    ("networking.k8s.io/v1", "Ingress", "{name}-canary"),
+)
+
+
+def prune_canary(ap: Applier, owner: Owner, desired: list[dict[str, Any]], fresh: bool = False) -> None:
+    """Remove candidate-track objects once a rollout no longer renders them (rollback, promotion)."""
+    wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
+    for api_version, kind, pattern in CANARY_KINDS:
+        name = pattern.format(name=owner.name)
+        if (kind, name) in wanted:
+            continue
+        live = ap.get(
+            {
+                "apiVersion": api_version,
+                "kind": kind,
+                "metadata": {"name": name, "namespace": owner.namespace},
+            },
+            fresh,
+        )
+        if live and any(r.get("uid") == owner.uid for r in live["metadata"].get("ownerReferences") or []):
+            ap.delete(api_version, kind, name, owner.namespace)
+
+
+def rollout_summary(spec: RecommenderServiceSpec, st: dict[str, Any] | None) -> dict[str, Any]:
+    """Top-level status fields that the printer columns show."""
+    from recops_operator.rollout.machine import LIVE, stable_version
+
+    st = st or {}
+    live = st.get("phase") in LIVE or st.get("phase") == "Paused"
+    return {
+        "stableVersion": stable_version(spec.model.version, spec.rollout, st),
+        "candidateVersion": st.get("candidate") if live else None,
+        "canaryWeight": int(st.get("weight", 0)) if live else 0,
+    }
+
+
+def _patch_status(body: dict[str, Any], new: dict[str, Any], error: str | None = None) -> None:
+    live = body.get("status") or {}
+    if error:
+        new["conditions"] = [{"type": "Ready", "status": "False", "reason": "InvalidSpec", "message": error}]
+    if not changed(live, new):
+        return
+    new["conditions"] = merge_conditions(live.get("conditions") or [], new.get("conditions") or [])
+    meta = body["metadata"]
+    CONTROLLER.write_status(meta["namespace"], meta["name"], new)
+    if live.get("phase") != new.get("phase"):
+        phase = new.get("phase") or "Unknown"
+        kind = "Warning" if phase in ("Failed", "Degraded") else "Normal"
+        events.record(CONTROLLER.api(), body, kind, phase, new["conditions"][0].get("message", ""))
