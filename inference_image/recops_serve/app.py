@@ -2,7 +2,8 @@
 worker per process): no framework routing or validation layers on the hot path.
 
 Routes: ``GET /v1/recommendations?user_id=|session_id=&k=&category=``,
-``POST /v1/events`` (one event or ``{"events": [...]}``), ``/healthz``, ``/readyz``
+``POST /v1/events`` (one event or ``{"events": [...]}``), ``GET /v1/search``, ``POST /v1/retrieve``
+(catalogue search: ``search/http.py``), ``/healthz``, ``/readyz``
 (200 only with a warm bundle), ``/metrics``, ``/openapi.json``; other methods get 405 with ``Allow``.
 
 Client input never causes a 5xx: every field is parsed strictly (400 naming it), the 1 MiB body
@@ -48,6 +49,7 @@ from recops_serve import ranking
 from recops_serve.bundle import ModelBundle, load_bundle
 from recops_serve.eventlog import EventLog
 from recops_serve.features import WRITE_SLICE, FeatureStoreDown, NewEvent, SessionStore
+from recops_serve.search import http as search_http
 
 JSON = [("content-type", "application/json")]
 RETRY = [*JSON, ("retry-after", "1")]
@@ -58,6 +60,7 @@ MAX_ID = 128
 #: waits behind it two or three times (request, Redis reply, response), so this bounds their p99
 TURN_SECONDS = 0.0005
 GET_ROUTES = frozenset(("/v1/recommendations", "/healthz", "/readyz", "/metrics", "/openapi.json"))
+SEARCH_ROUTES = frozenset(("/v1/search", "/v1/retrieve"))
 _UINT = re.compile(r"[0-9]{1,18}")  # ASCII digits only: no sign, blanks, "_" or other scripts
 
 
@@ -203,6 +206,8 @@ class Server:
     last_error: str | None = None
     reload_failures: int = 0
     tokens: Attribution | None = None
+    search: Any = None  # search.service.SearchService over the configured search bundle
+    search_error: str | None = None
     _config_mtime: float = 0.0
 
     @property
@@ -269,6 +274,7 @@ class Server:
             if initial:
                 print(f"recops-serve: cannot load: {self.last_error}", flush=True)
             return
+        self._reload_search(cfg)
         old = self.bundle
         self.config = cfg
         self.active = (new, rank) if new else None  # in-flight requests finish on what they read
@@ -278,6 +284,35 @@ class Server:
             m.model_info.labels(new.version).set(1)
         self.last_error = None
 
+    def _reload_search(self, cfg: ServeConfig) -> None:
+        """Load the search bundle when ``search_uri`` changed; on failure keep the old one and say why
+        (/readyz, and the 503 of the search routes when there is none). Search never gates readiness."""
+        uri = cfg.search_uri
+        current = self.search
+        if current is not None and current.bundle.manifest.get("_uri") == uri:
+            current.alpha = cfg.search_alpha
+            return
+        if not uri:
+            self.search, self.search_error = None, None
+            return
+        try:
+            from recops_serve.search.index import load_search_bundle
+            from recops_serve.search.service import SearchService
+
+            bundle = load_search_bundle(uri)
+            bundle.manifest["_uri"] = uri
+            svc = SearchService(bundle, alpha=cfg.search_alpha)
+            svc.search("warm up", 1)  # faiss, bm25 and the model paged in before traffic
+        except Exception as e:
+            self.search_error = f"{type(e).__name__}: {e}"
+            m.model_load_failures.inc()
+            print(f"recops-serve: cannot load search bundle: {self.search_error}", flush=True)
+            return
+        if current is not None:
+            search_http.search_bundle_info.labels(current.bundle.version).set(0)
+        search_http.search_bundle_info.labels(bundle.version).set(1)
+        self.search, self.search_error = svc, None
+
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(self.config.reload_seconds)
@@ -286,7 +321,13 @@ class Server:
             except OSError:
                 continue
             # a failed reload is retried every poll (the bundle may appear or be fixed in place)
-            if mtime != self._config_mtime or self.bundle is None or self.last_error is not None:
+            search_missing = self.config.search_uri and self.search_error is not None
+            if (
+                mtime != self._config_mtime
+                or self.bundle is None
+                or self.last_error is not None
+                or search_missing
+            ):
                 self._config_mtime = mtime
                 try:
                     await asyncio.get_running_loop().run_in_executor(None, self.reload)
@@ -297,6 +338,9 @@ class Server:
     # ------------------------------------------------------------------ routing
     async def __rsgi__(self, scope, proto) -> None:
         path, method = scope.path, scope.method
+        if path in SEARCH_ROUTES:
+            await search_http.handle(self, scope, proto, read_body)
+            return
         if path == "/v1/events":
             if method != "POST":
                 m.REQS[("events", "model", "405")].inc()
@@ -342,6 +386,11 @@ class Server:
             out["feature_store_error"] = store.last_error
         if self.eventlog:  # the clickstream producer (Kafka): an outage is shown, never a 503
             out["event_log"] = self.eventlog.status()
+        if self.search is not None or self.search_error or self.config.search_uri:
+            out["search"] = {
+                "version": self.search.bundle.version if self.search else None,
+                "error": self.search_error,
+            }
         return out
 
     async def _events_request(self, scope, proto) -> None:
@@ -738,6 +787,47 @@ OPENAPI = {
                         "description": "body larger than 1 MiB (refused on Content-Length before reading)"
                     },
                     "503": {"description": "feature store unavailable or overloaded (Retry-After)"},
+                },
+            }
+        },
+        "/v1/search": {
+            "get": {
+                "description": "Hybrid catalogue search (vector cosine + normalised BM25), available products only "
+                "unless include_unavailable=true; the query's first 64 word pieces are embedded.",
+                "parameters": [
+                    {
+                        "name": "q",
+                        "in": "query",
+                        "required": True,
+                        "schema": {"type": "string", "maxLength": 1000},
+                    },
+                    {"name": "k", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+                    {"name": "category", "in": "query", "schema": {"type": "string"}},
+                    {"name": "include_unavailable", "in": "query", "schema": {"type": "boolean"}},
+                ],
+                "responses": {
+                    "200": {
+                        "description": "search_version, query, items [{item_id, title, category, score}]"
+                    },
+                    "400": {"description": "empty or over-long q, bad k, unknown category"},
+                    **_ALLOW_GET,
+                    "503": {"description": "no search bundle loaded (the reason)"},
+                },
+            }
+        },
+        "/v1/retrieve": {
+            "post": {
+                "description": '{"query", "budget_tokens"?: 1..8192 (1000), "k"?: 1..50 (20), "category"?}, body at '
+                "most 64 KiB: the best chunks while their tokens (the embedding model's tokenizer) fit the budget.",
+                "responses": {
+                    "200": {
+                        "description": "search_version, query, budget_tokens, tokens, tokenizer, chunks "
+                        "[{item_id, title, category, text, tokens, score}]"
+                    },
+                    "400": {"description": "bad input, naming the field"},
+                    "405": {"description": "method not allowed (Allow: POST)"},
+                    "413": {"description": "body larger than 64 KiB"},
+                    "503": {"description": "no search bundle loaded (the reason)"},
                 },
             }
         },

@@ -44,6 +44,9 @@ def serve(argv: list[str]) -> int:
         # the operator mounts the feature-store Secret as a file; the workers read the env var
         os.environ["RECOPS_REDIS_URL"] = read_secret_file(os.environ["RECOPS_REDIS_URL_FILE"])
     os.environ["RECOPS_SERVE_OVERRIDES"] = json.dumps(overrides)
+    # one worker per process: BLAS (the search model's matrix products) and faiss use one thread each
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     from granian import Granian
 
     try:  # uvloop: a faster event loop for the Redis round trip and the HTTP glue (~10%)

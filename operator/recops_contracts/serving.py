@@ -70,6 +70,10 @@ class ServeConfig(_Strict):
     # the clickstream topic (eventlog.py); RECOPS_KAFKA_BOOTSTRAP / RECOPS_KAFKA_TOPIC override
     kafka_bootstrap: str | None = None
     kafka_topic: str = "recops.events"
+    #: catalogue search (``recops-serve vectorize`` output); None: /v1/search and /v1/retrieve answer 503
+    search_uri: str | None = None
+    #: hybrid score weight of the vector cosine (1 - it: the normalised BM25 score)
+    search_alpha: float = Field(default=0.5, ge=0, le=1)
     shadow_url: str | None = None
     shadow_percent: float = Field(default=0.0, ge=0, le=100)
     # chaos knobs for rollout drills (a slow or failing candidate); 0 in production

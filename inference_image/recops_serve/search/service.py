@@ -44,6 +44,7 @@ class SearchService:
     def __init__(self, bundle: SearchBundle, encoder: Encoder | None = None, alpha: float = ALPHA):
         import faiss
 
+        faiss.omp_set_num_threads(1)  # one query at a time on the search thread: no OpenMP fan-out
         self.bundle = bundle
         self.encoder = encoder or default_encoder()
         self.alpha = alpha

@@ -1,0 +1,219 @@
+"""``GET /v1/search`` and ``POST /v1/retrieve``: the HTTP side of catalogue search.
+
+``GET /v1/search?q=&k=&category=&include_unavailable=``: ``q`` 1..1000 characters (blank-only is
+empty), ``k`` 1..100 (default 10), ``category`` a catalogue category string (exact; unknown -> 400),
+unavailable products only with ``include_unavailable=true``. ``POST /v1/retrieve`` with
+``{"query", "budget_tokens"? (1..8192, default 1000), "k"? (1..50 chunks, default 20), "category"?}``
+(body at most 64 KiB): the best chunks with product id, title, category and text, while their
+token count fits the budget. The model reads at most 64 query word pieces (the rest is ignored).
+
+The query embedding (a numpy forward pass, milliseconds of CPU) runs on one dedicated thread, so
+the event loop keeps serving recommendations and events meanwhile (numpy releases the GIL in
+its matrix products); searches queue for that thread in arrival order. A missing search bundle
+is a 503 with the reason; bad input a 400 naming the field, never a 5xx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from prometheus_client import Counter, Gauge, Histogram
+
+from recops_serve import metrics as m
+from recops_serve.search.service import MAX_QUERY_CHARS, SearchInputError, SearchService
+
+JSON = [("content-type", "application/json")]
+MAX_K = 100
+MAX_RETRIEVE_K = 50
+MAX_BUDGET = 8192
+MAX_RETRIEVE_BODY = 64 << 10
+ROUTES = ("search", "retrieve")
+CODES = ("200", "400", "405", "413", "500", "503")
+
+search_latency = {r: m.request_duration.labels(r, "model") for r in ROUTES}
+search_requests = {(r, c): m.requests_total.labels(r, "model", c) for r in ROUTES for c in CODES}
+embed_seconds = Histogram(
+    "recops_search_query_embed_seconds",
+    "Query embedding time (tokenize + forward pass) on the search thread",
+    buckets=(0.001, 0.002, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25),
+    registry=m.REGISTRY,
+)
+search_results = Histogram(
+    "recops_search_results",
+    "Products (search) or chunks (retrieve) returned per request",
+    ["route"],
+    buckets=(0, 1, 5, 10, 20, 50, 100),
+    registry=m.REGISTRY,
+)
+empty_results = Counter(
+    "recops_search_empty_results_total", "Searches that found nothing", ["route"], registry=m.REGISTRY
+)
+search_bundle_info = Gauge(
+    "recops_search_bundle_info", "Loaded search bundle version", ["version"], registry=m.REGISTRY
+)
+for _c in search_requests.values():
+    _c.inc(0)
+for _r in ROUTES:
+    empty_results.labels(_r).inc(0)
+
+
+class BadSearch(ValueError):
+    def __init__(self, msg: str, status: int = 400):
+        super().__init__(msg)
+        self.status = status
+
+
+_EXECUTOR = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="recops-search")
+
+
+def _int(raw: Any, name: str, lo: int, hi: int, text: bool = False) -> int:
+    """An integer in [lo, hi]: from a query string (``text``: ASCII digits) or a JSON number."""
+    if text:
+        if not isinstance(raw, str):
+            raise BadSearch(f"{name} must be an integer between {lo} and {hi}, got {raw!r}")
+        if not raw.isascii() or not raw.isdigit() or len(raw) > 6:
+            raise BadSearch(f"{name} must be an integer between {lo} and {hi}, got {raw!r}")
+        raw = int(raw)
+    if type(raw) is not int or not lo <= raw <= hi:
+        raise BadSearch(f"{name} must be an integer between {lo} and {hi}, got {raw!r}")
+    return raw
+
+
+def _query(raw: Any, name: str) -> str:
+    if not isinstance(raw, str):
+        raise BadSearch(f"{name} is required: a non-empty string of at most {MAX_QUERY_CHARS} characters")
+    if len(raw) > 4 * MAX_QUERY_CHARS:
+        raise BadSearch(f"{name} is {len(raw)} characters, longer than the {MAX_QUERY_CHARS} limit")
+    q = " ".join(raw.split())
+    if not q:
+        raise BadSearch(f"{name} must not be empty")
+    if len(q) > MAX_QUERY_CHARS:
+        raise BadSearch(f"{name} is {len(q)} characters, longer than the {MAX_QUERY_CHARS} limit")
+    return q
+
+
+def _category(svc: SearchService, raw: Any) -> int | None:
+    if raw in (None, ""):
+        return None
+    if not isinstance(raw, str) or len(raw) > 512:
+        raise BadSearch("category must be a catalogue category string")
+    try:
+        return svc.category_code(raw)
+    except SearchInputError as e:
+        raise BadSearch(str(e)) from None
+
+
+def _flag(raw: str | None, name: str) -> bool:
+    if raw in (None, "", "false", "0"):
+        return False
+    if raw in ("true", "1"):
+        return True
+    raise BadSearch(f"{name} must be true or false, got {raw!r}")
+
+
+async def _run(fn, *args):
+    return await asyncio.get_running_loop().run_in_executor(_EXECUTOR, fn, *args)
+
+
+def _timed_search(svc: SearchService, q: str, k: int, cat: int | None, avail: bool) -> list[dict]:
+    t0 = time.perf_counter()
+    cached = svc.embed_query.cache_info().hits
+    svc.embed_query(q)
+    if svc.embed_query.cache_info().hits == cached:
+        embed_seconds.observe(time.perf_counter() - t0)
+    return svc.search(q, k, cat, avail)
+
+
+def _timed_retrieve(svc: SearchService, q: str, budget: int, k: int, cat: int | None):
+    t0 = time.perf_counter()
+    cached = svc.embed_query.cache_info().hits
+    svc.embed_query(q)
+    if svc.embed_query.cache_info().hits == cached:
+        embed_seconds.observe(time.perf_counter() - t0)
+    return svc.retrieve(q, budget, k, cat)
+
+
+async def search(svc: SearchService | None, query_string: str, why_not: str | None) -> tuple[int, dict]:
+    try:
+        q = dict(parse_qsl(query_string, keep_blank_values=True, errors="strict"))
+    except UnicodeDecodeError:
+        raise BadSearch("query string is not valid UTF-8") from None
+    if svc is None:
+        return 503, {"error": f"search not available: {why_not or 'no search bundle configured'}"}
+    text = _query(q.get("q"), "q")
+    k = _int(q["k"], "k", 1, MAX_K, text=True) if "k" in q else 10
+    cat = _category(svc, q.get("category"))
+    avail = not _flag(q.get("include_unavailable"), "include_unavailable")
+    items = await _run(_timed_search, svc, text, k, cat, avail)
+    search_results.labels("search").observe(len(items))
+    if not items:
+        empty_results.labels("search").inc()
+    return 200, {"search_version": svc.bundle.version, "query": text, "items": items}
+
+
+async def retrieve(svc: SearchService | None, body: bytes, why_not: str | None) -> tuple[int, dict]:
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise BadSearch(f"body is not valid JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise BadSearch('body must be an object: {"query": "...", "budget_tokens"?: int, "k"?: int}')
+    unknown = sorted(set(doc) - {"query", "budget_tokens", "k", "category"})
+    if unknown:
+        raise BadSearch(f"unknown field {unknown[0]!r} (query, budget_tokens, k, category)")
+    if svc is None:
+        return 503, {"error": f"search not available: {why_not or 'no search bundle configured'}"}
+    text = _query(doc.get("query"), "query")
+    budget = _int(doc.get("budget_tokens", 1000), "budget_tokens", 1, MAX_BUDGET)
+    k = _int(doc.get("k", 20), "k", 1, MAX_RETRIEVE_K)
+    cat = _category(svc, doc.get("category"))
+    chunks, used = await _run(_timed_retrieve, svc, text, budget, k, cat)
+    search_results.labels("retrieve").observe(len(chunks))
+    if not chunks:
+        empty_results.labels("retrieve").inc()
+    return 200, {
+        "search_version": svc.bundle.version,
+        "query": text,
+        "budget_tokens": budget,
+        "tokens": used,
+        "tokenizer": svc.bundle.manifest["model"]["name"],
+        "chunks": chunks,
+    }
+
+
+async def handle(server, scope, proto, read_body) -> None:
+    """Route one request to /v1/search or /v1/retrieve (``server`` is the app's Server)."""
+    route = "search" if scope.path == "/v1/search" else "retrieve"
+    t0 = time.perf_counter()
+    want = "GET" if route == "search" else "POST"
+    if scope.method != want and not (route == "search" and scope.method == "HEAD"):
+        status, payload = 405, {"error": f"method not allowed: use {want}"}
+        headers = [*JSON, ("allow", "GET, HEAD" if route == "search" else "POST")]
+    else:
+        headers = JSON
+        svc, why_not = server.search, server.search_error
+        try:
+            if route == "search":
+                status, payload = await search(svc, scope.query_string, why_not)
+            else:
+                try:
+                    body = await read_body(scope, proto, MAX_RETRIEVE_BODY)
+                except ValueError:
+                    raise
+                except Exception as e:  # the client sent less than it announced, bad chunking
+                    raise BadSearch(f"incomplete request body: {type(e).__name__}") from None
+                status, payload = await retrieve(svc, body, why_not)
+        except BadSearch as e:
+            status, payload = e.status, {"error": str(e)}
+        except ValueError as e:  # the app's BadRequest / TooLarge (body limit): status on the class
+            status, payload = getattr(e, "status", 400), {"error": str(e)}
+        except Exception as e:  # pragma: no cover - last resort, still a JSON answer
+            status, payload = 500, {"error": f"internal error: {type(e).__name__}"}
+    proto.response_bytes(status, headers, orjson.dumps(payload))
+    search_requests[(route, str(status))].inc()
+    search_latency[route].observe(time.perf_counter() - t0)
