@@ -2,8 +2,9 @@
 
 Score of a chunk: ``alpha * cosine(query, chunk) + (1 - alpha) * bm25(query, chunk) / max bm25``
 (the keyword score normalised by the query's best chunk, so both terms are in [0, 1]); candidates
-are the union of the HNSW top ``candidates`` (faiss, filtered inside the graph search by an
-``IDSelectorBitmap`` of the chunks that pass the filters) and the BM25 top ``candidates`` (scores
+are the union of the HNSW top ``candidates`` (faiss over the distinct chunk texts' vectors,
+filtered inside the graph search by an ``IDSelectorBitmap`` of the vectors with at least one chunk
+that passes the filters; each found vector expands to its passing chunks) and the BM25 top ``candidates`` (scores
 masked by the same filter); the cosine of a keyword-only candidate is computed exactly from the
 stored vector. A product scores as its best chunk. Filters: ``category`` (the catalogue's category
 string, exact) and availability (unavailable products are never returned unless asked for).
@@ -65,8 +66,9 @@ class SearchService:
             mask = b.chunk_available.copy() if available_only else self._all.copy()
             if category is not None:
                 mask &= b.chunk_category == category
-            packed = np.packbits(mask, bitorder="little")
-            sel = self._faiss.IDSelectorBitmap(len(mask), self._faiss.swig_ptr(packed))
+            vec_ok = np.bincount(b.chunk_vector[mask], minlength=b.vectors.shape[0]) > 0
+            packed = np.packbits(vec_ok, bitorder="little")
+            sel = self._faiss.IDSelectorBitmap(len(vec_ok), self._faiss.swig_ptr(packed))
             got = (mask, sel, packed)  # packed kept alive: the selector points into it
             if len(self._bitmaps) < 4096:
                 self._bitmaps[key] = got
@@ -119,7 +121,13 @@ class SearchService:
             qv = self.embed_query(q)
             params = self._faiss.SearchParametersHNSW(sel=sel, efSearch=max(cand, b.index.hnsw.efSearch))
             _, ids = b.index.search(qv[None, :], cand, params=params)
-            found.update((int(i), None) for i in ids[0] if i >= 0)
+            ptr, order = b.vector_chunks
+            for v in ids[0]:
+                if v < 0:
+                    continue
+                members = order[ptr[v] : ptr[v + 1]]
+                members = members[mask[members]][:n]  # same text: same score; n are enough
+                found.update((int(c), None) for c in members)
         kw = np.zeros(0, np.float32)
         top_kw = 0.0
         if alpha < 1:
@@ -132,7 +140,7 @@ class SearchService:
         if not found:
             return []
         idx = np.fromiter(found, np.int64, len(found))
-        cos = (b.vectors[idx] @ qv) if qv is not None else np.zeros(len(idx), np.float32)
+        cos = (b.vectors[b.chunk_vector[idx]] @ qv) if qv is not None else np.zeros(len(idx), np.float32)
         key = kw[idx] / top_kw if top_kw > 0 else np.zeros(len(idx), np.float32)
         score = alpha * cos + (1 - alpha) * key
         order = np.argsort(-score, kind="stable")[:n]

@@ -170,7 +170,8 @@ def vectorize(
         result = write_bundle(
             out,
             manifest,
-            vectors[inverse],
+            vectors,
+            inverse.astype(np.int32),
             chunk_item,
             chunk_text,
             chunk_tokens,
