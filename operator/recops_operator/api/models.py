@@ -501,6 +501,82 @@ class Training(Model):
         return value
 
 
+# ---------------------------------------------------------------------------------- search
+class Search(Model):
+    """Catalogue text search (/v1/search, /v1/retrieve): a spot-only vectorization CronJob
+    (``recops-serve vectorize``, resumable like training) and the serving config's search bundle."""
+
+    catalog: Annotated[
+        str,
+        Field(
+            description="Item catalogue with title/description (HTML allowed)/attributes (docs/data.md): oss:// in spec.region, or builtin:completejourney.",
+            pattern=DATA_URI_PATTERN,
+            max_length=1024,
+        ),
+        DATA,
+    ]
+    uri: Annotated[
+        str,
+        Field(
+            description="Object-storage prefix of search bundles (oss:// in spec.region); a run writes <uri>/<run id>.",
+            pattern=OSS_URI_PATTERN,
+            max_length=1024,
+        ),
+        OSS,
+    ]
+    version: Annotated[
+        str | None,
+        Field(
+            description="The search bundle version served (<uri>/<version>). Unset: the search routes answer 503.",
+            pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
+        ),
+    ] = None
+    alpha: Annotated[
+        float,
+        Field(
+            description="Hybrid score weight of the vector cosine (the rest: normalised BM25).", ge=0, le=1
+        ),
+    ] = 0.5
+    checkpoint_interval_seconds: Annotated[
+        int,
+        Field(
+            description="Vectorization checkpoints (under <uri>/_checkpoints/<run id>): at most this much work is lost to a preemption.",
+            ge=30,
+            le=3600,
+        ),
+    ] = 300
+    schedule: Annotated[
+        str | None,
+        Field(description="Cron schedule of vectorization runs. Unset: no job is rendered.", max_length=100),
+    ] = None
+    time_zone: Annotated[str | None, Field(description="IANA time zone of the schedule.", max_length=64)] = (
+        None
+    )
+    image: Annotated[
+        str | None,
+        Field(
+            description="Vectorization image; default: serving.image.", pattern=IMAGE_PATTERN, max_length=512
+        ),
+        IMAGE,
+    ] = None
+    placement: Annotated[
+        Literal["eci", "nodes"], Field(description="eci: spot ECI pods; nodes: the spot node pool.")
+    ] = "nodes"
+    capacity: Annotated[
+        Literal["spot"], Field(description="Always spot: vectorization never uses on-demand capacity.")
+    ] = "spot"
+    resources: Annotated[TrainingResources, Field(description="Vectorization pod resources.")] = (
+        TrainingResources()
+    )
+    backoff_limit: Annotated[
+        int, Field(description="Genuine failures tolerated (preemptions do not count).", ge=0, le=20)
+    ] = 3
+    termination_grace_period_seconds: Annotated[
+        int,
+        Field(description="Time to checkpoint after SIGTERM; below the spot notice window.", ge=1, le=150),
+    ] = 120
+
+
 # ---------------------------------------------------------------------------------- rollout
 class Candidate(Model):
     """What the rollout moves traffic to."""
@@ -837,6 +913,7 @@ class RecommenderServiceSpec(Model):
     serving: Annotated[Serving, Field(description="Inference serving.")]
     monitoring: Annotated[Monitoring, Field(description="Prometheus integration.")] = Monitoring()
     training: Annotated[Training | None, Field(description="Spot-only training.")] = None
+    search: Annotated[Search | None, Field(description="Catalogue search (text).")] = None
     rollout: Annotated[Rollout, Field(description="Progressive delivery of a candidate model.")] = Rollout()
     experiment: Annotated[Experiment, Field(description="Experiments (holdout).")] = Experiment()
     network: Annotated[Network, Field(description="NetworkPolicies of the inference and training pods.")] = (

@@ -12,13 +12,20 @@ from typing import Any
 
 from recops_operator.api.models import RecommenderServiceSpec
 from recops_operator.render.network import render_network
+from recops_operator.render.search import render_search
 from recops_operator.render.serving import Owner, RenderContext, render_serving
 from recops_operator.rollout.render import render_rollout
 from recops_operator.training.render import render_training_objects
 
 Renderer = Callable[[Owner, RecommenderServiceSpec, RenderContext], list[dict[str, Any]]]
 
-RENDERERS: list[Renderer] = [render_serving, render_rollout, render_training_objects, render_network]
+RENDERERS: list[Renderer] = [
+    render_serving,
+    render_rollout,
+    render_training_objects,
+    render_search,
+    render_network,
+]
 
 
 def desired_objects(

@@ -125,4 +125,12 @@ def render_network(
             }
         }
         objs.append(_policy(owner, f"{owner.name}-training", training, [], _egress(spec, False)))
+    if spec.search is not None and spec.search.schedule:  # the vectorization pods: as training's
+        search = {
+            "matchLabels": {
+                training_config.SERVICE_LABEL: owner.name,
+                training_config.COMPONENT_LABEL: "search",
+            }
+        }
+        objs.append(_policy(owner, f"{owner.name}-search", search, [], _egress(spec, False)))
     return objs

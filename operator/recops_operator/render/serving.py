@@ -114,9 +114,17 @@ def serving_config(spec: RecommenderServiceSpec, version: str, track: str, **ext
         },
         holdout_percent=spec.experiment.holdout.percent,
         holdout_salt=spec.experiment.holdout.salt,
+        **_search_config(spec),
         **extra,
     )
     return cfg.model_dump(mode="json", exclude_none=True)
+
+
+def _search_config(spec: RecommenderServiceSpec) -> dict[str, Any]:
+    search = spec.search
+    if search is None or not search.version:
+        return {}
+    return {"search_uri": search.uri.rstrip("/") + "/" + search.version, "search_alpha": search.alpha}
 
 
 def render_config_map(
