@@ -1,4 +1,4 @@
-"""``python -m bench [serve|ranking|train|train-scale|operator|rollout|business|stream|all]`` (``make bench``): measured on this machine, printed as tables.
+"""``python -m bench [serve|ranking|train|train-scale|operator|rollout|business|stream|search|all]`` (``make bench``): measured on this machine, printed as tables.
 
 serve: one recops-serve worker vs the textbook baseline (FastAPI + redis-py + numpy brute force,
 bench/baseline_server.py), same bundle (all items of taobao+diginetica, 127,890, where ../shared/data
@@ -17,6 +17,8 @@ active rollout (bench/rollout.py), after the business check's simulation table.
 business: the business check's decisions over many simulated canaries (bench/business.py).
 stream: producer -> Kafka -> Flink -> Redis + archive: events/s, event-to-feature p50/p99, archive
 completeness, checkpoint size (bench/stream.py).
+search: vectorization items per CPU-second, /v1/search and /v1/retrieve p50/p99 on one worker with
+query embedding, HNSW build time for 100k vectors (bench/search.py).
 """
 
 from __future__ import annotations
@@ -582,6 +584,11 @@ def main(argv: list[str]) -> int:
 
         run(table)
 
+    def bench_search() -> None:
+        from bench.search import run
+
+        run(table)
+
     def bench_train_scale() -> None:
         from bench.train_scale import run
 
@@ -596,6 +603,7 @@ def main(argv: list[str]) -> int:
         ("rollout", bench_rollout),
         ("business", bench_business),
         ("stream", bench_stream),
+        ("search", bench_search),
     ):
         if which == "all" and name == "business":
             continue  # printed by rollout

@@ -115,31 +115,29 @@ class SearchService:
         b = self.bundle
         mask, sel, _ = self._filter(category, available_only)
         cand = max(CANDIDATES, n)
-        found: dict[int, None] = {}
+        parts: list[np.ndarray] = []
         qv = None
         if alpha > 0:
             qv = self.embed_query(q)
             params = self._faiss.SearchParametersHNSW(sel=sel, efSearch=max(cand, b.index.hnsw.efSearch))
             _, ids = b.index.search(qv[None, :], cand, params=params)
             ptr, order = b.vector_chunks
-            for v in ids[0]:
-                if v < 0:
-                    continue
+            for v in ids[0][ids[0] >= 0].tolist():
                 members = order[ptr[v] : ptr[v + 1]]
-                members = members[mask[members]][:n]  # same text: same score; n are enough
-                found.update((int(c), None) for c in members)
+                parts.append(members[mask[members]][:n])  # same text: same score; n are enough
         kw = np.zeros(0, np.float32)
         top_kw = 0.0
         if alpha < 1:
             kw = self.keyword_scores(q, mask)
             top_kw = float(kw.max()) if kw.size else 0.0
             if top_kw > 0:
-                k = min(cand, int((kw > 0).sum()))
-                best = np.argpartition(-kw, k - 1)[:k]
-                found.update((int(i), None) for i in best)
-        if not found:
+                k = min(cand, int(np.count_nonzero(kw)))
+                parts.append(np.argpartition(-kw, k - 1)[:k])
+        if not parts:
             return []
-        idx = np.fromiter(found, np.int64, len(found))
+        idx = np.unique(np.concatenate(parts))
+        if not idx.size:
+            return []
         cos = (b.vectors[b.chunk_vector[idx]] @ qv) if qv is not None else np.zeros(len(idx), np.float32)
         key = kw[idx] / top_kw if top_kw > 0 else np.zeros(len(idx), np.float32)
         score = alpha * cos + (1 - alpha) * key
