@@ -195,6 +195,46 @@ SERVING = Dashboard(
             "reqps",
             (Query(f"sum by (outcome) (rate(recops_shadow_requests_total{{{SEL}}}[{RI}]))", "{{outcome}}"),),
         ),
+        Panel(
+            "Catalogue search latency p50 / p99 (/v1/search, /v1/retrieve) and query embedding p99",
+            "s",
+            (
+                Query(
+                    _q(
+                        0.5,
+                        "recops_http_request_duration_seconds",
+                        "route",
+                        f'route=~"search|retrieve", {SEL}',
+                    ),
+                    "p50 {{route}}",
+                ),
+                Query(
+                    _q(
+                        0.99,
+                        "recops_http_request_duration_seconds",
+                        "route",
+                        f'route=~"search|retrieve", {SEL}',
+                    ),
+                    "p99 {{route}}",
+                ),
+                Query(_q(0.99, "recops_search_query_embed_seconds", "recsvc"), "p99 query embedding"),
+            ),
+            "Target: /v1/search p99 <= 15 ms including the query embedding (python -m bench search).",
+        ),
+        Panel(
+            "Catalogue search requests by route and code, and searches that found nothing",
+            "reqps",
+            (
+                Query(
+                    f'sum by (route, code) (rate(recops_http_requests_total{{route=~"search|retrieve", {SEL}}}[{RI}]))',
+                    "{{route}} {{code}}",
+                ),
+                Query(
+                    f"sum by (route) (rate(recops_search_empty_results_total{{{SEL}}}[{RI}]))",
+                    "empty {{route}}",
+                ),
+            ),
+        ),
     ),
 )
 
