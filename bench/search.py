@@ -118,8 +118,8 @@ def _lat(samples: list[float]) -> tuple[float, float]:
 def bench_endpoints(table, tmp: Path) -> None:
     sys.path.insert(0, str(ROOT))
     from recops_localcluster.procs import stop, wait_http
-    from tests.serve.conftest import train
     from tests.support.redis_server import free_port
+    from tests.support.serving import train
 
     bundle = CACHE / "search-completejourney"
     if not (bundle / "manifest.json").exists():

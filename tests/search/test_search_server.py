@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from tests.search.catalog import FORBIDDEN, write_catalog
-from tests.serve.conftest import ServerProc, train
 from tests.support.redis_server import RedisServer
+from tests.support.serving import ServerProc, train
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent

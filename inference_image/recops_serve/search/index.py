@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recops_serve import storage
+from recops_contracts import storage
 
 SCHEMA = "recops-search/1"
 HNSW_M = 32

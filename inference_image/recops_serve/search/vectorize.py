@@ -26,11 +26,10 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np
 import pyarrow as pa
 
-from recops_serve import storage
+from recops_contracts import storage
+from recops_contracts.training import EXIT_CONFIG, EXIT_PREEMPTED
 from recops_serve.search import text as textmod
 
-EXIT_PREEMPTED = 143
-EXIT_CONFIG = 78
 COLUMNS = ("item_id", "category", "title", "description", "attributes", "available", "image_uri")
 
 
