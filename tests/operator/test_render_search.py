@@ -7,6 +7,7 @@ import json
 from recops_operator.api.models import RecommenderServiceSpec
 from recops_operator.render import desired_objects
 from recops_operator.render.serving import Owner
+from recops_operator.training.invariants import check_capacity_invariants
 from tests.support.specs import spec as base_spec
 
 OWNER = Owner("home-feed", "shop", "uid-1")
@@ -84,3 +85,14 @@ def test_serving_config_names_the_search_bundle():
     cm = next(o for o in objs if o["kind"] == "ConfigMap" and "config.json" in o["data"])
     assert "search_uri" not in json.loads(cm["data"]["config.json"])
     assert not _by_kind(objs, "CronJob", "home-feed-vectorize")
+
+
+def test_admission_capacity_check_accepts_the_spot_job_and_refuses_it_off_spot():
+    for placement in ("nodes", "eci"):
+        assert check_capacity_invariants(desired_objects(OWNER, spec(placement=placement))) == []
+    (cron,) = _by_kind(desired_objects(OWNER, spec()), "CronJob", "home-feed-vectorize")
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    pod["affinity"] = {}
+    pod["tolerations"] = []
+    errors = check_capacity_invariants([cron])
+    assert errors and "home-feed-vectorize" in errors[0], errors

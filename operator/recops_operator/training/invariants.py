@@ -164,9 +164,13 @@ def _check_inference(where: str, tpl: Mapping[str, Any]) -> list[str]:
     return errors
 
 
+#: batch components held to the training rule (spot only): training runs and catalogue vectorization
+SPOT_COMPONENTS = (c.COMPONENT_TRAINING, "search")
+
+
 def is_training(tpl: Mapping[str, Any]) -> bool:
     labels = (tpl.get("metadata") or {}).get("labels") or {}
-    return labels.get(c.COMPONENT_LABEL) == c.COMPONENT_TRAINING
+    return labels.get(c.COMPONENT_LABEL) in SPOT_COMPONENTS
 
 
 def check_capacity_invariants(pod_templates: Iterable[Mapping[str, Any]]) -> list[str]:
