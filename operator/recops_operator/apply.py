@@ -166,6 +166,10 @@ class Applier:
                 result.unchanged += 1
         return result
 
+    def cached(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """The watch-fed copy of ``obj`` without an API call (None: not seen, or a kind not watched)."""
+        return self._cache.get(_key(obj))
+
     def delete(self, api_version: str, kind: str, name: str, namespace: str) -> bool:
         self._cache.pop((api_version, kind, namespace, name), None)
         try:

@@ -70,6 +70,7 @@ def reconcile(
             ap.apply_all(desired, fresh)
             if stored_rollout or rollout:  # candidate objects exist only once a rollout has started
                 prune_canary(ap, owner, desired, fresh)
+            prune_optional(ap, owner, desired, fresh)
             metrics.RECONCILES.labels(result="ok").inc()
         except ApiException as e:
             failure = e
@@ -139,6 +140,31 @@ def prune_canary(ap: Applier, owner: Owner, desired: list[dict[str, Any]], fresh
             },
             fresh,
         )
+        if live and any(r.get("uid") == owner.uid for r in live["metadata"].get("ownerReferences") or []):
+            ap.delete(api_version, kind, name, owner.namespace)
+
+
+#: children that exist only while a spec section asks for them (spec.search with a schedule)
+OPTIONAL_KINDS = (
+    ("batch/v1", "CronJob", "{name}-vectorize"),
+    ("networking.k8s.io/v1", "NetworkPolicy", "{name}-search"),
+)
+
+
+def prune_optional(ap: Applier, owner: Owner, desired: list[dict[str, Any]], fresh: bool = False) -> None:
+    """Remove an optional child its spec section no longer renders. Outside a resync only the
+    watch-fed cache is read (no API call per reconcile); a resync (``fresh``) reads the API server."""
+    wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
+    for api_version, kind, pattern in OPTIONAL_KINDS:
+        name = pattern.format(name=owner.name)
+        if (kind, name) in wanted:
+            continue
+        obj = {
+            "apiVersion": api_version,
+            "kind": kind,
+            "metadata": {"name": name, "namespace": owner.namespace},
+        }
+        live = ap.get(obj, True) if fresh else ap.cached(obj)
         if live and any(r.get("uid") == owner.uid for r in live["metadata"].get("ownerReferences") or []):
             ap.delete(api_version, kind, name, owner.namespace)
 
