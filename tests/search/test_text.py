@@ -37,6 +37,20 @@ def test_dirty_html_reaches_no_chunk():
     assert "colour: navy" in text and "sizes: S, M" in text
 
 
+def test_plain_text_fast_path_equals_the_parser():
+    """Text with no "<" and no "&" skips BeautifulSoup; the parser would give the same text."""
+    from bs4 import BeautifulSoup
+
+    from recops_serve.search.text import _clean_chars
+
+    for plain in (
+        "ICE - CRUSHED/CUBED (National)",
+        "caf\u00e9 \u200b zero-width\n\n\nlines",
+        " a\tb\u00a0c ",
+    ):
+        assert html_to_text(plain) == _clean_chars(BeautifulSoup(plain, "lxml").get_text())
+
+
 def test_plain_text_passes_through():
     assert html_to_text("Plain  text,\n\n\n two lines") == "Plain text,\n\ntwo lines"
     assert html_to_text("") == "" and html_to_text(None) == ""

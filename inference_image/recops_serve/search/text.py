@@ -102,6 +102,8 @@ def html_to_text(html: str | None) -> str:
     """Visible text of an HTML fragment (or plain text, which passes through unchanged but normalised)."""
     if not html:
         return ""
+    if "<" not in html and "&" not in html:  # no tag and no entity: nothing for a parser to do
+        return _clean_chars(html)
     soup = BeautifulSoup(html, "lxml")
     for c in soup.find_all(string=lambda s: isinstance(s, Comment)):
         c.extract()
