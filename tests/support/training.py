@@ -20,6 +20,7 @@ from typing import Any
 from kubernetes import client
 
 from recops_contracts import storage
+from recops_operator.api.status import TrainingStatus
 from recops_operator.training import config as c
 from recops_operator.training import naming, runs
 from recops_operator.training.render import render_on_demand_job
@@ -156,10 +157,10 @@ def job_condition(job: dict[str, Any], ctype: str) -> dict[str, Any] | None:
     return None
 
 
-def sync_once(api, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def sync_once(api, body: dict[str, Any]) -> tuple[TrainingStatus, dict[str, Any] | None]:
     """One reconcile as the operator does it, carrying status forward like the API server would."""
     status, spec_patch = sync_training(api, body)
-    body["status"] = {"training": status}
+    body["status"] = {"training": status.dump() if status else None}
     if spec_patch:
         body["spec"]["rollout"] = spec_patch["spec"]["rollout"]
     unsuspended = [

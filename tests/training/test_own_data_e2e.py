@@ -156,15 +156,15 @@ def test_own_data_trains_becomes_the_candidate_and_is_served(k8s_cluster, k8s_na
         )  # fmt: skip
         run, code, out, status, obj = _one_run(api, ns, body, "shop-data-1", root, [])
         assert code == 0, out
-        last = status["lastRun"]
-        assert last["phase"] == "Succeeded" and last["action"] == "candidate-set", last
+        last = status.last_run
+        assert last.phase == "Succeeded" and last.action == "candidate-set", last
         assert obj["spec"]["rollout"]["candidate"]["version"] == run  # the closed loop, in the API server
         body["spec"]["rollout"] = obj["spec"]["rollout"]
         (trained,) = [x for x in obj["status"]["conditions"] if x["type"] == "Trained"]
         assert trained["status"] == "True" and run in trained["message"]
-        assert last["data"]["rows"] > 0 and last["data"]["rejected"] == 0
-        assert last["tuned"]["exclude"] == {"seen": True, "purchased": False}, "grocery: buy-again measured"
-        assert set(last["metrics"]) >= {"ndcg@10", "recall@20", "mrr@20"}
+        assert last.data.rows > 0 and last.data.rejected == 0
+        assert last.tuned.exclude == {"seen": True, "purchased": False}, "grocery: buy-again measured"
+        assert set(last.metrics) >= {"ndcg@10", "recall@20", "mrr@20"}
 
         # the candidate, served from the config the operator renders for it
         spec = RecommenderServiceSpec.model_validate(body["spec"])
@@ -205,10 +205,13 @@ def test_own_data_trains_becomes_the_candidate_and_is_served(k8s_cluster, k8s_na
         body["spec"]["training"]["data"]["events"] = _bad_events(root)
         bad_run, code, out, status, obj = _one_run(api, ns, body, "shop-data-2", root, [])
         assert code == CONFIG_ERROR_EXIT_CODES[-1] == 78, out
-        last = status["lastRun"]
-        assert last["name"] == bad_run and last["phase"] == "Failed"
-        assert "unparseable_ts" in last["message"] and "30.0%" in last["message"], last
-        assert "exit 78" in last["message"] and "broken/events" in last["message"]
+        last = status.last_run
+        assert last.name == bad_run and last.phase == "Failed"
+        assert "unparseable_ts" in last.message and "30.0%" in last.message, last
+        assert "exit 78" in last.message and "broken/events" in last.message
+        # stored exactly as the type dumps it: no key of the earlier, successful run (data report,
+        # tuned serving, metrics) is merged into this failed run's record
+        assert obj["status"]["training"] == status.dump(), obj["status"]["training"]
         (trained,) = [x for x in obj["status"]["conditions"] if x["type"] == "Trained"]
         assert trained["status"] == "False" and trained["reason"] == "RunFailed"
         assert "unparseable_ts" in trained["message"], trained

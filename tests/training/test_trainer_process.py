@@ -19,6 +19,7 @@ import sys
 import pytest
 
 from recops_contracts.training import CONFIG_ERROR_EXIT_CODES
+from recops_operator.api.status import TrainingRun
 from recops_operator.training import artifacts, loop, naming
 from recops_operator.training.render import pod_failure_policy, render_on_demand_job
 from tests.support.training import expand, kubelet_env
@@ -76,7 +77,7 @@ def test_rendered_trainer_checkpoints_on_sigterm_and_the_replacement_resumes(svc
     assert manifest["version"] == job_name  # the run id names the model version
     metrics = artifacts.offline_metrics(manifest)
     assert set(metrics) >= {"ndcg@10", "recall@20"}
-    run = {"name": job_name, "version": job_name, "phase": "Succeeded"}
+    run = TrainingRun(name=job_name, version=job_name, phase="Succeeded")
     spec = svc(autoRollout=True, gate={"metrics": ["ndcg@10", "recall@20"], "tolerance": 0.0})["spec"]
     assert (
         loop.decide(spec, run, metrics, {k: v - 0.001 for k, v in metrics.items()}).candidate_version

@@ -229,7 +229,7 @@ def test_scheduled_and_on_demand_runs_never_overlap(k8s_cluster, k8s_namespace, 
         api, ns, f"batch.kubernetes.io/job-name={scheduled['metadata']['name']}"
     )
     status, _ = sync_once(api, body)
-    assert status["currentRun"]["name"] == scheduled["metadata"]["name"]
+    assert status.current_run.name == scheduled["metadata"]["name"]
     sel_cron = f"batch.kubernetes.io/job-name={scheduled['metadata']['name']}"
     (cron_pod,) = wait_for("scheduled run running", running_pods(api, ns, sel_cron))
     assert node_labels(api)[cron_pod["spec"]["nodeName"]][topology.CAPACITY_LABEL] == topology.CAPACITY_SPOT
@@ -238,7 +238,7 @@ def test_scheduled_and_on_demand_runs_never_overlap(k8s_cluster, k8s_namespace, 
     body["spec"]["training"]["trigger"] = "retrain-2026-11-24"
     status, _ = sync_once(api, body)
     od_name = naming.on_demand_job_name("home-feed", "retrain-2026-11-24")
-    assert status["lastTrigger"] == "retrain-2026-11-24"
+    assert status.last_trigger == "retrain-2026-11-24"
     od = read_job(api, ns, od_name)
     assert od["metadata"]["labels"][c.TRIGGER_LABEL] == c.TRIGGER_ON_DEMAND
     assert od["spec"]["suspend"] is True
@@ -254,15 +254,12 @@ def test_scheduled_and_on_demand_runs_never_overlap(k8s_cluster, k8s_namespace, 
         lambda: job_condition(read_job(api, ns, scheduled["metadata"]["name"]), "Complete"),
     )
     status, _ = sync_once(api, body)  # ... and only then the on-demand run gets the slot
-    assert (
-        status["lastRun"]["name"] == scheduled["metadata"]["name"]
-        and status["lastRun"]["phase"] == "Succeeded"
-    )
+    assert status.last_run.name == scheduled["metadata"]["name"] and status.last_run.phase == "Succeeded"
     assert read_job(api, ns, od_name)["spec"]["suspend"] is False
     wait_for("on-demand run complete", lambda: job_condition(read_job(api, ns, od_name), "Complete"))
     status, _ = sync_once(api, body)
-    assert status["lastRun"]["name"] == od_name and status["lastRun"]["trigger"] == c.TRIGGER_ON_DEMAND
-    assert status["currentRun"] is None
+    assert status.last_run.name == od_name and status.last_run.trigger == c.TRIGGER_ON_DEMAND
+    assert status.current_run is None
 
 
 def _manifest(body, version: str, metrics: dict[str, float]) -> None:
@@ -296,22 +293,20 @@ def test_closed_loop_sets_candidate_only_when_the_metrics_gate_passes(
     # slightly worse but within tolerance (0.005): candidate set, lineage recorded
     good, (status, patch) = run("good", {"ndcg@10": 0.197, "recall@50": 0.52})
     assert patch == {"spec": {"rollout": {"candidate": {"version": good}}}}
-    last = status["lastRun"]
-    assert last["name"] == good and last["phase"] == "Succeeded" and last["action"] == "candidate-set"
-    assert last["gate"] == {"passed": True, "reasons": []}
-    assert (
-        last["metrics"] == {"ndcg@10": 0.197, "recall@50": 0.52} and last["servingMetrics"]["ndcg@10"] == 0.2
-    )
-    assert last["dataWindow"] == {"days": 90} and last["servingVersion"] == "v1"
-    assert status["lastCheckpointTime"]
+    last = status.last_run
+    assert last.name == good and last.phase == "Succeeded" and last.action == "candidate-set"
+    assert last.gate.passed and last.gate.reasons == []
+    assert last.metrics == {"ndcg@10": 0.197, "recall@50": 0.52} and last.serving_metrics["ndcg@10"] == 0.2
+    assert last.data_window.days == 90 and last.serving_version == "v1"
+    assert status.last_checkpoint_time
     assert sync_once(api, body)[1] is None  # decided once per run
 
     # worse than serving beyond tolerance: no candidate, reason recorded
     bad, (status, patch) = run("bad", {"ndcg@10": 0.15, "recall@50": 0.52})
     assert patch is None
     assert body["spec"]["rollout"]["candidate"]["version"] == good  # untouched
-    assert status["lastRun"]["name"] == bad and status["lastRun"]["action"] == "gate-failed"
-    assert "ndcg@10" in status["lastRun"]["gate"]["reasons"][0]
+    assert status.last_run.name == bad and status.last_run.action == "gate-failed"
+    assert "ndcg@10" in status.last_run.gate.reasons[0]
 
 
 @pytest.fixture

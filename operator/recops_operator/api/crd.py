@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from recops_operator.api import models as m
+from recops_operator.api.status import drop_none
 
 _KEEP = {
     "type",
@@ -84,16 +85,8 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
         out.pop("additionalProperties", None)
     if isinstance(out.get("default"), dict):
         # Optional members are absent, not null, in a structural default.
-        out["default"] = _drop_none(out["default"])
+        out["default"] = drop_none(out["default"])
     return out
-
-
-def _drop_none(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _drop_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_drop_none(v) for v in value]
-    return value
 
 
 def openapi_schema(model: type[m.Model]) -> dict[str, Any]:

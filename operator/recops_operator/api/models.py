@@ -18,7 +18,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from pydantic.alias_generators import to_camel
 
 from recops_contracts import serving as serve_defaults
-from recops_operator.api.status import RolloutStatus
+from recops_operator.api.status import RolloutStatus, TrainingStatus
 
 GROUP = "recops.io"
 VERSION = "v1alpha1"
@@ -957,11 +957,8 @@ class RecommenderServiceStatus(Model):
         ),
     ] = None
     training: Annotated[
-        dict | None,
-        Field(
-            description="Training runs, preemptions, checkpoints, metrics and lineage.",
-            json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
-        ),
+        TrainingStatus | None,
+        Field(description="Training runs, preemptions, checkpoints, metrics and lineage."),
     ] = None
     experiment: Annotated[
         dict | None,

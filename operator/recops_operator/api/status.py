@@ -1,9 +1,10 @@
-"""Typed ``status.rollout``: the rollout state machine reads and writes only these models, and
-the CRD's status schema is generated from them (``kubectl explain recsvc.status.rollout``).
+"""Typed ``status.rollout`` and ``status.training``: the rollout state machine and the training
+controller read and write only these models, and the CRD's status schema is generated from them
+(``kubectl explain recsvc.status.rollout``, ``recsvc.status.training``).
 
 Reading is lenient (``extra="ignore"``: a status written by an older operator still loads);
-writing goes through ``RolloutStatus.dump`` (camelCase, no nulls), the form persisted in the
-object and compared to decide whether anything changed.
+writing goes through ``dump`` (camelCase, no nulls), the form persisted in the object and
+compared to decide whether anything changed.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ class Verdict(StrEnum):
 
 class _Status(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    def dump(self) -> dict[str, Any]:
+        """The persisted form: camelCase, JSON types, nulls left out."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
 class TrackTotals(_Status):
@@ -124,6 +129,106 @@ class RolloutStatus(_Status):
     def of(cls, value: RolloutStatus | dict[str, Any] | None) -> RolloutStatus:
         return value if isinstance(value, RolloutStatus) else cls.model_validate(value or {})
 
-    def dump(self) -> dict[str, Any]:
-        """The persisted form: camelCase, JSON types, nulls left out."""
-        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+# ---------------------------------------------------------------------------------- training
+class GateRecord(_Status):
+    passed: Annotated[bool, Field(description="Whether the run's model may replace the serving one.")]
+    reasons: Annotated[list[str], Field(description="Why not, one line per failed metric.")] = []
+
+
+class RunDataWindow(_Status):
+    """The data window the trainer recorded in the bundle manifest."""
+
+    start: Annotated[float | None, Field(description="Unix time of the oldest event trained on.")] = None
+    end: Annotated[float | None, Field(description="Unix time of the newest event trained on.")] = None
+    days: Annotated[int | None, Field(description="Window length in days, when the trainer states it.")] = (
+        None
+    )
+
+
+class RunData(_Status):
+    """What the trainer's load read and rejected (the bundle's data report)."""
+
+    rows: Annotated[int | None, Field(description="Rows read.")] = None
+    rejected: Annotated[int | None, Field(description="Rows rejected.")] = None
+    reasons: Annotated[dict[str, int] | None, Field(description="Rejected rows per reason.")] = None
+    items_without_catalog: Annotated[
+        int | None,
+        Field(alias="items_without_catalog", description="Items trained on that the catalogue lacks."),
+    ] = None
+
+
+class RunTuned(_Status):
+    """The serving configuration the trainer tuned on its validation tail."""
+
+    exclude: Annotated[
+        dict[str, bool] | None, Field(description="Measured exclusion policy (seen, purchased).")
+    ] = None
+    blend: Annotated[dict[str, float] | None, Field(description="Tuned source weights.")] = None
+
+
+class TrainingRun(_Status):
+    """One training run (one Job) and, once it finished, the closed loop's record of it."""
+
+    name: Annotated[str, Field(description="Run id: the Job name.")]
+    version: Annotated[str | None, Field(description="Model version the run produces (the run id).")] = None
+    trigger: Annotated[str | None, Field(description="scheduled or on-demand.")] = None
+    phase: Annotated[str, Field(description="Pending, Running, Succeeded or Failed.")]
+    reason: Annotated[str | None, Field(description="The Job's reason for the phase.")] = None
+    start_time: Annotated[str | None, Field(description="RFC 3339 start time.")] = None
+    completion_time: Annotated[str | None, Field(description="RFC 3339 end time.")] = None
+    preemptions: Annotated[int | None, Field(description="Preempted pods of this run.")] = None
+    message: Annotated[str | None, Field(description="The trainer's one-line failure reason.")] = None
+    data_window: Annotated[RunDataWindow | None, Field(description="Data window of the bundle.")] = None
+    data: Annotated[RunData | None, Field(description="Rows read and rejected.")] = None
+    tuned: Annotated[RunTuned | None, Field(description="Serving configuration the trainer tuned.")] = None
+    data_window_days: Annotated[int | None, Field(description="spec.training.dataWindow.days.")] = None
+    serving_version: Annotated[str | None, Field(description="Model serving when the run finished.")] = None
+    metrics: Annotated[dict[str, float] | None, Field(description="Offline metrics of the run's bundle.")] = (
+        None
+    )
+    serving_metrics: Annotated[
+        dict[str, float] | None, Field(description="Offline metrics of the serving bundle.")
+    ] = None
+    gate: Annotated[GateRecord | None, Field(description="The metrics gate's verdict.")] = None
+    action: Annotated[str | None, Field(description="candidate-set, gate-passed or gate-failed.")] = None
+
+
+class TrainingStatus(_Status):
+    """The training controller's state: runs, preemptions, checkpoints and the closed loop's lineage."""
+
+    last_trigger: Annotated[
+        str | None, Field(description="The on-demand trigger last turned into a run.")
+    ] = None
+    preemptions: Annotated[int, Field(description="Preempted pods over all finished runs.")] = 0
+    current_run: Annotated[TrainingRun | None, Field(description="The run in progress.")] = None
+    last_run: Annotated[TrainingRun | None, Field(description="The newest finished run.")] = None
+    last_checkpoint_time: Annotated[
+        str | None, Field(description="RFC 3339 time of the newest checkpoint of that run.")
+    ] = None
+
+    @classmethod
+    def of(cls, value: TrainingStatus | dict[str, Any] | None) -> TrainingStatus:
+        return value if isinstance(value, TrainingStatus) else cls.model_validate(value or {})
+
+
+def drop_none(value: Any) -> Any:
+    """``value`` with every None member of its mappings left out, at every level."""
+    if isinstance(value, dict):
+        return {k: drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [drop_none(v) for v in value]
+    return value
+
+
+def merge_patch(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) that turns ``old`` into ``new``: keys ``new`` lacks are
+    nulled at every level, so no key of an earlier value outlives it."""
+    old = old or {}
+    patch: dict[str, Any] = {k: None for k in old if k not in new}
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(old.get(k), dict):
+            patch[k] = merge_patch(old[k], v)
+        else:
+            patch[k] = v
+    return patch

@@ -23,9 +23,9 @@ from recops_operator.training.sync import (
     apply_sync,
     record_preemption,
     request_checkpoint,
-    status_changed,
     sync_training,
     trained_conditions,
+    training_patch,
 )
 
 log = logging.getLogger(__name__)
@@ -42,8 +42,9 @@ def _sync_into_patch(body: kopf.Body, patch: kopf.Patch) -> None:
         status, spec_patch = sync_training(api(), body)
     if spec_patch:
         patch.spec["rollout"] = spec_patch["spec"]["rollout"]
-    if status_changed(body, status):
-        patch.status["training"] = status
+    training = training_patch(body, status)
+    if training:
+        patch.status["training"] = training
     conditions = trained_conditions(body, status)
     if conditions:
         patch.status["conditions"] = conditions

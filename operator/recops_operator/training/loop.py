@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from recops_operator.api.models import MetricsGate
+from recops_operator.api.status import GateRecord, TrainingRun
 from recops_operator.training.config import training_of
 
 
@@ -23,8 +24,8 @@ class GateResult:
     passed: bool
     reasons: tuple[str, ...] = field(default_factory=tuple)
 
-    def as_status(self) -> dict[str, Any]:
-        return {"passed": self.passed, "reasons": list(self.reasons)}
+    def as_status(self) -> GateRecord:
+        return GateRecord(passed=self.passed, reasons=list(self.reasons))
 
 
 def metrics_gate(
@@ -47,50 +48,50 @@ def metrics_gate(
 
 @dataclass(frozen=True)
 class LoopDecision:
-    """What to do about a finished run: the candidate to set (if any) and the status record."""
+    """What to do about a finished run: the candidate to set (if any) and the run's record,
+    lineage and verdict filled in."""
 
     candidate_version: str | None
-    record: dict[str, Any]
+    record: TrainingRun
 
 
 def decide(
     spec: Mapping[str, Any],
-    run: Mapping[str, Any],
+    run: TrainingRun,
     candidate_metrics: Mapping[str, float] | None,
     serving_metrics: Mapping[str, float] | None,
 ) -> LoopDecision:
     """Decide the closed-loop step for ``run`` (a status.training run record that finished)."""
     cfg = training_of(spec)
     model = spec.get("model") or {}
-    record: dict[str, Any] = {
-        "run": run.get("name"),
-        "version": run.get("version"),
-        "dataWindowDays": cfg.data_window.days if cfg and cfg.data_window else None,
-        "servingVersion": model.get("version"),
-        "metrics": dict(candidate_metrics or {}),
-        "servingMetrics": dict(serving_metrics or {}),
-    }
+    record = run.model_copy(
+        update={
+            "data_window_days": cfg.data_window.days if cfg and cfg.data_window else None,
+            "serving_version": model.get("version"),
+            "metrics": dict(candidate_metrics or {}),
+            "serving_metrics": dict(serving_metrics or {}),
+        }
+    )
     if cfg is None:
-        return LoopDecision(None, {**record, "gate": GateResult(False, ("no spec.training",)).as_status()})
-    if run.get("phase") != "Succeeded":
-        result = GateResult(False, (f"run {run.get('name')} ended {run.get('phase')}",))
+        record.gate = GateResult(False, ("no spec.training",)).as_status()
+        return LoopDecision(None, record)
+    if run.phase != "Succeeded":
+        result = GateResult(False, (f"run {run.name} ended {run.phase}",))
     elif candidate_metrics is None:
         result = GateResult(False, ("candidate bundle manifest could not be read",))
     elif serving_metrics is None:
         result = GateResult(False, ("serving bundle manifest could not be read",))
     else:
         result = metrics_gate(candidate_metrics, serving_metrics, cfg.gate)
-    record["gate"] = result.as_status()
+    record.gate = result.as_status()
     current_candidate = ((spec.get("rollout") or {}).get("candidate") or {}).get("version")
     set_candidate = (
         result.passed
         and cfg.auto_rollout
-        and run.get("version") not in (None, model.get("version"), current_candidate)
+        and run.version not in (None, model.get("version"), current_candidate)
     )
-    record["action"] = (
-        "candidate-set" if set_candidate else ("gate-passed" if result.passed else "gate-failed")
-    )
-    return LoopDecision(run.get("version") if set_candidate else None, record)
+    record.action = "candidate-set" if set_candidate else ("gate-passed" if result.passed else "gate-failed")
+    return LoopDecision(run.version if set_candidate else None, record)
 
 
 def candidate_patch(version: str) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from recops_contracts import topology
 from recops_contracts.training import CONFIG_ERROR_EXIT_CODES, EXIT_PREEMPTED
 from recops_operator import pods
 from recops_operator.api.models import Training
+from recops_operator.api.status import TrainingStatus
 from recops_operator.training import config as c
 from recops_operator.training import naming
 from recops_operator.training.config import TrainingConfigError, training_of
@@ -313,7 +314,7 @@ def requested_trigger(body: Mapping[str, Any]) -> str | None:
 def pending_trigger(body: Mapping[str, Any]) -> str | None:
     """A requested trigger that has not been turned into a run yet (status records handled ones)."""
     token = requested_trigger(body)
-    handled = ((body.get("status") or {}).get("training") or {}).get("lastTrigger")
+    handled = TrainingStatus.of((body.get("status") or {}).get("training")).last_trigger
     return token if token and token != handled else None
 
 

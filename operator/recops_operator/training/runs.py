@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from recops_operator.api.status import TrainingRun
 from recops_operator.training import config as c
 
 PREEMPTED_POD_PREFIX = "recops.io/preempted."
@@ -41,27 +42,25 @@ def preempted_pod_key(pod_name: str) -> str:
     return PREEMPTED_POD_PREFIX + pod_name[-(63 - len("preempted.")) :]
 
 
-def run_record(job: Mapping[str, Any]) -> dict[str, Any]:
+def run_record(job: Mapping[str, Any]) -> TrainingRun:
     meta = job.get("metadata") or {}
     status = job.get("status") or {}
     phase, reason = job_phase(job)
-    record: dict[str, Any] = {
-        "name": meta.get("name"),
-        "version": meta.get("name"),
-        "trigger": (meta.get("labels") or {}).get(c.TRIGGER_LABEL, c.TRIGGER_SCHEDULED),
-        "phase": phase,
-        "startTime": status.get("startTime") or meta.get("creationTimestamp"),
-        "preemptions": job_preemptions(job),
-    }
-    if reason:
-        record["reason"] = reason
-    if status.get("completionTime"):
-        record["completionTime"] = status["completionTime"]
-    elif phase == "Failed":
+    completion = status.get("completionTime")
+    if not completion and phase == "Failed":
         for cond in status.get("conditions") or []:
             if cond.get("type") == "Failed":
-                record["completionTime"] = cond.get("lastTransitionTime")
-    return record
+                completion = cond.get("lastTransitionTime")
+    return TrainingRun(
+        name=meta.get("name"),
+        version=meta.get("name"),
+        trigger=(meta.get("labels") or {}).get(c.TRIGGER_LABEL, c.TRIGGER_SCHEDULED),
+        phase=phase,
+        reason=reason,
+        start_time=status.get("startTime") or meta.get("creationTimestamp"),
+        completion_time=completion,
+        preemptions=job_preemptions(job),
+    )
 
 
 def _created(job: Mapping[str, Any]) -> str:
@@ -71,14 +70,14 @@ def _created(job: Mapping[str, Any]) -> str:
 
 def current_and_last(
     jobs: Iterable[Mapping[str, Any]],
-) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+) -> tuple[TrainingRun | None, TrainingRun | None]:
     """The newest active run and the newest finished run of a service."""
     current = last = None
     for job in sorted(jobs, key=_created):
         if (job.get("metadata") or {}).get("deletionTimestamp"):
             continue
         rec = run_record(job)
-        if rec["phase"] in ("Succeeded", "Failed"):
+        if rec.phase in ("Succeeded", "Failed"):
             last = rec
         else:
             current = rec

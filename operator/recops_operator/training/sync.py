@@ -19,6 +19,15 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from recops_operator.api.models import GROUP, PLURAL, VERSION, Training
+from recops_operator.api.status import (
+    RunData,
+    RunDataWindow,
+    RunTuned,
+    TrainingRun,
+    TrainingStatus,
+    drop_none,
+    merge_patch,
+)
 from recops_operator.controller import CONTROLLER
 from recops_operator.training import artifacts, loop, naming, preemption, runs
 from recops_operator.training import config as c
@@ -49,7 +58,7 @@ def _create_job(api: client.ApiClient, job: dict[str, Any]) -> dict[str, Any] | 
 
 def sync_training(
     api: client.ApiClient, body: Mapping[str, Any]
-) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+) -> tuple[TrainingStatus | None, dict[str, Any] | None]:
     """(status.training to write, spec merge patch or None) for ``body``."""
     spec = body.get("spec") or {}
     cfg = training_of(spec)
@@ -58,11 +67,8 @@ def sync_training(
     meta = body["metadata"]
     namespace, service = meta["namespace"], meta["name"]
     m.touch(namespace, service)
-    previous = (body.get("status") or {}).get("training") or {}
-    status: dict[str, Any] = {
-        "lastTrigger": previous.get("lastTrigger"),
-        "preemptions": previous.get("preemptions", 0),
-    }
+    previous = stored_training(body)
+    status = TrainingStatus(last_trigger=previous.last_trigger, preemptions=previous.preemptions)
     jobs = list_training_jobs(api, namespace, service)
 
     token = pending_trigger(body)
@@ -77,7 +83,7 @@ def sync_training(
                 token,
             )
             jobs.append({**job, "metadata": {**job["metadata"], "creationTimestamp": "9999"}, "status": {}})
-        status["lastTrigger"] = token
+        status.last_trigger = token
 
     start = runs.next_to_start(jobs)
     if start:
@@ -88,92 +94,96 @@ def sync_training(
                 j["spec"]["suspend"] = False
 
     current, last = runs.current_and_last(jobs)
-    status["currentRun"] = current
+    status.current_run = current
     spec_patch = None
-    prev_last = previous.get("lastRun") or {}
+    prev_last = previous.last_run
     if last is not None:
-        if prev_last.get("name") == last["name"] and "gate" in prev_last:
-            last = {**prev_last, **last}  # keep the closed-loop record made when it finished
+        if prev_last is not None and prev_last.name == last.name and prev_last.gate is not None:
+            # keep the closed-loop record made when it finished, under the Job's current facts
+            last = prev_last.model_copy(update=last.model_dump(exclude_none=True))
         else:
             last, spec_patch = _finish_run(body, cfg, last)
-            if last["phase"] == "Failed":
-                msg = failure_message(api, namespace, last["name"])
+            if last.phase == "Failed":
+                msg = failure_message(api, namespace, last.name)
                 if msg:
-                    last["message"] = msg
-            status["preemptions"] = int(status["preemptions"] or 0) + int(last.get("preemptions", 0))
-            m.runs_total.labels(namespace, service, last["phase"]).inc()
-    status["lastRun"] = last or None
-    ckpt_run = (current or last or {}).get("name")
-    if ckpt_run:
-        ts = artifacts.last_checkpoint_time(naming.checkpoint_uri(cfg.checkpoint.uri, ckpt_run))
-        status["lastCheckpointTime"] = ts or previous.get("lastCheckpointTime")
+                    last.message = msg
+            status.preemptions += last.preemptions or 0
+            m.runs_total.labels(namespace, service, last.phase).inc()
+    status.last_run = last
+    ckpt_run = current or last
+    if ckpt_run is not None:
+        ts = artifacts.last_checkpoint_time(naming.checkpoint_uri(cfg.checkpoint.uri, ckpt_run.name))
+        status.last_checkpoint_time = ts or previous.last_checkpoint_time
         if ts:
             m.set_last_checkpoint(namespace, service, ts)
     return status, spec_patch
 
 
-def _finish_run(
-    body: Mapping[str, Any], cfg: Training, run: dict[str, Any]
-) -> tuple[dict[str, Any], dict | None]:
+def _finish_run(body: Mapping[str, Any], cfg: Training, run: TrainingRun) -> tuple[TrainingRun, dict | None]:
     """Closed-loop step for a run seen finished for the first time."""
     spec = body.get("spec") or {}
     model = spec.get("model") or {}
     cand = serving = None
-    if run["phase"] == "Succeeded" and model.get("uri"):
-        cand_manifest = artifacts.read_manifest(naming.bundle_uri(model["uri"], run["version"]))
+    if run.phase == "Succeeded" and model.get("uri"):
+        cand_manifest = artifacts.read_manifest(naming.bundle_uri(model["uri"], run.version))
         cand = artifacts.offline_metrics(cand_manifest)
-        if cand_manifest and cand_manifest.get("data_window"):
-            run["dataWindow"] = cand_manifest["data_window"]
-        if cand_manifest and cand_manifest.get("data_report"):
-            rep = cand_manifest["data_report"]
-            run["data"] = {k: rep.get(k) for k in ("rows", "rejected", "reasons", "items_without_catalog")}
-        if cand_manifest and cand_manifest.get("serving"):
-            srv = cand_manifest["serving"]
-            run["tuned"] = {"exclude": srv.get("exclude"), "blend": srv.get("blend")}
+        run = run.model_copy(update=_manifest_lineage(cand_manifest or {}))
         if model.get("version"):
             serving = artifacts.offline_metrics(
                 artifacts.read_manifest(naming.bundle_uri(model["uri"], model["version"]))
             )
     decision = loop.decide(spec, run, cand, serving)
-    run = {**run, **{k: v for k, v in decision.record.items() if k not in ("run", "version")}}
+    run = decision.record
     meta = body["metadata"]
     log.info(
         "training %s/%s: run %s %s -> %s",
         meta["namespace"],
         meta["name"],
-        run["name"],
-        run["phase"],
-        run["action"],
+        run.name,
+        run.phase,
+        run.action,
     )
     if decision.candidate_version:
         return run, loop.candidate_patch(decision.candidate_version)
     return run, None
 
 
-def trained_conditions(
-    body: Mapping[str, Any], status: Mapping[str, Any] | None
-) -> list[dict[str, Any]] | None:
+def _manifest_lineage(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The run-record fields a bundle manifest provides: data window, data report, tuned serving."""
+    fields: dict[str, Any] = {}
+    if manifest.get("data_window"):
+        fields["data_window"] = RunDataWindow.model_validate(manifest["data_window"])
+    if manifest.get("data_report"):
+        fields["data"] = RunData.model_validate(manifest["data_report"])
+    if manifest.get("serving"):
+        srv = manifest["serving"]
+        fields["tuned"] = RunTuned(exclude=srv.get("exclude"), blend=srv.get("blend"))
+    return fields
+
+
+def stored_training(body: Mapping[str, Any]) -> TrainingStatus:
+    """``status.training`` as stored (lenient: a status an older operator wrote still loads)."""
+    return TrainingStatus.of((body.get("status") or {}).get("training"))
+
+
+def trained_conditions(body: Mapping[str, Any], status: TrainingStatus | None) -> list[dict[str, Any]] | None:
     """status.conditions with the training controller's ``Trained`` condition for the last finished run
     (None: nothing to change). Other controllers' conditions are kept as they are."""
     from recops_operator.status import condition, merge_conditions
 
-    last = (status or {}).get("lastRun") or {}
-    if not last.get("phase"):
+    last = status.last_run if status is not None else None
+    if last is None or not last.phase:
         return None
     old = list((body.get("status") or {}).get("conditions") or [])
     gen = (body.get("metadata") or {}).get("generation")
-    if last["phase"] == "Succeeded":
-        gate = last.get("gate") or {}
-        why = "; ".join(gate.get("reasons") or []) or "metrics gate passed"
+    if last.phase == "Succeeded":
+        why = "; ".join(last.gate.reasons if last.gate else []) or "metrics gate passed"
         new = condition(
-            "Trained", True, "RunSucceeded", f"run {last['name']}: {last.get('action', 'done')} ({why})", gen
+            "Trained", True, "RunSucceeded", f"run {last.name}: {last.action or 'done'} ({why})", gen
         )
     else:
-        msg = (
-            last.get("message")
-            or f"run {last['name']} ended {last['phase']} ({last.get('reason', 'no reason given')})"
-        )
-        new = condition("Trained", False, "RunFailed", f"run {last['name']}: {msg}"[:512], gen)
+        msg = last.message or f"run {last.name} ended {last.phase} ({last.reason or 'no reason given'})"
+        new = condition("Trained", False, "RunFailed", f"run {last.name}: {msg}"[:512], gen)
     current = next((c for c in old if c.get("type") == "Trained"), None)
     if current and all(current.get(k) == new[k] for k in ("status", "reason", "message")):
         return None
@@ -195,23 +205,23 @@ def failure_message(api: client.ApiClient, namespace: str, job: str) -> str | No
     return None
 
 
-def _strip_none(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _strip_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_strip_none(v) for v in value]
-    return value
-
-
-def status_changed(body: Mapping[str, Any], status: Mapping[str, Any] | None) -> bool:
-    """Whether writing ``status`` would change ``status.training`` (steady state makes no writes)."""
+def status_changed(body: Mapping[str, Any], status: TrainingStatus | None) -> bool:
+    """Whether writing ``status`` would change ``status.training`` as stored (steady state makes no
+    writes). Compared with the stored form itself, so keys the type does not know are written away."""
     if status is None:
         return False
-    current = (body.get("status") or {}).get("training") or {}
-    return _strip_none(dict(status)) != _strip_none(dict(current))
+    return status.dump() != drop_none((body.get("status") or {}).get("training") or {})
 
 
-def apply_sync(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
+def training_patch(body: Mapping[str, Any], status: TrainingStatus | None) -> dict[str, Any] | None:
+    """The merge patch of ``status.training`` that makes the stored value ``status.dump()`` exactly
+    (keys of an earlier run are nulled, not merged into the new one); None when nothing changes."""
+    if not status_changed(body, status):
+        return None
+    return merge_patch((body.get("status") or {}).get("training"), status.dump())
+
+
+def apply_sync(api: client.ApiClient, namespace: str, name: str) -> TrainingStatus | None:
     """Fetch the service, sync, and write status/spec (for callers outside a kopf handler)."""
     custom = client.CustomObjectsApi(api)
     with CONTROLLER.lock(namespace, name):
@@ -224,9 +234,12 @@ def apply_sync(api: client.ApiClient, namespace: str, name: str) -> dict[str, An
         status, spec_patch = sync_training(api, body)
         if spec_patch:
             custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, spec_patch)
+        training = training_patch(body, status)
         conditions = trained_conditions(body, status)
-        if status_changed(body, status) or conditions:
-            patch: dict[str, Any] = {"training": status}
+        if training or conditions:
+            patch: dict[str, Any] = {}
+            if training:
+                patch["training"] = training
             if conditions:
                 patch["conditions"] = conditions
             CONTROLLER.write_status(namespace, name, patch, api)
