@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from recops_contracts import topology as topo
 from recops_contracts.serving import ServeConfig
@@ -186,22 +186,18 @@ def deployment_name(owner: Owner, track: str = "stable") -> str:
     return owner.name if track == "stable" else f"{owner.name}-{track}"
 
 
-def render_deployment(
-    owner: Owner,
-    spec: RecommenderServiceSpec,
-    *,
-    track: str = "stable",
-    version: str | None = None,
-    image: str | None = None,
-    replicas: int | None = None,
-) -> dict[str, Any]:
-    """An inference Deployment for one track. ``replicas`` None leaves scaling to the HPA."""
-    version = version or spec.model.version
-    image = image or spec.serving.image
-    s = spec.serving
-    pod_labels = labels(owner, track, version)
-    selector = {"recops.io/service": owner.name, "recops.io/track": track}
-    placement, annotations = _placement(spec)
+class _Files(NamedTuple):
+    env: list[dict[str, Any]]
+    mounts: list[dict[str, Any]]
+    volumes: list[dict[str, Any]]
+
+
+def _files(owner: Owner, spec: RecommenderServiceSpec, track: str, version: str) -> _Files:
+    """What the container reads, and how: its env (file paths, never secrets), mounts and volumes.
+
+    The serving config as a ConfigMap file; secrets as files, not env vars: env leaks into crash
+    dumps, /proc/<pid>/environ and ``kubectl describe``.
+    """
     env: list[dict[str, Any]] = [
         {"name": "RECOPS_CONFIG", "value": f"{CONFIG_MOUNT}/{CONFIG_FILE}"},
         {"name": "RECOPS_MODEL_VERSION", "value": version},
@@ -218,9 +214,8 @@ def render_deployment(
         {"name": "model-cache", "emptyDir": {"sizeLimit": "4Gi"}},
         {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
     ]
-    if s.feature_store:
-        # as files, not env vars: env leaks into crash dumps, /proc/<pid>/environ and `kubectl describe`
-        ref = s.feature_store.secret_ref
+    if spec.serving.feature_store:
+        ref = spec.serving.feature_store.secret_ref
         for part in (
             _secret_file(
                 "feature-store", "RECOPS_REDIS_URL_FILE", ref.name, ref.key, SECRET_MOUNT, FEATURE_STORE_FILE
@@ -240,16 +235,12 @@ def render_deployment(
             env.append(part[0])
             mounts.append(part[1])
             volumes.append(part[2])
-    container = {
-        "name": "serve",
-        "image": image,
-        "args": ["serve", "--config", f"{CONFIG_MOUNT}/{CONFIG_FILE}", "--port", str(s.port)],
-        "ports": [{"name": "http", "containerPort": s.port, "protocol": "TCP"}],
-        "env": env,
-        "resources": {
-            "requests": {"cpu": s.resources.requests.cpu, "memory": s.resources.requests.memory},
-            "limits": {"cpu": s.resources.limits.cpu, "memory": s.resources.limits.memory},
-        },
+    return _Files(env, mounts, volumes)
+
+
+def _probes() -> dict[str, Any]:
+    """Ready once the bundle is loaded; alive while the process answers; a slow first load is not death."""
+    return {
         "readinessProbe": {
             "httpGet": {"path": "/readyz", "port": "http"},
             "periodSeconds": 5,
@@ -265,31 +256,73 @@ def render_deployment(
             "periodSeconds": 2,
             "failureThreshold": 60,
         },
-        "securityContext": pods.container_security_context(),
-        "volumeMounts": mounts,
     }
+
+
+def _serve_container(spec: RecommenderServiceSpec, image: str, files: _Files) -> dict[str, Any]:
+    """The ``recops-serve`` container: its command line, port, resources, probes and hardening."""
+    s = spec.serving
+    return {
+        "name": "serve",
+        "image": image,
+        "args": ["serve", "--config", f"{CONFIG_MOUNT}/{CONFIG_FILE}", "--port", str(s.port)],
+        "ports": [{"name": "http", "containerPort": s.port, "protocol": "TCP"}],
+        "env": files.env,
+        "resources": {
+            "requests": {"cpu": s.resources.requests.cpu, "memory": s.resources.requests.memory},
+            "limits": {"cpu": s.resources.limits.cpu, "memory": s.resources.limits.memory},
+        },
+        **_probes(),
+        "securityContext": pods.container_security_context(),
+        "volumeMounts": files.mounts,
+    }
+
+
+def _spread(selector: dict[str, str]) -> list[dict[str, Any]]:
+    """Spread a track's pods over zones and hosts, preferred (never blocks a scale-up)."""
+    return [
+        {
+            "maxSkew": 1,
+            "topologyKey": key,
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": selector},
+        }
+        for key in (topo.ZONE_LABEL, "kubernetes.io/hostname")
+    ]
+
+
+def _pod_spec(
+    spec: RecommenderServiceSpec, selector: dict[str, str], container: dict[str, Any], files: _Files
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """(hardened, never-spot pod spec, pod annotations) around ``container``."""
+    placement, annotations = _placement(spec)
     pod_spec = {
         **placement,
         **pods.hardened_pod_fields(),
         "terminationGracePeriodSeconds": 30,
         "securityContext": pods.pod_security_context(),
-        "topologySpreadConstraints": [
-            {
-                "maxSkew": 1,
-                "topologyKey": topo.ZONE_LABEL,
-                "whenUnsatisfiable": "ScheduleAnyway",
-                "labelSelector": {"matchLabels": selector},
-            },
-            {
-                "maxSkew": 1,
-                "topologyKey": "kubernetes.io/hostname",
-                "whenUnsatisfiable": "ScheduleAnyway",
-                "labelSelector": {"matchLabels": selector},
-            },
-        ],
+        "topologySpreadConstraints": _spread(selector),
         "containers": [container],
-        "volumes": volumes,
+        "volumes": files.volumes,
     }
+    return pod_spec, annotations
+
+
+def render_deployment(
+    owner: Owner,
+    spec: RecommenderServiceSpec,
+    *,
+    track: str = "stable",
+    version: str | None = None,
+    image: str | None = None,
+    replicas: int | None = None,
+) -> dict[str, Any]:
+    """An inference Deployment for one track. ``replicas`` None leaves scaling to the HPA."""
+    version = version or spec.model.version
+    selector = {"recops.io/service": owner.name, "recops.io/track": track}
+    files = _files(owner, spec, track, version)
+    container = _serve_container(spec, image or spec.serving.image, files)
+    pod_spec, annotations = _pod_spec(spec, selector, container, files)
     deployment: dict[str, Any] = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -298,7 +331,10 @@ def render_deployment(
             "selector": {"matchLabels": selector},
             "revisionHistoryLimit": 3,
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
-            "template": {"metadata": {"labels": pod_labels, "annotations": annotations}, "spec": pod_spec},
+            "template": {
+                "metadata": {"labels": labels(owner, track, version), "annotations": annotations},
+                "spec": pod_spec,
+            },
         },
     }
     if replicas is not None:
