@@ -23,6 +23,7 @@ query embedding, HNSW build time for 100k vectors (bench/search.py).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -560,8 +561,23 @@ def bench_operator(n: int = int(os.environ.get("RECOPS_BENCH_SERVICES", "200")))
             op.wait(30)
 
 
+BENCHES = ("serve", "ranking", "train", "train-scale", "operator", "rollout", "business", "stream", "all")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "which", nargs="?", default="all", choices=BENCHES, help="the benchmark to run (default: %(default)s)"
+    )
+    return p
+
+
 def main(argv: list[str]) -> int:
-    which = argv[0] if argv else "all"
+    which = parser().parse_args(argv).which
 
     def bench_business() -> None:
         from bench.business import run

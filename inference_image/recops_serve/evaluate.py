@@ -18,9 +18,9 @@ Rules rows show what merchandising rules cost in the ranked metrics.
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
-import sys
 import time
 from dataclasses import replace
 
@@ -231,8 +231,23 @@ def print_paired(rows: dict[str, dict]) -> None:
         print(f"{model:24} {cells}")
 
 
-def main() -> int:
-    names = sys.argv[1:] or ["completejourney"]
+SOURCES = ("completejourney", "diginetica", "taobao")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m recops_serve.evaluate",
+        description="The evaluation table of built-in sources, measured through the served configuration.",
+    )
+    p.add_argument(
+        "sources",
+        nargs="*",
+        metavar="SOURCE",
+        help=f"built-in source(s) to evaluate: {', '.join(SOURCES)} (default: completejourney)",
+    )
+    names = p.parse_args(argv).sources or ["completejourney"]
+    if unknown := [n for n in names if n not in SOURCES]:  # (choices= rejects an empty nargs="*")
+        p.error(f"unknown source {unknown[0]!r}: choose from {', '.join(SOURCES)}")
     for name in names:
         t0 = time.time()
         tables = run(name)
