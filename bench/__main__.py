@@ -561,7 +561,19 @@ def bench_operator(n: int = int(os.environ.get("RECOPS_BENCH_SERVICES", "200")))
             op.wait(30)
 
 
-BENCHES = ("serve", "ranking", "train", "train-scale", "operator", "rollout", "business", "stream", "all")
+#: the names main() runs, in the order of the module docstring's first line (tests/serve/test_cli.py)
+BENCHES = (
+    "serve",
+    "ranking",
+    "train",
+    "train-scale",
+    "operator",
+    "rollout",
+    "business",
+    "stream",
+    "search",
+    "all",
+)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -43,6 +43,15 @@ def test_every_option_of_every_command_has_help():
     assert out.returncode == 0 and "--checkpoint-interval" in out.stdout, out.stderr
 
 
+def test_bench_accepts_every_benchmark_it_documents():
+    import re
+
+    import bench.__main__ as b
+
+    documented = re.search(r"python -m bench \[([^\]]+)\]", b.__doc__).group(1).split("|")
+    assert tuple(documented) == BENCHES
+
+
 @pytest.mark.parametrize(
     ("args", "code", "shown"),
     [
