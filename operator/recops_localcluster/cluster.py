@@ -487,7 +487,21 @@ def _start_keda_impl(cluster: LocalCluster, keys: pki.Pki) -> None:
         ],
     )
     cluster.kubectl("apply", "--server-side", "--field-manager=recops-localcluster", "-f", str(kdir / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "crd", "scaledobjects.keda.sh", "--timeout=60s")
+    deadline = time.monotonic() + 60  # `kubectl wait` errors while the CRD has no conditions yet: retry
+    while (
+        cluster.kubectl(
+            "wait",
+            "--for=condition=Established",
+            "crd",
+            "scaledobjects.keda.sh",
+            "--timeout=10s",
+            check=False,
+        ).returncode
+        != 0
+    ):
+        if time.monotonic() > deadline:
+            raise ComponentFailed("keda-crds", None, "scaledobjects.keda.sh not Established after 60s")
+        time.sleep(0.5)
     grpc_port, adapter_port = free_port(), free_port()
     docs = yaml.safe_dump_all(
         _keda_objects(base64.b64encode(keys.ca_crt.read_bytes()).decode(), adapter_port)
