@@ -10,11 +10,26 @@ if [ -n "${RECOPS_KEDA_ASSETS:-}" ]; then echo "$RECOPS_KEDA_ASSETS"; exit 0; fi
 KEDA_V=${RECOPS_KEDA_VERSION:-v2.21.0}
 OUT=${RECOPS_KEDABIN:-${XDG_CACHE_HOME:-$HOME/.cache}/recops/keda-$KEDA_V}
 LOGDIR=$OUT/build-logs
-complete() { [ -x "$OUT/keda" ] && [ -x "$OUT/keda-adapter" ] && [ -s "$OUT/crds/keda.sh_scaledobjects.yaml" ]; }
+# Every CRD KEDA ships, eventing.keda.sh included: the operator's CloudEventSource controllers exit
+# without theirs (the CRDs are installed, the feature is not used).
+bins() { [ -x "$OUT/keda" ] && [ -x "$OUT/keda-adapter" ]; }
+crds() { [ -s "$OUT/crds/keda.sh_scaledobjects.yaml" ] && [ -s "$OUT/crds/eventing.keda.sh_cloudeventsources.yaml" ]; }
+complete() { bins && crds; }
 if [ -n "${RECOPS_PRINT_ONLY:-}" ]; then complete || exit 1; echo "$OUT"; exit 0; fi
 if complete; then echo "$OUT"; exit 0; fi
 mkdir -p "$OUT" "$LOGDIR"
 export GOWORK=off GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
+copy_crds() {  # from the module (config/crd/bases) in the module cache
+  local tmp dir
+  tmp=$(mktemp -d -t recops-keda-crds.XXXXXX)
+  printf 'module local.invalid/keda-crds\n\ngo 1.26.0\n' > "$tmp/go.mod"
+  dir=$(cd "$tmp" && go mod download -json "github.com/kedacore/keda/v2@$KEDA_V" |
+    python3 -c 'import json,sys;print(json.load(sys.stdin)["Dir"])')
+  rm -rf "$tmp"
+  mkdir -p "$OUT/crds"
+  install -m 0644 "$dir"/config/crd/bases/*.yaml "$OUT/crds/"
+}
+if bins; then copy_crds; complete; echo "$OUT"; exit 0; fi  # a cache from before the eventing CRDs
 log=$LOGDIR/keda.log
 echo "build-keda: building KEDA $KEDA_V operator + adapter (cold build takes ~9 min; log: $log)" >&2
 (
@@ -46,7 +61,7 @@ for e in m.get("Exclude") or []:
   go build -p 2 -trimpath -ldflags="$ldf" -o "$OUT/keda" github.com/kedacore/keda/v2/cmd/operator
   go build -p 2 -trimpath -ldflags="$ldf" -o "$OUT/keda-adapter" github.com/kedacore/keda/v2/cmd/adapter
   mkdir -p "$OUT/crds"
-  install -m 0644 "$dir"/config/crd/bases/keda.sh_*.yaml "$OUT/crds/"
+  install -m 0644 "$dir"/config/crd/bases/*.yaml "$OUT/crds/"
   rm -rf "$work"
 ) >"$log" 2>&1 || { echo "build-keda: FAILED; read $log" >&2; tail -n 20 "$log" >&2; exit 1; }
 complete

@@ -439,6 +439,8 @@ class LocalCluster:
 KEDA_NAMESPACE = "keda"
 KEDA_METRICS_SERVICE = "keda-metrics-apiserver"
 EXTERNAL_METRICS_APISERVICE = "v1beta1.external.metrics.k8s.io"
+#: waited for before the KEDA operator starts (it exits when the eventing.keda.sh ones are missing)
+KEDA_CRDS = ("scaledobjects.keda.sh", "cloudeventsources.eventing.keda.sh")
 
 
 def _keda_objects(ca_bundle: str, adapter_port: int) -> list[dict]:
@@ -493,14 +495,14 @@ def _start_keda_impl(cluster: LocalCluster, keys: pki.Pki) -> None:
             "wait",
             "--for=condition=Established",
             "crd",
-            "scaledobjects.keda.sh",
+            *KEDA_CRDS,
             "--timeout=10s",
             check=False,
         ).returncode
         != 0
     ):
         if time.monotonic() > deadline:
-            raise ComponentFailed("keda-crds", None, "scaledobjects.keda.sh not Established after 60s")
+            raise ComponentFailed("keda-crds", None, f"{', '.join(KEDA_CRDS)} not Established after 60s")
         time.sleep(0.5)
     grpc_port, adapter_port = free_port(), free_port()
     docs = yaml.safe_dump_all(

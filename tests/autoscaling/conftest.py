@@ -23,7 +23,8 @@ def keda_cluster():
         binaries.keda_dir()
     except binaries.MissingBinary as e:
         pytest.fail(f"local control plane with KEDA unavailable: {e}", pytrace=False)
-    cluster = LocalCluster(keda=True, nodes=NodeSet(on_demand=1, spot=0, eci=1)).start()
+    # a spot node too: inference must never land on it
+    cluster = LocalCluster(keda=True, nodes=NodeSet(on_demand=1, spot=1, eci=1)).start()
     try:
         cluster.kubectl("apply", "--server-side", "-f", str(CRD_DIR))
         cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from recops_operator import topology as topo
 from tests.support import flashsale
 
 from .conftest import NAME, NAMESPACE
@@ -51,6 +52,10 @@ def test_spike_scales_out_on_eci_and_back_and_a_sale_window_prescales(
             "the operator's webhook to admit the service",
             period=2,
         )
+        # targetCPUUtilization: null survives the API server (nullable, not defaulted to 60): with a CPU
+        # trigger the unreadable CPU of KWOK pods would hold every scale-down
+        stored = json.loads(c.kubectl("get", "recsvc", NAME, "-n", NAMESPACE, "-o", "json").stdout)
+        assert stored["spec"]["serving"]["autoscaling"]["targetCPUUtilization"] is None
         # KEDA, not the plain HPA, and the status says so
         flashsale.wait_until(
             lambda: c.kubectl("get", "scaledobject", NAME, "-n", NAMESPACE, check=False).returncode == 0,
@@ -80,6 +85,7 @@ def test_spike_scales_out_on_eci_and_back_and_a_sale_window_prescales(
         hpa = json.loads(c.kubectl("get", "hpa", f"keda-hpa-{NAME}", "-n", NAMESPACE, "-o", "json").stdout)
         assert hpa["spec"]["metrics"][0]["type"] == "External"
         assert hpa["spec"]["behavior"]["scaleUp"]["stabilizationWindowSeconds"] == 0
+        assert [m["type"] for m in hpa["spec"]["metrics"]] == ["External"], "no CPU metric"
 
         # the spike: 10x within 5 s
         step = load.set_rate(SPIKE, ramp_seconds=4)
@@ -90,6 +96,8 @@ def test_spike_scales_out_on_eci_and_back_and_a_sale_window_prescales(
         )
         running, total = flashsale.pods_running_on_eci(c, NAMESPACE, NAME)
         assert running >= TARGET - 2, f"{running}/{total} pods Running+Ready on the ECI node"
+        on_spot = flashsale.pods_on_pool(c, NAMESPACE, NAME, topo.SPOT_POOL.name)
+        assert not on_spot, f"inference pods on the spot node: {on_spot}"
         decision = sampler.timeline.first(lambda s: s.spec_replicas > BASE_REPLICAS + 1, step)
         assert decision is not None
         assert max(s.spec_replicas for s in sampler.timeline.samples) <= TARGET + 5, "no runaway overshoot"
@@ -148,8 +156,38 @@ def test_spike_scales_out_on_eci_and_back_and_a_sale_window_prescales(
         flashsale.wait_until(
             lambda: _conditions(c).get("PreScaled", {}).get("status") == "False", 60, "window closed"
         )
+    except AssertionError:
+        _diagnose(c, prometheus, load, sampler)
+        raise
     finally:
         if sampler:
             sampler.stop()
         load.stop()
         op.stop()
+
+
+def _diagnose(c, prometheus, load, sampler) -> None:
+    """What the autoscaling chain saw, printed on failure (pytest shows it with the assertion)."""
+    hpa = c.kubectl("get", "hpa", "-n", NAMESPACE, "-o", "json", check=False).stdout
+    for h in json.loads(hpa or '{"items": []}')["items"]:
+        print("HPA", h["metadata"]["name"], json.dumps(h.get("status"), indent=1))
+    so = c.kubectl("get", "scaledobject", NAME, "-n", NAMESPACE, "-o", "json", check=False).stdout
+    if so:
+        print("ScaledObject status", json.dumps(json.loads(so).get("status"), indent=1))
+    q = f'sum(rate(recops_http_requests_total{{namespace="{NAMESPACE}",recsvc="{NAME}"}}[4s]))'
+    print(
+        "offered rate now",
+        prometheus.query(q),
+        "sent",
+        load.sent,
+        load.codes,
+        "rate",
+        load.rate_at(time.monotonic()),
+    )
+    if sampler:
+        print("last samples", sampler.timeline.samples[-5:])
+    for comp in ("keda-operator", "keda-adapter", "kube-controller-manager"):
+        log = c.logs / f"{comp}.log"
+        if log.exists():
+            print(f"--- {comp} (tail)")
+            print("\n".join(log.read_text(errors="replace").splitlines()[-15:]))

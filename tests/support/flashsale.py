@@ -347,6 +347,20 @@ def wait_until(pred, timeout: float, what: str, period: float = 0.5):
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
+def pods_on_pool(cluster, namespace: str, name: str, pool: str) -> list[str]:
+    """Pods of the service bound to nodes of a local pool (``recops.io/local-pool``: on-demand, spot, eci)."""
+    nodes = {
+        n["metadata"]["name"]
+        for n in json.loads(
+            cluster.kubectl("get", "nodes", "-l", f"recops.io/local-pool={pool}", "-o", "json").stdout
+        )["items"]
+    }
+    out = cluster.kubectl(
+        "get", "pods", "-n", namespace, "-l", f"recops.io/service={name}", "-o", "json"
+    ).stdout
+    return [p["metadata"]["name"] for p in json.loads(out)["items"] if p["spec"].get("nodeName") in nodes]
+
+
 def pods_running_on_eci(cluster, namespace: str, name: str) -> tuple[int, int]:
     """(pods of the service Running and Ready on the ECI virtual node, all pods of the service)."""
     out = cluster.kubectl(
