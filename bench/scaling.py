@@ -69,7 +69,7 @@ def run_case(cluster, servers, work: Path, target: int, prescale: bool) -> dict:
             flashsale.wait_until(
                 lambda: (
                     cluster.kubectl(
-                        "apply", "-n", ns, "-f", "-", input=json.dumps(body), check=False
+                        "apply", "--server-side", "-n", ns, "-f", "-", input=json.dumps(body), check=False
                     ).returncode
                     == 0
                 ),
@@ -86,7 +86,7 @@ def run_case(cluster, servers, work: Path, target: int, prescale: bool) -> dict:
             if prescale:
                 window, opens_in = flashsale.next_window(lead_seconds=10, minutes=3)
                 body["spec"]["serving"]["autoscaling"]["schedules"] = [{**window, "minReplicas": target}]
-                cluster.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(body))
+                cluster.kubectl("apply", "--server-side", "-n", ns, "-f", "-", input=json.dumps(body))
                 flashsale.wait_until(
                     lambda: (s := sampler.latest()) and s.ready >= target, opens_in + 300, "pre-scaled"
                 )

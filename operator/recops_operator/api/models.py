@@ -253,7 +253,8 @@ class Autoscaling(Model):
         Field(
             alias="targetCPUUtilization",
             description="Average CPU utilization target, percent of requests. null: no CPU metric (the "
-            "request rate alone scales; needs no metrics.k8s.io).",
+            "request rate alone scales; needs no metrics.k8s.io). Send the null with kubectl apply "
+            "--server-side, create or replace: client-side kubectl apply drops nulls and the default returns.",
             ge=10,
             le=95,
         ),
@@ -263,7 +264,8 @@ class Autoscaling(Model):
         Field(
             description="Per-replica target of the offered request rate (every request, 503s included). With "
             "KEDA: a Prometheus trigger on sum(rate(recops_http_requests_total)) of the service; without: the "
-            "pods metric recops_http_requests_per_second via a metrics adapter. Unset: CPU only.",
+            "pods metric recops_http_requests_per_second via a metrics adapter. null: CPU only (null as for "
+            "targetCPUUtilization).",
             ge=1,
             le=100000,
         ),
