@@ -33,7 +33,7 @@ system-deps:
 	@scripts/system-deps.sh
 
 # Builds (once, cached outside the repo) or reuses $KUBEBUILDER_ASSETS; plus KEDA (operator + metrics
-# adapter + CRDs, ~/.cache/recops/keda-<v>, cold ~9 min) for the autoscaling e2e and `bench scaling`.
+# adapter + CRDs, ~/.cache/recops/keda-<v>, cold ~32 min here) for the autoscaling e2e and `bench scaling`.
 testbin:
 	@scripts/build-testbin.sh >/dev/null
 	@scripts/build-keda.sh >/dev/null
