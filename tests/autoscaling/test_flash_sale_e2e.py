@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from recops_operator import topology as topo
+from recops_contracts import topology as topo
 from tests.support import flashsale
 
 from .conftest import NAME, NAMESPACE
