@@ -212,3 +212,17 @@ def test_eci_pods_start_from_the_image_cache():
 
 def test_offered_query_window():
     assert offered_rate_query("a", "b", "5s").endswith("[5s]))")
+
+
+@pytest.mark.parametrize("keda", [False, True])
+def test_admission_dry_runs_the_autoscaler_reconcile_renders(keda):
+    """The webhook's implied objects (with the probing candidate) carry the same autoscaler as the
+    reconcile: a positional RenderContext once turned the probe's rollout status into keda_available."""
+    from recops_operator.dryrun import implied_objects
+
+    ctx = RenderContext(keda_available=keda, prometheus_url="http://p")
+    got = {o["kind"] for o in implied_objects(OWNER, spec(), ctx)}
+    assert ("ScaledObject" in got) is keda
+    assert ("HorizontalPodAutoscaler" in got) is not keda
+    with pytest.raises(TypeError):
+        RenderContext(False, False, None)  # keyword-only: no field can be filled by position

@@ -46,7 +46,7 @@ class Owner:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RenderContext:
     """Facts the renderer may depend on: discovered by the handler (CRDs present) or
     persisted state (``rollout`` is ``status.rollout``: phase, weight, promoted version)."""
