@@ -32,9 +32,11 @@ checkov: $(CHECKOV_STAMP)
 system-deps:
 	@scripts/system-deps.sh
 
-# Builds (once, cached outside the repo) or reuses $KUBEBUILDER_ASSETS.
+# Builds (once, cached outside the repo) or reuses $KUBEBUILDER_ASSETS; plus KEDA (operator + metrics
+# adapter + CRDs, ~/.cache/recops/keda-<v>, cold ~32 min here) for the autoscaling e2e and `bench scaling`.
 testbin:
 	@scripts/build-testbin.sh >/dev/null
+	@scripts/build-keda.sh >/dev/null
 
 # Kafka broker jars and the PyFlink venv + connector jars for the clickstream pipeline (once, cached
 # outside the repo by version: ~/.cache/recops/kafka-<v>, ~/.cache/recops/flink-<v>).

@@ -1,4 +1,4 @@
-"""``python -m bench [serve|ranking|train|train-scale|operator|rollout|business|stream|search|all]`` (``make bench``): measured on this machine, printed as tables.
+"""``python -m bench [serve|ranking|train|train-scale|operator|rollout|business|stream|search|scaling|all]`` (``make bench``): measured on this machine, printed as tables.
 
 serve: one recops-serve worker vs the textbook baseline (FastAPI + redis-py + numpy brute force,
 bench/baseline_server.py), same bundle (all items of taobao+diginetica, 127,890, where ../shared/data
@@ -19,6 +19,9 @@ stream: producer -> Kafka -> Flink -> Redis + archive: events/s, event-to-featur
 completeness, checkpoint size (bench/stream.py).
 search: vectorization items per CPU-second, /v1/search and /v1/retrieve p50/p99 on one worker with
 query embedding, HNSW build time for 100k vectors (bench/search.py).
+scaling: flash sale on the real control plane with KEDA: load x10 -> Prometheus -> KEDA -> HPA -> KWOK pods
+on ECI; time to first decision and to desired Ready, modelled 503 share, 50/500 replicas, with/without a
+pre-scale window, where the time goes (bench/scaling.py).
 """
 
 from __future__ import annotations
@@ -617,6 +620,11 @@ def main(argv: list[str]) -> int:
 
         run(table)
 
+    def bench_scaling() -> None:
+        from bench.scaling import run
+
+        run(table)
+
     def bench_train_scale() -> None:
         from bench.train_scale import run
 
@@ -632,6 +640,7 @@ def main(argv: list[str]) -> int:
         ("business", bench_business),
         ("stream", bench_stream),
         ("search", bench_search),
+        ("scaling", bench_scaling),
     ):
         if which == "all" and name == "business":
             continue  # printed by rollout

@@ -87,6 +87,7 @@ ECI_VIRTUAL_NODE = NodePoolProfile(
 ECI_ANNOTATION_PREFIX = "k8s.aliyun.com/"
 ECI_AUTO_IMAGE_CACHE = "k8s.aliyun.com/eci-auto-imc"
 ECI_USE_SPECS = "k8s.aliyun.com/eci-use-specs"
+ECI_IMAGE_SNAPSHOT_ID = "k8s.aliyun.com/eci-image-snapshot-id"
 ECI_SPOT_STRATEGY = "k8s.aliyun.com/eci-spot-strategy"
 ECI_SPOT_DURATION = "k8s.aliyun.com/eci-spot-duration"
 ECI_SPOT_FALLBACK = "k8s.aliyun.com/eci-spot-fallback"

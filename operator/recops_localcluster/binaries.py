@@ -67,3 +67,32 @@ def find(name: str, *, build: bool = False) -> Path:
         f"{name}: not found (searched {_env_name(name)}, {', '.join(searched) or 'no assets dir'}, PATH). "
         "Run `make testbin` (scripts/build-testbin.sh) or set KUBEBUILDER_ASSETS."
     )
+
+
+KEDA_COMPONENTS = ("keda", "keda-adapter")
+KEDA_BUILD_SCRIPT = REPO_ROOT / "scripts" / "build-keda.sh"
+
+
+def keda_dir(build: bool = False) -> Path:
+    """KEDA's binaries and CRDs (``crds/``): ``$RECOPS_KEDA_ASSETS``, else the build cache of
+    ``scripts/build-keda.sh`` (built first when ``build`` is set). Raises MissingBinary."""
+    if os.environ.get("RECOPS_KEDA_ASSETS"):
+        d = Path(os.environ["RECOPS_KEDA_ASSETS"])
+    else:
+        args = (
+            [str(KEDA_BUILD_SCRIPT)]
+            if build
+            else ["bash", "-c", f'RECOPS_PRINT_ONLY=1 "{KEDA_BUILD_SCRIPT}"']
+        )
+        res = subprocess.run(args, capture_output=True, text=True, check=False)
+        out = res.stdout.strip().splitlines()
+        if res.returncode != 0 or not out:
+            raise MissingBinary(
+                "KEDA: not built (run `make testbin` or scripts/build-keda.sh, or set RECOPS_KEDA_ASSETS)"
+                + (f": {res.stderr.strip()}" if build else "")
+            )
+        d = Path(out[-1])
+    for name in KEDA_COMPONENTS:
+        if not (d / name).exists():
+            raise MissingBinary(f"{name}: not found in {d} (scripts/build-keda.sh)")
+    return d

@@ -85,6 +85,9 @@ class LocalCluster:
     pids: dict[str, int] = field(default_factory=dict)
     api_port: int = 0
     etcd_port: int = 0
+    #: Also run KEDA (operator + external-metrics adapter behind the external.metrics.k8s.io
+    #: APIService), from scripts/build-keda.sh's cache.
+    keda: bool = False
     #: False (tests, demo, bench): components die with this process (prctl PDEATHSIG, atexit,
     #: SIGTERM/SIGHUP). True (`recops-localcluster up`): they outlive it until `down`.
     detach: bool = False
@@ -136,6 +139,8 @@ class LocalCluster:
             self._start_scheduler(bins["kube-scheduler"])
             self._start_kwok(bins["kwok"])
             self._create_nodes()
+            if self.keda:
+                self._start_keda(keys)
         except BaseException:
             self.stop(keep_logs=True)  # the error names a log file: keep it to read
             raise
@@ -235,7 +240,7 @@ class LocalCluster:
         self.kubeconfig.write_text(yaml.safe_dump(cfg))
         self.kubeconfig.chmod(0o600)
 
-    def _spawn(self, name: str, argv: list[str]) -> Path:
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Path:
         log = self.logs / f"{name}.log"
         with open(log, "ab") as out:
             # own process group (stop() signals the group); tied: dies with us unless detached
@@ -244,6 +249,7 @@ class LocalCluster:
                 "stderr": subprocess.STDOUT,
                 "stdin": subprocess.DEVNULL,
                 "start_new_session": True,
+                "env": env,
             }
             proc = subprocess.Popen(argv, **opts) if self.detach else procs.popen_tied(argv, **opts)
         self.pids[name] = proc.pid
@@ -405,6 +411,9 @@ class LocalCluster:
         )
         self._wait("kwok", log, _after(1.5))
 
+    def _start_keda(self, keys: pki.Pki) -> None:
+        _start_keda_impl(self, keys)
+
     def _create_nodes(self) -> None:
         manifests = node_manifests(self.nodes)
         if not manifests:
@@ -425,6 +434,144 @@ class LocalCluster:
             )
 
         self._wait("kwok", self.logs / "kwok.log", all_ready)
+
+
+KEDA_NAMESPACE = "keda"
+KEDA_METRICS_SERVICE = "keda-metrics-apiserver"
+EXTERNAL_METRICS_APISERVICE = "v1beta1.external.metrics.k8s.io"
+#: waited for before the KEDA operator starts (it exits when the eventing.keda.sh ones are missing)
+KEDA_CRDS = ("scaledobjects.keda.sh", "cloudeventsources.eventing.keda.sh")
+
+
+def _keda_objects(ca_bundle: str, adapter_port: int) -> list[dict]:
+    """What the aggregator needs to reach the adapter on loopback: an ExternalName Service (the
+    aggregator resolves it itself, no kube-proxy) and the external.metrics.k8s.io APIService."""
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": KEDA_NAMESPACE}},
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": KEDA_METRICS_SERVICE, "namespace": KEDA_NAMESPACE},
+            "spec": {
+                "type": "ExternalName",
+                "externalName": "127.0.0.1",
+                "ports": [{"name": "https", "port": adapter_port, "protocol": "TCP"}],
+            },
+        },
+        {
+            "apiVersion": "apiregistration.k8s.io/v1",
+            "kind": "APIService",
+            "metadata": {"name": EXTERNAL_METRICS_APISERVICE},
+            "spec": {
+                "group": "external.metrics.k8s.io",
+                "version": "v1beta1",
+                "groupPriorityMinimum": 100,
+                "versionPriority": 100,
+                "caBundle": ca_bundle,
+                "service": {"name": KEDA_METRICS_SERVICE, "namespace": KEDA_NAMESPACE, "port": adapter_port},
+            },
+        },
+    ]
+
+
+def _start_keda_impl(cluster: LocalCluster, keys: pki.Pki) -> None:
+    import base64
+
+    assert cluster.run_dir is not None
+    kdir = binaries.keda_dir()
+    certs = pki.issue_pair(
+        keys,
+        cluster.run_dir / "keda-certs",
+        "keda",
+        [
+            f"{KEDA_METRICS_SERVICE}.{KEDA_NAMESPACE}.svc",
+            f"keda-operator.{KEDA_NAMESPACE}.svc",
+        ],
+    )
+    cluster.kubectl("apply", "--server-side", "--field-manager=recops-localcluster", "-f", str(kdir / "crds"))
+    deadline = time.monotonic() + 60  # `kubectl wait` errors while the CRD has no conditions yet: retry
+    while (
+        cluster.kubectl(
+            "wait",
+            "--for=condition=Established",
+            "crd",
+            *KEDA_CRDS,
+            "--timeout=10s",
+            check=False,
+        ).returncode
+        != 0
+    ):
+        if time.monotonic() > deadline:
+            raise ComponentFailed("keda-crds", None, f"{', '.join(KEDA_CRDS)} not Established after 60s")
+        time.sleep(0.5)
+    grpc_port, adapter_port = free_port(), free_port()
+    docs = yaml.safe_dump_all(
+        _keda_objects(base64.b64encode(keys.ca_crt.read_bytes()).decode(), adapter_port)
+    )
+    cluster.kubectl("apply", "--server-side", "--field-manager=recops-localcluster", "-f", "-", input=docs)
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(cluster.kubeconfig),
+        "WATCH_NAMESPACE": "",
+        "POD_NAMESPACE": KEDA_NAMESPACE,
+        "KEDA_CLUSTER_OBJECT_NAMESPACE": KEDA_NAMESPACE,
+        "KEDA_HTTP_DEFAULT_TIMEOUT": "3000",
+    }
+    probe = free_port()
+    log = cluster._spawn(
+        "keda-operator",
+        [
+            str(kdir / "keda"),
+            f"--kubeconfig={cluster.kubeconfig}",
+            "--leader-elect=false",
+            f"--metrics-bind-address=127.0.0.1:{free_port()}",
+            f"--health-probe-bind-address=127.0.0.1:{probe}",
+            f"--metrics-service-bind-address=127.0.0.1:{grpc_port}",
+            f"--cert-dir={certs}",
+            f"--ca-dir={certs}",
+            "--enable-cert-rotation=false",
+            "--kube-api-qps=200",
+            "--kube-api-burst=400",
+            "--zap-log-level=info",
+        ],
+        env=env,
+    )
+
+    def healthy() -> bool:
+        with urllib.request.urlopen(f"http://127.0.0.1:{probe}/readyz", timeout=2) as r:
+            return r.status == 200
+
+    cluster._wait("keda-operator", log, healthy)
+    kc = str(cluster.kubeconfig)
+    log = cluster._spawn(
+        "keda-adapter",
+        [
+            str(kdir / "keda-adapter"),
+            f"--kubeconfig={kc}",
+            f"--lister-kubeconfig={kc}",
+            f"--authentication-kubeconfig={kc}",
+            f"--authorization-kubeconfig={kc}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={adapter_port}",
+            f"--cert-dir={certs}",
+            f"--tls-cert-file={certs / 'tls.crt'}",
+            f"--tls-private-key-file={certs / 'tls.key'}",
+            f"--metrics-service-address=127.0.0.1:{grpc_port}",
+            f"--port={free_port()}",
+            "--kube-api-qps=200",
+            "--kube-api-burst=400",
+            "--zap-log-level=info",
+        ],
+        env=env,
+    )
+
+    def served() -> bool:
+        res = cluster.kubectl(
+            "get", "--raw", "/apis/external.metrics.k8s.io/v1beta1", check=False, timeout=10
+        )
+        return res.returncode == 0
+
+    cluster._wait("keda-adapter", log, served, timeout=max(START_TIMEOUT, 120))
 
 
 def _after(seconds: float) -> Callable[[], bool]:

@@ -185,3 +185,36 @@ def generate(directory: Path) -> Pki:
         )
     )
     return pki
+
+
+def issue_pair(pki: Pki, directory: Path, cn: str, dns: list[str]) -> Path:
+    """A key pair signed by the cluster CA for serving AND client auth, written Kubernetes-Secret style
+    (``ca.crt``, ``tls.crt``, ``tls.key``) into ``directory``: KEDA's operator and metrics adapter share
+    one such directory (mutual TLS on their gRPC link; the adapter also serves the aggregated API)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    ca_cert = x509.load_pem_x509_certificate(pki.ca_crt.read_bytes())
+    key = _key()
+    now = dt.datetime.now(dt.UTC)
+    sans: list[x509.GeneralName] = [x509.DNSName(d) for d in ["localhost", *dns]]
+    sans.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + _VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+            critical=False,
+        )
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    _write_key(directory / "tls.key", key)
+    _write_cert(directory / "tls.crt", cert)
+    (directory / "ca.crt").write_bytes(pki.ca_crt.read_bytes())
+    return directory

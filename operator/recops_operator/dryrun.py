@@ -9,6 +9,7 @@ candidate track of a rollout (rendered as if one were in progress), since those 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable
@@ -39,7 +40,7 @@ def implied_objects(owner: Owner, spec: RecommenderServiceSpec, ctx: RenderConte
     live = RolloutStatus(
         phase=Phase.PROGRESSING, step_index=0, weight=rollout.steps[0], candidate=cand.version
     )
-    objs += desired_objects(owner, probing, RenderContext(ctx.monitoring_available, ctx.mesh_available, live))
+    objs += desired_objects(owner, probing, dataclasses.replace(ctx, rollout=live))
     seen: set[str] = set()
     out = []
     for obj in objs:

@@ -44,6 +44,18 @@ def on_resync(namespace: str, name: str, **_: Any) -> None:
     reconcile(namespace, name, fresh=True)  # the safety net does not trust the cache
 
 
+WINDOW_SECONDS = float(os.environ.get("RECOPS_WINDOW_SECONDS", "20"))
+
+
+def _has_schedules(spec: Any, **_: Any) -> bool:
+    return bool(((spec or {}).get("serving") or {}).get("autoscaling", {}).get("schedules"))
+
+
+def on_sale_window_tick(namespace: str, name: str, **_: Any) -> None:
+    """Sale windows open and close on the clock: re-render (the plain HPA's floor, PreScaled)."""
+    reconcile(namespace, name)
+
+
 _CHILD_LABELS = {"app.kubernetes.io/managed-by": MANAGED_BY}
 
 
@@ -122,6 +134,15 @@ def register(registry: kopf.OperatorRegistry) -> None:
         idle=RESYNC_SECONDS,
         registry=registry,
     )(on_resync)
+    kopf.timer(
+        GROUP,
+        VERSION,
+        PLURAL,
+        id="serving-sale-windows",
+        interval=WINDOW_SECONDS,
+        when=_has_schedules,
+        registry=registry,
+    )(on_sale_window_tick)
     for resource, _ in CHILD_WATCHES:
         kopf.on.event(*resource, labels=_CHILD_LABELS, id=f"child-{resource[-1]}", registry=registry)(
             _on_child

@@ -5,6 +5,7 @@ child events, the resync timer; ``rollout.handlers``: a new rollout step) ends h
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 from typing import Any
@@ -18,7 +19,7 @@ from recops_operator.api.models import RecommenderServiceSpec
 from recops_operator.apply import Applier
 from recops_operator.controller import CONTROLLER
 from recops_operator.rejections import ChildRejected
-from recops_operator.render import Owner, RenderContext, desired_objects
+from recops_operator.render import Owner, RenderContext, autoscaling, desired_objects
 from recops_operator.render.serving import deployment_name
 from recops_operator.status import changed, compute_status, merge_conditions
 
@@ -62,12 +63,16 @@ def reconcile(
             monitoring_available=monitoring,
             mesh_available=ap.has_kind("networking.istio.io/v1", "VirtualService"),
             rollout=rollout_status,
+            keda_available=ap.has_kind(autoscaling.KEDA_API, autoscaling.SCALED_OBJECT),
+            prometheus_url=os.environ.get("RECOPS_PROMETHEUS_URL"),
+            now=dt.datetime.now(dt.UTC),
         )
         error: str | None = None
         failure: ApiException | None = None
         try:
             desired = desired_objects(owner, spec, ctx)
             ap.apply_all(desired, fresh)
+            prune_autoscaler(ap, owner, desired, ctx.keda_available, fresh)
             if stored_rollout or rollout:  # candidate objects exist only once a rollout has started
                 prune_canary(ap, owner, desired, fresh)
             prune_optional(ap, owner, desired, fresh)
@@ -87,6 +92,8 @@ def reconcile(
         )
         metrics.observe_replicas(namespace, name, dep, spec.serving.replicas.min, spec.serving.replicas.max)
         new = compute_status(spec, generation, dep, reconcile_error=error, monitoring_available=monitoring)
+        new["conditions"] += autoscaling.autoscaling_conditions(spec, ctx, generation)
+        _window_events(body, new["conditions"])
         if rollout is not None and error is None:
             # merge patch: keys the state machine dropped are removed with explicit nulls
             new["rollout"] = {**{k: None for k in stored_rollout or {} if k not in rollout}, **rollout}
@@ -115,6 +122,42 @@ def _failure_message(e: ApiException, spec: dict[str, Any] | None) -> str:
     if isinstance(e, ChildRejected):
         return rejections.describe(e.kind, e.name, e, spec)
     return rejections.shorten(f"apply failed: {e.status} {e.reason}: {rejections.causes(e)[0][1]}")
+
+
+def prune_autoscaler(
+    ap: Applier, owner: Owner, desired: list[dict[str, Any]], keda: bool, fresh: bool = False
+) -> None:
+    """Exactly one autoscaler: the plain HPA goes once KEDA renders (KEDA then owns ``keda-hpa-<name>``),
+    the ScaledObject goes when keda.sh disappears (its HPA goes with it, by owner reference)."""
+    wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
+    kinds = [("autoscaling/v2", "HorizontalPodAutoscaler")]
+    if keda:
+        kinds.append((autoscaling.KEDA_API, autoscaling.SCALED_OBJECT))
+    for api_version, kind in kinds:
+        if (kind, owner.name) in wanted:
+            continue
+        ref = {
+            "apiVersion": api_version,
+            "kind": kind,
+            "metadata": {"name": owner.name, "namespace": owner.namespace},
+        }
+        live = ap.get(ref, fresh)
+        if live and any(r.get("uid") == owner.uid for r in live["metadata"].get("ownerReferences") or []):
+            ap.delete(api_version, kind, owner.name, owner.namespace)
+
+
+def _window_events(body: dict[str, Any], conditions: list[dict[str, Any]]) -> None:
+    """An Event when a sale window opens or closes (the PreScaled condition flips)."""
+    new = next((c for c in conditions if c["type"] == "PreScaled"), None)
+    old = next(
+        (c for c in (body.get("status") or {}).get("conditions") or [] if c.get("type") == "PreScaled"), None
+    )
+    if new is None or (old is not None and old.get("status") == new["status"]):
+        return
+    if old is None and new["status"] != "True":
+        return
+    reason = "SaleWindowOpened" if new["status"] == "True" else "SaleWindowClosed"
+    events.record(CONTROLLER.api(), body, "Normal", reason, new["message"])
 
 
 CANARY_KINDS = (

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from recops_operator.api.models import GROUP, PLURAL, VERSION, RecommenderServic
 from recops_operator.api.semantics import bucket_registry, residency_errors, resource_errors
 from recops_operator.controller import CONTROLLER
 from recops_operator.dryrun import DryRun, applier_dry_run, implied_objects, rejected_children
-from recops_operator.render import Owner, RenderContext
+from recops_operator.render import Owner, RenderContext, autoscaling
 from recops_operator.training.invariants import check_capacity_invariants
 
 HANDLER_ID = "validate-recsvc"
@@ -73,6 +74,10 @@ def validate(body: kopf.Body, namespace: str | None = None, old: kopf.Body | Non
     ctx = RenderContext(
         monitoring_available=ap.has_kind("monitoring.coreos.com/v1", "ServiceMonitor"),
         mesh_available=ap.has_kind("networking.istio.io/v1", "VirtualService"),
+        # what reconcile renders, so the ScaledObject (not the plain HPA) is dry-run where KEDA runs
+        keda_available=ap.has_kind(autoscaling.KEDA_API, autoscaling.SCALED_OBJECT),
+        prometheus_url=os.environ.get("RECOPS_PROMETHEUS_URL"),
+        now=dt.datetime.now(dt.UTC),
     )
     errors = problems(obj, applier_dry_run(ap), ctx)
     if errors:

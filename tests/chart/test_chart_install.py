@@ -112,6 +112,8 @@ MUST = [  # (verb, resource, subresource-less) the operator's calls, in a worklo
     ("patch", "ingresses.networking.k8s.io"),
     ("patch", "virtualservices.networking.istio.io"),
     ("patch", "servicemonitors.monitoring.coreos.com"),
+    ("patch", "scaledobjects.keda.sh"),
+    ("delete", "scaledobjects.keda.sh"),
     ("list", "customresourcedefinitions.apiextensions.k8s.io"),
 ]
 MUST_NOT = [
@@ -132,6 +134,8 @@ MUST_NOT = [
     ("get", "configmaps/proxy"),
     ("impersonate", "users"),
     ("escalate", "clusterroles.rbac.authorization.k8s.io"),
+    ("list", "scaledobjects.keda.sh"),
+    ("patch", "triggerauthentications.keda.sh"),
 ]
 
 

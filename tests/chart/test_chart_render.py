@@ -29,6 +29,7 @@ EXPECTED_RULES = [
     (["networking.k8s.io"], ["ingresses", "networkpolicies"], MANAGE),
     (["networking.istio.io"], ["virtualservices", "destinationrules"], MANAGE),
     (["monitoring.coreos.com"], ["servicemonitors", "prometheusrules"], MANAGE),
+    (["keda.sh"], ["scaledobjects"], ["get", "create", "patch", "delete"]),
 ]
 
 

@@ -47,3 +47,16 @@ def test_printer_columns_and_names() -> None:
     for expected in ("Ready", "Stable", "Candidate", "Weight", "Replicas", "Age"):
         assert expected in cols
     assert doc["spec"]["versions"][0]["subresources"] == {"status": {}}
+
+
+def test_an_explicit_null_that_differs_from_the_default_is_nullable() -> None:
+    """targetCPUUtilization: null means "no CPU metric", not the default 60: without nullable the API
+    server prunes the null and defaults it (and KWOK pods' unreadable CPU then holds every scale-down)."""
+    spec = crd.crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    auto = spec["properties"]["serving"]["properties"]["autoscaling"]["properties"]
+    assert auto["targetCPUUtilization"]["nullable"] is True
+    assert auto["targetRequestsPerSecond"]["nullable"] is True
+    assert "nullable" not in auto["prometheusURL"], "default null: absent and null are the same"
+    nullable = [p for p, n in _walk(spec) if n.get("nullable")]
+    assert all("default" in n for p, n in _walk(spec) if n.get("nullable")), nullable
+    assert models.Autoscaling.model_validate({"targetCPUUtilization": None}).target_cpu_utilization is None

@@ -4,7 +4,8 @@ pydantic emits JSON Schema with ``$ref``/``$defs``, ``anyOf: [X, null]`` for
 optionals and ``title`` keys; Kubernetes wants a *structural* OpenAPI v3 schema.
 This module inlines references, turns optionals into plain (non-required)
 properties and keeps descriptions, defaults, bounds, enums, patterns and the
-``x-kubernetes-*`` extensions carried by ``json_schema_extra``.
+``x-kubernetes-*`` extensions carried by ``json_schema_extra``. An optional whose
+default is not null is ``nullable`` (an explicit null is kept, not defaulted).
 
 ``python -m recops_operator.api.crd > crds/recommenderservices.recops.io.yaml``
 regenerates the committed file; ``tests/operator/test_crd.py`` fails on drift.
@@ -53,11 +54,17 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
         variants = [v for v in node["anyOf"] if v.get("type") != "null"]
         if len(variants) != 1:
             raise ValueError(f"unsupported union in schema: {node}")
+        nullable = len(variants) < len(node["anyOf"])
         rest = {k: v for k, v in node.items() if k != "anyOf"}
         merged = {**_structural(variants[0], defs), **rest}
         if merged.get("default", 0) is None:
             merged.pop("default")
-        return _structural(merged, defs)
+        out = _structural(merged, defs)
+        if nullable and "default" in out:
+            # An explicit null that means something other than the default (targetCPUUtilization: null
+            # = no CPU metric): without nullable the API server prunes the null and defaults the field.
+            out["nullable"] = True
+        return out
     if "const" in node:  # Literal with one value
         node = {**{k: v for k, v in node.items() if k != "const"}, "enum": [node["const"]]}
     out: dict[str, Any] = {}

@@ -14,10 +14,11 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from recops_contracts import serving as serve_defaults
+from recops_operator.api import windows
 from recops_operator.api.status import RolloutStatus, TrainingStatus
 
 GROUP = "recops.io"
@@ -160,14 +161,100 @@ class Replicas(Model):
     max: Annotated[int, Field(description="Maximum replicas for a flash-sale spike.", ge=1, le=1000)] = 20
 
 
+CRON_PATTERN = r"^[0-9*,/-]+( +[0-9*,/-]+){2} +[0-9A-Za-z*,/-]+ +[0-9A-Za-z*,/-]+$"
+LOCAL_TIME_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}$"
+WINDOW_TIME_PATTERN = f"({CRON_PATTERN[:-1]}$)|({LOCAL_TIME_PATTERN})"
+TIMEZONE_PATTERN = r"^[A-Za-z_]+(/[A-Za-z0-9_+-]+)*$"
+
+
+def _window_time(value: str) -> str:
+    """A 5-field cron expression (recurring) or a local date-time YYYY-MM-DDTHH:MM (one-off)."""
+    import datetime as _dt
+
+    if re.match(LOCAL_TIME_PATTERN, value):
+        _dt.datetime.strptime(value, "%Y-%m-%dT%H:%M")  # a real date, not 2026-02-31
+    return value
+
+
+def _timezone(value: str) -> str:
+    import zoneinfo
+
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as e:
+        raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Asia/Shanghai)") from e
+    return value
+
+
+class SaleWindow(Model):
+    """A known traffic window (a flash sale): the replica floor is raised before it starts and released
+    when it ends. KEDA's cron trigger where KEDA exists, else the operator moves the HPA's minReplicas."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("has(self.end) != has(self.duration)", "a schedule needs exactly one of end or duration")
+            ]
+        }
+    )
+    start: Annotated[
+        str,
+        Field(
+            description="Window start: a 5-field cron expression (recurring, e.g. '0 20 * * *') or a local "
+            "date-time YYYY-MM-DDTHH:MM (one-off) in timezone. Schedule it a few minutes before the sale.",
+            pattern=WINDOW_TIME_PATTERN,
+            max_length=128,
+        ),
+        AfterValidator(_window_time),
+    ]
+    end: Annotated[
+        str | None,
+        Field(
+            description="Window end, in the same form as start. Exactly one of end or duration.",
+            pattern=WINDOW_TIME_PATTERN,
+            max_length=128,
+        ),
+        AfterValidator(lambda v: v if v is None else _window_time(v)),
+    ] = None
+    duration: Annotated[
+        str | None,
+        Field(
+            description="Window length (e.g. 2h, 90m); with a cron start its minute and hour fields must be "
+            "plain numbers. Exactly one of end or duration.",
+            pattern=DURATION_PATTERN,
+            max_length=32,
+        ),
+    ] = None
+    min_replicas: Annotated[int, Field(description="Replica floor while the window is open.", ge=1, le=1000)]
+    timezone: Annotated[
+        str,
+        Field(description="IANA time zone of start and end.", pattern=TIMEZONE_PATTERN, max_length=64),
+        AfterValidator(_timezone),
+    ] = "Asia/Shanghai"
+
+    @model_validator(mode="after")
+    def _window_shape(self) -> SaleWindow:
+        if (self.end is None) == (self.duration is None):
+            raise ValueError("a schedule needs exactly one of end or duration")
+        # raises on a shape KEDA's cron trigger cannot express
+        windows.to_cron(
+            self.start, self.end, None if self.duration is None else duration_seconds(self.duration)
+        )
+        return self
+
+
 class Autoscaling(Model):
-    """HorizontalPodAutoscaler targets (autoscaling/v2)."""
+    """Autoscaling: a KEDA ScaledObject when keda.sh exists (offered request rate from Prometheus,
+    CPU, cron sale windows), else a plain HorizontalPodAutoscaler. Behaviour is tuned for spikes:
+    no scale-up stabilisation, percent and pods policies that allow 10x in one period, slow scale-down."""
 
     target_cpu_utilization: Annotated[
-        int,
+        int | None,
         Field(
             alias="targetCPUUtilization",
-            description="Average CPU utilization target, percent of requests.",
+            description="Average CPU utilization target, percent of requests. null: no CPU metric (the "
+            "request rate alone scales; needs no metrics.k8s.io). Send the null with kubectl apply "
+            "--server-side, create or replace: client-side kubectl apply drops nulls and the default returns.",
             ge=10,
             le=95,
         ),
@@ -175,18 +262,70 @@ class Autoscaling(Model):
     target_requests_per_second: Annotated[
         int | None,
         Field(
-            description="Per-pod requests/s target (pods metric recops_http_requests_per_second via the metrics adapter). Unset: CPU only.",
+            description="Per-replica target of the offered request rate (every request, 503s included). With "
+            "KEDA: a Prometheus trigger on sum(rate(recops_http_requests_total)) of the service; without: the "
+            "pods metric recops_http_requests_per_second via a metrics adapter. null: CPU only (null as for "
+            "targetCPUUtilization).",
             ge=1,
             le=100000,
         ),
     ] = 800
+    prometheus_url: Annotated[
+        str | None,
+        Field(
+            alias="prometheusURL",
+            description="Prometheus API the KEDA trigger queries (in-cluster or ARMS in spec.region); default: "
+            "spec.rollout.prometheusURL, then the operator's RECOPS_PROMETHEUS_URL.",
+            pattern=r"^https?://[^@\s]+$",
+            max_length=1024,
+        ),
+        ENDPOINT,
+    ] = None
+    rate_window: Duration(
+        "Window of the request-rate query (at least two scrapes).", 2, 600, "autoscaling.rateWindow"
+    ) = "30s"
     scale_up_stabilization_seconds: Annotated[
         int, Field(description="Scale-up stabilization window; 0 reacts at once to a spike.", ge=0, le=3600)
     ] = 0
+    scale_up_percent: Annotated[
+        int,
+        Field(
+            description="Scale-up policy: add up to this percent of current replicas per period (900 = 10x).",
+            ge=1,
+            le=10000,
+        ),
+    ] = 900
+    scale_up_pods: Annotated[
+        int,
+        Field(
+            description="Scale-up policy: or add up to this many pods per period (the larger wins).",
+            ge=1,
+            le=1000,
+        ),
+    ] = 100
+    scale_up_period_seconds: Annotated[
+        int, Field(description="Period of the scale-up policies.", ge=1, le=1800)
+    ] = 15
     scale_down_stabilization_seconds: Annotated[
         int,
         Field(description="Scale-down stabilization window, so a dip does not drop capacity.", ge=0, le=3600),
     ] = 300
+    scale_down_percent: Annotated[
+        int,
+        Field(
+            description="Scale-down policy: remove at most this percent of replicas per period.", ge=1, le=100
+        ),
+    ] = 10
+    scale_down_period_seconds: Annotated[
+        int, Field(description="Period of the scale-down policy.", ge=1, le=1800)
+    ] = 60
+    schedules: Annotated[
+        list[SaleWindow],
+        Field(
+            description="Known sale windows that pre-scale (replica floor raised for the window).",
+            max_length=20,
+        ),
+    ] = []
 
 
 class ResourceList(Model):
@@ -286,6 +425,15 @@ class EciOptions(Model):
     image_cache: Annotated[
         bool, Field(description="Let ECI match/create an image cache (k8s.aliyun.com/eci-auto-imc).")
     ] = True
+    image_snapshot_id: Annotated[
+        str | None,
+        Field(
+            alias="imageSnapshotID",
+            description="A prepared ECI image cache (k8s.aliyun.com/eci-image-snapshot-id, imc-...): new pods "
+            "start from it and pull nothing. Unset: automatic matching per imageCache.",
+            pattern=r"^imc-[a-z0-9]{8,32}$",
+        ),
+    ] = None
 
 
 class Serving(Model):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from recops_contracts import topology as topo
@@ -16,6 +17,7 @@ from recops_contracts.serving import ServeConfig
 from recops_operator import pods
 from recops_operator.api.models import GROUP, KIND, VERSION, RecommenderServiceSpec
 from recops_operator.api.status import RolloutStatus
+from recops_operator.render import autoscaling
 
 MANAGED_BY = "recops"
 CONFIG_MOUNT = "/etc/recops"
@@ -44,13 +46,16 @@ class Owner:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RenderContext:
     """Facts the renderer may depend on: discovered by the handler (CRDs present) or
     persisted state (``rollout`` is ``status.rollout``: phase, weight, promoted version)."""
 
     monitoring_available: bool = False
     mesh_available: bool = False
+    keda_available: bool = False  # keda.sh ScaledObject served: KEDA renders the HPA
+    prometheus_url: str | None = None  # the operator's default (RECOPS_PROMETHEUS_URL)
+    now: datetime | None = None  # sale windows of the plain-HPA path are evaluated at this time
     rollout: RolloutStatus | None = None  # a persisted dict is read into the model on construction
 
     def __post_init__(self) -> None:
@@ -149,6 +154,8 @@ def _placement(spec: RecommenderServiceSpec) -> tuple[dict[str, Any], dict[str, 
     }
     if spec.serving.placement == "eci":
         annotations = {topo.ECI_AUTO_IMAGE_CACHE: "true" if spec.serving.eci.image_cache else "false"}
+        if spec.serving.eci.image_snapshot_id:  # a prepared image cache: the pod pulls nothing
+            annotations[topo.ECI_IMAGE_SNAPSHOT_ID] = spec.serving.eci.image_snapshot_id
         if spec.serving.eci.use_specs:
             annotations[topo.ECI_USE_SPECS] = ",".join(spec.serving.eci.use_specs)
         fields = {
@@ -365,52 +372,10 @@ def render_service(owner: Owner, spec: RecommenderServiceSpec) -> dict[str, Any]
 
 
 def render_hpa(owner: Owner, spec: RecommenderServiceSpec) -> dict[str, Any]:
-    a, r = spec.serving.autoscaling, spec.serving.replicas
-    metrics: list[dict[str, Any]] = [
-        {
-            "type": "Resource",
-            "resource": {
-                "name": "cpu",
-                "target": {"type": "Utilization", "averageUtilization": a.target_cpu_utilization},
-            },
-        }
-    ]
-    if a.target_requests_per_second:
-        metrics.append(
-            {
-                "type": "Pods",
-                "pods": {
-                    "metric": {"name": "recops_http_requests_per_second"},
-                    "target": {"type": "AverageValue", "averageValue": str(a.target_requests_per_second)},
-                },
-            }
-        )
-    return {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
-        "metadata": _meta(owner, owner.name),
-        "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment_name(owner)},
-            "minReplicas": r.min,
-            "maxReplicas": r.max,
-            "metrics": metrics,
-            # A flash sale doubles traffic in seconds: scale up fast, down slowly.
-            "behavior": {
-                "scaleUp": {
-                    "stabilizationWindowSeconds": a.scale_up_stabilization_seconds,
-                    "selectPolicy": "Max",
-                    "policies": [
-                        {"type": "Percent", "value": 100, "periodSeconds": 15},
-                        {"type": "Pods", "value": 10, "periodSeconds": 15},
-                    ],
-                },
-                "scaleDown": {
-                    "stabilizationWindowSeconds": a.scale_down_stabilization_seconds,
-                    "policies": [{"type": "Percent", "value": 10, "periodSeconds": 60}],
-                },
-            },
-        },
-    }
+    """The plain HPA (no KEDA, no open sale window); see ``render.autoscaling``."""
+    return autoscaling.render_hpa(
+        owner, spec, None, meta=_meta(owner, owner.name), target=deployment_name(owner)
+    )
 
 
 def render_pdb(owner: Owner, spec: RecommenderServiceSpec) -> dict[str, Any]:
@@ -508,7 +473,9 @@ def render_serving(
         config,
         render_deployment(owner, spec, version=version, image=image),
         render_service(owner, spec),
-        render_hpa(owner, spec),
+        *autoscaling.render_autoscaler(
+            owner, spec, ctx, meta=_meta(owner, owner.name), target=deployment_name(owner)
+        ),
         render_pdb(owner, spec),
     ]
     if ctx.monitoring_available and spec.monitoring.service_monitor:
