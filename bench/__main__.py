@@ -575,6 +575,7 @@ BENCHES = (
     "business",
     "stream",
     "search",
+    "scaling",
     "all",
 )
 
