@@ -1,20 +1,20 @@
 """Publish the job's committed archive part files as Parquet in the data contract's layout.
 
-Flink's ``FileSink`` gives exactly-once files: a part file becomes visible (``part-*.jsonl``, no leading
-dot) only when the checkpoint that covers it completes, and a restart from a checkpoint truncates the
-in-progress file back to it. Its Parquet writer needs Hadoop on the classpath and its bucket assigners
-partition by processing time only, so the job stages JSON lines in ``events/_staging/`` (ignored by
-readers: leading ``_``) and this step publishes each committed file as
-``events/dt=YYYY-MM-DD/<part name>.parquet`` (UTC day of ``ts``, one file per day present in it),
-then deletes it. The output names derive from the input name and are written atomically
-(tmp + rename), so a crash between the two steps only rewrites the same files: no loss, no duplicate.
+The job's SQL filesystem sink (exactly once) stages the click events as JSON lines in
+``events/_staging/`` (ignored by readers: leading ``_``): a part file (``part-<uuid>-<subtask>-<n>``)
+becomes visible only when the checkpoint that covers it completes, and a restart from a checkpoint
+rolls the in-progress file (hidden, ``.part-...``) back to it. Flink's Parquet writer needs Hadoop on
+the classpath and its bucket assigners partition by processing time, so this step publishes each
+committed file as ``events/dt=YYYY-MM-DD/<part name>.parquet`` (UTC day of ``ts``, one file per day
+present in it), then deletes it. The output names derive from the input name and are written
+atomically (tmp + rename), so a crash between the two steps only rewrites the same files: no loss,
+no duplicate. Lines go through ``features.parse`` (the job's own validity rules).
 Library: pyarrow (already the project's Parquet library; the Flink venv has it too).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from datetime import UTC, datetime
@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from recops_stream.features import CLICK_TYPES, parse
 
 SCHEMA = pa.schema(
     [
@@ -43,15 +45,18 @@ def committed(events_dir: Path) -> list[Path]:
     staging = events_dir / "_staging"
     if not staging.exists():
         return []
-    return sorted(p for p in staging.rglob("part*.jsonl") if p.is_file() and not p.name.startswith("."))
+    # committed part files: ``part-<uuid>-<subtask>-<n>``; in-progress ones are hidden (``.part-...``)
+    return sorted(p for p in staging.rglob("part-*") if p.is_file() and not p.name.startswith("."))
 
 
 def publish(part: Path, events_dir: Path) -> int:
     rows: dict[str, list[dict]] = {}
     for line in part.read_text().splitlines():
-        if line.strip():
-            ev = json.loads(line)
+        ev = parse(line) if line.strip() else None
+        if ev is not None and ev["type"] in CLICK_TYPES:  # the topic's click events, as the job reads them
             day = datetime.fromtimestamp(float(ev["ts"]), UTC).strftime("%Y-%m-%d")
+            if ev.get("event_id") is not None:
+                ev["event_id"] = str(ev["event_id"])
             rows.setdefault(day, []).append(ev)
     for day, evs in rows.items():
         cols = {n: [ev.get(n) for ev in evs] for n in SCHEMA.names}

@@ -18,7 +18,6 @@ FEATURE_PREFIX = "recops:f:"
 TREND_PREFIX = "recops:trend:"  # sorted set item -> score, per category
 ITEM_PREFIX = "recops:item:"  # hash {stock, soldout, ts} per item
 SOLDOUT_KEY = "recops:soldout"  # set of sold-out item ids (one SMEMBERS/SMISMEMBER for the server)
-STATS_KEY = "recops:stream:stats"  # hash of job counters (late events)
 
 CLICK_TYPES = ("view", "add_to_cart", "purchase")
 WINDOWS = (("5", 300), ("30", 1800))
@@ -40,10 +39,15 @@ class JobConfig:
     item_ttl_s: int = 7 * 86400
     max_out_of_orderness_s: int = 5  # watermark delay
     idle_partition_s: int = 30  # a partition silent this long no longer holds the watermark back
-    allowed_lateness_s: int = 60  # older than watermark - this: counted late, not used for features
     checkpoint_interval_ms: int = 2000
-    bundle_size: int = 500  # Python bundle: throughput vs latency (python.fn-execution.bundle.*)
-    bundle_time_ms: int = 20
+    # Python bundle = one Redis flush: throughput vs latency (python.fn-execution.bundle.*)
+    bundle_size: int = 5000
+    bundle_time_ms: int = 100
+    mini_batch_ms: int = 100  # SQL aggregations emit at most this often (table.exec.mini-batch.*)
+    mini_batch_size: int = 5000
+    buffer_timeout_ms: int = 10  # network buffers flushed at least this often (latency)
+    max_batch: int = 5000  # keys per Redis pipeline before a flush inside a bundle
+    redis_retry_s: float = 20.0  # a flush retries this long, then the task fails and restores
 
 
 def parse(raw: str | bytes) -> dict[str, Any] | None:

@@ -1,20 +1,23 @@
-"""The clickstream job (PyFlink 2.3, DataStream API with Python keyed process functions).
+"""The clickstream job (PyFlink 2.3): Kafka -> Flink SQL -> Redis in batches + the exactly-once archive.
 
-Topic ``recops.events`` (docs/stream.md) ->
-  1. per session and per user: views / add-to-carts per category over 5 and 30 min, last purchase time
-     -> Redis hash ``recops:f:<s|u>:<id>`` (DEL + HSET of absolute values in one MULTI, EXPIRE = 30 min);
-  2. per category: trending items over a sliding 30-min window, recomputed every 10 s of event time
-     -> sorted set ``recops:trend:<category>``; per item: stock from ``inventory`` events minus purchases
-     -> ``recops:item:<id>`` and the set ``recops:soldout``;
-  3. every click event -> Flink ``FileSink`` (row format, part files committed by checkpoints: exactly
-     once) in ``<archive>/events/_staging/``, published as Parquet under ``events/dt=YYYY-MM-DD/`` by
-     ``archive.compact`` (idempotent; recops_stream.archive).
-Event time from ``ts`` (the Kafka record timestamp) with a per-partition bounded-out-of-orderness watermark; events older than watermark minus the
-allowed lateness are counted (``late_events`` metric, ``recops:stream:stats`` hash) and not used for
-features (they are archived). Every keyed state has an explicit TTL (features.JobConfig).
-
-Why process functions, not Table/SQL windows: the features must be in Redis within a second of the
-event (a window result only appears at the window's end) and Redis has no Flink 2.x connector.
+Topic ``recops.events`` (docs/stream.md), one SQL plan (a statement set: the topic is read and its JSON
+parsed once, in the JVM), event time = the Kafka record timestamp (= the event's ``ts``) with
+per-partition watermarks inside the source and idle partitions released:
+  1. archive: the click events -> the SQL filesystem sink (JSON lines, part files committed by
+     checkpoints: exactly once) in ``<archive>/events/_staging/``, published as Parquet under
+     ``events/dt=YYYY-MM-DD/`` by ``archive.compact``. No Python on this path.
+  2. features, all aggregation in Flink SQL (mini-batch: emitted at most every ``mini_batch_ms``):
+     - per session and per user: counts per (minute, type, category) and one row per entity with
+       its minute buckets, newest event time and last purchase (two-level group aggregation);
+     - per category: trending items over a sliding 30-min window (HOP, slide 10 s) and the window
+       Top-N (50) by weighted count; events behind the watermark are dropped there and counted by
+       Flink (``numLateRecordsDropped``);
+     - per item: stock = the newest ``inventory`` event's stock minus the purchases after it.
+  3. a Python scalar UDF (recops_stream.writer) writes those changelogs to Redis: the newest absolute
+     value per key, one pipelined MULTI per Python bundle (not a call per event), flushed before
+     each checkpoint barrier; a replay rewrites the same values (idempotent).
+State TTLs explicit (features.JobConfig): ``table.exec.state.ttl`` for the entity aggregations, a
+``STATE_TTL`` hint of 7 days for stock; window state is cleaned by the watermark.
 Run: ``<flink venv>/bin/python job.py --bootstrap ... --topic ... --redis-url ... --archive-dir ...``
 (embedded mini-cluster) or ``flink run -py job.py`` on a cluster; recops_stream.runner does both.
 """
@@ -22,154 +25,126 @@ Run: ``<flink venv>/bin/python job.py --bootstrap ... --topic ... --redis-url ..
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pyflink.common import Configuration, Duration, Encoder, Types, WatermarkStrategy
-from pyflink.common.serialization import SimpleStringSchema
-from pyflink.common.time import Time
+from pyflink.common import Configuration
 from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
-from pyflink.datastream.connectors.file_system import (
-    FileSink,
-    OutputFileConfig,
-    RollingPolicy,
-)
-from pyflink.datastream.connectors.kafka import KafkaOffsetsInitializer, KafkaSource
-from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
-from pyflink.datastream.state import (
-    StateTtlConfig,
-    ValueStateDescriptor,
-)
+from pyflink.table import DataTypes, StreamTableEnvironment
+from pyflink.table.udf import ScalarFunction, udf
 
 from recops_stream import features as f
+from recops_stream.writer import RedisWriter
 
 
-def ttl(seconds: int) -> StateTtlConfig:
-    return (
-        StateTtlConfig.new_builder(Time.seconds(seconds))
-        .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
-        .set_state_visibility(StateTtlConfig.StateVisibility.NeverReturnExpired)
-        .build()
-    )
-
-
-class _RedisFn(KeyedProcessFunction):
-    def __init__(self, redis_url: str, cfg: f.JobConfig):
-        self.redis_url, self.cfg = redis_url, cfg
-
-    def _open_common(self, ctx: RuntimeContext) -> None:
-        import redis
-
-        self.r = redis.Redis.from_url(self.redis_url, socket_timeout=5, retry_on_timeout=True)
-        self.late = ctx.get_metrics_group().counter("late_events")
-
-    def _is_late(self, ctx: KeyedProcessFunction.Context, ev: dict) -> bool:
-        wm = ctx.timer_service().current_watermark()
-        if ev["ts"] * 1000 < wm - self.cfg.allowed_lateness_s * 1000:
-            self.late.inc()
-            self.r.hincrby(f.STATS_KEY, "late_events", 1)
-            return True
+class Writer(RedisWriter, ScalarFunction):
+    def is_deterministic(self) -> bool:  # a side effect: never folded, reordered or deduplicated
         return False
 
 
-class SessionUserFeatures(_RedisFn):
-    """Keyed by ``s:<session>`` / ``u:<user>``: minute buckets -> the 5/30-min feature hash."""
-
-    def open(self, ctx: RuntimeContext) -> None:
-        self._open_common(ctx)
-        # one value per key (minute buckets, as_of, last purchase): one state read and one write per
-        # event (a MapState iteration is a round trip to the JVM per call; the bench throughput was poor)
-        d = ValueStateDescriptor("entity", Types.PICKLED_BYTE_ARRAY())
-        d.enable_time_to_live(ttl(self.cfg.feature_state_ttl_s))
-        self.state = ctx.get_state(d)
-
-    def process_element(self, value, ctx: KeyedProcessFunction.Context):
-        entity, ev = value
-        if self._is_late(ctx, ev):
-            return
-        buckets, as_of, last_purchase = self.state.value() or ({}, 0.0, None)
-        m = f.minute(ev["ts"])
-        buckets[m] = f.add_to_bucket(buckets.get(m), ev)
-        as_of = max(as_of, ev["ts"])
-        if ev["type"] == "purchase":
-            last_purchase = max(last_purchase or 0.0, ev["ts"])
-        for old in f.prune(buckets, as_of, self.cfg.feature_ttl_s):
-            del buckets[old]
-        self.state.update((buckets, as_of, last_purchase))
-        fields = f.window_fields(buckets, as_of)
-        if last_purchase is not None:
-            fields["last_purchase_ts"] = f"{last_purchase:.3f}"
-        key = f.FEATURE_PREFIX + entity
-        pipe = self.r.pipeline(transaction=True)
-        pipe.delete(key)
-        pipe.hset(key, mapping=fields)
-        pipe.expire(key, self.cfg.feature_ttl_s)
-        pipe.execute()
-        yield key
+def tables(args: argparse.Namespace, cfg: f.JobConfig) -> list[str]:
+    """The source (the topic, JSON parsed once in the JVM) and the two sinks."""
+    staging = (Path(args.archive_dir) / "events" / "_staging").resolve().as_uri()
+    return [
+        f"""CREATE TEMPORARY TABLE rc_topic (
+             event_id STRING, user_id STRING, session_id STRING, item_id STRING, `type` STRING,
+             ts DOUBLE, quantity DOUBLE, price DOUBLE, category STRING, attribution_token STRING,
+             stock STRING,
+             rowtime TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL,
+             WATERMARK FOR rowtime AS rowtime - INTERVAL '{cfg.max_out_of_orderness_s}' SECOND
+           ) WITH (
+             'connector' = 'kafka', 'topic' = '{args.topic}',
+             'properties.bootstrap.servers' = '{args.bootstrap}', 'properties.group.id' = '{args.group}',
+             'scan.startup.mode' = 'earliest-offset', 'scan.topic-partition-discovery.interval' = '10 s',
+             'scan.watermark.idle-timeout' = '{cfg.idle_partition_s} s',
+             'format' = 'json', 'json.ignore-parse-errors' = 'true', 'json.fail-on-missing-field' = 'false'
+           )""",
+        f"""CREATE TEMPORARY TABLE rc_archive (
+             event_id STRING, user_id STRING, session_id STRING, item_id BIGINT, `type` STRING,
+             ts DOUBLE, quantity DOUBLE, price DOUBLE, category BIGINT, attribution_token STRING
+           ) WITH (
+             'connector' = 'filesystem', 'path' = '{staging}', 'format' = 'json',
+             'sink.rolling-policy.rollover-interval' = '1 s', 'sink.rolling-policy.check-interval' = '1 s'
+           )""",
+        "CREATE TEMPORARY TABLE rc_discard (x INT) WITH ('connector' = 'blackhole')",
+    ]
 
 
-class TrendingItems(_RedisFn):
-    """Keyed by category: minute buckets of weighted item counts; top-N every ``trend_slide_s``."""
-
-    def open(self, ctx: RuntimeContext) -> None:
-        self._open_common(ctx)
-        d = ValueStateDescriptor("items", Types.PICKLED_BYTE_ARRAY())  # {minute: {item: score}}
-        d.enable_time_to_live(ttl(self.cfg.trend_state_ttl_s))
-        self.buckets = ctx.get_state(d)
-
-    def process_element(self, ev, ctx: KeyedProcessFunction.Context):
-        if self._is_late(ctx, ev):
-            return
-        buckets = self.buckets.value() or {}
-        b = buckets.setdefault(f.minute(ev["ts"]), {})
-        b[ev["item_id"]] = b.get(ev["item_id"], 0.0) + f.TREND_WEIGHTS[ev["type"]]
-        self.buckets.update(buckets)
-        slide = self.cfg.trend_slide_s * 1000
-        ctx.timer_service().register_event_time_timer((int(ev["ts"] * 1000) // slide + 1) * slide)
-        yield from ()
-
-    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
-        now = timestamp / 1000
-        buckets = self.buckets.value() or {}
-        for old in f.prune(buckets, now, self.cfg.trend_window_s):
-            del buckets[old]
-        self.buckets.update(buckets)
-        top = f.trending(buckets, now, self.cfg.trend_window_s, self.cfg.trend_top_n)
-        key = f"{f.TREND_PREFIX}{ctx.get_current_key()}"
-        pipe = self.r.pipeline(transaction=True)
-        pipe.delete(key)
-        if top:
-            pipe.zadd(key, {str(i): s for i, s in top})
-            pipe.expire(key, 2 * self.cfg.trend_window_s)
-        pipe.execute()
-        yield key
-
-
-class ItemAvailability(_RedisFn):
-    """Keyed by item: stock from inventory events minus purchases; sold out when it reaches 0."""
-
-    def open(self, ctx: RuntimeContext) -> None:
-        self._open_common(ctx)
-        d = ValueStateDescriptor("stock", Types.LONG())
-        d.enable_time_to_live(ttl(self.cfg.item_state_ttl_s))
-        self.stock = ctx.get_state(d)
-
-    def process_element(self, ev, ctx: KeyedProcessFunction.Context):
-        new = f.stock_after(self.stock.value(), ev)
-        if new is None:
-            return
-        self.stock.update(new)
-        item = ev["item_id"]
-        pipe = self.r.pipeline(transaction=True)
-        pipe.hset(f"{f.ITEM_PREFIX}{item}", mapping={"stock": new, "soldout": int(new <= 0), "ts": ev["ts"]})
-        pipe.expire(f"{f.ITEM_PREFIX}{item}", self.cfg.item_ttl_s)
-        (pipe.sadd if new <= 0 else pipe.srem)(f.SOLDOUT_KEY, str(item))
-        pipe.expire(f.SOLDOUT_KEY, self.cfg.item_ttl_s)
-        pipe.execute()
-        yield item
+def sql(cfg: f.JobConfig) -> list[str]:
+    """The views over ``rc_topic``; ``rc_changes`` is the one changelog the writer consumes."""
+    weights = " ".join(f"WHEN '{t}' THEN {w}" for t, w in f.TREND_WEIGHTS.items())
+    clicks = ", ".join(f"'{t}'" for t in f.CLICK_TYPES)
+    return [
+        """CREATE TEMPORARY VIEW rc_ev AS SELECT
+             event_id,
+             COALESCE(NULLIF(session_id, ''), NULLIF(user_id, '')) AS session_id,
+             NULLIF(user_id, '') AS user_id,
+             TRY_CAST(item_id AS BIGINT) AS item_id,
+             COALESCE(`type`, 'view') AS `type`,
+             ts AS ets,
+             COALESCE(TRY_CAST(category AS INT), -1) AS category,
+             TRY_CAST(category AS BIGINT) AS raw_category,
+             quantity, price, attribution_token,
+             TRY_CAST(stock AS BIGINT) AS stock,
+             rowtime
+           FROM rc_topic""",
+        f"""CREATE TEMPORARY VIEW rc_clicks AS SELECT * FROM rc_ev
+           WHERE `type` IN ({clicks}) AND session_id IS NOT NULL AND item_id IS NOT NULL AND ets IS NOT NULL""",
+        """CREATE TEMPORARY VIEW rc_ent AS
+             SELECT CONCAT('s:', session_id) AS entity, `type`, category, ets FROM rc_clicks
+           UNION ALL
+             SELECT CONCAT('u:', user_id) AS entity, `type`, category, ets FROM rc_clicks
+             WHERE user_id IS NOT NULL""",
+        """CREATE TEMPORARY VIEW rc_buckets AS
+           SELECT entity, CAST(FLOOR(ets / 60) AS BIGINT) AS m, `type`, category, COUNT(*) AS n,
+                  MAX(ets) AS as_of, MAX(CASE WHEN `type` = 'purchase' THEN ets END) AS lp
+           FROM rc_ent GROUP BY entity, CAST(FLOOR(ets / 60) AS BIGINT), `type`, category""",
+        """CREATE TEMPORARY VIEW rc_entity_rows AS
+           SELECT 'f' AS kind, entity AS k,
+                  CONCAT(CAST(MAX(as_of) AS STRING), '|', COALESCE(CAST(MAX(lp) AS STRING), ''), '|',
+                         LISTAGG(CONCAT(CAST(m AS STRING), ',', `type`, ',', CAST(category AS STRING), ',',
+                                        CAST(n AS STRING)), ';')) AS v
+           FROM rc_buckets GROUP BY entity""",
+        f"""CREATE TEMPORARY VIEW rc_trend_rows AS
+           SELECT 't' AS kind, CAST(category AS STRING) AS k,
+                  CONCAT(CAST(UNIX_TIMESTAMP(CAST(window_end AS STRING)) AS STRING), '|',
+                         CAST(item_id AS STRING), '|', CAST(score AS STRING)) AS v
+           FROM (
+             SELECT *, ROW_NUMBER() OVER (PARTITION BY window_start, window_end, category
+                                          ORDER BY score DESC, item_id) AS rn
+             FROM (
+               SELECT window_start, window_end, category, item_id,
+                      SUM(CASE `type` {weights} ELSE 0 END) AS score
+               FROM TABLE(HOP(TABLE rc_clicks, DESCRIPTOR(rowtime), INTERVAL '{cfg.trend_slide_s}' SECOND,
+                              INTERVAL '{cfg.trend_window_s // 60}' MINUTE))
+               GROUP BY window_start, window_end, category, item_id))
+           WHERE rn <= {cfg.trend_top_n}""",
+        """CREATE TEMPORARY VIEW rc_inv_last AS
+           SELECT item_id, stock, ets FROM (
+             SELECT item_id, stock, ets, ROW_NUMBER() OVER (PARTITION BY item_id ORDER BY rowtime DESC) AS rn
+             FROM rc_ev
+             WHERE `type` = 'inventory' AND stock IS NOT NULL AND item_id IS NOT NULL AND ets IS NOT NULL)
+           WHERE rn = 1""",
+        f"""CREATE TEMPORARY VIEW rc_stock_joined AS
+           SELECT /*+ STATE_TTL('i' = '{cfg.item_state_ttl_s}s', 'p' = '{cfg.item_state_ttl_s}s') */
+                  i.item_id, i.stock, i.ets AS inv_ts, p.ets AS p_ts,
+                  CASE WHEN p.ets > i.ets THEN p.q ELSE 0 END AS bought
+           FROM rc_inv_last AS i LEFT JOIN (
+             SELECT item_id, ets, CASE WHEN quantity > 0 THEN CAST(quantity AS BIGINT) ELSE 1 END AS q
+             FROM rc_clicks WHERE `type` = 'purchase') AS p
+           ON i.item_id = p.item_id""",
+        f"""CREATE TEMPORARY VIEW rc_stock_rows AS
+           SELECT /*+ STATE_TTL('sj' = '{cfg.item_state_ttl_s}s') */
+                  'i' AS kind, CAST(item_id AS STRING) AS k,
+                  CONCAT(CAST(MAX(stock) - SUM(bought) AS STRING), '|',
+                         CAST(MAX(GREATEST(inv_ts, COALESCE(p_ts, inv_ts))) AS STRING)) AS v
+           FROM rc_stock_joined AS sj GROUP BY item_id""",
+        """CREATE TEMPORARY VIEW rc_changes AS
+           SELECT * FROM rc_entity_rows UNION ALL SELECT * FROM rc_trend_rows
+           UNION ALL SELECT * FROM rc_stock_rows""",
+    ]
 
 
 def flink_config(args: argparse.Namespace, cfg: f.JobConfig) -> Configuration:
@@ -182,20 +157,24 @@ def flink_config(args: argparse.Namespace, cfg: f.JobConfig) -> Configuration:
         "python.client.executable": sys.executable,
         "python.fn-execution.bundle.size": str(cfg.bundle_size),
         "python.fn-execution.bundle.time": str(cfg.bundle_time_ms),
-        # keyed state lives in the JVM; the Python worker caches it per key. The default (1000 keys) is
-        # far below the live sessions + users, and every miss is a round trip to the JVM.
-        "python.state.cache-size": "200000",
         "parallelism.default": str(args.parallelism),
         "execution.checkpointing.dir": ckpt,
         "state.checkpoints.dir": ckpt,
         "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
         "execution.checkpointing.num-retained": "3",
+        "execution.buffer-timeout.interval": f"{cfg.buffer_timeout_ms} ms",
         "state.backend.type": args.state_backend,
         "state.backend.incremental": "true",
         "restart-strategy.type": "fixed-delay",
         "restart-strategy.fixed-delay.attempts": "1000",
         "restart-strategy.fixed-delay.delay": "1 s",
         "taskmanager.memory.process.size": "1200m",
+        # the SQL side: emit aggregates per mini-batch (not per event), UTC, explicit state TTL
+        "table.exec.mini-batch.enabled": "true",
+        "table.exec.mini-batch.allow-latency": f"{cfg.mini_batch_ms} ms",
+        "table.exec.mini-batch.size": str(cfg.mini_batch_size),
+        "table.exec.state.ttl": f"{cfg.feature_state_ttl_s} s",
+        "table.local-time-zone": "UTC",
     }
     if args.rest_port:  # embedded only: under `flink run` the client's -m address must stay
         settings["rest.port"] = str(args.rest_port)
@@ -207,68 +186,23 @@ def flink_config(args: argparse.Namespace, cfg: f.JobConfig) -> Configuration:
     return conf
 
 
-def build(env: StreamExecutionEnvironment, args: argparse.Namespace, cfg: f.JobConfig) -> None:
+def build(env: StreamExecutionEnvironment, args: argparse.Namespace, cfg: f.JobConfig):
     env.enable_checkpointing(cfg.checkpoint_interval_ms, CheckpointingMode.EXACTLY_ONCE)
-    source = (
-        KafkaSource.builder()
-        .set_bootstrap_servers(args.bootstrap)
-        .set_topics(args.topic)
-        .set_group_id(args.group)
-        .set_starting_offsets(KafkaOffsetsInitializer.earliest())
-        .set_value_only_deserializer(SimpleStringSchema())
-        .set_property("partition.discovery.interval.ms", "10000")
-        .build()
+    env.set_buffer_timeout(cfg.buffer_timeout_ms)
+    t_env = StreamTableEnvironment.create(env)
+    for stmt in tables(args, cfg) + sql(cfg):
+        t_env.execute_sql(stmt)
+    t_env.create_temporary_function(
+        "recops_write", udf(Writer(args.redis_url, cfg), result_type=DataTypes.INT())
     )
-    # Event time = the Kafka record timestamp, which the producer sets to the event's ts (docs/stream.md):
-    # the watermark is then generated per partition inside the source (a Python timestamp assigner
-    # would run after the source and merge partitions, making in-order partitions look late).
-    watermarks = WatermarkStrategy.for_bounded_out_of_orderness(
-        Duration.of_seconds(cfg.max_out_of_orderness_s)
-    ).with_idleness(Duration.of_seconds(cfg.idle_partition_s))
-    raw = env.from_source(source, watermarks, "kafka").uid("kafka-source")
-    events = raw.map(f.parse).uid("parse").filter(lambda ev: ev is not None).uid("valid")
-    clicks = events.filter(lambda ev: ev["type"] in f.CLICK_TYPES).uid("clicks")
-
-    (
-        clicks.flat_map(lambda ev: [(e, ev) for e in f.entities(ev)])
-        .uid("entities")
-        .key_by(lambda t: t[0], key_type=Types.STRING())
-        .process(SessionUserFeatures(args.redis_url, cfg), output_type=Types.STRING())
-        .uid("features")
-        .name("features -> redis")
+    stmts = t_env.create_statement_set()
+    # one plan: the topic is read and parsed once, for the archive and for the features
+    stmts.add_insert_sql(
+        """INSERT INTO rc_archive SELECT event_id, user_id, session_id, item_id, `type`, ets, quantity,
+              price, raw_category, attribution_token FROM rc_clicks"""
     )
-    (
-        clicks.key_by(f.category, key_type=Types.INT())
-        .process(TrendingItems(args.redis_url, cfg), output_type=Types.STRING())
-        .uid("trending")
-        .name("trending -> redis")
-    )
-    (
-        events.filter(lambda ev: ev["type"] in ("inventory", "purchase"))
-        .uid("stock-events")
-        .key_by(lambda ev: ev["item_id"], key_type=Types.LONG())
-        .process(ItemAvailability(args.redis_url, cfg), output_type=Types.LONG())
-        .uid("availability")
-        .name("availability -> redis")
-    )
-    staging = Path(args.archive_dir) / "events" / "_staging"
-    sink = (
-        FileSink.for_row_format(str(staging), Encoder.simple_string_encoder())
-        .with_output_file_config(
-            OutputFileConfig.builder().with_part_prefix("part").with_part_suffix(".jsonl").build()
-        )
-        .with_rolling_policy(RollingPolicy.on_checkpoint_rolling_policy())
-        .build()
-    )
-    (
-        clicks.map(
-            lambda ev: json.dumps(ev, separators=(",", ":"), sort_keys=True), output_type=Types.STRING()
-        )
-        .uid("archive-lines")
-        .sink_to(sink)
-        .uid("archive-sink")
-        .name("archive (exactly once)")
-    )
+    stmts.add_insert_sql("INSERT INTO rc_discard SELECT recops_write(kind, k, v) FROM rc_changes")
+    return stmts
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -284,20 +218,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--parallelism", type=int, default=1)
     p.add_argument("--state-backend", default="hashmap", choices=["hashmap", "rocksdb"])
     p.add_argument("--rest-port", type=int, default=0)
-    p.add_argument("--checkpoint-interval-ms", type=int, default=f.JobConfig.checkpoint_interval_ms)
-    p.add_argument("--bundle-size", type=int, default=f.JobConfig.bundle_size)
-    p.add_argument("--bundle-time-ms", type=int, default=f.JobConfig.bundle_time_ms)
-    p.add_argument("--allowed-lateness-s", type=int, default=f.JobConfig.allowed_lateness_s)
+    p.add_argument("--explain", action="store_true", help="print the execution plan and exit")
+    d = f.JobConfig()
+    for name in ("checkpoint_interval_ms", "bundle_size", "bundle_time_ms",
+                 "mini_batch_ms", "buffer_timeout_ms"):  # fmt: skip
+        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
     args = p.parse_args(argv)
     cfg = f.JobConfig(
         checkpoint_interval_ms=args.checkpoint_interval_ms,
         bundle_size=args.bundle_size,
         bundle_time_ms=args.bundle_time_ms,
-        allowed_lateness_s=args.allowed_lateness_s,
+        mini_batch_ms=args.mini_batch_ms,
+        buffer_timeout_ms=args.buffer_timeout_ms,
     )
     env = StreamExecutionEnvironment.get_execution_environment(flink_config(args, cfg))
-    build(env, args, cfg)
-    env.execute("recops-clickstream")
+    stmts = build(env, args, cfg)
+    if args.explain:
+        print(stmts.explain())
+        return
+    stmts.execute().wait()
 
 
 if __name__ == "__main__":

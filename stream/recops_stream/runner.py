@@ -62,6 +62,7 @@ class StreamJob:
     ):
         self.workdir, self.archive_dir = workdir, archive_dir
         self.checkpoints = workdir / "checkpoints"
+        self.rest_port = options.get("rest_port")  # embedded mini-cluster's REST API (metrics), if set
         self.args = [
             "--bootstrap",
             bootstrap,
