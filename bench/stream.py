@@ -34,8 +34,9 @@ from tests.support.redis_server import RedisServer
 
 N = int(os.environ.get("RECOPS_BENCH_STREAM_EVENTS", "60000"))
 PROBE_EVERY = int(os.environ.get("RECOPS_BENCH_STREAM_PROBE_EVERY", "200"))
-#: Python bundle size / time (ms) pairs to run: throughput vs latency (python.fn-execution.bundle.*)
-BUNDLES = os.environ.get("RECOPS_BENCH_STREAM_BUNDLES", "1000/50,100/10")
+#: job settings to run, ``bundle size/bundle time ms/mini-batch ms`` (python.fn-execution.bundle.*,
+#: table.exec.mini-batch.allow-latency): throughput vs latency
+CONFIGS = os.environ.get("RECOPS_BENCH_STREAM_CONFIGS", "5000/100/100")
 #: offered load in events/s (0 = as fast as the producer goes): latency below saturation
 RATE = float(os.environ.get("RECOPS_BENCH_STREAM_RATE", "0"))
 TOPIC = "recops.events"
@@ -50,7 +51,32 @@ def du(path: Path | None) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path else 0
 
 
-def run_one(root: Path, bundle_size: int, bundle_time_ms: int) -> list:
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of these processes (Linux /proc), in seconds."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def group(pgid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[2]) == pgid:
+                    out.append(int(d.name))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+def run_one(root: Path, bundle_size: int, bundle_time_ms: int, mini_batch_ms: int) -> list:
     with KafkaBroker(root / "kafka", partitions=4) as kafka, RedisServer(root / "redis") as rs:
         kafka.create_topic(TOPIC)
         r = redis.Redis.from_url(rs.url)
@@ -62,6 +88,7 @@ def run_one(root: Path, bundle_size: int, bundle_time_ms: int) -> list:
             root / "archive",
             bundle_size=bundle_size,
             bundle_time_ms=bundle_time_ms,
+            mini_batch_ms=mini_batch_ms,
         ).start()
         log = EventLog(kafka.bootstrap, TOPIC, buffer_messages=max(100_000, 2 * N))
         try:
@@ -94,6 +121,13 @@ def run_one(root: Path, bundle_size: int, bundle_time_ms: int) -> list:
 
             poller = threading.Thread(target=poll, daemon=True)
             poller.start()
+            job_pids = group(job.proc.pid)
+            workers = [p for p in job_pids if b"java" not in Path(f"/proc/{p}/cmdline").read_bytes()
+                       and p != job.proc.pid]  # fmt: skip
+            jvm = [p for p in job_pids if b"java" in Path(f"/proc/{p}/cmdline").read_bytes()]
+            comps = {"kafka": [kafka.proc.pid], "redis": [rs.proc.pid], "flink jvm": jvm,
+                     "python udf": workers, "producer+bench": [os.getpid()]}  # fmt: skip
+            cpu0 = {k: cpu_seconds(v) for k, v in comps.items()}
             t0 = time.perf_counter()
             batch: list[dict] = []
             for i in range(N):
@@ -125,6 +159,7 @@ def run_one(root: Path, bundle_size: int, bundle_time_ms: int) -> list:
                     raise RuntimeError(f"stream job did not finish; log {job.log}")
                 time.sleep(0.05)
             t_features = seen[last]
+            cpu = {k: cpu_seconds(v) - cpu0[k] for k, v in comps.items()}
             done.set()
             # the archive: committed by the next checkpoints, then published as Parquet
             events_dir = root / "archive" / "events"
@@ -138,8 +173,10 @@ def run_one(root: Path, bundle_size: int, bundle_time_ms: int) -> list:
                 time.sleep(1)
             lat = [seen[k] - sent[k] for k in sent if k in seen]
             ckpt = du(latest_checkpoint(job.checkpoints))
+            span = t_features - t0
+            where = ", ".join(f"{k} {v / span:.2f}" for k, v in cpu.items())
             return [
-                f"{bundle_size}/{bundle_time_ms} ms",
+                f"{bundle_size}/{bundle_time_ms}/{mini_batch_ms} ms",
                 f"{RATE:,.0f}/s" if RATE else "max",
                 N,
                 f"{N / (t_queued - t0):,.0f}",
@@ -150,6 +187,8 @@ def run_one(root: Path, bundle_size: int, bundle_time_ms: int) -> list:
                 f"{len(set(ids))}/{N + 1}",
                 len(ids) - len(set(ids)),
                 f"{ckpt / 1e6:.1f} MB",
+                where,
+                os.getloadavg()[0],
             ]
         finally:
             job.kill()
@@ -160,16 +199,16 @@ def run(table) -> None:
     root = Path(tempfile.mkdtemp(prefix="recops-bench-stream-"))
     rows = []
     try:
-        for pair in BUNDLES.split(","):
-            bundle_size, bundle_time = (int(x) for x in pair.split("/"))
-            rows.append(run_one(root / f"b{bundle_size}", bundle_size, bundle_time))
+        for spec in CONFIGS.split(","):
+            bundle_size, bundle_time, mini_batch = (int(x) for x in spec.split("/"))
+            rows.append(run_one(root / f"b{bundle_size}-{mini_batch}", bundle_size, bundle_time, mini_batch))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     table(
-        "stream: producer -> Kafka -> Flink (embedded, parallelism 1) -> Redis + archive "
+        "stream: producer -> Kafka -> Flink SQL (embedded, parallelism 1) -> Python UDF -> Redis + archive "
         "(targets: >= 20,000 events/s, event-to-feature p99 <= 1000 ms; reported, not asserted)",
         [
-            "python bundle",
+            "bundle/time/mini-batch",
             "offered",
             "events",
             "queued/s",
@@ -180,6 +219,8 @@ def run(table) -> None:
             "archived (distinct)",
             "duplicates",
             "checkpoint",
+            "cores used (CPU s / s)",
+            "load 1m",
         ],
         rows,
     )
