@@ -156,7 +156,11 @@ class FlinkCluster:
         for j in jars:
             cmd += ["-j", j]
         out = subprocess.run(
-            [*cmd, *job_args, "--jars", *jars], env=self._env(), capture_output=True, text=True, timeout=180
+            [*cmd, *job_args, "--detached", "--jars", *jars],
+            env=self._env(),
+            capture_output=True,
+            text=True,
+            timeout=180,
         )
         for line in out.stdout.splitlines():
             if "JobID" in line:

@@ -219,6 +219,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--state-backend", default="hashmap", choices=["hashmap", "rocksdb"])
     p.add_argument("--rest-port", type=int, default=0)
     p.add_argument("--explain", action="store_true", help="print the execution plan and exit")
+    p.add_argument(
+        "--detached",
+        action="store_true",
+        help="submit and return (`flink run -d`, application mode); default: wait (embedded mini-cluster)",
+    )
     d = f.JobConfig()
     for name in ("checkpoint_interval_ms", "bundle_size", "bundle_time_ms",
                  "mini_batch_ms", "buffer_timeout_ms"):  # fmt: skip
@@ -236,7 +241,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.explain:
         print(stmts.explain())
         return
-    stmts.execute().wait()
+    result = stmts.execute()
+    if not args.detached:  # the embedded mini-cluster lives as long as this process; under `flink run -d`
+        result.wait()  # wait() never returns (the detached client gets no job result): return at once
 
 
 if __name__ == "__main__":
