@@ -46,7 +46,6 @@ class JobConfig:
     mini_batch_ms: int = 100  # SQL aggregations emit at most this often (table.exec.mini-batch.*)
     mini_batch_size: int = 5000
     buffer_timeout_ms: int = 10  # network buffers flushed at least this often (latency)
-    max_batch: int = 5000  # keys per Redis pipeline before a flush inside a bundle
     redis_retry_s: float = 20.0  # a flush retries this long, then the task fails and restores
 
 

@@ -2,13 +2,16 @@
 batches. Runs inside the PyFlink Python worker (imported there by reference: no pyflink at import).
 
 Rows are ``(kind, key, value)`` strings (job.sql): ``f`` an entity's minute buckets, ``t`` one row of
-a category's top list for a window, ``i`` an item's stock. Only the
-newest value per key is kept in the buffer; the buffer is written as ONE pipelined MULTI when the
-Python bundle ends (``python.fn-execution.bundle.size/time``) or grows past ``max_batch``. Flink
-finishes the bundle before a checkpoint barrier passes the operator, so a completed checkpoint
+a category's top list for a window, ``i`` an item's stock. The UDF is a *vectorized* (pandas) scalar
+function: Flink hands it one Arrow batch of rows per call, and ``write_rows`` keeps the newest value
+per key of that batch and writes it as ONE pipelined MULTI before the call returns. That is the
+public API giving the checkpoint alignment: the Arrow operator closes its current batch when the
+Python bundle ends (``python.fn-execution.bundle.size/time``) and Flink finishes the bundle before a
+checkpoint barrier passes the operator (``prepareSnapshotPreBarrier``), so a completed checkpoint
 never covers a value that is not in Redis yet; a restart from it replays the rest and rewrites the
-same absolute values (idempotent, no increments). Redis down: the flush retries for
-``redis_retry_s`` and then fails the task, which restarts from the last checkpoint (nothing lost).
+same absolute values (idempotent, no increments). Arrow also moves the rows columnar instead of one
+pickled row at a time. Redis down: the write retries for ``redis_retry_s`` and then fails the task,
+which restarts from the last checkpoint (nothing lost).
 """
 
 from __future__ import annotations
@@ -16,28 +19,6 @@ from __future__ import annotations
 import time
 
 from recops_stream import features as f
-
-_FLUSHERS: list = []
-
-
-def _install_bundle_hook() -> None:
-    """Call every registered flush at the end of each Python bundle (before its results count as done).
-
-    PyFlink has no user hook for the bundle end; ``BaseOperation.finish`` is what the Beam runner
-    calls then for a Python UDF (pyflink.fn_execution.table.operations): wrapped once per worker."""
-    from pyflink.fn_execution.table import operations as ops
-
-    orig = ops.BaseOperation.finish
-    if getattr(orig, "_recops_flush", False):
-        return
-
-    def finish(self):
-        for flush in list(_FLUSHERS):
-            flush()
-        orig(self)
-
-    finish._recops_flush = True
-    ops.BaseOperation.finish = finish
 
 
 def parse_buckets(s: str) -> dict[int, dict[str, int]]:
@@ -117,10 +98,10 @@ class Batch:
 
 
 class RedisWriter:
-    """The body of the job's Python scalar UDF ``recops_write(kind, k, v)`` (a pyflink ScalarFunction
-    subclass in job.py: this module must import without pyflink). The UDF sees every changelog row
-    without its kind: an update's old value (-U) always comes before its new one (+U), so keeping
-    the newest value per key writes the new one."""
+    """The body of the job's vectorized UDF ``recops_write(kind, k, v)`` (a pyflink ScalarFunction
+    subclass in job.py: this module must import without pyflink or pandas). The UDF sees every
+    changelog row without its kind: an update's old value (-U) always comes before its new one (+U),
+    so keeping the newest value per key writes the new one."""
 
     def __init__(self, redis_url: str, cfg: f.JobConfig):
         self.redis_url, self.cfg = redis_url, cfg
@@ -133,19 +114,19 @@ class RedisWriter:
         mg = ctx.get_metric_group()
         self.m_rows = mg.counter("redis_rows")
         self.m_flushes = mg.counter("redis_flushes")
-        _install_bundle_hook()
-        _FLUSHERS.append(self.flush)
 
     def close(self) -> None:
-        if self.flush in _FLUSHERS:
-            _FLUSHERS.remove(self.flush)
+        self.r.close()
 
-    def eval(self, kind: str, key: str, value: str) -> int:
-        self.batch.add(kind, key, value)
-        self.m_rows.inc()
-        if len(self.batch) >= self.cfg.max_batch:
-            self.flush()
-        return 0
+    def write_rows(self, kinds: list[str], keys: list[str], values: list[str]) -> int:
+        """One Arrow batch: newest value per key, written before returning (the batch's rows count
+        as processed only then). Returns the number of rows."""
+        add = self.batch.add
+        for kind, key, value in zip(kinds, keys, values, strict=True):
+            add(kind, key, value)
+        self.m_rows.inc(len(kinds))
+        self.flush()
+        return len(kinds)
 
     def flush(self) -> None:
         if not len(self.batch):
