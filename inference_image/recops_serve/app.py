@@ -45,7 +45,7 @@ from pydantic import ValidationError
 
 from recops_contracts.serving import ServeConfig
 from recops_serve import metrics as m
-from recops_serve import ranking
+from recops_serve import ranking, streamfeatures
 from recops_serve.bundle import ModelBundle, load_bundle
 from recops_serve.eventlog import EventLog
 from recops_serve.features import WRITE_SLICE, FeatureStoreDown, NewEvent, SessionStore
@@ -470,20 +470,26 @@ class Server:
         uidx = b.user_index(user)
         session: list[int] = []
         fs_down = False
+        live = None
         if self.store is not None:
             try:
-                recent = await self.store.recent(user, rank.session_length)
+                if cfg.stream_features:  # the session list and the Flink job's signals, one round trip
+                    recent, sig = await streamfeatures.read(self.store, user, rank.session_length, category)
+                    live = streamfeatures.live(b, sig)
+                else:
+                    recent = await self.store.recent(user, rank.session_length)
                 session = ranking.session_items(b, [ev.item_id for ev in recent], rank.session_length)
             except FeatureStoreDown:
                 fs_down = True
                 m.FALLBACK["feature_store_down"].inc()
         if arm == "holdout":
-            ranked = ranking.popularity(b, rank, uidx, k, category=category)
+            ranked = ranking.popularity(b, rank, uidx, k, category=category, live=live)
         else:
             cats = b.item_category[session].tolist()
             ranked = ranking.answer(
-                b, rank, uidx, session, k, category=category, now=time.time(), session_categories=cats
-            )
+                b, rank, uidx, session, k, category=category, now=time.time(), session_categories=cats,
+                live=live,
+            )  # fmt: skip
         if ranked.fallback:
             m.FALLBACK.get(ranked.fallback, m.FALLBACK["sparse_candidates"]).inc()
         ids = b.item_ids[ranked.items].tolist()

@@ -11,9 +11,11 @@ the trainer tuned on the shop's own validation tail (stored in the bundle manife
 * ``popularity``: time-decayed popularity as a prior; ``category_popularity``: the best sellers of
   the categories the session is browsing (its three latest items').
 Then exclusions (seen / purchased: the spec, else the policy the trainer measured as better),
-catalogue availability and excluded categories, the context category, the new-item boost, a
-cap per category, and a popularity fill (per session category, then global). Each item carries
-its reason: model, session, repeat, popular, boost or fallback.
+catalogue availability and excluded categories, the stream job's sold-out items (``Live``), the
+context category, the new-item boost, the trending boost (``Live``: the Flink job's trending list
+of the request's or the session's category), a cap per category, and a fill (trending, then
+popularity per session category, then global). Each item carries its reason: model, session,
+repeat, popular, boost, trending or fallback.
 
 Per-call cost is bounded whatever the session or history length: at most ``session_length``
 recent events, session kNN capped at its own sample sizes, a known user's ``MAX_HISTORY`` heaviest
@@ -32,6 +34,8 @@ from recops_serve import sessionknn
 from recops_serve.bundle import ModelBundle
 
 NEW_ITEM_BOOST = 1.25
+#: a trending candidate's score is multiplied by 1 + TREND_BOOST * (its trend score / the top one's)
+TREND_BOOST = 0.5
 POPULAR_CANDIDATES = 100
 CATEGORY_CANDIDATES = 50
 MAX_HISTORY = 200  # a known user's heaviest items the repeat source reads (bounds the per-call cost)
@@ -130,6 +134,16 @@ def allowed_items(b: ModelBundle, exclude_categories: list[str]) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class Live:
+    """The stream job's signals for one call, as bundle indices (streamfeatures.live): never
+    recommend ``soldout``; boost ``trending`` (best first, ``trend_scores`` > 0) and fill with it."""
+
+    soldout: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
+    trending: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
+    trend_scores: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
+
+
+@dataclass(frozen=True)
 class Ranked:
     items: np.ndarray  # item indices, best first
     reasons: list[str]
@@ -218,8 +232,10 @@ def answer(
     category: int | None = None,
     now: float | None = None,
     session_categories: list[int] | None = None,
+    live: Live | None = None,
 ) -> Ranked:
-    """Top ``k`` for a (known or anonymous) shopper; ``session`` newest first (``session_items``)."""
+    """Top ``k`` for a (known or anonymous) shopper; ``session`` newest first (``session_items``);
+    ``live``: the stream job's sold-out and trending items (None: none, e.g. offline replay)."""
     session = session[: cfg.session_length]
     parts = _sources(b, cfg, uidx, session, k)
     if parts:
@@ -242,22 +258,33 @@ def answer(
             best[better], reason[better] = contrib[better], code
     items, scores = uniq, agg
     banned = _banned(b, cfg, uidx, session)
+    if live is not None and live.soldout.size:  # sold out now: never a candidate, never a fill
+        banned = np.concatenate([banned, live.soldout.astype(np.int32)])
     mask = _allowed(b, cfg, items, banned, category)
     items, scores, reason = items[mask], scores[mask], reason[mask]
     boosted = np.zeros(items.size, bool)
     if cfg.boost_hours > 0 and items.size and now is not None:
         boosted = b.item_first_seen[items] >= now - cfg.boost_hours * 3600.0
         scores = np.where(boosted, scores * NEW_ITEM_BOOST, scores)
+    hot = np.zeros(items.size, bool)
+    if live is not None and live.trending.size and items.size:
+        order_t = np.argsort(live.trending, kind="stable")
+        t_items, t_sc = live.trending[order_t], live.trend_scores[order_t]
+        at = np.minimum(np.searchsorted(t_items, items), t_items.size - 1)
+        hot = t_items[at] == items
+        rel = np.where(hot, t_sc[at] / max(float(live.trend_scores.max()), 1e-9), 0.0)
+        scores = (scores * (1.0 + TREND_BOOST * rel)).astype(np.float32)
     order = _top(scores, k if cfg.max_per_category is None else min(items.size, 4 * k))
     order = _capped(b, items, order, cfg.max_per_category, k, {})
     out = items[order]
-    reasons = ["boost" if boosted[i] else REASONS[reason[i]] for i in order]
+    reasons = ["trending" if hot[i] else "boost" if boosted[i] else REASONS[reason[i]] for i in order]
     fallback = None
     if out.size < k:
         fallback = "cold_start" if uidx is None and not session else "sparse_candidates"
-        fill = _fill(b, cfg, out, banned, category, session_categories, k)
+        pools = [live.trending] if live is not None and live.trending.size else []
+        fill, n_hot = _fill(b, cfg, out, banned, category, session_categories, k, pools)
         out = np.concatenate([out, np.asarray(fill, np.int32)]).astype(np.int32)
-        reasons += ["fallback"] * len(fill)
+        reasons += ["trending"] * n_hot + ["fallback"] * (len(fill) - n_hot)
     return Ranked(out.astype(np.int32), reasons, fallback)
 
 
@@ -304,8 +331,11 @@ def _capped(b: ModelBundle, items, order, cap: int | None, k: int, counts: dict[
     return np.asarray(keep, np.int64)
 
 
-def _fill(b: ModelBundle, cfg: RankConfig, out, banned, category, session_categories, k) -> list[int]:
-    """Popularity fill (per context / session category, then global), under the same rules."""
+def _fill(
+    b: ModelBundle, cfg: RankConfig, out, banned, category, session_categories, k, first=()
+) -> tuple[list[int], int]:
+    """Fill: the ``first`` pools (trending), then popularity (per context / session category, then
+    global), under the same rules. Returns the items and how many came from ``first``."""
     allowed = cfg.allowed if cfg.allowed is not None else b.item_available
     seen = set(out.tolist()) | set(banned.tolist())
     counts: dict[int, int] = {}
@@ -323,26 +353,37 @@ def _fill(b: ModelBundle, cfg: RankConfig, out, banned, category, session_catego
     pools = [b.category_popular(c) for c in cats if c is not None and c >= 0]
     if category is None:
         pools.append(b.pop_global)
-    for pool in pools:
+    n_first = 0
+    for p, pool in enumerate([*first, *pools]):
         for it in pool[: k * 4 + len(seen)].tolist():
             c = int(b.item_category[it])
-            if it in seen or not allowed[it]:
+            if it in seen or not allowed[it] or (category is not None and c != category):
                 continue
             if cfg.max_per_category is not None and c >= 0 and counts.get(c, 0) >= cfg.max_per_category:
                 continue
             seen.add(it)
             counts[c] = counts.get(c, 0) + 1
             fill.append(it)
+            n_first += p < len(first)
             if out.size + len(fill) >= k:
-                return fill
-    return fill
+                return fill, n_first
+    return fill, n_first
 
 
 def popularity(
-    b: ModelBundle, cfg: RankConfig, uidx: int | None, k: int, *, category: int | None = None
+    b: ModelBundle,
+    cfg: RankConfig,
+    uidx: int | None,
+    k: int,
+    *,
+    category: int | None = None,
+    live: Live | None = None,
 ) -> Ranked:
-    """The holdout arm's baseline: popularity only (per category when a context is given), same rules."""
+    """The holdout arm's baseline: popularity only (per category when a context is given), same rules
+    (sold-out items excluded too; no trending boost: the baseline stays the baseline)."""
     banned = b.user_history(uidx) if (cfg.exclude_purchased and uidx is not None) else np.empty(0, np.int32)
+    if live is not None and live.soldout.size:
+        banned = np.concatenate([banned, live.soldout.astype(np.int32)])
     base = replace(cfg, fallback="popularity")
-    fill = _fill(b, base, np.empty(0, np.int32), banned, category, None, k)
+    fill, _ = _fill(b, base, np.empty(0, np.int32), banned, category, None, k)
     return Ranked(np.asarray(fill, np.int32), ["fallback"] * len(fill), "holdout")

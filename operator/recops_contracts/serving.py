@@ -74,6 +74,9 @@ class ServeConfig(_Strict):
     search_uri: str | None = None
     #: hybrid score weight of the vector cosine (1 - it: the normalised BM25 score)
     search_alpha: float = Field(default=0.5, ge=0, le=1)
+    #: read the Flink job's signals with the session list (streamfeatures.py): sold-out items are
+    #: never recommended, trending ones boosted; off = the session list only
+    stream_features: bool = True
     shadow_url: str | None = None
     shadow_percent: float = Field(default=0.0, ge=0, le=100)
     # chaos knobs for rollout drills (a slow or failing candidate); 0 in production

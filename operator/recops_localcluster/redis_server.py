@@ -16,8 +16,12 @@ from recops_localcluster.cluster import free_port
 
 
 class RedisServer:
-    def __init__(self, workdir: Path, port: int | None = None):
-        self.workdir, self.port = workdir, port or free_port()
+    """``persist``: append-only file, fsync per write, kept in ``workdir``: a RedisServer started
+    again on the same workdir and port is the same Redis after a restart (the "Redis restarts"
+    fault; Tair persists too). Default: memory only."""
+
+    def __init__(self, workdir: Path, port: int | None = None, persist: bool = False):
+        self.workdir, self.port, self.persist = workdir, port or free_port(), persist
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -39,7 +43,9 @@ class RedisServer:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.persist else "no",
+                "--appendfsync",
+                "always",
                 "--dir",
                 str(self.workdir),
             ],

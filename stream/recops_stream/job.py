@@ -241,6 +241,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("checkpoint_interval_ms", "bundle_size", "bundle_time_ms",
                  "mini_batch_ms", "buffer_timeout_ms"):  # fmt: skip
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
+    p.add_argument("--redis-retry-s", type=float, default=d.redis_retry_s, help="then the task fails")
     args = p.parse_args(argv)
     cfg = f.JobConfig(
         checkpoint_interval_ms=args.checkpoint_interval_ms,
@@ -248,6 +249,7 @@ def main(argv: list[str] | None = None) -> None:
         bundle_time_ms=args.bundle_time_ms,
         mini_batch_ms=args.mini_batch_ms,
         buffer_timeout_ms=args.buffer_timeout_ms,
+        redis_retry_s=args.redis_retry_s,
     )
     env = StreamExecutionEnvironment.get_execution_environment(flink_config(args, cfg))
     stmts = build(env, args, cfg)

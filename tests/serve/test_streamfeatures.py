@@ -1,44 +1,107 @@
-"""The serving side of the stream signals against a real Redis: one pipelined read returns the session
-list, the job's window counts, the sold-out set and the category's trending list; apply() drops
-sold-out items and moves trending ones up."""
+"""The serving side of the stream signals against a real Redis: one script call returns the session
+list, the job's window counts, the sold-out set and the trending list (of the request's category, or
+of the session's most viewed one); ranking.answer never returns a sold-out item and moves trending
+ones up; the server does both with stream_features on and neither with it off."""
 
 from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import pytest
-import redis.asyncio as aioredis
+import redis
 
+from recops_serve import ranking
 from recops_serve import streamfeatures as sf
+from recops_serve.bundle import load_bundle
 from recops_serve.features import FeatureStoreDown, NewEvent, SessionStore
 from tests.support.redis_server import free_port
 
 pytestmark = pytest.mark.integration
 
 
-def test_one_round_trip_read_and_apply(redis_server):
+def test_one_round_trip_read(redis_server):
     async def go():
         store = SessionStore(redis_server.url)
         await store.add([NewEvent("s-1", 5, "view", 100.0), NewEvent("s-1", 6, "add_to_cart", 101.0)])
-        c = store.client
-        await c.hset("recops:f:s:s-1", mapping={"v5:3": 2, "as_of": "101.000"})
+        c = redis.asyncio.Redis.from_url(redis_server.url)
+        await c.hset("recops:f:s:s-1", mapping={"v5:3": 2, "v5:4": 1, "as_of": "101.000"})
         await c.sadd("recops:soldout", "7", "9")
         await c.zadd("recops:trend:3", {"8": 5.0, "4": 1.0})
-        events, sig = await sf.read(c, "s-1", 10, 3)
+        await c.zadd("recops:trend:4", {"2": 1.0})
+        events, sig = await sf.read(store, "s-1", 10, 4)  # the request's category wins
         assert [e.item_id for e in events] == [6, 5]
-        assert sig.counts == {"v5:3": 2.0, "as_of": 101.0}
-        assert sig.soldout == {7, 9} and sig.trending == {8: 5.0, 4: 1.0}
-        _, none = await sf.read(c, "s-unknown", 10, None)
-        assert none.counts == {} and none.trending == {}
+        assert sig.counts == {"v5:3": 2.0, "v5:4": 1.0, "as_of": 101.0}
+        assert sig.soldout == {7, 9} and sig.trending == {2: 1.0} and sig.category == 4
+        _, derived = await sf.read(store, "s-1", 10, None)  # else the most viewed over 5 min
+        assert derived.category == 3 and list(derived.trending.items()) == [(8, 5.0), (4, 1.0)]
+        _, none = await sf.read(store, "s-unknown", 10, None)
+        assert none.counts == {} and none.trending == {} and none.category is None
+        assert none.soldout == {7, 9}
+        await c.set("recops:soldout", "x")  # not the job's layout: healthy Redis, no signals
+        evs, bad = await sf.read(store, "s-1", 10, 3)
+        assert [e.item_id for e in evs] == [6, 5] and bad.soldout == set()
+        await c.aclose()
         await store.close()
-        down = aioredis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.05)
+        down = SessionStore(f"redis://127.0.0.1:{free_port()}/0", connect_timeout=0.05)
         with pytest.raises(FeatureStoreDown):
             await sf.read(down, "s-1", 10, 3)
-        await down.aclose()
-        return sig
+        await down.close()
 
-    sig = asyncio.run(go())
-    ids, reasons = sf.apply([1, 7, 2, 3, 4, 5, 8, 9], ["model"] * 8, sig, 5)
-    assert 7 not in ids and 9 not in ids
-    # after dropping 7 and 9: 4 (place 3) and 8 (place 5) move up three places each
-    assert ids == [4, 1, 2, 8, 3] and reasons == ["trending", "model", "model", "trending", "model"]
+    asyncio.run(go())
+
+
+def test_answer_drops_soldout_and_boosts_trending(bundles):
+    b = load_bundle(str(bundles["v1"]))
+    rank = ranking.RankConfig.resolve(b)
+    cat = int(np.bincount(b.item_category[b.item_category >= 0]).argmax())
+    base = ranking.answer(b, rank, None, [], 10, category=cat)
+    top, low = int(base.items[0]), int(base.items[-1])
+    outside = next(int(i) for i in b.category_popular(cat)[10:] if i not in base.items)
+    live = ranking.Live(
+        soldout=np.asarray([top], np.int32),
+        trending=np.asarray([outside, low], np.int32),
+        trend_scores=np.asarray([9.0, 3.0], np.float32),
+    )
+    got = ranking.answer(b, rank, None, [], 10, category=cat, live=live)
+    assert top not in got.items
+    assert got.items[:2].tolist() == [outside, low] and got.reasons[:2] == ["trending", "trending"]
+    hold = ranking.popularity(b, rank, None, 10, category=cat, live=live)
+    assert top not in hold.items  # sold out is never recommended, holdout arm included
+    # a session: trending candidates of the blend are boosted, sold-out ones dropped
+    session = [int(i) for i in base.items[3:6]]
+    plain = ranking.answer(b, rank, None, session, 10)
+    hot = int(plain.items[5])
+    sig = ranking.Live(
+        soldout=plain.items[:1].astype(np.int32),
+        trending=np.asarray([hot], np.int32),
+        trend_scores=np.asarray([1.0], np.float32),
+    )
+    boosted = ranking.answer(b, rank, None, session, 10, live=sig)
+    assert int(plain.items[0]) not in boosted.items
+    pos = boosted.items.tolist().index(hot)
+    assert pos < 5 and boosted.reasons[pos] == "trending"
+
+
+def test_server_reads_them_in_the_served_call(bundles, make_server, redis_server):
+    b = load_bundle(str(bundles["v1"]))
+    cat = int(np.bincount(b.item_category[b.item_category >= 0]).argmax())
+    on, _ = make_server({"model_uri": str(bundles["v1"])}, redis_server.url)
+    off, _ = make_server({"model_uri": str(bundles["v1"]), "stream_features": False}, redis_server.url)
+
+    def items(server, sid):
+        r = server.get("/v1/recommendations", session_id=sid, category=cat, k=10)
+        assert r.status_code == 200, r.text
+        return [(x["item_id"], x["reason"]) for x in r.json()["items"]]
+
+    before = items(on, "s-a")
+    assert before == items(off, "s-a")
+    top = before[0][0]
+    outside = next(int(b.item_ids[i]) for i in b.category_popular(cat)[20:])
+    r = redis.Redis.from_url(redis_server.url)
+    r.sadd("recops:soldout", top)
+    r.zadd(f"recops:trend:{cat}", {outside: 4.0})
+    got = items(on, "s-b")
+    assert top not in [i for i, _ in got]
+    assert got[0] == (outside, "trending")
+    assert items(off, "s-b") == before  # off: the session list only

@@ -4,7 +4,8 @@ Flink (embedded mini-cluster from the PyFlink wheel) -> real Redis + the archive
 One job per module (startup is ~25 s on 2 cores). It checks: the feature hashes equal a from-scratch
 recomputation and carry a TTL; trending and sold-out keys; a late event is counted and not used; and
 the archive holds every produced event exactly once, also after the job's whole process group is
-SIGKILLed mid-stream and restarted from its newest retained checkpoint.
+SIGKILLed mid-stream and restarted from its newest retained checkpoint; and the served answer (a real
+server on the same Redis) drops the item the job marked sold out and puts its trending item first.
 """
 
 from __future__ import annotations
@@ -16,14 +17,17 @@ import threading
 import time
 import urllib.request
 
+import numpy as np
 import pytest
 import redis
 from confluent_kafka import Producer
 
+from recops_serve.bundle import load_bundle
 from recops_serve.eventlog import EventLog
 from recops_stream import archive
 from recops_stream import features as f
 from recops_stream.runner import StreamJob, flink_home
+from tests.serve.conftest import ServerProc, train
 from tests.support.redis_server import RedisServer, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.stream, pytest.mark.slow]
@@ -197,3 +201,65 @@ def test_features_trending_soldout_late_and_exactly_once_archive_across_a_crash(
     assert r.zscore(f"{f.TREND_PREFIX}1", "39") == trend_before
     days = {p.name for p in events_dir.glob("dt=*")}
     assert days == {time.strftime("dt=%Y-%m-%d", time.gmtime(t)) for t in (base - 2400, base, base + 60)}
+
+
+def test_served_answer_drops_what_the_job_sold_out_and_boosts_what_it_trends(pipeline, kafka, tmp_path):
+    """The whole path: storefront events through the server -> Kafka -> Flink -> Redis -> the next
+    answer of the same server (stream_features on by default)."""
+    job, r, _, _ = pipeline
+    train(tmp_path / "bundle", "v1")
+    b = load_bundle(str(tmp_path / "bundle"))
+    cat = int(np.bincount(b.item_category[b.item_category >= 0]).argmax())
+    cfg = tmp_path / "serve.json"
+    cfg.write_text(json.dumps({"model_uri": str(tmp_path / "bundle"), "kafka_bootstrap": kafka.bootstrap,
+                               "kafka_topic": TOPIC}))  # fmt: skip
+    server = ServerProc(cfg, redis_url(r), tmp_path / "serve.log")
+    try:
+        asked = iter(range(10**6))
+
+        def answer() -> list[tuple[int, str]]:  # a fresh shopper each time: no session of its own
+            got = server.get("/v1/recommendations", session_id=f"q-{next(asked)}", category=cat, k=10)
+            assert got.status_code == 200, got.text
+            return [(x["item_id"], x["reason"]) for x in got.json()["items"]]
+
+        before = answer()
+        top = before[0][0]
+        hot = next(int(b.item_ids[i]) for i in b.category_popular(cat)[30:] if int(b.item_ids[i]) != top)
+        assert hot not in [i for i, _ in before]
+        now = time.time()
+        inv = Producer({"bootstrap.servers": kafka.bootstrap, "enable.idempotence": True})
+        value = {"event_id": f"inv-{top}", "item_id": top, "type": "inventory", "stock": 1, "ts": now - 5}
+        inv.produce(TOPIC, json.dumps(value).encode(), str(top).encode(), timestamp=int((now - 5) * 1000))
+        assert inv.flush(30) == 0
+        buy = {"session_id": "buyer", "item_id": top, "type": "purchase", "quantity": 1, "price": 3.5,
+               "category": cat}  # fmt: skip
+        assert server.post("/v1/events", buy).status_code == 200
+        stop = threading.Event()
+
+        def views() -> None:  # shoppers viewing `hot`; event time moves on, so HOP windows fire
+            n = 0
+            while not stop.is_set():
+                evs = [{"session_id": f"v-{n}-{i}", "item_id": hot, "type": "view", "category": cat}
+                       for i in range(20)]  # fmt: skip
+                server.post("/v1/events", {"events": evs})
+                n += 1
+                time.sleep(0.5)
+
+        feeder = threading.Thread(target=views, daemon=True)
+        feeder.start()
+        try:
+            wait_for(lambda: top not in [i for i, _ in answer()], 120, "sold-out item gone", job)
+            assert r.sismember(f.SOLDOUT_KEY, top) and r.hget(f"{f.ITEM_PREFIX}{top}", "stock") == b"0"
+            wait_for(lambda: answer()[0] == (hot, "trending"), 120, "trending item first", job)
+            assert r.zscore(f"{f.TREND_PREFIX}{cat}", hot) > 0
+        finally:
+            stop.set()
+            feeder.join()
+        assert top not in [i for i, _ in answer()]  # still sold out: nothing restocked it
+    finally:
+        server.stop()
+
+
+def redis_url(r: redis.Redis) -> str:
+    kw = r.connection_pool.connection_kwargs
+    return f"redis://{kw['host']}:{kw['port']}/0"
