@@ -201,7 +201,7 @@ def loadgen(url: str, rate: int, seconds: int = 10) -> dict:
 LARGEST = "taobao+diginetica"
 
 
-def bench_serve() -> None:
+def serve_dataset() -> str:
     dataset = os.environ.get("RECOPS_BENCH_DATASET") or LARGEST
     if "+" in dataset or dataset in ("taobao", "diginetica"):
         from recops_serve.data import data_dir
@@ -211,6 +211,18 @@ def bench_serve() -> None:
                 f"serve: {dataset} needs the datasets under {data_dir()}; using completejourney (68k items)"
             )
             dataset = "completejourney"
+    return dataset
+
+
+def bench_serve_stream() -> None:
+    from bench.serve_stream import run
+
+    dataset = serve_dataset()
+    run(table, bundle(dataset), dataset)
+
+
+def bench_serve() -> None:
+    dataset = serve_dataset()
     b = bundle(dataset)
     manifest = json.loads((b / "manifest.json").read_text())
     work = Path(tempfile.mkdtemp(prefix="recops-bench-"))
@@ -389,6 +401,9 @@ def bench_serve() -> None:
                 p.terminate()
                 p.wait(10)
     shutil.rmtree(work, ignore_errors=True)
+    from bench.serve_stream import run
+
+    run(table, b, dataset)
 
 
 def _ingested(port: int) -> float:
@@ -633,6 +648,7 @@ def main(argv: list[str]) -> int:
 
     for name, fn in (
         ("serve", bench_serve),
+        ("serve-stream", bench_serve_stream),
         ("ranking", bench_ranking),
         ("train", bench_train),
         ("train-scale", bench_train_scale),
@@ -643,8 +659,8 @@ def main(argv: list[str]) -> int:
         ("search", bench_search),
         ("scaling", bench_scaling),
     ):
-        if which == "all" and name == "business":
-            continue  # printed by rollout
+        if which == "all" and name in ("business", "serve-stream"):
+            continue  # printed by rollout / serve
         if which in (name, "all"):
             fn()
     return 0

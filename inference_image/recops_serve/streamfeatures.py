@@ -9,7 +9,8 @@ in the last 5 minutes (chosen inside Redis: no second round trip). ``live`` turn
 indices for ``ranking.answer``, which drops sold-out items and boosts trending ones, so the server
 and any replay share the one ranking call.
 
-Cost: the script replaces the session list's ``LRANGE``; ``SMEMBERS`` grows with the sold-out set
+Over the store's one multiplexed connection (``redislink``), as the session list's own read. Cost:
+the script replaces the session list's ``LRANGE``; ``SMEMBERS`` grows with the sold-out set
 (bounded in practice by its 7-day TTL). Standalone Redis/Tair: the script names keys it derives
 (the trend key), which a cluster-mode proxy would refuse, as ``features._ADD`` does.
 """
@@ -61,16 +62,13 @@ _READ_SHA = hashlib.sha1(_READ.encode()).hexdigest()
 @dataclass
 class StreamSignals:
     counts: dict[str, float] = field(default_factory=dict)  # v5:<cat>, c30:<cat>, last_purchase_ts, as_of
-    soldout: set[int] = field(default_factory=set)
+    soldout_raw: list[bytes] = field(default_factory=list)  # SMEMBERS as Redis sent it
     trending: dict[int, float] = field(default_factory=dict)  # item -> score, best first
     category: int | None = None  # whose trending list it is
 
-
-async def _call(store: SessionStore, *cmd):
-    link = getattr(store, "link", None)
-    if link is not None:
-        return await link.call(*cmd)
-    return await store.client.execute_command(*cmd)
+    @property
+    def soldout(self) -> set[int]:
+        return {int(x) for x in self.soldout_raw}
 
 
 async def read(
@@ -84,9 +82,9 @@ async def read(
     t0 = time.perf_counter()
     try:
         try:
-            res = await _call(store, "EVALSHA", _READ_SHA, 3, *keys, *args)
+            res = await store.link.call("EVALSHA", _READ_SHA, 3, *keys, *args)
         except NoScriptError:  # a new or restarted Redis: load the script with this call
-            res = await _call(store, "EVAL", _READ, 3, *keys, *args)
+            res = await store.link.call("EVAL", _READ, 3, *keys, *args)
     except ResponseError as e:
         if "WRONGTYPE" not in str(e):
             raise store._failed("read", e) from e
@@ -106,7 +104,7 @@ async def read(
     sig = StreamSignals()
     try:
         sig.counts = {feats[i].decode(): float(feats[i + 1]) for i in range(0, len(feats), 2)}
-        sig.soldout = {int(x) for x in sold}
+        sig.soldout_raw = sold  # to indices in live(), once per change of the set
         sig.trending = {int(trend[i]): float(trend[i + 1]) for i in range(0, len(trend), 2)}
         sig.category = int(cat) if cat else None
     except (ValueError, UnicodeDecodeError):  # not the job's layout: serve without the signals
@@ -122,14 +120,34 @@ async def _fallback(store: SessionStore, sid: str, n: int) -> list[Event]:
         return []
 
 
+#: (bundle, SMEMBERS reply, indices) of the last call: the set changes rarely, requests are many,
+#: so an unchanged reply (same members in the same order) costs one list comparison, not a lookup each
+_SOLD: list = [None, None, np.empty(0, np.int32)]
+
+
+def live_soldout(b: ModelBundle, raw: list[bytes]) -> np.ndarray:
+    if _SOLD[0] is b and _SOLD[1] == raw:
+        return _SOLD[2]
+    idx = []
+    for x in raw:
+        try:
+            i = b.item_index(int(x))
+        except ValueError:  # not an item id: not the job's, skipped
+            metrics.fs_malformed.inc()
+            continue
+        if i is not None:
+            idx.append(i)
+    _SOLD[:] = [b, raw, np.asarray(idx, np.int32)]
+    return _SOLD[2]
+
+
 def live(b: ModelBundle, sig: StreamSignals) -> Live:
     """Bundle indices of the signals (items the bundle does not know are skipped)."""
-    sold = [i for i in map(b.item_index, sig.soldout) if i is not None]
     hot = [
         (i, s) for i, s in ((b.item_index(x), s) for x, s in sig.trending.items()) if i is not None and s > 0
     ]
     return Live(
-        soldout=np.asarray(sold, np.int32),
+        soldout=live_soldout(b, sig.soldout_raw),
         trending=np.asarray([i for i, _ in hot], np.int32),
         trend_scores=np.asarray([s for _, s in hot], np.float32),
     )
