@@ -18,6 +18,9 @@ FEATURE_PREFIX = "recops:f:"
 TREND_PREFIX = "recops:trend:"  # sorted set item -> score, per category
 ITEM_PREFIX = "recops:item:"  # hash {stock, soldout, ts} per item
 SOLDOUT_KEY = "recops:soldout"  # set of sold-out item ids (one SMEMBERS/SMISMEMBER for the server)
+#: a new random token in the same MULTI as every change of SOLDOUT_KEY: the server re-reads the set
+#: only when it differs from the token of its cached copy (a cache key, not a feature: not idempotent)
+SOLDOUT_VERSION_KEY = "recops:soldout:v"
 
 CLICK_TYPES = ("view", "add_to_cart", "purchase")
 WINDOWS = (("5", 300), ("30", 1800))

@@ -17,6 +17,7 @@ which restarts from the last checkpoint (nothing lost).
 from __future__ import annotations
 
 import time
+import uuid
 
 from recops_stream import features as f
 
@@ -83,6 +84,7 @@ class Batch:
             (pipe.sadd if stock <= 0 else pipe.srem)(f.SOLDOUT_KEY, item)
         if self.items:
             pipe.expire(f.SOLDOUT_KEY, cfg.item_ttl_s)
+            pipe.set(f.SOLDOUT_VERSION_KEY, uuid.uuid4().hex, ex=cfg.item_ttl_s)
         for cat, (end, scores) in self.trend.items():
             key = f"{f.TREND_PREFIX}{cat}"
             if self.trend_written.get(cat) != end:  # a new window replaces the list; the rest of

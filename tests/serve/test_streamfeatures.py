@@ -21,6 +21,8 @@ pytestmark = pytest.mark.integration
 
 
 def test_one_round_trip_read(redis_server):
+    sf.CACHE = sf._Cache()  # this process's copy of the sold-out set belongs to another Redis
+
     async def go():
         store = SessionStore(redis_server.url)
         await store.add([NewEvent("s-1", 5, "view", 100.0), NewEvent("s-1", 6, "add_to_cart", 101.0)])
@@ -38,6 +40,15 @@ def test_one_round_trip_read(redis_server):
         _, none = await sf.read(store, "s-unknown", 10, None)
         assert none.counts == {} and none.trending == {} and none.category is None
         assert none.soldout == {7, 9}
+        # versioned (as the job writes it): the set is sent again only when its token changed
+        await c.set("recops:soldout:v", "t1")
+        assert (await sf.read(store, "s-1", 10, None))[1].soldout == {7, 9}
+        assert sf.CACHE.version == b"t1"
+        await c.sadd("recops:soldout", "11")  # a change without a new token is not seen...
+        assert (await sf.read(store, "s-1", 10, None))[1].soldout == {7, 9}
+        await c.set("recops:soldout:v", "t2")  # ...the job always writes one in the same MULTI
+        assert (await sf.read(store, "s-1", 10, None))[1].soldout == {7, 9, 11}
+        await c.delete("recops:soldout:v")
         await c.set("recops:soldout", "x")  # not the job's layout: healthy Redis, no signals
         evs, bad = await sf.read(store, "s-1", 10, 3)
         assert [e.item_id for e in evs] == [6, 5] and bad.soldout == set()
