@@ -54,6 +54,7 @@ def run(table, bundle_path: Path, dataset: str) -> None:
         sold = b.item_ids[b.pop_global[100 : 100 + SOLDOUT]].tolist()
         if sold:
             pipe.sadd("recops:soldout", *sold)
+            pipe.set("recops:soldout:v", "bench-1")  # as the job writes it with every change
         pipe.execute()
         servers = {}
         env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
