@@ -218,7 +218,7 @@ def bench_serve_stream() -> None:
     from bench.serve_stream import run
 
     dataset = serve_dataset()
-    run(table, bundle(dataset), dataset)
+    run(table, bundle(dataset), dataset, wrk_run, loadgen)
 
 
 def bench_serve() -> None:
@@ -403,7 +403,7 @@ def bench_serve() -> None:
     shutil.rmtree(work, ignore_errors=True)
     from bench.serve_stream import run
 
-    run(table, b, dataset)
+    run(table, b, dataset, wrk_run, loadgen)
 
 
 def _ingested(port: int) -> float:

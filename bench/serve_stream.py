@@ -23,8 +23,9 @@ import numpy as np
 SOLDOUT = int(os.environ.get("RECOPS_BENCH_SOLDOUT", "500"))
 
 
-def run(table, bundle_path: Path, dataset: str) -> None:
-    from bench.__main__ import BIN, load, loadgen, wrk, wrk_run
+def run(table, bundle_path: Path, dataset: str, wrk_run, loadgen) -> None:
+    """``wrk_run`` and ``loadgen``: bench serve's load generators (bench/__main__.py)."""
+    from bench.common import BIN, load
     from recops_localcluster.procs import wait_http
     from recops_serve.bundle import load_bundle
     from tests.support.redis_server import RedisServer, free_port
@@ -81,7 +82,7 @@ def run(table, bundle_path: Path, dataset: str) -> None:
                 for name in ("off", "on"):
                     port, proc = servers[name]
                     url = f"http://127.0.0.1:{port}{path}"
-                    wrk(url, 3)
+                    wrk_run(url, 3)  # warm-up
                     w = wrk_run(url, 10, pid=proc.pid)
                     at = loadgen(url, 2000, 10)
                     rows.append([f"{name} (round {rnd})", f"{w['rps']:,.0f}", f"{w['cpu_us']:,.0f}",

@@ -27,7 +27,6 @@ from recops_serve.eventlog import EventLog
 from recops_stream import archive
 from recops_stream import features as f
 from recops_stream.runner import StreamJob, flink_home
-from tests.serve.conftest import ServerProc, train
 from tests.support.redis_server import RedisServer, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.stream, pytest.mark.slow]
@@ -203,17 +202,18 @@ def test_features_trending_soldout_late_and_exactly_once_archive_across_a_crash(
     assert days == {time.strftime("dt=%Y-%m-%d", time.gmtime(t)) for t in (base - 2400, base, base + 60)}
 
 
-def test_served_answer_drops_what_the_job_sold_out_and_boosts_what_it_trends(pipeline, kafka, tmp_path):
+def test_served_answer_drops_what_the_job_sold_out_and_boosts_what_it_trends(
+    pipeline, kafka, bundles, make_server
+):
     """The whole path: storefront events through the server -> Kafka -> Flink -> Redis -> the next
     answer of the same server (stream_features on by default)."""
     job, r, _, _ = pipeline
-    train(tmp_path / "bundle", "v1")
-    b = load_bundle(str(tmp_path / "bundle"))
+    b = load_bundle(str(bundles["v1"]))
     cat = int(np.bincount(b.item_category[b.item_category >= 0]).argmax())
-    cfg = tmp_path / "serve.json"
-    cfg.write_text(json.dumps({"model_uri": str(tmp_path / "bundle"), "kafka_bootstrap": kafka.bootstrap,
-                               "kafka_topic": TOPIC}))  # fmt: skip
-    server = ServerProc(cfg, redis_url(r), tmp_path / "serve.log")
+    server, _ = make_server(
+        {"model_uri": str(bundles["v1"]), "kafka_bootstrap": kafka.bootstrap, "kafka_topic": TOPIC},
+        redis_url(r),
+    )
     try:
         asked = iter(range(10**6))
 
@@ -257,7 +257,7 @@ def test_served_answer_drops_what_the_job_sold_out_and_boosts_what_it_trends(pip
             feeder.join()
         assert top not in [i for i, _ in answer()]  # still sold out: nothing restocked it
     finally:
-        server.stop()
+        server.stop()  # before the module's job and Redis go
 
 
 def redis_url(r: redis.Redis) -> str:
