@@ -91,13 +91,10 @@ def vertex_times(rest: str) -> dict[str, tuple[float, float, float]]:
     for j in get("/jobs")["jobs"]:
         if j["status"] != "RUNNING":
             continue
-        for v in get(f"/jobs/{j['id']}")["vertices"]:
-            q = "accumulatedBusyTime,accumulatedBackPressuredTime,accumulatedIdleTime"
-            got = {
-                m["id"]: float(m.get("sum", 0))
-                for m in get(f"/jobs/{j['id']}/vertices/{v['id']}/subtasks/metrics?get={q}&agg=sum")
-            }
-            out[v["name"]] = tuple(got.get(k, 0.0) for k in q.split(","))
+        for v in get(f"/jobs/{j['id']}")["vertices"]:  # the vertex's IO metrics, summed over subtasks
+            m = v.get("metrics", {})
+            keys = ("accumulated-busy-time", "accumulated-backpressured-time", "accumulated-idle-time")
+            out[v["name"]] = tuple(float(m.get(k) or 0.0) for k in keys)
     return out
 
 
