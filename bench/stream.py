@@ -30,7 +30,7 @@ from recops_stream import archive
 from recops_stream import features as f
 from recops_stream.runner import StreamJob, latest_checkpoint
 from tests.support.kafka_broker import KafkaBroker
-from tests.support.redis_server import RedisServer, free_port
+from tests.support.redis_server import RedisServer
 
 N = int(os.environ.get("RECOPS_BENCH_STREAM_EVENTS", "60000"))
 PROBE_EVERY = int(os.environ.get("RECOPS_BENCH_STREAM_PROBE_EVERY", "200"))
@@ -40,7 +40,6 @@ CONFIGS = os.environ.get("RECOPS_BENCH_STREAM_CONFIGS", "5000/100/100")
 #: offered load in events/s (0 = as fast as the producer goes): latency below saturation
 RATE = float(os.environ.get("RECOPS_BENCH_STREAM_RATE", "0"))
 TOPIC = "recops.events"
-TASKS: list = []  # per run: [config, [vertex, busy, back-pressured, idle (s per s)], ...]
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -77,39 +76,6 @@ def group(pgid: int) -> list[int]:
     return out
 
 
-def vertex_times(rest: str) -> dict[str, tuple[float, float, float]]:
-    """Per job vertex (a chain of operators = one task): accumulated busy, back-pressured and idle
-    milliseconds (Flink's task metrics, summed over subtasks)."""
-    import json
-    import urllib.request
-
-    def get(path: str):
-        with urllib.request.urlopen(rest + path, timeout=5) as resp:
-            return json.loads(resp.read())
-
-    out = {}
-    for j in get("/jobs")["jobs"]:
-        if j["status"] != "RUNNING":
-            continue
-        for v in get(f"/jobs/{j['id']}")["vertices"]:  # the vertex's IO metrics, summed over subtasks
-            m = v.get("metrics", {})
-            keys = ("accumulated-busy-time", "accumulated-backpressured-time", "accumulated-idle-time")
-            out[v["name"]] = tuple(float(m.get(k) or 0.0) for k in keys)
-    return out
-
-
-def short(name: str) -> str:
-    """A vertex's operators, each by its kind (the SQL planner's names carry whole expressions)."""
-    ops = []
-    for part in name.split(" -> "):
-        kind = part.split("(", 1)[0].split("[", 1)[0].strip()
-        if "Source" in kind:
-            kind = "Source: Kafka"
-        if kind and (not ops or ops[-1] != kind):
-            ops.append(kind)
-    return " -> ".join(ops)[:150]
-
-
 def run_one(root: Path, bundle_size: int, bundle_time_ms: int, mini_batch_ms: int) -> list:
     with KafkaBroker(root / "kafka", partitions=4) as kafka, RedisServer(root / "redis") as rs:
         kafka.create_topic(TOPIC)
@@ -123,9 +89,7 @@ def run_one(root: Path, bundle_size: int, bundle_time_ms: int, mini_batch_ms: in
             bundle_size=bundle_size,
             bundle_time_ms=bundle_time_ms,
             mini_batch_ms=mini_batch_ms,
-            rest_port=(rest_port := free_port()),
         ).start()
-        rest = f"http://127.0.0.1:{rest_port}"
         log = EventLog(kafka.bootstrap, TOPIC, buffer_messages=max(100_000, 2 * N))
         try:
             log.publish(
@@ -164,7 +128,6 @@ def run_one(root: Path, bundle_size: int, bundle_time_ms: int, mini_batch_ms: in
             comps = {"kafka": [kafka.proc.pid], "redis": [rs.proc.pid], "flink jvm": jvm,
                      "python (client + udf)": workers, "producer+bench": [os.getpid()]}  # fmt: skip
             cpu0 = {k: cpu_seconds(v) for k, v in comps.items()}
-            tasks0 = vertex_times(rest)
             t0 = time.perf_counter()
             batch: list[dict] = []
             for i in range(N):
@@ -197,13 +160,6 @@ def run_one(root: Path, bundle_size: int, bundle_time_ms: int, mini_batch_ms: in
                 time.sleep(0.05)
             t_features = seen[last]
             cpu = {k: cpu_seconds(v) - cpu0[k] for k, v in comps.items()}
-            tasks1 = vertex_times(rest)
-            span_s = time.perf_counter() - t0
-            TASKS.append(
-                [f"{bundle_size}/{bundle_time_ms}/{mini_batch_ms} ms"]
-                + [[short(n), *(f"{(a - b) / 1000 / span_s:.2f}" for a, b in zip(t1, tasks0.get(n, (0, 0, 0)), strict=True))]
-                   for n, t1 in tasks1.items()]
-            )  # fmt: skip
             done.set()
             # the archive: committed by the next checkpoints, then published as Parquet
             events_dir = root / "archive" / "events"
@@ -268,11 +224,3 @@ def run(table) -> None:
         ],
         rows,
     )
-    for config, *vertices in TASKS:
-        table(
-            f"stream: where the time goes ({config}): each Flink task (a chain of operators), share of the "
-            "run busy / back-pressured (waiting for downstream) / idle (waiting for input), from Flink's "
-            "accumulated task times",
-            ["task (operators)", "busy", "back-pressured", "idle"],
-            vertices,
-        )
