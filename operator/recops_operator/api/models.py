@@ -417,6 +417,25 @@ class MetricsGate(Model):
     tolerance: Annotated[float, Field(description="Allowed drop per metric.", ge=0, le=1)] = 0.0
 
 
+class Retrieval(Model):
+    """ALS candidate retrieval: precomputed per user or an HNSW index in the bundle, gated on recall."""
+
+    min_recall: Annotated[
+        float,
+        Field(
+            description="Fail the run (exit 78, serving untouched) when the index's recall@K against exact search, on a sample of real users' vectors, is below this.",
+            ge=0,
+            le=1,
+        ),
+    ] = 0.95
+    mode: Annotated[
+        Literal["auto", "precomputed", "index"],
+        Field(
+            description="precomputed: every known user's candidates in the bundle; index: the HNSW index answers; auto: precomputed while users x candidates stays small."
+        ),
+    ] = "auto"
+
+
 class History(Model):
     successful: Annotated[int, Field(description="Finished Jobs kept.", ge=0, le=20)] = 3
     failed: Annotated[int, Field(description="Failed Jobs kept.", ge=0, le=20)] = 3
@@ -490,6 +509,9 @@ class Training(Model):
         bool, Field(description="When a run passes the metrics gate, make its version the rollout candidate.")
     ] = False
     gate: Annotated[MetricsGate, Field(description="Offline metrics gate for autoRollout.")] = MetricsGate()
+    retrieval: Annotated[
+        Retrieval, Field(description="Candidate retrieval (HNSW index) and its recall gate.")
+    ] = Retrieval()
     history: Annotated[History, Field(description="Job history limits.")] = History()
 
     @field_validator("dataset")

@@ -127,6 +127,19 @@ def _finish_run(
         if cand_manifest and cand_manifest.get("data_report"):
             rep = cand_manifest["data_report"]
             run["data"] = {k: rep.get(k) for k in ("rows", "rejected", "reasons", "items_without_catalog")}
+        if cand_manifest and cand_manifest.get("retrieval"):
+            ret = cand_manifest["retrieval"]
+            run["retrieval"] = {
+                "mode": ret.get("mode"),
+                "recallAtK": ret.get("recall_at_k"),
+                "k": ret.get("k"),
+                "efSearch": ret.get("ef_search"),
+            }
+            if isinstance(ret.get("recall_at_k"), int | float):
+                meta = body.get("metadata") or {}
+                m.retrieval_recall.labels(meta.get("namespace") or "default", meta.get("name")).set(
+                    float(ret["recall_at_k"])
+                )
         if cand_manifest and cand_manifest.get("serving"):
             srv = cand_manifest["serving"]
             run["tuned"] = {"exclude": srv.get("exclude"), "blend": srv.get("blend")}
