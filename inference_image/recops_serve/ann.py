@@ -9,7 +9,7 @@ item index). Unavailable and excluded items are filtered **inside** the search (
 bitmap of the allowed items and a batch of the shopper's excluded ones), so the index returns N
 allowed items rather than N items of which some are dropped afterwards.
 
-Why faiss, not hnswlib or usearch (notes/retrieval-search.md, measured here):
+Why faiss, not hnswlib or usearch (measured here while choosing):
 * filtered search: faiss has native ``IDSelector`` (bitmap / batch / and / not) inside the graph walk;
   hnswlib only a Python callback per visited node (slow), usearch none in its Python API;
 * loading: faiss reads the index with ``IO_FLAG_MMAP_IFC``, so the vectors (the bulk) stay in the
@@ -173,8 +173,12 @@ class AnnIndex:
     @classmethod
     def load(cls, path: str | Path, ef_search: int, *, mmap: bool = True) -> AnnIndex:
         """Read an index; with ``mmap`` the vectors are mapped from the file (``IO_FLAG_MMAP_IFC``), only
-        the graph is read into memory."""
+        the graph is read into memory. A loaded index answers one query per call (the server), so faiss
+        is set to one OpenMP thread: with its default (every core) each search opens a parallel region
+        (IndexIDMap's id translation) and, on a busy machine, waits for a descheduled OpenMP thread:
+        ranking.answer p50 30-56 ms instead of 0.4-0.8 ms at 20k items under load average ~12."""
         faiss = _faiss()
+        set_threads(1)
         flags = faiss.IO_FLAG_MMAP_IFC if mmap else 0
         return cls(faiss.read_index(str(path), flags), int(ef_search))
 
