@@ -431,7 +431,7 @@ class Retrieval(Model):
     mode: Annotated[
         Literal["auto", "precomputed", "index"],
         Field(
-            description="precomputed: every known user's candidates in the bundle; index: the HNSW index answers; auto: precomputed while users x candidates stays small."
+            description="auto: precomputed while users x candidates <= 50 M (about 500k users at 100 candidates: every built-in dataset), else index. precomputed: every known user's top candidates in the bundle (8 bytes per user and candidate, rebuilt each run). index: the bundle carries the users' vectors and the HNSW index answers per request, unavailable and excluded items filtered inside the search. Either way the index is built and gated on minRecall."
         ),
     ] = "auto"
 
