@@ -1,4 +1,4 @@
-"""``python -m bench [serve|ranking|train|train-scale|retrieval|operator|rollout|business|stream|search|all]`` (``make bench``): measured on this machine, printed as tables.
+"""``python -m bench [serve|ranking|train|train-scale|retrieval|serve-scale|operator|rollout|business|stream|search|all]`` (``make bench``): measured on this machine, printed as tables.
 
 serve: one recops-serve worker vs the textbook baseline (FastAPI + redis-py + numpy brute force,
 bench/baseline_server.py), same bundle (all items of taobao+diginetica, 127,890, where ../shared/data
@@ -12,6 +12,8 @@ ranking: in-process p50/p99 of the served ranking call per dataset, longest sess
 train: wall time and peak RSS of ``recops-serve train`` per dataset.
 retrieval: HNSW (recops_serve.ann) vs exact numpy, one thread: recall@100 and queries/s at the 127,890
 real items of taobao+diginetica and 1 M synthetic ones matched to them (bench/retrieval.py).
+serve-scale: the served call and the HTTP path (one worker, Redis) at 1 M synthetic items x 1 M users
+with the HNSW index answering (scale only): build, load, RSS per million items, req/s and p50/p99.
 train-scale: time and peak RSS per 10 M events at 1x, 10x and 50x a real dataset (bench/train_scale.py).
 operator: apply -> Ready for 1 and N RecommenderServices, API writes in idle time, operator peak RSS.
 rollout: decision latency (breach visible in Prometheus -> 0% candidate traffic) and operator CPU per
@@ -596,6 +598,11 @@ def main(argv: list[str]) -> int:
 
         run(table)
 
+    def bench_serve_scale() -> None:
+        from bench.serve_scale import run
+
+        run(table)
+
     def bench_train_scale() -> None:
         from bench.train_scale import run
 
@@ -607,6 +614,7 @@ def main(argv: list[str]) -> int:
         ("train", bench_train),
         ("train-scale", bench_train_scale),
         ("retrieval", bench_retrieval),
+        ("serve-scale", bench_serve_scale),
         ("operator", bench_operator),
         ("rollout", bench_rollout),
         ("business", bench_business),
