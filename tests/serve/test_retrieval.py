@@ -179,3 +179,49 @@ def test_training_stage_fails_below_the_recall_threshold_and_keeps_the_old_bundl
     assert "minRecall" in term.read_text()
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert json.loads((out / "manifest.json").read_text())["version"] == "v1"
+
+
+@pytest.mark.integration
+def test_an_index_bundle_hot_swaps_under_load_without_failed_requests(
+    index_bundle, redis_server, make_server, tmp_path
+):
+    """Known users answered from the index (a search per request) while the server swaps to another
+    index-mode bundle: every request a 200 with model candidates; afterwards the new bundle's index answers."""
+    import asyncio
+    import time
+
+    import httpx
+
+    v2 = tmp_path / "idx2"
+    shutil.copytree(index_bundle, v2)
+    manifest = json.loads((v2 / "manifest.json").read_text())
+    (v2 / "manifest.json").write_text(json.dumps({**manifest, "version": "idx2"}))
+    ids = load_bundle(str(index_bundle)).user_ids
+    users = [str(u) for u in ids[:: max(1, ids.size // 50)]]
+    server, config = make_server({"model_uri": str(index_bundle)}, redis_server.url)
+
+    async def load(n: int, stop_at: float) -> list[tuple[int, str, int]]:
+        out = []
+        async with httpx.AsyncClient(base_url=server.url, timeout=5) as c:
+            while time.monotonic() < stop_at:
+                n += 1
+                r = await c.get("/v1/recommendations", params={"user_id": users[n % len(users)], "k": 20})
+                body = r.json() if r.status_code == 200 else {}
+                model = sum(i["reason"] == "model" for i in body.get("items", []))
+                out.append((r.status_code, body.get("model_version", ""), model))
+        return out
+
+    async def swap_during_load() -> list[tuple[int, str, int]]:
+        stop_at = time.monotonic() + 5
+        task = asyncio.gather(*(load(7 * i, stop_at) for i in range(4)))
+        await asyncio.sleep(1.5)
+        config.write_text(json.dumps({"model_uri": str(v2), "reload_seconds": 0.5}))
+        return [x for part in await task for x in part]
+
+    answers = asyncio.run(swap_during_load())
+    assert answers and {code for code, _, _ in answers} == {200}, answers[:5]
+    assert all(model > 0 for _, _, model in answers), "an answer without model (index) candidates"
+    versions = [v for _, v, _ in answers]
+    assert versions[0] == "idx" and "idx2" in versions, set(versions)
+    after = server.get("/v1/recommendations", user_id=users[0], k=20).json()
+    assert after["model_version"] == "idx2" and any(i["reason"] == "model" for i in after["items"])
