@@ -169,7 +169,8 @@ def in_process(path: Path) -> list[list]:
 
 
 def run(table) -> None:
-    from bench.__main__ import BIN, CACHE, loadgen, wrk
+    from bench.__main__ import loadgen, wrk, wrk_run
+    from bench.common import BIN, CACHE
     from recops_localcluster.procs import wait_http
     from recops_serve.bundle import SCHEMA_HASH
     from tests.support.redis_server import RedisServer, free_port
@@ -232,10 +233,18 @@ def run(table) -> None:
             ):
                 url = f"http://127.0.0.1:{port}/v1/recommendations?{q}"
                 wrk(url, 3)
-                rps = wrk(url, 10)
+                w = wrk_run(url, 10, pid=server.pid)
                 at = loadgen(url, 2000, 10)
                 rows.append(
-                    [kind, f"{rps:,.0f}", at["p50_ms"], at["p99_ms"], at["achieved_rps"], at["errors"]]
+                    [
+                        kind,
+                        f"{w['rps']:,.0f}",
+                        f"{w['cpu_us']:,.0f}",
+                        at["p50_ms"],
+                        at["p99_ms"],
+                        at["achieved_rps"],
+                        at["errors"],
+                    ]
                 )
             mem1 = (_mb(worker, "RssAnon"), _mb(worker, "RssFile"), _mb(worker, "VmHWM"))
         finally:
@@ -245,7 +254,15 @@ def run(table) -> None:
     load = os.getloadavg()[0]
     table(
         f"serve-scale: one worker, top-50, {N_ITEMS:,} items, Redis session features (load average {load:.1f})",
-        ["request", "max req/s (wrk -c64)", "p50 ms @2000/s", "p99 ms @2000/s", "achieved/s", "errors"],
+        [
+            "request",
+            "max req/s (wrk -c64)",
+            "server CPU us/req",
+            "p50 ms @2000/s",
+            "p99 ms @2000/s",
+            "achieved/s",
+            "errors",
+        ],
         rows,
     )
     table(
