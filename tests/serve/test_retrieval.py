@@ -14,7 +14,7 @@ import pytest
 from recops_serve import ann, ranking
 from recops_serve.bundle import BundleError, load_bundle
 from recops_serve.train import Params, RecallGateFailed, retrieval_index
-from tests.serve.conftest import BIN, train
+from tests.support.serving import BIN, train
 
 
 def uneven(n: int, d: int = 32, seed: int = 0) -> np.ndarray:
