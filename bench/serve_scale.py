@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -143,9 +145,9 @@ def _pcts(ts: list[float]) -> tuple[float, float]:
 def in_process(path: Path) -> list[list]:
     """``ranking.answer`` p50/p99 in this process: a known user (their vector -> the index) and an
     anonymous session of 5 clicks (fold-in -> the index)."""
+    from recops_contracts.serving import ServeConfig
     from recops_serve import ranking
     from recops_serve.bundle import load_bundle
-    from recops_serve.config import ServeConfig
 
     b = load_bundle(str(path))
     ann.set_threads(1)
@@ -169,7 +171,6 @@ def in_process(path: Path) -> list[list]:
 
 
 def run(table) -> None:
-    from bench.__main__ import loadgen, wrk, wrk_run
     from bench.common import BIN, CACHE
     from recops_localcluster.procs import wait_http
     from recops_serve.bundle import SCHEMA_HASH
@@ -232,9 +233,9 @@ def run(table) -> None:
                 ("anonymous session, 5 clicks (fold-in + index)", "session_id=s1&k=50"),
             ):
                 url = f"http://127.0.0.1:{port}/v1/recommendations?{q}"
-                wrk(url, 3)
-                w = wrk_run(url, 10, pid=server.pid)
-                at = loadgen(url, 2000, 10)
+                _wrk(url, 3)
+                w = _wrk(url, 10, pid=server.pid)
+                at = _loadgen(url, 2000, 10)
                 rows.append(
                     [
                         kind,
@@ -295,6 +296,39 @@ def run(table) -> None:
         ["users", "precomputed user_top + scores (MB)", "index mode user_factors + ann.faiss (MB)"],
         rows,
     )
+
+
+def _wrk(url: str, seconds: int, conns: int = 64, pid: int | None = None) -> dict[str, float]:
+    """req/s and, with ``pid``, the server's CPU microseconds per request (its process tree), as bench
+    serve measures them (bench.__main__ imports this module, so not from there)."""
+    from bench.common import tree_cpu_seconds
+
+    cpu0 = tree_cpu_seconds(pid) if pid else 0.0
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    n = int(re.search(r"(\d+) requests in", out).group(1))
+    cpu = (tree_cpu_seconds(pid) - cpu0) if pid else 0.0
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "cpu_us": 1e6 * cpu / max(1, n),
+    }
+
+
+def _loadgen(url: str, rate: int, seconds: int) -> dict:
+    from bench.common import ROOT
+
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.loadgen", "--url", url, "--rate", str(rate), "--seconds", str(seconds)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    return json.loads(out.stdout)
 
 
 def _worker(pid: int) -> int:
