@@ -1,4 +1,4 @@
-"""``python -m bench [serve|ranking|train|train-scale|operator|rollout|business|stream|search|scaling|all]`` (``make bench``): measured on this machine, printed as tables.
+"""``python -m bench [serve|serve-stream|ranking|train|train-scale|retrieval|serve-scale|operator|rollout|business|stream|search|scaling|all]`` (``make bench``): measured on this machine, printed as tables.
 
 serve: one recops-serve worker vs the textbook baseline (FastAPI + redis-py + numpy brute force,
 bench/baseline_server.py), same bundle (all items of taobao+diginetica, 127,890, where ../shared/data
@@ -10,6 +10,10 @@ Retry-After past max_inflight; targets: on >= 99.9% of 200s, never "down") and p
 2,000 req/s while a 1 MiB event batch is posted every second (target p99 <= 5 ms).
 ranking: in-process p50/p99 of the served ranking call per dataset, longest sessions included (bench/ranking.py).
 train: wall time and peak RSS of ``recops-serve train`` per dataset.
+retrieval: HNSW (recops_serve.ann) vs exact numpy, one thread: recall@100 and queries/s at the 127,890
+real items of taobao+diginetica and 1 M synthetic ones matched to them (bench/retrieval.py).
+serve-scale: the served call and the HTTP path (one worker, Redis) at 1 M synthetic items x 1 M users
+with the HNSW index answering (scale only): build, load, RSS per million items, req/s and p50/p99.
 train-scale: time and peak RSS per 10 M events at 1x, 10x and 50x a real dataset (bench/train_scale.py).
 operator: apply -> Ready for 1 and N RecommenderServices, API writes in idle time, operator peak RSS.
 rollout: decision latency (breach visible in Prometheus -> 0% candidate traffic) and operator CPU per
@@ -582,9 +586,12 @@ def bench_operator(n: int = int(os.environ.get("RECOPS_BENCH_SERVICES", "200")))
 #: the names main() runs, in the order of the module docstring's first line (tests/serve/test_cli.py)
 BENCHES = (
     "serve",
+    "serve-stream",
     "ranking",
     "train",
     "train-scale",
+    "retrieval",
+    "serve-scale",
     "operator",
     "rollout",
     "business",
@@ -636,6 +643,16 @@ def main(argv: list[str]) -> int:
 
         run(table)
 
+    def bench_retrieval() -> None:
+        from bench.retrieval import run
+
+        run(table)
+
+    def bench_serve_scale() -> None:
+        from bench.serve_scale import run
+
+        run(table)
+
     def bench_scaling() -> None:
         from bench.scaling import run
 
@@ -652,6 +669,8 @@ def main(argv: list[str]) -> int:
         ("ranking", bench_ranking),
         ("train", bench_train),
         ("train-scale", bench_train_scale),
+        ("retrieval", bench_retrieval),
+        ("serve-scale", bench_serve_scale),
         ("operator", bench_operator),
         ("rollout", bench_rollout),
         ("business", bench_business),

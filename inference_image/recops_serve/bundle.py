@@ -19,6 +19,14 @@ time-decayed popularity) and ``item_pop`` float32[n] (that popularity); ``catego
 str[n_cat]; ``cat_ptr`` int64[n_cat+1] / ``cat_items`` int32 (CSR of per-category popularity).
 The manifest's ``serving`` section holds what the trainer tuned on the shop's validation
 tail: the blend of sources and the measured exclusion policy (``ranking.RankConfig``).
+
+Candidate retrieval (``ann.py``): the bundle may carry ``<dir>/ann.faiss``, an HNSW inner-product index
+over ``item_factors`` (loaded memory-mapped), and the optional array ``user_factors`` float32[m,d]
+(known users' ALS vectors, the index's queries). The manifest's ``retrieval`` section says which source
+the ALS candidates come from (``mode``: ``precomputed`` = ``user_top``, chosen by the trainer for small
+catalogues; ``index`` = the index, ``user_top`` then has zero columns), the index's settings
+(``M``, ``efSearch``) and the recall@K the training gate measured. Optional arrays and the index are not
+part of ``schema_hash``: a bundle without them is the previous format and still loads.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import numpy as np
 
 from recops_contracts import storage
 from recops_contracts.training import BUNDLE_ARRAYS_NAME, MANIFEST_NAME
+from recops_serve import ann as ann_index
 from recops_serve.sessionknn import SessionIndex
 
 SCHEMA: dict[str, tuple[str, int]] = {
@@ -61,6 +70,8 @@ SCHEMA: dict[str, tuple[str, int]] = {
     "item_sess": ("int32", 1),
     "item_sess_pos": ("int32", 1),
 }
+#: arrays a bundle may carry (checked when present); not in the schema hash
+OPTIONAL: dict[str, tuple[str, int]] = {"user_factors": ("float32", 2)}
 SCHEMA_HASH = hashlib.sha256(json.dumps(SCHEMA, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -72,6 +83,7 @@ class BundleError(RuntimeError):
 class ModelBundle:
     manifest: dict[str, Any]
     arrays: dict[str, np.ndarray] = field(repr=False)
+    ann: ann_index.AnnIndex | None = field(default=None, repr=False)
 
     def __getattr__(self, name: str) -> np.ndarray:
         try:
@@ -105,6 +117,21 @@ class ModelBundle:
         p = self.arrays["user_hist_ptr"]
         return self.arrays["user_hist"][p[uidx] : p[uidx + 1]]
 
+    @property
+    def retrieval_mode(self) -> str:
+        """Where a known user's ALS candidates come from: ``precomputed`` (user_top) or ``index``."""
+        return str((self.manifest.get("retrieval") or {}).get("mode", "precomputed"))
+
+    def user_vector(self, uidx: int) -> np.ndarray | None:
+        uf = self.arrays.get("user_factors")
+        return uf[uidx] if uf is not None and uidx < uf.shape[0] else None
+
+    @cached_property
+    def gram(self) -> np.ndarray:
+        """YᵀY of the item factors (float64 d x d): the fixed part of every ALS fold-in."""
+        y = self.arrays["item_factors"].astype(np.float64)
+        return y.T @ y
+
     @cached_property
     def session_index(self) -> SessionIndex:
         a = self.arrays
@@ -125,8 +152,10 @@ class ModelBundle:
     def validate(self) -> None:
         if self.manifest.get("schema_hash") != SCHEMA_HASH:
             raise BundleError(f"bundle schema {self.manifest.get('schema_hash')} != expected {SCHEMA_HASH}")
-        for name, (dtype, ndim) in SCHEMA.items():
+        for name, (dtype, ndim) in {**SCHEMA, **OPTIONAL}.items():
             arr = self.arrays.get(name)
+            if arr is None and name in OPTIONAL:
+                continue
             if arr is None:
                 raise BundleError(f"bundle lacks array {name}")
             kind_ok = arr.dtype.kind == "U" if dtype == "str" else arr.dtype == np.dtype(dtype)
@@ -153,6 +182,28 @@ class ModelBundle:
         if a["item_pop"].shape[0] != n:
             raise BundleError("popularity arrays do not match the catalogue")
         self._check_indices()
+        self._check_retrieval()
+
+    def _check_retrieval(self) -> None:
+        """The index and user factors against the catalogue and the factors they were built from."""
+        a, n = self.arrays, self.n_items
+        d = a["item_factors"].shape[1]
+        uf = a.get("user_factors")
+        if uf is not None and uf.shape != (a["user_ids"].shape[0], d):
+            raise BundleError(f"array user_factors is {uf.shape}, expected {(a['user_ids'].shape[0], d)}")
+        if self.ann is not None:
+            if self.ann.d != d:
+                raise BundleError(f"ANN index has dimension {self.ann.d}, item_factors {d}")
+            ids = self.ann.ids()
+            if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= n):
+                raise BundleError(f"ANN index has item ids outside the catalogue (0..{n - 1})")
+        if self.retrieval_mode == "index":
+            if self.ann is None:
+                raise BundleError(
+                    f"manifest says retrieval mode index but the bundle has no {ann_index.INDEX_FILE}"
+                )
+            if uf is None:
+                raise BundleError("retrieval mode index needs the array user_factors")
 
     def _check_indices(self) -> None:
         """Every index array against the table it points into, and every CSR pointer against the
@@ -205,6 +256,8 @@ def save_bundle(bundle: ModelBundle, uri: str) -> None:
     final = storage.local_path(uri)
     tmp = storage.atomic_dir(final)
     np.savez(tmp / BUNDLE_ARRAYS_NAME, **bundle.arrays)
+    if bundle.ann is not None:
+        bundle.ann.save(tmp / ann_index.INDEX_FILE)
     manifest = {**bundle.manifest, "schema_hash": SCHEMA_HASH, "n_items": bundle.n_items}
     (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True))
     storage.publish_dir(tmp, final)
@@ -216,10 +269,14 @@ def load_bundle(uri: str) -> ModelBundle:
         manifest = json.loads((path / MANIFEST_NAME).read_text())
         with np.load(path / BUNDLE_ARRAYS_NAME, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
+        index = None
+        if (path / ann_index.INDEX_FILE).exists():
+            ef = int((manifest.get("retrieval") or {}).get("ef_search") or ann_index.EF_LADDER[1])
+            index = ann_index.AnnIndex.load(path / ann_index.INDEX_FILE, ef, mmap=True)
     except (OSError, ValueError, KeyError) as e:
         raise BundleError(f"cannot load bundle at {uri}: {e}") from e
     except Exception as e:  # zipfile/zlib errors on a corrupt file
         raise BundleError(f"corrupt bundle at {uri}: {e}") from e
-    bundle = ModelBundle(manifest=manifest, arrays=arrays)
+    bundle = ModelBundle(manifest=manifest, arrays=arrays, ann=index)
     bundle.validate()
     return bundle

@@ -14,6 +14,12 @@ get the same exclusions, availability and fill), except ALS fold-in on Diginetic
   click; targets unknown to training are skipped as that protocol does);
 * taobao (a 2-hour slice; temporal split at the 90th percentile; next item per user).
 Rules rows show what merchandising rules cost in the ranked metrics.
+
+``RECOPS_EVAL_RETRIEVAL=index`` trains with the ALS candidates served from the HNSW index (ann.py; the
+default ``auto`` keeps precomputed candidates at these catalogue sizes) and adds the row "exact retrieval":
+the same bundle and configuration with brute-force search in place of the index, so the paired difference
+is what the approximate search costs. ``RECOPS_EVAL_FOLD_IN=0.1,0.5`` adds the served configuration with
+the fold-in weight set to each value (click streams; anonymous sessions folded in as ALS users).
 """
 
 from __future__ import annotations
@@ -36,6 +42,11 @@ from recops_serve.validation import Case, basket_cases, known_targets, next_item
 from recops_serve.validation import score as _score
 
 ONLY = dict.fromkeys(ranking.SOURCES, 0.0)
+RETRIEVAL = os.environ.get("RECOPS_EVAL_RETRIEVAL", "auto")
+EXACT_ROW = "exact retrieval"
+#: RECOPS_EVAL_FOLD_IN=0.1,0.5: rows with the served blend's fold-in weight set to each value (the
+#: question whether the default, 0 unless the trainer tuned it, is right); needs the bundle's index
+FOLD_IN = [float(x) for x in os.environ.get("RECOPS_EVAL_FOLD_IN", "").split(",") if x.strip()]
 SRGNN = {"recall@20": 0.5073, "mrr@20": 0.1759}
 RULES = {
     "completejourney": Rules(
@@ -57,7 +68,15 @@ def _only(cfg: ranking.RankConfig, **source) -> ranking.RankConfig:
 def _train(ds: Dataset, log=lambda m: None) -> ModelBundle:
     from recops_serve.train import Checkpointer, Params, train_model
 
-    return train_model(ds, Params(), Checkpointer(None, 1e9), "eval", log=log)
+    return train_model(ds, Params(retrieval=RETRIEVAL), Checkpointer(None, 1e9), "eval", log=log)
+
+
+def _exact(b: ModelBundle) -> ModelBundle | None:
+    """The bundle with brute-force retrieval in place of its index (None when the index does not serve)."""
+    if b.ann is None or b.retrieval_mode != "index":
+        return None
+    manifest = {**b.manifest, "retrieval": {**b.manifest["retrieval"], "mode": "exact"}}
+    return ModelBundle(manifest, b.arrays)
 
 
 def _with_history(b: ModelBundle, cases: list[Case], n: int = 10) -> list[Case]:
@@ -98,6 +117,8 @@ def baskets(name: str = "completejourney", ds: Dataset | None = None, max_users:
         if not discovery:  # buy-again's own baseline: the household's items by frequency x recency
             rows["repeat"] = score(b, replace(_only(cfg, repeat=1.0), exclude_purchased=False), cases)
         rows["served"] = score(b, cfg, cases)
+        if (exact := _exact(b)) is not None:
+            rows[EXACT_ROW] = score(exact, cfg, cases)
         if rules:
             with_rules = ranking.RankConfig.resolve(
                 b, ServeConfig(exclude=_exclude_of(cfg), rules=rules.model_dump())
@@ -147,6 +168,11 @@ def clicks(name: str, limit: int | None = None):
     else:
         rows["als"] = score(b, _only(cfg, als=1.0), cases)
     rows["served"] = score(b, cfg, cases)
+    if (exact := _exact(b)) is not None:
+        rows[EXACT_ROW] = score(exact, cfg, cases)
+    for w in FOLD_IN:  # the served configuration with anonymous sessions folded in at weight w
+        if w != cfg.blend.fold_in:
+            rows[f"fold_in={w:g} on served"] = score(b, cfg.with_blend(fold_in=w), cases)
     long = [c for c in cases if len(c.session) >= cfg.session_length]
     rows["served, long sessions"] = score(b, cfg, long) if long else {}
     rules = RULES.get(name)

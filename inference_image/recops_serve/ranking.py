@@ -7,7 +7,10 @@ the trainer tuned on the shop's own validation tail (stored in the bundle manife
 * ``session_knn``: session kNN over training sessions (click-stream bundles, sessionknn.py);
 * ``neighbours``: item neighbours of the recent clicks, weighted 1, 1/2, 1/3 ... by recency;
   ``history_neighbours``: for a known user without a session, of their ten heaviest history items;
-* ``als``: a known user's ALS candidates;
+* ``als``: a known user's ALS candidates: precomputed (``user_top``) or the top of the bundle's HNSW
+  index for the user's vector, unavailable and excluded items filtered inside the search (ann.py);
+  ``fold_in``: for an anonymous or cold shopper, the session folded in as an ALS user (one least-squares
+  solve against the item factors), then the same index search;
 * ``popularity``: time-decayed popularity as a prior; ``category_popularity``: the best sellers of
   the categories the session is browsing (its three latest items').
 Then exclusions (seen / purchased: the spec, else the policy the trainer measured as better),
@@ -30,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from recops_contracts.serving import ServeConfig
-from recops_serve import sessionknn
+from recops_serve import ann, sessionknn
 from recops_serve.bundle import ModelBundle
 
 NEW_ITEM_BOOST = 1.25
@@ -47,6 +50,7 @@ SOURCES = (
     "neighbours",
     "history_neighbours",
     "als",
+    "fold_in",
     "popularity",
     "category_popularity",
 )
@@ -61,6 +65,7 @@ class Blend:
     neighbours: float = 0.01  # of the session's clicks, behind session kNN (alone when it finds none)
     history_neighbours: float = 0.0  # of a known user's heaviest history items (no session)
     als: float = 1.0
+    fold_in: float = 0.0  # the session folded in as an ALS user, for shoppers the bundle does not know
     popularity: float = 0.0
     category_popularity: float = 0.0  # best sellers of the session's latest categories
     repeat_decay: float = 0.7  # weight of the n-th newest own item: decay ** n
@@ -173,14 +178,56 @@ def _neighbours(b: ModelBundle, anchors: list[int], weight: float, code: int):
     return nb[keep], _norm((b.neighbor_scores[anchors] * rank[:, None])[keep], weight), code
 
 
-def _sources(b: ModelBundle, cfg: RankConfig, uidx: int | None, session: list[int], k: int):
+def fold_in(b: ModelBundle, session: list[int]) -> np.ndarray:
+    """The session's ALS vector (newest first, repeats counted as the trainer's log1p weights)."""
+    items, counts = np.unique(np.asarray(session, np.int64), return_counts=True)
+    reg = float((b.manifest.get("params") or {}).get("regularization", 0.05))
+    return ann.fold_in(b.item_factors, items, np.log1p(counts), reg, b.gram)
+
+
+def retrieve(b: ModelBundle, cfg: RankConfig, q: np.ndarray, banned: np.ndarray):
+    """Top candidates for vector ``q`` among allowed, non-banned items: the index, else brute force."""
+    n = int((b.manifest.get("retrieval") or {}).get("candidates", 100))
+    allowed = cfg.allowed if cfg.allowed is not None else b.item_available
+    if b.ann is not None and b.retrieval_mode != "exact":
+        ids, sc = b.ann.search(q, n, allowed=allowed, exclude=banned)
+    else:
+        ids, sc = ann.exact_top(b.item_factors, q, n, allowed=allowed, exclude=banned)
+    keep = ids[0] >= 0
+    return ids[0][keep].astype(np.int32), np.maximum(sc[0][keep], 0.0)
+
+
+def _model(b: ModelBundle, cfg: RankConfig, uidx: int | None, session: list[int], banned: np.ndarray):
+    """ALS candidates: a known user's precomputed ones or the index's for their vector; a shopper the
+    bundle does not know gets the session folded in (blend ``fold_in``)."""
+    bl = cfg.blend
+    if uidx is not None:
+        if bl.als <= 0:
+            return None
+        if b.user_top.shape[1]:
+            top, sc = b.user_top[uidx], b.user_top_scores[uidx]
+            keep = top >= 0
+            return top[keep], _norm(sc[keep], bl.als), 0
+        q, w = b.user_vector(uidx), bl.als
+    elif session and bl.fold_in > 0:
+        q, w = fold_in(b, session), bl.fold_in
+    else:
+        return None
+    if q is None:
+        return None
+    items, sc = retrieve(b, cfg, q, banned)
+    return items, _norm(sc, w), 0
+
+
+def _sources(
+    b: ModelBundle, cfg: RankConfig, uidx: int | None, session: list[int], k: int, banned: np.ndarray
+):
     """(items, scores, reason code) per blend source; reason codes index REASONS."""
     bl = cfg.blend
     out: list[tuple[np.ndarray, np.ndarray, int]] = []
-    if uidx is not None and bl.als > 0:
-        top, sc = b.user_top[uidx], b.user_top_scores[uidx]
-        keep = top >= 0
-        out.append((top[keep], _norm(sc[keep], bl.als), 0))
+    model = _model(b, cfg, uidx, session, banned)
+    if model is not None:
+        out.append(model)
     if bl.repeat > 0:
         if session and not cfg.exclude_seen:
             own = np.asarray(session, np.int32)
@@ -237,7 +284,10 @@ def answer(
     """Top ``k`` for a (known or anonymous) shopper; ``session`` newest first (``session_items``);
     ``live``: the stream job's sold-out and trending items (None: none, e.g. offline replay)."""
     session = session[: cfg.session_length]
-    parts = _sources(b, cfg, uidx, session, k)
+    banned = _banned(b, cfg, uidx, session)
+    if live is not None and live.soldout.size:  # sold out now: never a candidate, never a fill
+        banned = np.concatenate([banned, live.soldout.astype(np.int32)])
+    parts = _sources(b, cfg, uidx, session, k, banned)
     if parts:
         items = np.concatenate([p[0] for p in parts]).astype(np.int32)
         scores = np.concatenate([p[1] for p in parts])
@@ -257,9 +307,6 @@ def answer(
             better = contrib > best
             best[better], reason[better] = contrib[better], code
     items, scores = uniq, agg
-    banned = _banned(b, cfg, uidx, session)
-    if live is not None and live.soldout.size:  # sold out now: never a candidate, never a fill
-        banned = np.concatenate([banned, live.soldout.astype(np.int32)])
     mask = _allowed(b, cfg, items, banned, category)
     items, scores, reason = items[mask], scores[mask], reason[mask]
     boosted = np.zeros(items.size, bool)

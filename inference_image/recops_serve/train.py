@@ -8,7 +8,9 @@ makes: ``validation.tune``), **final** (fit on the whole window; the bundle carr
 ``serving`` section and the validation metrics the operator's gate reads). A fit is:
 popularity -> item-item neighbours (cosine of co-occurrence, or sequential rules for click
 streams, in chunks of items) -> ALS user factors (``implicit``, iteration by iteration) -> user
-candidates. Progress is checkpointed at most every ``--checkpoint-interval`` seconds and at every
+candidates (precomputed while users x candidates is small, ``retrieval_mode``) -> the HNSW index over the
+item factors (ann.py) with its **recall gate**: recall@K against exact search on a sample of real users'
+vectors below ``--min-recall`` (``spec.training.retrieval.minRecall``) exits 78 and writes nothing. Progress is checkpointed at most every ``--checkpoint-interval`` seconds and at every
 SIGTERM; a SIGTERM makes the run write a checkpoint and exit 143 (the Job's
 podFailurePolicy ignores 143, so preemption does not consume backoff). With
 ``--resume`` a run continues from the last checkpoint: at most one interval of
@@ -46,16 +48,76 @@ from recops_contracts.training import (
     EXIT_CONFIG,
     EXIT_PREEMPTED,
 )
-from recops_serve import sessionknn
+from recops_serve import ann, sessionknn
 from recops_serve.bundle import ModelBundle, save_bundle
 from recops_serve.data import Dataset, DatasetUnavailable
 from recops_serve.ranking import Blend, RankConfig
 
 CHUNK_ITEMS = 4096
+#: auto retrieval keeps precomputed candidates up to this many users x candidates entries (8 bytes each:
+#: 50 M = 400 MB of user_top per bundle, ~500k users at 100 candidates); above it the index serves
+PRECOMPUTE_MAX_ENTRIES = 50_000_000
+RETRIEVAL_MODES = ("auto", "precomputed", "index", "exact")
 
 
 class Preempted(Exception):
     """SIGTERM arrived; the checkpoint has been written."""
+
+
+class RecallGateFailed(Exception):
+    """The ANN index's recall@K against exact search is below the spec's minimum: no bundle is written."""
+
+
+def retrieval_mode(params: Params, n_users: int, n_items: int) -> str:
+    """``precomputed`` while users x candidates is small (``PRECOMPUTE_MAX_ENTRIES``), else ``index``."""
+    if params.retrieval not in RETRIEVAL_MODES:
+        raise ValueError(f"retrieval {params.retrieval!r}: expected one of {', '.join(RETRIEVAL_MODES)}")
+    if params.retrieval != "auto":
+        return params.retrieval
+    return "precomputed" if n_users * min(params.candidates, n_items) <= PRECOMPUTE_MAX_ENTRIES else "index"
+
+
+def retrieval_index(
+    item_factors: np.ndarray, user_factors: np.ndarray, params: Params, log=print
+) -> tuple[ann.AnnIndex, dict[str, Any]]:
+    """Build the HNSW index over the item factors, pick efSearch on a sample of real users' vectors and
+    gate its recall@K (K = the candidates per user) against exact search; the manifest's section."""
+    k = min(params.candidates, item_factors.shape[0])
+    queries = ann.sample_queries(user_factors, ann.RECALL_SAMPLE, seed=params.seed)
+    index, tuned = ann.build_tuned(
+        item_factors,
+        queries,
+        k,
+        params.min_recall,
+        m=params.hnsw_m,
+        ef_construction=params.hnsw_ef_construction,
+        ladder=tuple(params.ef_ladder),
+        threads=train_threads(),
+    )
+    section = {
+        "index": ann.INDEX_FILE,
+        "m": params.hnsw_m,
+        "ef_construction": params.hnsw_ef_construction,
+        "ef_search": tuned.ef_search,
+        "k": tuned.k,
+        "recall_at_k": tuned.recall,
+        "recall_by_ef_search": {str(e): r for e, r in tuned.by_ef.items()},
+        "recall_queries": tuned.queries,
+        "min_recall": params.min_recall,
+        "build_seconds": tuned.build_seconds,
+    }
+    log(
+        f"retrieval index: {index.ntotal} items, M={params.hnsw_m}, efSearch={tuned.ef_search}, "
+        f"recall@{tuned.k}={tuned.recall:.4f} on {tuned.queries} users (min {params.min_recall}), "
+        f"built in {tuned.build_seconds:.1f} s"
+    )
+    if tuned.recall < params.min_recall:
+        raise RecallGateFailed(
+            f"retrieval index recall@{tuned.k} {tuned.recall:.4f} < spec.training.retrieval.minRecall "
+            f"{params.min_recall} (M={params.hnsw_m}, efSearch up to {tuned.ef_search}, {tuned.queries} users); "
+            "no bundle written, the serving model is untouched"
+        )
+    return index, section
 
 
 @dataclass
@@ -69,6 +131,13 @@ class Params:
     seed: int = 42
     validation_fraction: float = 0.1  # the tail of the window (by time) the blend is tuned on
     validation_cases: int = 4000
+    # candidate retrieval (ann.py): auto = precomputed user_top while users x candidates stays small,
+    # else the HNSW index; "index" / "precomputed" force one; "exact" = brute force (evaluation baseline)
+    retrieval: str = "auto"
+    min_recall: float = 0.95  # spec.training.retrieval.minRecall: the recall gate
+    hnsw_m: int = ann.DEFAULT_M
+    hnsw_ef_construction: int = ann.DEFAULT_EF_CONSTRUCTION
+    ef_ladder: tuple[int, ...] = ann.EF_LADDER
 
 
 @dataclass
@@ -306,6 +375,10 @@ def fit(ds: Dataset, params: Params, ckpt: Checkpointer, log=print) -> dict[str,
     state["stage"] = "done"
     m = ds.n_users
     c = min(params.candidates, ds.n_items)
+    if retrieval_mode(params, m, ds.n_items) != "precomputed":  # the index (or brute force) serves
+        arrays["user_top"] = np.empty((m, 0), np.int32)
+        arrays["user_top_scores"] = np.empty((m, 0), np.float32)
+        return arrays
     # users x items scoring dominates on large catalogues (127k items x 253k users: ~90 s on one
     # thread); it is deterministic, so it uses every CPU the container may use (ALS sweeps stay on one)
     model.num_threads = train_threads()
@@ -343,8 +416,19 @@ def build_bundle(
     version: str,
     extra_manifest: dict[str, Any] | None = None,
     log=print,
+    *,
+    with_index: bool = True,
 ) -> ModelBundle:
+    """``with_index``: build (and gate) the ANN index even when precomputed candidates serve known users
+    (it answers folded-in sessions); the validation fit skips it unless the index serves."""
     arrays = fit(ds, params, ckpt, log)
+    mode = retrieval_mode(params, ds.n_users, ds.n_items)
+    item_factors = np.asarray(arrays["item_factors"], np.float32)
+    user_factors = np.asarray(arrays["user_factors"], np.float32)
+    index, retrieval = None, {"mode": mode, "candidates": min(params.candidates, ds.n_items)}
+    if mode == "index" or (with_index and mode == "precomputed"):
+        index, section = retrieval_index(item_factors, user_factors, params, log)
+        retrieval.update(section)
     pop, cat_ptr, cat_items, pop_score = popularity(ds, params.half_life_days)
     hist_ptr, hist, hist_w = user_history(ds, params.half_life_days)
     first_seen = np.full(ds.n_items, np.inf)
@@ -360,7 +444,7 @@ def build_bundle(
         "item_available": np.asarray(available, bool),
         "neighbors": arrays["neighbors"],
         "neighbor_scores": arrays["neighbor_scores"],
-        "item_factors": np.asarray(arrays["item_factors"], np.float32),
+        "item_factors": item_factors,
         "user_ids": ds.user_ids.astype(str),
         "user_top": arrays["user_top"],
         "user_top_scores": arrays["user_top_scores"],
@@ -375,6 +459,8 @@ def build_bundle(
         # session kNN over the training sessions, for click streams (baskets: an empty index)
         **sessionknn.build(ds.sessions[index_rows], ds.item[index_rows], ds.ts[index_rows], ds.n_items),
     }
+    if mode != "precomputed":  # known users' vectors: the index's (or brute force's) queries
+        bundle_arrays["user_factors"] = user_factors
     manifest = {
         "version": version,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -386,14 +472,15 @@ def build_bundle(
         "model": "als+session-knn+sequential-rules+repeat+popularity"
         if ds.sequential
         else "als+item-knn+repeat+popularity",
-        "params": params.__dict__,
+        "params": {**params.__dict__, "ef_ladder": list(params.ef_ladder)},
+        "retrieval": retrieval,
         "metrics": {},
         "serving": {"blend": Blend().as_dict(), "exclude": {"seen": True, "purchased": True}},
         "load_report": ds.report.summary(),
         "data_report": ds.report.as_dict(),
         **(extra_manifest or {}),
     }
-    return ModelBundle(manifest=manifest, arrays=bundle_arrays)
+    return ModelBundle(manifest=manifest, arrays=bundle_arrays, ann=index)
 
 
 def _tuned(ds: Dataset, params: Params, ckpt: Checkpointer, log) -> dict[str, Any]:
@@ -421,7 +508,7 @@ def _tuned(ds: Dataset, params: Params, ckpt: Checkpointer, log) -> dict[str, An
         log("validation: window too short for a validation tail; shipping the default blend")
         return {}
     t0 = time.monotonic()
-    vb = build_bundle(part, params, ckpt.child("validation"), "validation", log=log)
+    vb = build_bundle(part, params, ckpt.child("validation"), "validation", log=log, with_index=False)
     # as the evaluation protocol does: a target the validation model cannot know (an item first seen
     # in the tail) says nothing about the blend, it only adds noise to the comparison
     cases = known_targets(vb, cases)
@@ -444,7 +531,15 @@ def _tuned(ds: Dataset, params: Params, ckpt: Checkpointer, log) -> dict[str, An
         None if ds.sequential else basket_cases(ds, t_val, discovery=True, limit=params.validation_cases)
     )
     best, exclude, info = tune(
-        vb, cases, ds.sequential, state["budget"], state["trials"], keep, base, excluded_cases=new_only
+        vb,
+        cases,
+        ds.sequential,
+        state["budget"],
+        state["trials"],
+        keep,
+        base,
+        excluded_cases=new_only,
+        fold_in=vb.retrieval_mode != "precomputed",
     )
     tuning.save(state, {})
     cfg = best[exclude]
@@ -519,6 +614,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit-rows", type=int, default=0, help="train on the first N interactions (tests)")
     p.add_argument("--iterations", type=int, default=Params.iterations)
     p.add_argument(
+        "--retrieval",
+        choices=RETRIEVAL_MODES,
+        default="auto",
+        help="ALS candidates: precomputed per user, from the HNSW index, or auto (by users x candidates)",
+    )
+    p.add_argument(
+        "--min-recall",
+        type=float,
+        default=Params.min_recall,
+        help="fail (exit 78, serving untouched) when the index's recall@K vs exact is below this",
+    )
+    p.add_argument("--ef-ladder", help=argparse.SUPPRESS)  # efSearch values tried (tests: a bad index)
+    p.add_argument("--hnsw-m", type=int, default=ann.DEFAULT_M, help=argparse.SUPPRESS)
+    p.add_argument(
         "--no-tune", action="store_true", help="skip the validation phase (default blend, no metrics)"
     )
     p.add_argument("--evaluate", action="store_true", help=argparse.SUPPRESS)  # validation is always on now
@@ -558,7 +667,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"dataset {ds.name}: {ds.report.summary()}; {ds.n_users} users, {ds.n_items} items", flush=True)
     for reason, rows in ds.report.examples.items():
         print(f"  {reason}: e.g. {'; '.join(rows)}", flush=True)
-    params = Params(iterations=args.iterations)
+    params = Params(
+        iterations=args.iterations,
+        retrieval=args.retrieval,
+        min_recall=args.min_recall,
+        hnsw_m=args.hnsw_m,
+        ef_ladder=tuple(int(x) for x in args.ef_ladder.split(",")) if args.ef_ladder else ann.EF_LADDER,
+    )
     try:
         bundle = train_model(
             ds, params, ckpt, args.version, tune=not args.no_tune, log=lambda m: print(m, flush=True)
@@ -566,6 +681,10 @@ def main(argv: list[str] | None = None) -> int:
     except Preempted:
         print(f"preempted: checkpoint written to {args.checkpoint}", flush=True)
         return EXIT_PREEMPTED
+    except RecallGateFailed as e:
+        print(f"recops-serve train: {e}", file=sys.stderr)
+        _termination_message(str(e))
+        return EXIT_CONFIG
     save_bundle(bundle, args.out)
     print(
         f"bundle {args.version} written to {args.out} ({bundle.n_items} items, {ckpt.writes} checkpoints)",

@@ -166,8 +166,9 @@ def _objective(m: dict[str, float]) -> float:
     return m["recall@20"] + m["mrr@20"] + m["ndcg@10"]
 
 
-def search_space(sequential: bool) -> list[tuple[str, list]]:
-    """Coordinate-descent axes over the blend, most decisive first."""
+def search_space(sequential: bool, fold_in: bool = False) -> list[tuple[str, list]]:
+    """Coordinate-descent axes over the blend, most decisive first; ``fold_in`` (bundles whose index
+    serves) adds the weight of the session folded in as an ALS user."""
     axes: list[tuple[str, list]] = [("repeat", [0.0, 0.25, 0.5, 1.0, 2.0, 4.0])]
     if sequential:
         axes += [
@@ -180,6 +181,8 @@ def search_space(sequential: bool) -> list[tuple[str, list]]:
             ("category_popularity", [0.0, 0.2, 0.5, 1.0]),
             ("repeat", [0.25, 0.5, 1.0, 2.0, 4.0]),  # again, now that the other weights moved
         ]
+        if fold_in:  # last: the time budget goes to the decisive axes first
+            axes += [("fold_in", [0.0, 0.1, 0.5])]
     else:
         axes += [
             ("als", [0.25, 0.5, 1.0, 2.0]),
@@ -207,6 +210,7 @@ def tune(
     checkpoint=lambda: None,
     base: ranking.RankConfig | None = None,
     excluded_cases: list[Case] | None = None,
+    fold_in: bool = False,
 ) -> tuple[dict[bool, ranking.RankConfig], bool, dict[str, float]]:
     """Bounded coordinate descent over the blend on validation ``cases``, once with re-consumed items
     excluded and once with them allowed; returns the best config per policy, the better policy, info.
@@ -234,7 +238,7 @@ def tune(
         on, tag = (excluded_cases, "new:") if exclude and excluded_cases else (cases, "")
         cfg = with_policy(base, axis, exclude)
         objective(cfg, on, tag)
-        for name, values in search_space(sequential):
+        for name, values in search_space(sequential, fold_in):
             for v in values:
                 trial = cfg.with_blend(**{name: v})
                 if tag + _key(trial) not in done and time.monotonic() - t0 > budget_seconds:

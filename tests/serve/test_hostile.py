@@ -80,7 +80,12 @@ def test_session_features_stay_on_under_many_connections(bundles, redis_server, 
         check=True,
     ).stdout
     served = int(re.search(r"(\d+) requests in", out).group(1))
-    assert served > 1000, out
+    # what matters is that `conns` requests were in flight at once (wrk opens them all and sends on each),
+    # not how many the server managed in 4 s. The floor that was here (> 1000) is a speed target and
+    # failed on a saturated machine: 569-1,094 served in 4 s at load average ~11, the same bundle with
+    # and without its HNSW index (which this request path never searches), 8-15k at load 7-8. The
+    # req/s figures live in `python -m bench serve` (connection rows).
+    assert served >= conns, out
     down = metric(server, "recops_recommendation_fallback_total", reason="feature_store_down") - before
     assert down == 0, f"{down:.0f} of {served} answers without session features while Redis was healthy"
     assert metric(server, "recops_feature_store_errors_total") == 0

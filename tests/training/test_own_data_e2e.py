@@ -165,6 +165,8 @@ def test_own_data_trains_becomes_the_candidate_and_is_served(k8s_cluster, k8s_na
         assert last.data.rows > 0 and last.data.rejected == 0
         assert last.tuned.exclude == {"seen": True, "purchased": False}, "grocery: buy-again measured"
         assert set(last.metrics) >= {"ndcg@10", "recall@20", "mrr@20"}
+        # the recall gate's figure, from the manifest (a small shop keeps precomputed candidates)
+        assert last.retrieval.mode == "precomputed" and last.retrieval.recall_at_k >= 0.95, last
 
         # the candidate, served from the config the operator renders for it
         spec = RecommenderServiceSpec.model_validate(body["spec"])

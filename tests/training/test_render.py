@@ -197,3 +197,13 @@ def test_pipeline_hook_renders_the_cronjob_from_the_typed_spec(svc):
     assert cron == render_cronjob(body)  # typed spec and raw body render the same object
     kubernetes_validate.validate(cron, K8S, strict=True)
     assert check_capacity_invariants(objs) == []  # serving + training together
+
+
+def test_retrieval_gate_and_mode_reach_the_trainer_only_when_set(svc):
+    default = _container(render_on_demand_job(svc(), "t")["spec"]["template"])["args"]
+    assert "--min-recall" not in default and "--retrieval" not in default  # the trainer's own defaults
+    args = _container(
+        render_on_demand_job(svc(retrieval={"minRecall": 0.97, "mode": "index"}), "t")["spec"]["template"]
+    )["args"]
+    assert args[args.index("--min-recall") + 1] == "0.97"
+    assert args[args.index("--retrieval") + 1] == "index"

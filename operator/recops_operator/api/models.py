@@ -565,6 +565,25 @@ class MetricsGate(Model):
     tolerance: Annotated[float, Field(description="Allowed drop per metric.", ge=0, le=1)] = 0.0
 
 
+class Retrieval(Model):
+    """ALS candidate retrieval: precomputed per user or an HNSW index in the bundle, gated on recall."""
+
+    min_recall: Annotated[
+        float,
+        Field(
+            description="Fail the run (exit 78, serving untouched) when the index's recall@K against exact search, on a sample of real users' vectors, is below this.",
+            ge=0,
+            le=1,
+        ),
+    ] = 0.95
+    mode: Annotated[
+        Literal["auto", "precomputed", "index"],
+        Field(
+            description="auto: precomputed while users x candidates <= 50 M (about 500k users at 100 candidates: every built-in dataset), else index. precomputed: every known user's top candidates in the bundle (8 bytes per user and candidate, rebuilt each run). index: the bundle carries the users' vectors and the HNSW index answers per request, unavailable and excluded items filtered inside the search. Either way the index is built and gated on minRecall."
+        ),
+    ] = "auto"
+
+
 class History(Model):
     successful: Annotated[int, Field(description="Finished Jobs kept.", ge=0, le=20)] = 3
     failed: Annotated[int, Field(description="Failed Jobs kept.", ge=0, le=20)] = 3
@@ -638,6 +657,9 @@ class Training(Model):
         bool, Field(description="When a run passes the metrics gate, make its version the rollout candidate.")
     ] = False
     gate: Annotated[MetricsGate, Field(description="Offline metrics gate for autoRollout.")] = MetricsGate()
+    retrieval: Annotated[
+        Retrieval, Field(description="Candidate retrieval (HNSW index) and its recall gate.")
+    ] = Retrieval()
     history: Annotated[History, Field(description="Job history limits.")] = History()
 
     @field_validator("dataset")

@@ -167,6 +167,17 @@ class RunTuned(_Status):
     blend: Annotated[dict[str, float] | None, Field(description="Tuned source weights.")] = None
 
 
+class RunRetrieval(_Status):
+    """How the bundle retrieves candidates and the recall its gate measured (ann.py)."""
+
+    mode: Annotated[str | None, Field(description="precomputed or index.")] = None
+    recall_at_k: Annotated[
+        float | None, Field(description="Recall of the index against exact search at k.")
+    ] = None
+    k: Annotated[int | None, Field(description="Candidates per query the recall is measured at.")] = None
+    ef_search: Annotated[int | None, Field(description="HNSW efSearch the bundle serves with.")] = None
+
+
 class TrainingRun(_Status):
     """One training run (one Job) and, once it finished, the closed loop's record of it."""
 
@@ -182,6 +193,7 @@ class TrainingRun(_Status):
     data_window: Annotated[RunDataWindow | None, Field(description="Data window of the bundle.")] = None
     data: Annotated[RunData | None, Field(description="Rows read and rejected.")] = None
     tuned: Annotated[RunTuned | None, Field(description="Serving configuration the trainer tuned.")] = None
+    retrieval: Annotated[RunRetrieval | None, Field(description="Candidate retrieval of the bundle.")] = None
     data_window_days: Annotated[int | None, Field(description="spec.training.dataWindow.days.")] = None
     serving_version: Annotated[str | None, Field(description="Model serving when the run finished.")] = None
     metrics: Annotated[dict[str, float] | None, Field(description="Offline metrics of the run's bundle.")] = (

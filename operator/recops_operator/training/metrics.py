@@ -20,6 +20,12 @@ last_checkpoint = Gauge(
     ["namespace", "recsvc"],
 )
 
+retrieval_recall = Gauge(
+    "recops_training_retrieval_recall",
+    "Recall@K of the last successful run's ANN index against exact search (the training recall gate)",
+    ["namespace", "recsvc"],
+)
+
 
 def set_last_checkpoint(namespace: str, service: str, rfc3339: str) -> None:
     ts = datetime.strptime(rfc3339, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()

@@ -115,6 +115,10 @@ def trainer_args(cfg: Training) -> list[str]:
         data += ["--max-bad-fraction", str(cfg.data.max_bad_fraction)]
     if cfg.data.type_map:
         data += ["--type-map", ",".join(f"{k}={v}" for k, v in sorted(cfg.data.type_map.items()))]
+    if cfg.retrieval.min_recall != 0.95:
+        data += ["--min-recall", str(cfg.retrieval.min_recall)]
+    if cfg.retrieval.mode != "auto":
+        data += ["--retrieval", cfg.retrieval.mode]
     return [
         "train",
         *data,

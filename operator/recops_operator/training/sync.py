@@ -22,6 +22,7 @@ from recops_operator.api.models import GROUP, PLURAL, VERSION, Training
 from recops_operator.api.status import (
     RunData,
     RunDataWindow,
+    RunRetrieval,
     RunTuned,
     TrainingRun,
     TrainingStatus,
@@ -128,6 +129,11 @@ def _finish_run(body: Mapping[str, Any], cfg: Training, run: TrainingRun) -> tup
         cand_manifest = artifacts.read_manifest(naming.bundle_uri(model["uri"], run.version))
         cand = artifacts.offline_metrics(cand_manifest)
         run = run.model_copy(update=_manifest_lineage(cand_manifest or {}))
+        if run.retrieval and run.retrieval.recall_at_k is not None:
+            meta = body.get("metadata") or {}
+            m.retrieval_recall.labels(meta.get("namespace") or "default", meta.get("name")).set(
+                run.retrieval.recall_at_k
+            )
         if model.get("version"):
             serving = artifacts.offline_metrics(
                 artifacts.read_manifest(naming.bundle_uri(model["uri"], model["version"]))
@@ -149,12 +155,20 @@ def _finish_run(body: Mapping[str, Any], cfg: Training, run: TrainingRun) -> tup
 
 
 def _manifest_lineage(manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """The run-record fields a bundle manifest provides: data window, data report, tuned serving."""
+    """The run-record fields a bundle manifest provides: data window, data report, retrieval, tuned serving."""
     fields: dict[str, Any] = {}
     if manifest.get("data_window"):
         fields["data_window"] = RunDataWindow.model_validate(manifest["data_window"])
     if manifest.get("data_report"):
         fields["data"] = RunData.model_validate(manifest["data_report"])
+    if manifest.get("retrieval"):
+        ret = manifest["retrieval"]
+        fields["retrieval"] = RunRetrieval(
+            mode=ret.get("mode"),
+            recall_at_k=ret.get("recall_at_k"),
+            k=ret.get("k"),
+            ef_search=ret.get("ef_search"),
+        )
     if manifest.get("serving"):
         srv = manifest["serving"]
         fields["tuned"] = RunTuned(exclude=srv.get("exclude"), blend=srv.get("blend"))
