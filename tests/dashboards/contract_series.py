@@ -102,6 +102,26 @@ def openmetrics(end: int, minutes: int = 30, step_s: int = 15) -> str:
             _hist(lines, "recops_session_feature_age_seconds", t, i, 40, {1: 0.5, 10: 0.3, 60: 0.2}, ts)
             for typ in ("view", "add_to_cart", "purchase"):
                 lines.append(f"recops_events_ingested_total{_lbl({**t, 'type': typ})} {5 * _c(i):.3f} {ts}")
+            for route in ("search", "retrieve"):  # catalogue search (search/http.py)
+                _hist(
+                    lines,
+                    "recops_http_request_duration_seconds",
+                    {**t, "route": route, "arm": "model"},
+                    i,
+                    5,
+                    {0.005: 0.3, 0.01: 0.5, 0.025: 0.2},
+                    ts,
+                )
+                for code, n in (("200", 5), ("400", 0.05)):
+                    lines.append(
+                        f"recops_http_requests_total{_lbl({**t, 'route': route, 'arm': 'model', 'code': code})} {n * _c(i):.3f} {ts}"
+                    )
+                lines.append(
+                    f"recops_search_empty_results_total{_lbl({**t, 'route': route})} {0.2 * _c(i):.3f} {ts}"
+                )
+            _hist(
+                lines, "recops_search_query_embed_seconds", t, i, 10, {0.005: 0.4, 0.01: 0.5, 0.02: 0.1}, ts
+            )
             lines.append(f"recops_inflight_requests{_lbl(t)} 3 {ts}")
             lines.append(f"recops_overload_rejections_total{_lbl(t)} {0.1 * _c(i):.2f} {ts}")
             lines.append(f"recops_model_load_failures_total{_lbl(t)} 0 {ts}")
