@@ -44,7 +44,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import BIN, ROOT, bundle, cpu_seconds, load, peak_rss_mb, table, tree_cpu_seconds
+from bench.common import BIN, ROOT, bundle, cpu_seconds, load, loadgen, peak_rss_mb, table, tree_cpu_seconds
 
 sys.path.insert(0, str(ROOT))
 
@@ -187,17 +187,6 @@ def batch_beside_traffic(port: int, item: int, rate: int = 2000, seconds: int = 
         "bytes": len(body),
         "events": n,
     }
-
-
-def loadgen(url: str, rate: int, seconds: int = 10) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.loadgen", "--url", url, "--rate", str(rate), "--seconds", str(seconds)],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-    )
-    return json.loads(out.stdout)
 
 
 # No single dataset here has 100k items (Taobao sample 85k, completejourney 68k, Diginetica 43k): the

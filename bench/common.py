@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -75,3 +76,15 @@ def bundle(dataset: str = "completejourney") -> Path:
             capture_output=True,
         )
     return out
+
+
+def loadgen(url: str, rate: int, seconds: int = 10) -> dict:
+    """Open-loop GETs at ``rate`` from another process (bench/loadgen.py): its JSON summary."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.loadgen", "--url", url, "--rate", str(rate), "--seconds", str(seconds)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    return json.loads(out.stdout)

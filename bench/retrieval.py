@@ -34,22 +34,10 @@ def real_factors(dataset: str = DATASET) -> tuple[np.ndarray, np.ndarray]:
     if path.exists():
         with np.load(path) as z:
             return z["item_factors"], z["user_factors"]
-    import implicit
-
     from recops_serve.data import load
-    from recops_serve.train import Params, interaction_matrix, train_threads
+    from recops_serve.train import fitted_als
 
-    p = Params()
-    ds = load(dataset)
-    model = implicit.cpu.als.AlternatingLeastSquares(
-        factors=p.factors,
-        regularization=p.regularization,
-        iterations=p.iterations,
-        random_state=p.seed,
-        num_threads=train_threads(),
-        calculate_training_loss=False,
-    )
-    model.fit(interaction_matrix(ds), show_progress=False)
+    model = fitted_als(load(dataset))
     items, users = np.asarray(model.item_factors, np.float32), np.asarray(model.user_factors, np.float32)
     CACHE.mkdir(parents=True, exist_ok=True)
     np.savez(path, item_factors=items, user_factors=users)

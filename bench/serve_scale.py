@@ -25,7 +25,6 @@ import re
 import resource
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -171,7 +170,7 @@ def in_process(path: Path) -> list[list]:
 
 
 def run(table) -> None:
-    from bench.common import BIN, CACHE
+    from bench.common import BIN, CACHE, loadgen
     from recops_localcluster.procs import wait_http
     from recops_serve.bundle import SCHEMA_HASH
     from tests.support.redis_server import RedisServer, free_port
@@ -235,7 +234,7 @@ def run(table) -> None:
                 url = f"http://127.0.0.1:{port}/v1/recommendations?{q}"
                 _wrk(url, 3)
                 w = _wrk(url, 10, pid=server.pid)
-                at = _loadgen(url, 2000, 10)
+                at = loadgen(url, 2000, 10)
                 rows.append(
                     [
                         kind,
@@ -316,19 +315,6 @@ def _wrk(url: str, seconds: int, conns: int = 64, pid: int | None = None) -> dic
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
         "cpu_us": 1e6 * cpu / max(1, n),
     }
-
-
-def _loadgen(url: str, rate: int, seconds: int) -> dict:
-    from bench.common import ROOT
-
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.loadgen", "--url", url, "--rate", str(rate), "--seconds", str(seconds)],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-    )
-    return json.loads(out.stdout)
 
 
 def _worker(pid: int) -> int:

@@ -190,21 +190,11 @@ def _als_fold_in(
 ) -> dict[Case, list[int]]:
     """ALS (implicit, the trainer's settings) on training sessions; each prefix (the served session
     length) solved as a new user against the fixed item factors (implicit's ``recalculate_user``)."""
-    import implicit
     import scipy.sparse as sp
 
-    from recops_serve.train import Params, interaction_matrix, train_threads
+    from recops_serve.train import fitted_als
 
-    p = Params()
-    model = implicit.cpu.als.AlternatingLeastSquares(
-        factors=p.factors,
-        regularization=p.regularization,
-        iterations=p.iterations,
-        random_state=p.seed,
-        num_threads=train_threads(),
-        calculate_training_loss=False,
-    )
-    model.fit(interaction_matrix(train), show_progress=False)
+    model = fitted_als(train)
     # the bundle and ``train`` index items alike (both from the training part); map through ids
     pos = {int(x): i for i, x in enumerate(train.item_ids)}
     prefixes = [[pos[x] for x in c.session[: cfg.session_length] if x in pos] for c in cases]

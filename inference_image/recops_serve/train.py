@@ -238,6 +238,24 @@ def train_threads() -> int:
     return max(1, int(raw)) if raw.isdigit() else len(os.sched_getaffinity(0))
 
 
+def fitted_als(ds: Dataset, params: Params | None = None):
+    """ALS with the trainer's settings fitted in one go on ``ds`` (the evaluation's fold-in baseline
+    and the retrieval bench); the trainer itself fits sweep by sweep to checkpoint between them."""
+    import implicit
+
+    p = params or Params()
+    model = implicit.cpu.als.AlternatingLeastSquares(
+        factors=p.factors,
+        regularization=p.regularization,
+        iterations=p.iterations,
+        random_state=p.seed,
+        num_threads=train_threads(),
+        calculate_training_loss=False,
+    )
+    model.fit(interaction_matrix(ds), show_progress=False)
+    return model
+
+
 def interaction_matrix(ds: Dataset) -> sp.csr_matrix:
     x = sp.csr_matrix((np.ones(len(ds.user), np.float32), (ds.user, ds.item)), shape=(ds.n_users, ds.n_items))
     x.sum_duplicates()
