@@ -450,12 +450,11 @@ def bench_train() -> None:
 def bench_operator(n: int = int(os.environ.get("RECOPS_BENCH_SERVICES", "200"))) -> None:
     import yaml
 
-    from recops_localcluster.cluster import LocalCluster
+    from recops_localcluster.cluster import LocalCluster, install_crds
 
     example = yaml.safe_load((ROOT / "examples" / "home-feed.yaml").read_text())
     with LocalCluster() as cluster:
-        cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-        cluster.kubectl("wait", "--for=condition=Established", "crd", "--all")
+        install_crds(cluster, ROOT / "crds")
         cluster.kubectl("create", "namespace", "bench")
         cluster.kubectl(
             "-n", "bench", "create", "secret", "generic", "tair-credentials", "--from-literal=url=redis://x"

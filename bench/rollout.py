@@ -50,13 +50,12 @@ def _status(cluster) -> dict:
 
 
 def bench_rollout(runs: int = 3, idle_services: int = 20, window_s: float = 60.0) -> None:
-    from recops_localcluster.cluster import LocalCluster
+    from recops_localcluster.cluster import LocalCluster, install_crds
 
     work = Path(tempfile.mkdtemp(prefix="recops-bench-rollout-"))
     b = bundle()
     with LocalCluster() as cluster, RedisServer(work / "redis") as redis:
-        cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-        cluster.kubectl("wait", "--for=condition=Established", "crd", "--all")
+        install_crds(cluster, ROOT / "crds")
         cluster.kubectl("create", "namespace", NS)
         cluster.kubectl(
             "-n", NS, "create", "secret", "generic", "tair-credentials", "--from-literal=url=redis://x"

@@ -23,7 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-from recops_localcluster.cluster import LocalCluster
+from recops_localcluster.cluster import LocalCluster, install_crds
 from recops_localcluster.nodes import NodeSet
 from tests.support import flashsale
 from tests.support.prometheus_server import PrometheusServer, Target
@@ -171,8 +171,7 @@ def run(table) -> None:
     cluster = LocalCluster(keda=True, nodes=NodeSet(on_demand=1, spot=0, eci=1)).start()
     rows, parts = [], []
     try:
-        cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-        cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+        install_crds(cluster, ROOT / "crds")
         print(f"setup (bundle, 2 servers, control plane + KEDA) {time.monotonic() - t0:.0f}s; {_uptime()}")
         for target, pre in cases:
             r = run_case(cluster, servers, work, target, pre)

@@ -30,12 +30,12 @@ CRD_DIR = ROOT / "crds"
 @pytest.fixture(scope="session")
 def k8s_cluster():
     from recops_localcluster import binaries
-    from recops_localcluster.cluster import ExistingCluster, LocalCluster, existing_cluster
+    from recops_localcluster.cluster import ExistingCluster, LocalCluster, existing_cluster, install_crds
 
     kubeconfig = existing_cluster()
     if kubeconfig:
         cluster = ExistingCluster(kubeconfig)
-        cluster.kubectl("apply", "--server-side", "-f", str(CRD_DIR))
+        install_crds(cluster, CRD_DIR)
         yield cluster
         return
     try:
@@ -45,8 +45,7 @@ def k8s_cluster():
         pytest.fail(f"local control plane unavailable: {e}", pytrace=False)
     cluster = LocalCluster().start()
     try:
-        cluster.kubectl("apply", "--server-side", "-f", str(CRD_DIR))
-        cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+        install_crds(cluster, CRD_DIR)
         yield cluster
     finally:
         cluster.stop()

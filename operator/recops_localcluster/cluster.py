@@ -45,6 +45,42 @@ class ComponentFailed(RuntimeError):
         super().__init__(f"{component} failed: {why}; read {log}{tail}")
 
 
+class KubectlFailed(subprocess.CalledProcessError):
+    """A kubectl call failed; unlike its base class, its message carries kubectl's stderr."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}: {(self.stderr or '').strip()[-2000:]}"
+
+
+def run_kubectl(
+    kubeconfig: Path, args: tuple[str, ...], check: bool, input: str | None, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    cmd = [str(binaries.find("kubectl")), f"--kubeconfig={kubeconfig}", *args]
+    res = subprocess.run(cmd, capture_output=True, text=True, input=input, timeout=timeout, check=False)
+    if check and res.returncode != 0:
+        raise KubectlFailed(res.returncode, cmd, res.stdout, res.stderr)
+    return res
+
+
+def install_crds(cluster: LocalCluster | ExistingCluster, path: Path, timeout: float = 60) -> None:
+    """Apply the CRDs under ``path`` and wait until every CRD is Established.
+
+    ``kubectl wait`` fails at once (not after its timeout) while a just-created CRD has no
+    conditions yet, so under load a single wait is a flake: retry until ``timeout``.
+    """
+    cluster.kubectl("apply", "--server-side", "-f", str(path))
+    deadline = time.monotonic() + timeout
+    while True:
+        res = cluster.kubectl(
+            "wait", "--for=condition=Established", "crd", "--all", "--timeout=10s", check=False
+        )
+        if res.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise ComponentFailed("crds", None, f"not Established after {timeout:.0f}s: {res.stderr.strip()}")
+        time.sleep(0.5)
+
+
 _ISSUED: set[int] = set()
 
 
@@ -174,11 +210,7 @@ class LocalCluster:
     def kubectl(
         self, *args: str, check: bool = True, input: str | None = None, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
-        cmd = [str(binaries.find("kubectl")), f"--kubeconfig={self.kubeconfig}", *args]
-        res = subprocess.run(cmd, capture_output=True, text=True, input=input, timeout=timeout, check=False)
-        if check and res.returncode != 0:
-            raise subprocess.CalledProcessError(res.returncode, cmd, res.stdout, res.stderr)
-        return res
+        return run_kubectl(self.kubeconfig, args, check, input, timeout)
 
     def api_client(self):  # -> kubernetes.client.ApiClient
         from kubernetes import client, config
@@ -613,12 +645,10 @@ class ExistingCluster:
     def env(self) -> dict[str, str]:
         return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
 
-    def kubectl(self, *args: str, check: bool = True, input: str | None = None, timeout: float = 120):
-        cmd = [str(binaries.find("kubectl")), f"--kubeconfig={self.kubeconfig}", *args]
-        res = subprocess.run(cmd, capture_output=True, text=True, input=input, timeout=timeout, check=False)
-        if check and res.returncode != 0:
-            raise subprocess.CalledProcessError(res.returncode, cmd, res.stdout, res.stderr)
-        return res
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        return run_kubectl(self.kubeconfig, args, check, input, timeout)
 
     def api_client(self):
         from kubernetes import client, config

@@ -24,7 +24,13 @@ import time
 from pathlib import Path
 
 from recops_localcluster import procs
-from recops_localcluster.cluster import ExistingCluster, LocalCluster, existing_cluster, free_port
+from recops_localcluster.cluster import (
+    ExistingCluster,
+    LocalCluster,
+    existing_cluster,
+    free_port,
+    install_crds,
+)
 from recops_localcluster.demo_serving import DemoServer, ask, cache_dir, start_training
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -122,8 +128,7 @@ def main() -> int:
             )
             cluster = LocalCluster(log=say).start()
             target = cluster
-        target.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-        target.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+        install_crds(target, ROOT / "crds")
         say("CRDs installed: " + ", ".join(p.name for p in sorted((ROOT / "crds").glob("*.yaml"))))
 
         log_dir = Path(cluster.run_dir) / "logs" if cluster else Path("/tmp")

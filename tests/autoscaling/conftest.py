@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from recops_localcluster import binaries
-from recops_localcluster.cluster import LocalCluster
+from recops_localcluster.cluster import LocalCluster, install_crds
 from recops_localcluster.nodes import NodeSet
 from tests.conftest import CRD_DIR
 from tests.support import flashsale
@@ -26,8 +26,7 @@ def keda_cluster():
     # a spot node too: inference must never land on it
     cluster = LocalCluster(keda=True, nodes=NodeSet(on_demand=1, spot=1, eci=1)).start()
     try:
-        cluster.kubectl("apply", "--server-side", "-f", str(CRD_DIR))
-        cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+        install_crds(cluster, CRD_DIR)
         yield cluster
     finally:
         cluster.stop()
