@@ -11,11 +11,13 @@ limit is enforced while streaming (413), a large batch is validated and stored i
 requests keep flowing, and attribution tokens are HMAC-signed (``Attribution``) so lift cannot be
 forged.
 
-Config: ``config.ServeConfig`` (the JSON file the operator renders into the ConfigMap, then
-``--set`` overrides); a file with an unknown key or a bad value is refused with its error in
-``/readyz`` and the running config and bundle stay. The ranking is ``ranking.answer`` with
-``RankConfig.resolve(bundle, config)``: the very call offline evaluation and the training
-gate make. ``RECOPS_REDIS_URL`` (from the Secret) enables session features.
+Launch: ``settings.LaunchSettings``, validated by the CLI and parsed again in the worker (granian's
+target loader, ``cli.worker_app``); the app reads nothing from the environment. Config:
+``ServeConfig`` (the JSON file the operator renders into the ConfigMap, then ``--set`` overrides);
+a file with an unknown key or a bad value is refused with its error in ``/readyz`` and the running
+config and bundle stay. The ranking is ``ranking.answer`` with ``RankConfig.resolve(bundle,
+config)``: the very call offline evaluation and the training gate make. A feature-store URL (the
+Secret's file, or ``--redis-url``) enables session features.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ import hmac
 import itertools
 import json
 import math
-import os
 import random
 import re
 import secrets
@@ -50,6 +51,7 @@ from recops_serve.bundle import ModelBundle, load_bundle
 from recops_serve.eventlog import EventLog
 from recops_serve.features import WRITE_SLICE, FeatureStoreDown, NewEvent, SessionStore
 from recops_serve.search import http as search_http
+from recops_serve.settings import LaunchSettings
 
 JSON = [("content-type", "application/json")]
 RETRY = [*JSON, ("retry-after", "1")]
@@ -74,7 +76,7 @@ class TooLarge(BadRequest):
     status = 413
 
 
-def load_config(path: str | None, overrides: dict[str, Any] | None = None) -> ServeConfig:
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> ServeConfig:
     """The config file plus overrides, validated; raises ValueError with the reason."""
     raw: dict[str, Any] = {}
     if path and Path(path).exists():
@@ -110,18 +112,6 @@ def _id(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value or len(value) > MAX_ID:
         raise BadRequest(f"{where} must be a non-empty string of at most {MAX_ID} characters")
     return value
-
-
-def attribution_key() -> tuple[bytes, bool]:
-    """The HMAC key from the Secret (``RECOPS_ATTRIBUTION_KEY`` or a file named by
-    ``RECOPS_ATTRIBUTION_KEY_FILE``); without one a random per-process key (tokens then verify only
-    on the pod that issued them). Returns (key, from_secret)."""
-    if key := os.environ.get("RECOPS_ATTRIBUTION_KEY"):
-        return key.encode(), True
-    path = os.environ.get("RECOPS_ATTRIBUTION_KEY_FILE")
-    if path and Path(path).is_file() and (key_bytes := Path(path).read_bytes().strip()):
-        return key_bytes, True  # the Secret's key is optional: absent, the file is not there
-    return secrets.token_bytes(32), False
 
 
 class Attribution:
@@ -194,8 +184,7 @@ _HEX = re.compile(r"[0-9a-f]{1,12}")
 
 @dataclass
 class Server:
-    config_path: str | None = None
-    overrides: dict[str, Any] = field(default_factory=dict)
+    settings: LaunchSettings = field(default_factory=LaunchSettings)
     config: ServeConfig = field(default_factory=ServeConfig)
     # (bundle, its resolved ranking config), swapped as one reference: a request never pairs a new
     # config (whose masks are sized for the new catalogue) with the old bundle
@@ -222,15 +211,12 @@ class Server:
         # only what requests made since (~40 ms less held loop per full collection, measured)
         gc.freeze()
         cfg = self.config
-        key, from_secret = attribution_key()
-        if not from_secret:
-            print(
-                "recops-serve: no RECOPS_ATTRIBUTION_KEY(_FILE): attribution tokens use a per-process key",
-                flush=True,
-            )
-        track = os.environ.get("RECOPS_TRACK") or cfg.track
-        self.tokens = Attribution(key, track, cfg.attribution_window_seconds)
-        url = os.environ.get("RECOPS_REDIS_URL") or cfg.redis_url
+        key = self.settings.attribution_key()
+        if key is None:  # tokens then verify only on the pod that issued them
+            print("recops-serve: no attribution key file: tokens use a per-process key", flush=True)
+            key = secrets.token_bytes(32)
+        self.tokens = Attribution(key, cfg.track, cfg.attribution_window_seconds)
+        url = self.settings.feature_store_url() or cfg.redis_url
         if url:
             # one connection per admitted request: a request waits for none and never fails for lack of one
             self.store = SessionStore(
@@ -238,10 +224,8 @@ class Server:
             )
         m.inflight.set_function(lambda: self.inflight)  # read at scrape time: nothing per request
         loop.create_task(self._watch())
-        if bootstrap := os.environ.get("RECOPS_KAFKA_BOOTSTRAP") or self.config.kafka_bootstrap:
-            self.eventlog = EventLog(
-                bootstrap, os.environ.get("RECOPS_KAFKA_TOPIC") or self.config.kafka_topic
-            )
+        if bootstrap := self.config.kafka_bootstrap:
+            self.eventlog = EventLog(bootstrap, self.config.kafka_topic)
             loop.create_task(self.eventlog.run())
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -253,7 +237,7 @@ class Server:
     def reload(self, initial: bool = False) -> None:
         """(Re)read config and, when the model changed, load the new bundle; keep the old on any failure."""
         try:
-            cfg = load_config(self.config_path, self.overrides)
+            cfg = load_config(self.settings.config, self.settings.override_values())
             uri = cfg.model_uri
             if not uri or (self.bundle and self.bundle.manifest.get("_uri") == uri):
                 new = self.bundle
@@ -317,7 +301,8 @@ class Server:
         while True:
             await asyncio.sleep(self.config.reload_seconds)
             try:
-                mtime = Path(self.config_path).stat().st_mtime if self.config_path else 0.0
+                path = self.settings.config
+                mtime = path.stat().st_mtime if path else 0.0
             except OSError:
                 continue
             # a failed reload is retried every poll (the bundle may appear or be fixed in place)
@@ -853,7 +838,3 @@ OPENAPI = {
         "/metrics": {"get": {"responses": {"200": {"description": "Prometheus metrics"}, **_ALLOW_GET}}},
     },
 }
-
-app = Server(config_path=os.environ.get("RECOPS_CONFIG"))
-with contextlib.suppress(ValueError):
-    app.overrides = json.loads(os.environ.get("RECOPS_SERVE_OVERRIDES", "{}"))

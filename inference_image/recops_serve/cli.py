@@ -7,32 +7,40 @@ One argument parser per command, as subcommands of one ``recops-serve`` parser: 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
+from typing import Any
 
+from pydantic import ValidationError
 
-def read_secret_file(path: str) -> str:
-    """A Secret mounted as a file (one value, a trailing newline tolerated)."""
-    with open(path) as f:
-        return f.read().strip()
+from recops_serve.settings import LaunchSettings, problems
 
 
 def _serve_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument(
-        "--config",
-        default=os.environ.get("RECOPS_CONFIG"),
-        help="JSON serving config file, the operator's ConfigMap (default: $RECOPS_CONFIG)",
-    )
+    p.add_argument("--config", help="JSON serving config file, the operator's ConfigMap")
     p.add_argument(
         "--bundle", help="bundle URI: a path, file:// or oss:// (overrides the config's model_uri)"
     )
+    store = p.add_mutually_exclusive_group()
+    store.add_argument("--redis-url", help="feature store URL: redis://, rediss:// or unix://")
+    store.add_argument(
+        "--redis-url-file", help="file holding the feature store URL (the pod's mounted Secret)"
+    )
     p.add_argument(
-        "--redis-url",
-        help="feature store URL (default: $RECOPS_REDIS_URL, else the file named by $RECOPS_REDIS_URL_FILE)",
+        "--attribution-key-file",
+        help="file holding the attribution-token HMAC key (a mounted Secret; absent or empty: "
+        "a per-process key)",
     )
     p.add_argument("--host", default="0.0.0.0", help="listen address (default: %(default)s)")
     p.add_argument("--port", type=int, default=8080, help="listen port (default: %(default)s)")
+    p.add_argument(
+        "--backpressure",
+        type=int,
+        default=512,
+        help="requests admitted at once, more wait in the backlog (default: %(default)s)",
+    )
     p.add_argument(
         "--set",
         action="append",
@@ -41,6 +49,76 @@ def _serve_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="override one config key (JSON value, else a string); repeatable",
     )
     return p
+
+
+#: the option a LaunchSettings field comes from, for error messages (else --the-field-name)
+_OPTIONS = {"overrides": "--set"}
+
+
+def _overrides(args: argparse.Namespace, p: argparse.ArgumentParser) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    if args.bundle:
+        overrides["model_uri"] = args.bundle
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not key or not sep:
+            p.error(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            overrides[key] = json.loads(value)
+        except ValueError:
+            overrides[key] = value
+    return overrides
+
+
+def parse_settings(argv: list[str], prog: str = "recops-serve serve") -> LaunchSettings:
+    """The serve options as validated settings; a bad one exits 2 naming its option."""
+    p = _serve_parser(argparse.ArgumentParser(prog=prog))
+    args = p.parse_args(argv)
+    given = {
+        "config": args.config,
+        "redis_url": args.redis_url,
+        "redis_url_file": args.redis_url_file,
+        "attribution_key_file": args.attribution_key_file,
+    }
+    try:
+        return LaunchSettings.model_validate(
+            {
+                **{k: v for k, v in given.items() if v is not None},
+                "overrides": _overrides(args, p),
+                "host": args.host,
+                "port": args.port,
+                "backpressure": args.backpressure,
+            }
+        )
+    except ValidationError as e:
+        p.error("; ".join(_say(loc, msg) for loc, msg in problems(e)))
+
+
+def launch_settings(argv: list[str]) -> LaunchSettings:
+    """``parse_settings``, and the feature store's Secret file read and checked: what the worker
+    will need is refused before granian starts (exit 2), not in the worker."""
+    settings = parse_settings(argv)
+    try:
+        settings.feature_store_url()
+    except ValueError as e:
+        print(f"recops-serve serve: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return settings
+
+
+def _say(loc: tuple, msg: str) -> str:
+    if not loc:
+        return msg
+    option = _OPTIONS.get(str(loc[0]), "--" + str(loc[0]).replace("_", "-"))
+    return " ".join((option, ".".join(str(x) for x in loc[1:]))).strip() + f": {msg}"
+
+
+def worker_app(settings_json: str) -> Any:
+    """granian's target loader, run in the worker process: the app for the CLI's settings, parsed
+    strictly again (the worker trusts nothing it did not validate)."""
+    from recops_serve.app import Server
+
+    return Server(settings=LaunchSettings.from_json(settings_json))
 
 
 def _export_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -55,24 +133,7 @@ def _export_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def serve(argv: list[str]) -> int:
-    args = _serve_parser(argparse.ArgumentParser(prog="recops-serve serve")).parse_args(argv)
-    overrides: dict = {}
-    if args.bundle:
-        overrides["model_uri"] = args.bundle
-    for item in args.set:
-        key, _, value = item.partition("=")
-        try:
-            overrides[key] = json.loads(value)
-        except ValueError:
-            overrides[key] = value
-    if args.config:
-        os.environ["RECOPS_CONFIG"] = args.config
-    if args.redis_url:
-        os.environ["RECOPS_REDIS_URL"] = args.redis_url
-    elif os.environ.get("RECOPS_REDIS_URL_FILE") and not os.environ.get("RECOPS_REDIS_URL"):
-        # the operator mounts the feature-store Secret as a file; the workers read the env var
-        os.environ["RECOPS_REDIS_URL"] = read_secret_file(os.environ["RECOPS_REDIS_URL_FILE"])
-    os.environ["RECOPS_SERVE_OVERRIDES"] = json.dumps(overrides)
+    settings = launch_settings(argv)
     # one worker per process: BLAS (the search model's matrix products) and faiss use one thread each
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -86,15 +147,15 @@ def serve(argv: list[str]) -> int:
         loop = "asyncio"
 
     Granian(
-        target="recops_serve.app:app",
-        address=args.host,
-        port=args.port,
+        target="recops_serve.app:Server",  # the process title; the loader below builds the app
+        address=settings.host,
+        port=settings.port,
         interface="rsgi",
         workers=1,
         loop=loop,
         log_access=False,
-        backpressure=int(os.environ.get("RECOPS_BACKPRESSURE", "512")),
-    ).serve()
+        backpressure=settings.backpressure,
+    ).serve(target_loader=functools.partial(worker_app, settings.to_json()), wrap_loader=False)
     return 0
 
 

@@ -67,7 +67,7 @@ class ServeConfig(_Strict):
     event_time_window_seconds: float = Field(default=86400.0, gt=0)
     #: an attribution token counts for lift this long after the answer that issued it
     attribution_window_seconds: float = Field(default=7 * 86400.0, gt=0)
-    # the clickstream topic (eventlog.py); RECOPS_KAFKA_BOOTSTRAP / RECOPS_KAFKA_TOPIC override
+    # the clickstream topic (eventlog.py)
     kafka_bootstrap: str | None = None
     kafka_topic: str = "recops.events"
     #: catalogue search (``recops-serve vectorize`` output); None: /v1/search and /v1/retrieve answer 503

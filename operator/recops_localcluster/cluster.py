@@ -254,15 +254,15 @@ class LocalCluster:
             "clusters": [
                 {
                     "name": "recops-local",
-                    "cluster": {"server": self.server, "certificate-authority-data": b64(keys.ca_crt)},
+                    "cluster": {"server": self.server, "certificate-authority-data": b64(keys.ca.crt)},
                 }
             ],
             "users": [
                 {
                     "name": "admin",
                     "user": {
-                        "client-certificate-data": b64(keys.admin_crt),
-                        "client-key-data": b64(keys.admin_key),
+                        "client-certificate-data": b64(keys.admin.crt),
+                        "client-key-data": b64(keys.admin.key),
                     },
                 }
             ],
@@ -336,26 +336,26 @@ class LocalCluster:
                 f"--secure-port={self.api_port}",
                 "--advertise-address=127.0.0.1",
                 "--endpoint-reconciler-type=none",
-                f"--tls-cert-file={keys.apiserver_crt}",
-                f"--tls-private-key-file={keys.apiserver_key}",
-                f"--client-ca-file={keys.ca_crt}",
+                f"--tls-cert-file={keys.apiserver.crt}",
+                f"--tls-private-key-file={keys.apiserver.key}",
+                f"--client-ca-file={keys.ca.crt}",
                 "--service-account-issuer=https://kubernetes.default.svc",
-                f"--service-account-key-file={keys.sa_pub}",
-                f"--service-account-signing-key-file={keys.sa_key}",
+                f"--service-account-key-file={keys.sa.crt}",
+                f"--service-account-signing-key-file={keys.sa.key}",
                 "--service-cluster-ip-range=10.96.0.0/16",
                 "--authorization-mode=Node,RBAC",
                 "--allow-privileged=false",
-                f"--requestheader-client-ca-file={keys.ca_crt}",
+                f"--requestheader-client-ca-file={keys.ca.crt}",
                 "--requestheader-allowed-names=front-proxy-client",
                 "--requestheader-username-headers=X-Remote-User",
                 "--requestheader-group-headers=X-Remote-Group",
                 "--requestheader-extra-headers-prefix=X-Remote-Extra-",
-                f"--proxy-client-cert-file={keys.front_proxy_crt}",
-                f"--proxy-client-key-file={keys.front_proxy_key}",
+                f"--proxy-client-cert-file={keys.front_proxy.crt}",
+                f"--proxy-client-key-file={keys.front_proxy.key}",
                 "--v=1",
             ],
         )
-        ctx = ssl.create_default_context(cafile=str(keys.ca_crt))
+        ctx = ssl.create_default_context(cafile=str(keys.ca.crt))
 
         def ready() -> bool:
             with urllib.request.urlopen(f"{self.server}/readyz", timeout=3, context=ctx) as r:
@@ -366,23 +366,30 @@ class LocalCluster:
             "kube-apiserver", log, lambda: self.kubectl("get", "ns", "default", check=False).returncode == 0
         )
 
+    def _in_cluster_flags(self) -> list[str]:
+        """KCM and the scheduler: authenticate and authorise their callers with the admin kubeconfig
+        and serve no port (nothing here scrapes them)."""
+        kc = self.kubeconfig
+        return [
+            f"--authentication-kubeconfig={kc}",
+            f"--authorization-kubeconfig={kc}",
+            "--bind-address=127.0.0.1",
+            "--secure-port=0",
+        ]
+
     def _start_kcm(self, binary: Path, keys: pki.Pki) -> None:
-        kc = str(self.kubeconfig)
         log = self._spawn(
             "kube-controller-manager",
             [
                 str(binary),
-                f"--kubeconfig={kc}",
-                f"--authentication-kubeconfig={kc}",
-                f"--authorization-kubeconfig={kc}",
+                f"--kubeconfig={self.kubeconfig}",
+                *self._in_cluster_flags(),
                 "--leader-elect=false",
                 "--use-service-account-credentials=false",
-                f"--service-account-private-key-file={keys.sa_key}",
-                f"--root-ca-file={keys.ca_crt}",
-                f"--cluster-signing-cert-file={keys.ca_crt}",
-                f"--cluster-signing-key-file={keys.ca_key}",
-                "--bind-address=127.0.0.1",
-                "--secure-port=0",
+                f"--service-account-private-key-file={keys.sa.key}",
+                f"--root-ca-file={keys.ca.crt}",
+                f"--cluster-signing-cert-file={keys.ca.crt}",
+                f"--cluster-signing-key-file={keys.ca.key}",
                 "--kube-api-qps=500",
                 "--kube-api-burst=1000",
                 "--horizontal-pod-autoscaler-sync-period=5s",
@@ -412,18 +419,8 @@ class LocalCluster:
                 }
             )
         )
-        kc = str(self.kubeconfig)
         log = self._spawn(
-            "kube-scheduler",
-            [
-                str(binary),
-                f"--config={cfg}",
-                f"--authentication-kubeconfig={kc}",
-                f"--authorization-kubeconfig={kc}",
-                "--bind-address=127.0.0.1",
-                "--secure-port=0",
-                "--v=1",
-            ],
+            "kube-scheduler", [str(binary), f"--config={cfg}", *self._in_cluster_flags(), "--v=1"]
         )
         # Liveness over a short grace period: a bad config makes it exit at once.
         self._wait("kube-scheduler", log, _after(1.5))
@@ -538,7 +535,7 @@ def _start_keda_impl(cluster: LocalCluster, keys: pki.Pki) -> None:
         time.sleep(0.5)
     grpc_port, adapter_port = free_port(), free_port()
     docs = yaml.safe_dump_all(
-        _keda_objects(base64.b64encode(keys.ca_crt.read_bytes()).decode(), adapter_port)
+        _keda_objects(base64.b64encode(keys.ca.crt.read_bytes()).decode(), adapter_port)
     )
     cluster.kubectl("apply", "--server-side", "--field-manager=recops-localcluster", "-f", "-", input=docs)
     env = {

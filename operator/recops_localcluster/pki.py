@@ -3,187 +3,117 @@
 One CA signs the apiserver serving certificate and the client certificates
 (admin in ``system:masters``); a separate RSA key pair signs service-account
 tokens. Uses ``cryptography`` (already a dependency of kubernetes' auth stack)
-instead of shelling out to openssl, so there is nothing else to install.
+instead of shelling out to openssl, so there is nothing else to install; the
+certificate pieces are the operator's (``recops_operator.tls``), which makes its
+local webhook certificate the same way.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 
-_VALIDITY = dt.timedelta(days=30)
+from recops_operator import tls
 
-
-def _key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def _write_key(path: Path, key: rsa.RSAPrivateKey) -> None:
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
-    path.chmod(0o600)
+SERVER = [ExtendedKeyUsageOID.SERVER_AUTH]
+CLIENT = [ExtendedKeyUsageOID.CLIENT_AUTH]
 
 
-def _write_cert(path: Path, cert: x509.Certificate) -> None:
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+class Pair(NamedTuple):
+    """A certificate and its private key, as files."""
+
+    crt: Path
+    key: Path
+
+    @classmethod
+    def named(cls, directory: Path, name: str) -> Pair:
+        return cls(directory / f"{name}.crt", directory / f"{name}.key")
+
+    def write(self, cert: x509.Certificate, key: rsa.RSAPrivateKey) -> None:
+        tls.write_key(self.key, key)
+        tls.write_cert(self.crt, cert)
+
+    def load(self) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
+        cert = x509.load_pem_x509_certificate(self.crt.read_bytes())
+        return cert, serialization.load_pem_private_key(self.key.read_bytes(), password=None)
 
 
-@dataclass(frozen=True)
-class Pki:
-    """Paths of every file the components need."""
+class Pki(NamedTuple):
+    """Every file the components need: the CA, three certificates it signed, the SA key pair."""
 
     dir: Path
+    ca: Pair
+    apiserver: Pair
+    admin: Pair  # system:masters
+    front_proxy: Pair
+    sa: Pair  # service-account token signing: ``crt`` is the public key (PEM), not a certificate
 
-    @property
-    def ca_crt(self) -> Path:
-        return self.dir / "ca.crt"
-
-    @property
-    def ca_key(self) -> Path:
-        return self.dir / "ca.key"
-
-    @property
-    def apiserver_crt(self) -> Path:
-        return self.dir / "apiserver.crt"
-
-    @property
-    def apiserver_key(self) -> Path:
-        return self.dir / "apiserver.key"
-
-    @property
-    def admin_crt(self) -> Path:
-        return self.dir / "admin.crt"
-
-    @property
-    def admin_key(self) -> Path:
-        return self.dir / "admin.key"
-
-    @property
-    def front_proxy_crt(self) -> Path:
-        return self.dir / "front-proxy.crt"
-
-    @property
-    def front_proxy_key(self) -> Path:
-        return self.dir / "front-proxy.key"
-
-    @property
-    def sa_key(self) -> Path:
-        return self.dir / "sa.key"
-
-    @property
-    def sa_pub(self) -> Path:
-        return self.dir / "sa.pub"
-
-
-def _name(cn: str, org: str | None = None) -> x509.Name:
-    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
-    if org:
-        attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
-    return x509.Name(attrs)
+    @classmethod
+    def at(cls, d: Path) -> Pki:
+        names = ("ca", "apiserver", "admin", "front-proxy")
+        return cls(d, *(Pair.named(d, n) for n in names), Pair(d / "sa.pub", d / "sa.key"))
 
 
 def _sign(
-    ca_cert: x509.Certificate,
-    ca_key: rsa.RSAPrivateKey,
+    ca: tuple[x509.Certificate, rsa.RSAPrivateKey],
     subject: x509.Name,
     key: rsa.RSAPrivateKey,
-    *,
-    server: bool,
-    sans: list[x509.GeneralName] | None = None,
+    usages: list[ObjectIdentifier],
+    hosts: list[str] | None = None,
 ) -> x509.Certificate:
-    now = dt.datetime.now(dt.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + _VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
+    """A leaf certificate for ``key`` signed by the CA, for these extended key usages and hosts."""
+    ca_cert, ca_key = ca
+    builder = tls.certificate(subject, key, ca_cert.subject, ca=False).add_extension(
+        x509.ExtendedKeyUsage(usages), critical=False
     )
-    if sans:
-        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    return builder.sign(ca_key, hashes.SHA256())
+    if hosts:
+        builder = builder.add_extension(tls.alt_names(hosts), critical=False)
+    return tls.sign(builder, ca_key)
+
+
+def _ca(subject: x509.Name) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
+    key = tls.new_key()
+    usage = x509.KeyUsage(
+        digital_signature=True,
+        key_cert_sign=True,
+        crl_sign=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
+    return tls.sign(
+        tls.certificate(subject, key, subject, ca=True).add_extension(usage, critical=True), key
+    ), key
 
 
 def generate(directory: Path) -> Pki:
     """Create a CA, apiserver/admin/front-proxy certificates and the SA signing key pair."""
     directory.mkdir(parents=True, exist_ok=True)
-    pki = Pki(directory)
-    now = dt.datetime.now(dt.UTC)
-    ca_key = _key()
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("recops-local-ca"))
-        .issuer_name(_name("recops-local-ca"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + _VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    _write_key(pki.ca_key, ca_key)
-    _write_cert(pki.ca_crt, ca_cert)
-
-    sans: list[x509.GeneralName] = [
-        x509.DNSName("localhost"),
-        x509.DNSName("kubernetes"),
-        x509.DNSName("kubernetes.default.svc"),
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        x509.IPAddress(ipaddress.ip_address("10.96.0.1")),
-    ]
-    for name, subject, server, extra in (
-        ("apiserver", _name("kube-apiserver"), True, sans),
-        ("admin", _name("admin", "system:masters"), False, None),
-        ("front-proxy", _name("front-proxy-client"), False, None),
+    pki = Pki.at(directory)
+    ca = _ca(tls.name("recops-local-ca"))
+    pki.ca.write(*ca)
+    apiserver_hosts = ["localhost", "kubernetes", "kubernetes.default.svc", "127.0.0.1", "10.96.0.1"]
+    for pair, subject, usages, hosts in (
+        (pki.apiserver, tls.name("kube-apiserver"), SERVER, apiserver_hosts),
+        (pki.admin, tls.name("admin", "system:masters"), CLIENT, None),
+        (pki.front_proxy, tls.name("front-proxy-client"), CLIENT, None),
     ):
-        key = _key()
-        _write_key(directory / f"{name}.key", key)
-        _write_cert(
-            directory / f"{name}.crt", _sign(ca_cert, ca_key, subject, key, server=server, sans=extra)
-        )
-
-    sa = _key()
-    _write_key(pki.sa_key, sa)
-    pki.sa_pub.write_bytes(
-        sa.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        key = tls.new_key()
+        pair.write(_sign(ca, subject, key, usages, hosts), key)
+    sa = tls.new_key()
+    tls.write_key(pki.sa.key, sa)
+    public = sa.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+    pki.sa.crt.write_bytes(public)
     return pki
 
 
@@ -192,29 +122,8 @@ def issue_pair(pki: Pki, directory: Path, cn: str, dns: list[str]) -> Path:
     (``ca.crt``, ``tls.crt``, ``tls.key``) into ``directory``: KEDA's operator and metrics adapter share
     one such directory (mutual TLS on their gRPC link; the adapter also serves the aggregated API)."""
     directory.mkdir(parents=True, exist_ok=True)
-    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
-    ca_cert = x509.load_pem_x509_certificate(pki.ca_crt.read_bytes())
-    key = _key()
-    now = dt.datetime.now(dt.UTC)
-    sans: list[x509.GeneralName] = [x509.DNSName(d) for d in ["localhost", *dns]]
-    sans.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(cn))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + _VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-            critical=False,
-        )
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    _write_key(directory / "tls.key", key)
-    _write_cert(directory / "tls.crt", cert)
-    (directory / "ca.crt").write_bytes(pki.ca_crt.read_bytes())
+    key = tls.new_key()
+    cert = _sign(pki.ca.load(), tls.name(cn), key, SERVER + CLIENT, ["localhost", *dns, "127.0.0.1"])
+    Pair.named(directory, "tls").write(cert, key)
+    (directory / "ca.crt").write_bytes(pki.ca.crt.read_bytes())
     return directory

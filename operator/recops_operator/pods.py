@@ -13,24 +13,22 @@ from typing import Any
 RUN_AS_USER = 10001
 
 
+def _non_root() -> dict[str, Any]:
+    """Said at both levels: a container's own securityContext would override the pod's."""
+    return {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
 def pod_security_context() -> dict[str, Any]:
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": RUN_AS_USER,
-        "runAsGroup": RUN_AS_USER,
-        "fsGroup": RUN_AS_USER,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
+    return {**_non_root(), "runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER, "fsGroup": RUN_AS_USER}
 
 
 def container_security_context() -> dict[str, Any]:
     return {
-        "runAsNonRoot": True,
+        **_non_root(),
         "readOnlyRootFilesystem": True,
         "allowPrivilegeEscalation": False,
         "privileged": False,
         "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
     }
 
 

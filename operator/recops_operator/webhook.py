@@ -10,7 +10,6 @@ would be refused is refused at apply. A rejection names every problem at once.
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import os
 import tempfile
 from pathlib import Path
@@ -93,39 +92,14 @@ def register(registry: kopf.OperatorRegistry) -> None:
 
 def self_signed(host: str = "127.0.0.1") -> tuple[Path, Path]:
     """A throwaway serving certificate for a local webhook (the chart provides real ones)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
+    from recops_operator import tls  # cryptography: only local runs make their own certificate
 
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
-    san: list[x509.GeneralName] = [x509.DNSName("localhost")]
-    try:
-        san.append(x509.IPAddress(ipaddress.ip_address(host)))
-    except ValueError:
-        san.append(x509.DNSName(host))
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName(san), critical=False)
-        .sign(key, hashes.SHA256())
+    key = tls.new_key()
+    subject = tls.name(host)
+    cert = tls.certificate(subject, key, subject, ca=True).add_extension(
+        tls.alt_names(["localhost", host]), critical=False
     )
     d = Path(tempfile.mkdtemp(prefix="recops-webhook-"))
-    (d / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (d / "tls.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
-    (d / "tls.key").chmod(0o600)
+    tls.write_cert(d / "tls.crt", tls.sign(cert, key))
+    tls.write_key(d / "tls.key", key)
     return d / "tls.crt", d / "tls.key"

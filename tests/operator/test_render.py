@@ -69,16 +69,17 @@ def test_pod_is_hardened():
         topo.ZONE_LABEL,
         "kubernetes.io/hostname",
     }
-    # the feature-store Secret is a read-only file, never an env var
-    assert not any("valueFrom" in e and "secretKeyRef" in e["valueFrom"] for e in c["env"])
-    url_file = next(e for e in c["env"] if e["name"] == "RECOPS_REDIS_URL_FILE")["value"]
+    # the feature-store Secret is a read-only file named by an argument, never an env var
+    assert "env" not in c, c.get("env")
+    args = c["args"]
+    url_file = args[args.index("--redis-url-file") + 1]
     mount = next(m for m in c["volumeMounts"] if m["name"] == "feature-store")
     assert mount["readOnly"] and url_file.startswith(mount["mountPath"] + "/")
     vol = next(v for v in pod["volumes"] if v["name"] == "feature-store")["secret"]
     assert vol["secretName"] == "tair" and vol["items"] == [
         {"key": "url", "path": url_file.rsplit("/", 1)[1]}
     ]
-    key_file = next(e for e in c["env"] if e["name"] == "RECOPS_ATTRIBUTION_KEY_FILE")["value"]
+    key_file = args[args.index("--attribution-key-file") + 1]
     key_mount = next(m for m in c["volumeMounts"] if m["name"] == "attribution-key")
     assert key_mount["readOnly"] and key_file.startswith(key_mount["mountPath"] + "/")
     key_vol = next(v for v in pod["volumes"] if v["name"] == "attribution-key")["secret"]

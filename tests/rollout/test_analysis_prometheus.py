@@ -146,13 +146,13 @@ def test_tick_fails_fast_between_intervals_but_never_promotes_early(arms, tmp_pa
 
 
 def test_business_check_counts_events_by_the_track_that_answered(
-    bundles, redis_server, make_server, tmp_path, monkeypatch
+    bundles, redis_server, make_server, tmp_path
 ):
     """Clicks on canary answers posted to the *stable* pod count for the canary (the token says who
     answered); a candidate whose answers convert half as often fails; revenue uses price x quantity."""
-    monkeypatch.setenv("RECOPS_ATTRIBUTION_KEY", "shared-by-every-pod")  # the Secret both tracks mount
-    stable, _ = make_server({"model_uri": str(bundles["v1"]), "track": "stable"}, redis_server.url)
-    canary, _ = make_server({"model_uri": str(bundles["v2"]), "track": "canary"}, redis_server.url)
+    key = "shared-by-every-pod"  # the Secret file both tracks mount
+    stable, _ = make_server({"model_uri": str(bundles["v1"]), "track": "stable"}, redis_server.url, key)
+    canary, _ = make_server({"model_uri": str(bundles["v2"]), "track": "canary"}, redis_server.url, key)
 
     async def shop(server, n: int, every: int) -> None:
         async with httpx.AsyncClient(timeout=5) as c:

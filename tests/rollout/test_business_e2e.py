@@ -114,15 +114,15 @@ def with_candidate(version: str, min_samples: int) -> dict:
 
 
 def test_business_check_promotes_an_equal_model_rolls_back_a_worse_one_and_waits_for_evidence(
-    k8s_cluster, k8s_namespace, tmp_path, shop_bundles, redis_server, make_server, monkeypatch
+    k8s_cluster, k8s_namespace, tmp_path, shop_bundles, redis_server, make_server
 ):
     ns = k8s_namespace
     sessions = held_out_sessions(4000)
-    monkeypatch.setenv("RECOPS_ATTRIBUTION_KEY", "the-services-secret")  # mounted by every pod
+    key = "the-services-secret"  # the Secret file every pod mounts
     holdout = {"holdout_percent": 20, "holdout_salt": "2026q4"}  # a fifth of shoppers get popularity
-    stable, _ = make_server({"model_uri": shop_bundles["good"], **holdout}, redis_server.url)
+    stable, _ = make_server({"model_uri": shop_bundles["good"], **holdout}, redis_server.url, key)
     canary, canary_cfg = make_server(
-        {"model_uri": shop_bundles["good"], "track": "canary", **holdout}, redis_server.url
+        {"model_uri": shop_bundles["good"], "track": "canary", **holdout}, redis_server.url, key
     )
     prom, op = start_rollout(k8s_cluster, ns, tmp_path, stable, canary, {"RECOPS_LIFT_SECONDS": "5"})
     apply = lambda body: k8s_cluster.kubectl("-n", ns, "apply", "-f", "-", input=json.dumps(body))  # noqa: E731

@@ -9,12 +9,10 @@ from tests.support.serving import metric
 pytestmark = pytest.mark.integration
 
 
-def test_purchase_value_and_the_answering_track_are_counted_and_checked(
-    bundles, redis_server, make_server, monkeypatch
-):
-    monkeypatch.setenv("RECOPS_ATTRIBUTION_KEY", "one-key-for-every-pod")
-    canary, _ = make_server({"model_uri": str(bundles["v1"]), "track": "canary"}, redis_server.url)
-    stable, _ = make_server({"model_uri": str(bundles["v1"])}, redis_server.url)
+def test_purchase_value_and_the_answering_track_are_counted_and_checked(bundles, redis_server, make_server):
+    key = "one-key-for-every-pod"
+    canary, _ = make_server({"model_uri": str(bundles["v1"]), "track": "canary"}, redis_server.url, key)
+    stable, _ = make_server({"model_uri": str(bundles["v1"])}, redis_server.url, key)
     answer = canary.get("/v1/recommendations", user_id="u7").json()
     assert answer["attribution_token"].split(":")[:2] == [answer["arm"], "canary"]
     event = {

@@ -263,20 +263,20 @@ def test_bad_input_is_a_400_never_a_500(bundles, redis_server, make_server):
 
 
 # ------------------------------------------------------------------ 7: unforgeable attribution
-def test_attribution_tokens_cannot_be_forged(bundles, redis_server, make_server, monkeypatch):
+def test_attribution_tokens_cannot_be_forged(bundles, redis_server, make_server):
     """ "holdout" or "model:forged" used to be counted for lift. Now a token is HMAC-signed over arm,
     track, version and issue time: anything that is not a token is a 400; a well-formed token with a
     bad signature is stored but never attributed (counted as forged)."""
-    monkeypatch.setenv("RECOPS_ATTRIBUTION_KEY", "secret-one")
     server, _ = make_server(
-        {"model_uri": str(bundles["v1"]), "holdout_percent": 50, "holdout_salt": "lift"}, redis_server.url
+        {"model_uri": str(bundles["v1"]), "holdout_percent": 50, "holdout_salt": "lift"},
+        redis_server.url,
+        "secret-one",
     )
     genuine = server.get("/v1/recommendations", user_id="u1").json()
     token, arm = genuine["attribution_token"], genuine["arm"]
     assert token.startswith(f"{arm}:stable:v1:"), token
     other_arm = "holdout" if arm == "model" else "model"
-    monkeypatch.setenv("RECOPS_ATTRIBUTION_KEY", "another-key")
-    elsewhere, _ = make_server({"model_uri": str(bundles["v1"])}, redis_server.url)
+    elsewhere, _ = make_server({"model_uri": str(bundles["v1"])}, redis_server.url, "another-key")
     foreign = elsewhere.get("/v1/recommendations", user_id="u1").json()["attribution_token"]
 
     def post(tok):

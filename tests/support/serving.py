@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -43,7 +44,15 @@ def train(
 
 
 class ServerProc:
-    def __init__(self, config: Path, redis_url: str | None, log: Path):
+    def __init__(
+        self,
+        config: Path,
+        redis_url: str | None,
+        log: Path,
+        attribution_key: Path | None = None,
+        extra: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = [
@@ -58,7 +67,10 @@ class ServerProc:
         ]
         if redis_url:
             args += ["--redis-url", redis_url]
-        self.proc = subprocess.Popen(args, stdout=open(log, "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115
+        if attribution_key:  # the Secret file every pod of a service mounts
+            args += ["--attribution-key-file", str(attribution_key)]
+        out = open(log, "ab")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen([*args, *extra], stdout=out, stderr=subprocess.STDOUT, env=env)
         procs.wait_http(f"{self.url}/readyz", self.proc, log=log, what="recops-serve")
 
     def get(self, path: str, **params):
@@ -129,10 +141,18 @@ def redis_server(tmp_path):
 def make_server(tmp_path):
     started: list[ServerProc] = []
 
-    def start(config: dict, redis_url: str | None) -> tuple[ServerProc, Path]:
-        path = tmp_path / f"config-{len(started)}.json"
+    def start(
+        config: dict, redis_url: str | None, attribution_key: str | None = None
+    ) -> tuple[ServerProc, Path]:
+        """A server on ``config``; ``attribution_key``: the HMAC key, as the Secret file pods mount."""
+        n = len(started)
+        path = tmp_path / f"config-{n}.json"
         path.write_text(json.dumps({"reload_seconds": 0.5, **config}))
-        s = ServerProc(path, redis_url, tmp_path / f"server-{len(started)}.log")
+        key_file = None
+        if attribution_key is not None:
+            key_file = tmp_path / f"attribution-key-{n}"
+            key_file.write_text(attribution_key + "\n")
+        s = ServerProc(path, redis_url, tmp_path / f"server-{n}.log", key_file)
         started.append(s)
         return s, path
 

@@ -589,7 +589,48 @@ class History(Model):
     failed: Annotated[int, Field(description="Failed Jobs kept.", ge=0, le=20)] = 3
 
 
-class Training(Model):
+class SpotJob(Model):
+    """What both spot batch jobs of a service have (training, catalogue vectorization): when they run,
+    on which image and capacity, and how long a preempted pod has to checkpoint."""
+
+    schedule: Annotated[
+        str | None,
+        Field(
+            description="Cron schedule of runs. Unset: none is scheduled (training still runs on its trigger).",
+            max_length=100,
+        ),
+    ] = None
+    time_zone: Annotated[str | None, Field(description="IANA time zone of the schedule.", max_length=64)] = (
+        None
+    )
+    image: Annotated[
+        str | None,
+        Field(description="The job's image; default: serving.image.", pattern=IMAGE_PATTERN, max_length=512),
+        IMAGE,
+    ] = None
+    placement: Annotated[
+        Literal["eci", "nodes"], Field(description="eci: spot ECI pods; nodes: the spot node pool.")
+    ] = "nodes"
+    capacity: Annotated[
+        Literal["spot"], Field(description="Always spot: batch jobs never use on-demand capacity.")
+    ] = "spot"
+    resources: Annotated[TrainingResources, Field(description="The job's pod resources.")] = (
+        TrainingResources()
+    )
+    backoff_limit: Annotated[
+        int, Field(description="Genuine failures tolerated (preemptions do not count).", ge=0, le=20)
+    ] = 3
+    termination_grace_period_seconds: Annotated[
+        int,
+        Field(
+            description="Time to checkpoint after SIGTERM; below the spot notice window (ECI: ~180 s).",
+            ge=1,
+            le=MAX_TRAINING_GRACE_SECONDS,
+        ),
+    ] = 120
+
+
+class Training(SpotJob):
     """Spot-only training runs (scheduled and on demand) that resume from checkpoints."""
 
     model_config = ConfigDict(
@@ -612,43 +653,11 @@ class Training(Model):
         ),
     ] = None
     checkpoint: Annotated[Checkpoint, Field(description="Checkpoint location and interval.")]
-    schedule: Annotated[
-        str | None,
-        Field(description="Cron schedule for nightly runs. Unset: on demand only.", max_length=100),
-    ] = None
-    time_zone: Annotated[str | None, Field(description="IANA time zone of the schedule.", max_length=64)] = (
-        None
-    )
     suspend: Annotated[bool, Field(description="Suspend scheduled runs.")] = False
-    image: Annotated[
-        str | None,
-        Field(description="Training image; default: serving.image.", pattern=IMAGE_PATTERN, max_length=512),
-        IMAGE,
-    ] = None
-    placement: Annotated[
-        Literal["eci", "nodes"], Field(description="eci: spot ECI pods; nodes: the spot node pool.")
-    ] = "nodes"
-    capacity: Annotated[
-        Literal["spot"], Field(description="Always spot: training never uses on-demand capacity.")
-    ] = "spot"
-    resources: Annotated[TrainingResources, Field(description="Training pod resources.")] = (
-        TrainingResources()
-    )
     data_window: Annotated[DataWindow | None, Field(description="Data window.")] = None
-    backoff_limit: Annotated[
-        int, Field(description="Genuine failures tolerated (preemptions do not count).", ge=0, le=20)
-    ] = 3
     active_deadline_seconds: Annotated[
         int | None, Field(description="Hard limit on one run (1 min to 7 days).", ge=60, le=604800)
     ] = None
-    termination_grace_period_seconds: Annotated[
-        int,
-        Field(
-            description="Time to checkpoint after SIGTERM; below the spot notice window (ECI: ~180 s).",
-            ge=1,
-            le=MAX_TRAINING_GRACE_SECONDS,
-        ),
-    ] = 120
     trigger: Annotated[
         str | None,
         Field(description="Change this token to start an on-demand run (GitOps-safe).", max_length=128),
@@ -672,7 +681,7 @@ class Training(Model):
 
 
 # ---------------------------------------------------------------------------------- search
-class Search(Model):
+class Search(SpotJob):
     """Catalogue text search (/v1/search, /v1/retrieve): a spot-only vectorization CronJob
     (``recops-serve vectorize``, resumable like training) and the serving config's search bundle."""
 
@@ -715,36 +724,6 @@ class Search(Model):
             le=3600,
         ),
     ] = 300
-    schedule: Annotated[
-        str | None,
-        Field(description="Cron schedule of vectorization runs. Unset: no job is rendered.", max_length=100),
-    ] = None
-    time_zone: Annotated[str | None, Field(description="IANA time zone of the schedule.", max_length=64)] = (
-        None
-    )
-    image: Annotated[
-        str | None,
-        Field(
-            description="Vectorization image; default: serving.image.", pattern=IMAGE_PATTERN, max_length=512
-        ),
-        IMAGE,
-    ] = None
-    placement: Annotated[
-        Literal["eci", "nodes"], Field(description="eci: spot ECI pods; nodes: the spot node pool.")
-    ] = "nodes"
-    capacity: Annotated[
-        Literal["spot"], Field(description="Always spot: vectorization never uses on-demand capacity.")
-    ] = "spot"
-    resources: Annotated[TrainingResources, Field(description="Vectorization pod resources.")] = (
-        TrainingResources()
-    )
-    backoff_limit: Annotated[
-        int, Field(description="Genuine failures tolerated (preemptions do not count).", ge=0, le=20)
-    ] = 3
-    termination_grace_period_seconds: Annotated[
-        int,
-        Field(description="Time to checkpoint after SIGTERM; below the spot notice window.", ge=1, le=150),
-    ] = 120
 
 
 # ---------------------------------------------------------------------------------- rollout

@@ -172,9 +172,9 @@ def _placement(spec: RecommenderServiceSpec) -> tuple[dict[str, Any], dict[str, 
 
 
 def _secret_file(
-    volume: str, env: str, secret: str, key: str, mount: str, path: str, optional: bool = False
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """(env var naming the file, read-only mount, secret volume) for one Secret key as a file."""
+    volume: str, option: str, secret: str, key: str, mount: str, path: str, optional: bool = False
+) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
+    """(the serve option naming the file, read-only mount, secret volume) for one Secret key as a file."""
     source: dict[str, Any] = {
         "secretName": secret,
         "items": [{"key": key, "path": path}],
@@ -183,7 +183,7 @@ def _secret_file(
     if optional:
         source["optional"] = True
     return (
-        {"name": env, "value": f"{mount}/{path}"},
+        [option, f"{mount}/{path}"],
         {"name": volume, "mountPath": mount, "readOnly": True},
         {"name": volume, "secret": source},
     )
@@ -194,23 +194,18 @@ def deployment_name(owner: Owner, track: str = "stable") -> str:
 
 
 class _Files(NamedTuple):
-    env: list[dict[str, Any]]
+    args: list[str]
     mounts: list[dict[str, Any]]
     volumes: list[dict[str, Any]]
 
 
-def _files(owner: Owner, spec: RecommenderServiceSpec, track: str, version: str) -> _Files:
-    """What the container reads, and how: its env (file paths, never secrets), mounts and volumes.
+def _files(owner: Owner, spec: RecommenderServiceSpec, track: str) -> _Files:
+    """What the container reads, and how: the serve options naming its files, mounts and volumes.
 
-    The serving config as a ConfigMap file; secrets as files, not env vars: env leaks into crash
-    dumps, /proc/<pid>/environ and ``kubectl describe``.
+    The serving config (track and model version included) as a ConfigMap file; secrets as files,
+    not env vars: env leaks into crash dumps, /proc/<pid>/environ and ``kubectl describe``.
     """
-    env: list[dict[str, Any]] = [
-        {"name": "RECOPS_CONFIG", "value": f"{CONFIG_MOUNT}/{CONFIG_FILE}"},
-        {"name": "RECOPS_MODEL_VERSION", "value": version},
-        {"name": "RECOPS_TRACK", "value": track},
-        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-    ]
+    args = ["--config", f"{CONFIG_MOUNT}/{CONFIG_FILE}"]
     mounts = [
         {"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True},
         {"name": "model-cache", "mountPath": "/var/cache/recops"},
@@ -225,13 +220,13 @@ def _files(owner: Owner, spec: RecommenderServiceSpec, track: str, version: str)
         ref = spec.serving.feature_store.secret_ref
         for part in (
             _secret_file(
-                "feature-store", "RECOPS_REDIS_URL_FILE", ref.name, ref.key, SECRET_MOUNT, FEATURE_STORE_FILE
+                "feature-store", "--redis-url-file", ref.name, ref.key, SECRET_MOUNT, FEATURE_STORE_FILE
             ),
             # the HMAC key of attribution tokens, shared by every pod and track (a token verifies on
             # any pod); optional: without it each pod signs with its own key (docs/runbook.md)
             _secret_file(
                 "attribution-key",
-                "RECOPS_ATTRIBUTION_KEY_FILE",
+                "--attribution-key-file",
                 ref.name,
                 ATTRIBUTION_KEY,
                 ATTRIBUTION_MOUNT,
@@ -239,10 +234,10 @@ def _files(owner: Owner, spec: RecommenderServiceSpec, track: str, version: str)
                 optional=True,
             ),
         ):
-            env.append(part[0])
+            args += part[0]
             mounts.append(part[1])
             volumes.append(part[2])
-    return _Files(env, mounts, volumes)
+    return _Files(args, mounts, volumes)
 
 
 def _probes() -> dict[str, Any]:
@@ -272,9 +267,8 @@ def _serve_container(spec: RecommenderServiceSpec, image: str, files: _Files) ->
     return {
         "name": "serve",
         "image": image,
-        "args": ["serve", "--config", f"{CONFIG_MOUNT}/{CONFIG_FILE}", "--port", str(s.port)],
+        "args": ["serve", *files.args, "--port", str(s.port)],
         "ports": [{"name": "http", "containerPort": s.port, "protocol": "TCP"}],
-        "env": files.env,
         "resources": {
             "requests": {"cpu": s.resources.requests.cpu, "memory": s.resources.requests.memory},
             "limits": {"cpu": s.resources.limits.cpu, "memory": s.resources.limits.memory},
@@ -327,7 +321,7 @@ def render_deployment(
     """An inference Deployment for one track. ``replicas`` None leaves scaling to the HPA."""
     version = version or spec.model.version
     selector = {"recops.io/service": owner.name, "recops.io/track": track}
-    files = _files(owner, spec, track, version)
+    files = _files(owner, spec, track)
     container = _serve_container(spec, image or spec.serving.image, files)
     pod_spec, annotations = _pod_spec(spec, selector, container, files)
     deployment: dict[str, Any] = {
