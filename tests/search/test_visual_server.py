@@ -1,0 +1,158 @@
+"""/v1/visual-search on a real recops-serve process (real Redis, a real model bundle, a search bundle
+vectorized with ``--visual`` by the real CLI from real photographs, one broken and one missing)."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from recops_serve.search.image_decode import MAX_IMAGE_BYTES
+from recops_serve.search.index import load_search_bundle
+from tests.search.photos import PHOTOS, jpeg, photo, write_photo_catalog, write_table
+from tests.support.redis_server import RedisServer
+from tests.support.serving import ServerProc, metric, train
+
+pytestmark = pytest.mark.integration
+BIN = Path(sys.executable).parent
+
+
+def vectorize(catalog: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    args = [str(BIN / "recops-serve"), "vectorize", "--catalog", str(catalog), "--out", str(out)]
+    return subprocess.run([*args, "--version", out.name, "--visual", *extra], capture_output=True, text=True)
+
+
+def catalog_with_failures(root: Path) -> dict[int, dict]:
+    rows = write_photo_catalog(root, unavailable=("gravel",))
+    broken = root / "img" / "broken.jpg"
+    broken.write_bytes(jpeg(photo("coffee"))[:2000])  # a truncated JPEG
+    rows[900] = {**rows[101], "item_id": 900, "title": "broken", "image_uri": str(broken)}
+    rows[901] = {**rows[101], "item_id": 901, "title": "missing", "image_uri": f"file://{root}/img/none.jpg"}
+    rows[902] = {**rows[101], "item_id": 902, "title": "no image", "image_uri": None}
+    write_table(root / "catalog.parquet", rows)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    root = tmp_path_factory.mktemp("visual")
+    rows = catalog_with_failures(root)
+    r = vectorize(root / "catalog.parquet", root / "v1", "--max-failed-images", "0.2")
+    assert r.returncode == 0, r.stderr
+    train(root / "m1", "m1", 20_000, "--no-tune")
+    with RedisServer(root / "redis") as redis:
+        config = root / "config.json"
+        config.write_text(
+            json.dumps({"model_uri": str(root / "m1"), "search_uri": str(root / "v1"), "reload_seconds": 0.5})
+        )
+        server = ServerProc(config, redis.url, root / "server.log")
+        try:
+            yield server, rows, root
+        finally:
+            server.stop()
+
+
+def visual(server, body: bytes, **params) -> httpx.Response:
+    return httpx.post(f"{server.url}/v1/visual-search", params=params, content=body, timeout=30)
+
+
+def test_bundle_has_the_image_index_and_reports_failures(stack):
+    _, _, root = stack
+    b = load_search_bundle(str(root / "v1"))
+    report = b.manifest["visual"]["images"]
+    assert report["items_with_image"] == len(PHOTOS) + 2
+    assert (report["embedded"], report["broken"], report["missing"]) == (len(PHOTOS), 1, 1)
+    assert any("item 900" in e and "truncated" in e for e in report["examples"]), report["examples"]
+    assert any("item 901" in e for e in report["examples"])
+    assert b.manifest["visual"]["model"]["name"] == "efficientnet-lite0"
+    assert b.image_index.ntotal == len(PHOTOS) and b.image_vectors.shape == (len(PHOTOS), 1280)
+    assert {int(b.item_ids[i]) for i in b.image_items} == {100 + i for i in range(len(PHOTOS))}
+
+
+def test_too_many_broken_images_fail_the_job(stack, tmp_path):
+    _, _, root = stack
+    r = vectorize(root / "catalog.parquet", tmp_path / "v2")  # default threshold 5 %: 2 of 19 fail
+    assert r.returncode == 78, r.stderr
+    assert "missing or broken, more than 5%" in r.stderr
+    assert not (tmp_path / "v2").exists()
+
+
+def test_a_photo_finds_itself_and_its_variants(stack):
+    server, rows, _ = stack
+    by_name = {
+        r["title"].removeprefix("Photo "): i for i, r in rows.items() if r["title"].startswith("Photo ")
+    }
+    for name in ("chelsea", "coffee", "astronaut", "camera", "brick"):
+        img = photo(name)
+        h, w = img.shape[:2]
+        crop = img[h // 10 : h - h // 10, w // 10 : w - w // 10]
+        for body in (jpeg(img, 60), jpeg(crop), jpeg(np.ascontiguousarray(np.fliplr(img)))):
+            r = visual(server, body, k=5)
+            assert r.status_code == 200, r.text
+            items = r.json()["items"]
+            assert items[0]["item_id"] == by_name[name], (name, items[:2])
+            assert [i["score"] for i in items] == sorted((i["score"] for i in items), reverse=True)
+    # PNG works as well as JPEG
+    buf = io.BytesIO()
+    Image.fromarray(photo("rocket")).save(buf, "PNG")
+    assert visual(server, buf.getvalue(), k=1).json()["items"][0]["item_id"] == by_name["rocket"]
+
+
+def test_filters_category_and_availability(stack):
+    server, rows, _ = stack
+    body = jpeg(photo("gravel"))
+    got = visual(server, body, k=100).json()["items"]
+    gravel = next(i for i, r in rows.items() if r["title"] == "Photo gravel")
+    assert gravel not in {i["item_id"] for i in got} and len(got) == len(PHOTOS) - 1
+    got = visual(server, body, k=1, include_unavailable="true").json()["items"]
+    assert got[0]["item_id"] == gravel
+    got = visual(server, jpeg(photo("chelsea")), k=100, category="Grey").json()["items"]
+    assert got and all(i["category"] == "Grey" for i in got)
+    r = visual(server, body, category="Shoes")
+    assert r.status_code == 400 and "Shoes" in r.json()["error"]
+
+
+def _bomb() -> bytes:
+    """A valid 1-bit PNG declaring 20000 x 20000 = 400 Mpx in a few KB."""
+    w = h = 20000
+    raw = zlib.compress(b"".join(b"\x00" + bytes(w // 8) for _ in range(h)), 9)
+
+    def chunk(t: bytes, d: bytes) -> bytes:
+        return len(d).to_bytes(4, "big") + t + d + zlib.crc32(t + d).to_bytes(4, "big")
+
+    ihdr = w.to_bytes(4, "big") + h.to_bytes(4, "big") + bytes([1, 0, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")
+
+
+def test_bad_images_get_their_specific_4xx(stack):
+    server, _, _ = stack
+    before = metric(server, "recops_http_requests_total", route="visual_search", code="400")
+    cases = [
+        (b"", 400, "empty"),
+        (b"this is not an image at all" * 10, 400, "not an image"),
+        (jpeg(photo("coffee"))[:3000], 400, "truncated"),
+        (_bomb(), 413, "decompression bomb"),
+    ]
+    for body, status, words in cases:
+        r = visual(server, body)
+        assert r.status_code == status, (words, r.status_code, r.text)
+        assert words in r.json()["error"], r.text
+    r = visual(server, b"\xff" * (MAX_IMAGE_BYTES + 1))
+    assert r.status_code == 413 and str(MAX_IMAGE_BYTES) in r.json()["error"], r.text
+    assert visual(server, jpeg(photo("coffee")), k="0").status_code == 400
+    assert visual(server, jpeg(photo("coffee")), colour="red").status_code == 400
+    r = httpx.get(f"{server.url}/v1/visual-search", timeout=5)
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    after = metric(server, "recops_http_requests_total", route="visual_search", code="400")
+    assert after - before == 5
+    assert metric(server, "recops_http_requests_total", route="visual_search", code="413") >= 2
+    assert metric(server, "recops_search_image_embed_seconds_count") > 0
+    assert server.get("/readyz").status_code == 200  # nothing above hurt the server
