@@ -244,7 +244,9 @@ SERVING = Dashboard(
                     "p50 visual_search",
                 ),
                 Query(
-                    _q(0.99, "recops_http_request_duration_seconds", "route", f'route="visual_search", {SEL}'),
+                    _q(
+                        0.99, "recops_http_request_duration_seconds", "route", f'route="visual_search", {SEL}'
+                    ),
                     "p99 visual_search",
                 ),
                 Query(_q(0.99, "recops_search_image_embed_seconds", "recsvc"), "p99 image decode + embed"),
