@@ -672,8 +672,28 @@ class Training(Model):
 
 
 # ---------------------------------------------------------------------------------- search
+class VisualSearch(Model):
+    """Visual search (/v1/visual-search): the vectorization job also embeds each product's
+    ``image_uri`` into the search bundle's image index; the server answers once the served bundle
+    has one (503 otherwise)."""
+
+    enabled: Annotated[bool, Field(description="Embed catalogue images (vectorize --visual).")] = False
+    model: Annotated[
+        Literal["efficientnet-lite0"],
+        Field(description="Image embedding model (ImageNet EfficientNet-Lite0, hash-pinned in the image)."),
+    ] = "efficientnet-lite0"
+    max_failed_images: Annotated[
+        float,
+        Field(
+            description="Fraction of products with an image_uri whose image may be missing or broken (reported in the bundle manifest) before the run fails.",
+            ge=0,
+            le=1,
+        ),
+    ] = 0.05
+
+
 class Search(Model):
-    """Catalogue text search (/v1/search, /v1/retrieve): a spot-only vectorization CronJob
+    """Catalogue search (/v1/search, /v1/retrieve; /v1/visual-search with ``visual``): a spot-only vectorization CronJob
     (``recops-serve vectorize``, resumable like training) and the serving config's search bundle."""
 
     catalog: Annotated[
@@ -738,6 +758,9 @@ class Search(Model):
     resources: Annotated[TrainingResources, Field(description="Vectorization pod resources.")] = (
         TrainingResources()
     )
+    visual: Annotated[
+        VisualSearch, Field(description="Visual search: product images in the search bundle.")
+    ] = VisualSearch()
     backoff_limit: Annotated[
         int, Field(description="Genuine failures tolerated (preemptions do not count).", ge=0, le=20)
     ] = 3
@@ -1083,7 +1106,9 @@ class RecommenderServiceSpec(Model):
     serving: Annotated[Serving, Field(description="Inference serving.")]
     monitoring: Annotated[Monitoring, Field(description="Prometheus integration.")] = Monitoring()
     training: Annotated[Training | None, Field(description="Spot-only training.")] = None
-    search: Annotated[Search | None, Field(description="Catalogue search (text).")] = None
+    search: Annotated[
+        Search | None, Field(description="Catalogue search (text, and visual with search.visual.enabled).")
+    ] = None
     rollout: Annotated[Rollout, Field(description="Progressive delivery of a candidate model.")] = Rollout()
     experiment: Annotated[Experiment, Field(description="Experiments (holdout).")] = Experiment()
     network: Annotated[Network, Field(description="NetworkPolicies of the inference and training pods.")] = (
