@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 from PIL import Image
+from threadpoolctl import threadpool_limits
 
 from bench.search import BIN, CACHE, ROOT, _lat, _load
 
@@ -110,10 +111,13 @@ def run(table) -> None:
                     assert r.status_code == 200, r.text
             svc = VisualSearchService(load_search_bundle(str(bundle)))
             local = []
-            for i in range(N_QUERIES):
-                t0 = time.perf_counter()
-                svc.search(svc.embed(decode(qs[i % len(qs)])), 10)
-                local.append(time.perf_counter() - t0)
+            # one BLAS thread, as the server runs (recops-serve sets OPENBLAS_NUM_THREADS=1); threadpoolctl
+            # (implicit's dependency) because numpy is already loaded in this process
+            with threadpool_limits(1):
+                for i in range(N_QUERIES):
+                    t0 = time.perf_counter()
+                    svc.search(svc.embed(decode(qs[i % len(qs)])), 10)
+                    local.append(time.perf_counter() - t0)
             size = sum(map(len, qs)) // len(qs)
             rows = [
                 ["POST /v1/visual-search (one worker)", N_QUERIES, *(f"{x:.1f}" for x in _lat(lat))],

@@ -166,7 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m recops_serve.search.visual_evaluate", description=__doc__)
     p.add_argument("--out", help="work directory (default: a temporary one)")
     args = p.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
+    from threadpoolctl import threadpool_limits
+
+    # one BLAS thread, as the server and the vectorize job run (numpy may be loaded already)
+    with tempfile.TemporaryDirectory() as tmp, threadpool_limits(1):
         r = evaluate(Path(args.out or tmp))
     print(f"catalogue: {r['catalogue']} real photographs (skimage.data), queries: 18 scenes x 8 transforms")
     print(f"{'query transform':<18} {'n':>3} {'top-1':>6} {'top-5':>6}")
