@@ -846,6 +846,31 @@ OPENAPI = {
                 },
             }
         },
+        "/v1/visual-search": {
+            "post": {
+                "description": "Visually similar available products: the body is the image (JPEG, PNG, WebP, GIF), "
+                "decoded, centre-cropped to 224 px and embedded with EfficientNet-Lite0 server-side.",
+                "parameters": [
+                    {"name": "k", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+                    {"name": "category", "in": "query", "schema": {"type": "string"}},
+                    {"name": "include_unavailable", "in": "query", "schema": {"type": "boolean"}},
+                ],
+                "requestBody": {"content": {"image/*": {"schema": {"type": "string", "format": "binary"}}}},
+                "responses": {
+                    "200": {
+                        "description": "search_version, model, items [{item_id, title, category, score}]"
+                    },
+                    "400": {
+                        "description": "empty body, not an image, truncated or corrupt image, bad k or category"
+                    },
+                    "405": {"description": "method not allowed (Allow: POST)"},
+                    "413": {
+                        "description": "image over 8 MiB (8388608 bytes) or over 40 Mpx (decompression bomb)"
+                    },
+                    "503": {"description": "no search bundle loaded, or it has no image index"},
+                },
+            }
+        },
         "/healthz": {"get": {"responses": {"200": {"description": "alive"}, **_ALLOW_GET}}},
         "/readyz": {
             "get": {

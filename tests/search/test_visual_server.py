@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -156,3 +158,40 @@ def test_bad_images_get_their_specific_4xx(stack):
     assert metric(server, "recops_http_requests_total", route="visual_search", code="413") >= 2
     assert metric(server, "recops_search_image_embed_seconds_count") > 0
     assert server.get("/readyz").status_code == 200  # nothing above hurt the server
+
+
+def test_sigterm_in_the_image_pass_then_resume(tmp_path):
+    from recops_serve.search.image_decode import decode
+    from recops_serve.search.image_embed import default_image_encoder
+
+    rows: dict[int, dict] = {}
+    for copy in range(3):  # 51 images: several checkpoints apart
+        for i, r in write_photo_catalog(tmp_path / f"c{copy}").items():
+            rows[i + 1000 * copy] = {**r, "item_id": i + 1000 * copy}
+    write_table(tmp_path / "catalog.parquet", rows)
+    out, ckpt = tmp_path / "v1", tmp_path / "ckpt"
+    args = ["--checkpoint", str(ckpt), "--checkpoint-interval", "0.2", "--resume"]
+    cmd = [str(BIN / "recops-serve"), "vectorize", "--catalog", str(tmp_path / "catalog.parquet")]
+    cmd += ["--out", str(out), "--version", "v1", "--visual", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while not (ckpt / "images" / "state.json").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(120) == 143, proc.stdout.read()
+    assert not out.exists()
+    state = json.loads((ckpt / "images" / "state.json").read_text())
+    assert 0 < state["next_row"] < len(rows)
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert f"images: resuming at catalogue row {state['next_row']}" in r.stdout
+    assert "resuming at" in r.stdout.split("images:")[0]  # the text pass was not redone either
+    b = load_search_bundle(str(out))
+    assert b.image_index.ntotal == len(rows) and b.manifest["visual"]["images"]["embedded"] == len(rows)
+    enc = default_image_encoder()
+    for i in (0, len(rows) - 1):  # before and after the preemption: the model's vectors of the files
+        uri = rows[int(b.item_ids[b.image_items[i]])]["image_uri"]
+        want = enc.embed(decode(Path(uri.removeprefix("file://")).read_bytes())[None])[0]
+        np.testing.assert_allclose(b.image_vectors[i], want, atol=1e-5)
+    assert not ckpt.exists()

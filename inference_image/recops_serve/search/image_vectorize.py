@@ -7,6 +7,9 @@ An item without ``image_uri`` is skipped (not counted against the catalogue). A 
 broken image is counted and a few examples kept for the manifest; only when they exceed
 ``max_failed`` (a fraction of the items that name an image, default 5 %) is the job a data error:
 a catalogue whose images are mostly unreachable is a wrong mount, not a few bad photos.
+
+Resumable: after each batch ``progress(next_row, vectors, rows, report)`` may checkpoint (the caller
+decides when) and return True to stop (SIGTERM); ``start`` / ``resumed`` continue from one.
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ class ImageReport:
         if len(self.examples) < EXAMPLES:
             self.examples.append(f"item {item_id} {uri}: {kind}: {why}"[:300])
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ImageReport:
+        return cls(d["items_with_image"], d["embedded"], d["missing"], d["broken"], list(d["examples"]))
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "items_with_image": self.with_uri,
@@ -62,22 +69,36 @@ def embed_catalog_images(
     batch: int = 16,
     max_failed: float = MAX_FAILED,
     log=print,
-) -> tuple[np.ndarray, np.ndarray, ImageReport, float]:
-    """(vectors [m, d], item rows [m], report, seconds). Raises ``DataError`` past ``max_failed``."""
+    resumed: tuple[int, np.ndarray, np.ndarray, ImageReport] | None = None,
+    progress=None,
+) -> tuple[np.ndarray, np.ndarray, ImageReport, float] | None:
+    """(vectors [m, d], item rows [m], report, seconds), or None when ``progress`` asked to stop.
+    Raises ``DataError`` past ``max_failed``."""
     from recops_serve.datasource import DataError
 
-    report = ImageReport()
+    start, report = 0, ImageReport()
     rows: list[int] = []
-    pixels: list[np.ndarray] = []
     vectors: list[np.ndarray] = []
+    if resumed is not None:
+        start, done_vectors, done_rows, report = resumed
+        vectors, rows = [done_vectors], done_rows.tolist()
+    pending: list[int] = []
+    pixels: list[np.ndarray] = []
     t0 = time.perf_counter()
 
-    def flush() -> None:
+    def flush(next_row: int) -> bool:
         if pixels:
             vectors.append(encoder.embed(np.stack(pixels), batch=batch))
+            rows.extend(pending)
             pixels.clear()
+            pending.clear()
+        report.embedded = len(rows)
+        if progress is None:
+            return False
+        return bool(progress(next_row, np.concatenate(vectors) if vectors else None, rows, report))
 
-    for row, (item_id, uri) in enumerate(zip(item_ids, image_uris, strict=True)):
+    for row in range(start, len(item_ids)):
+        item_id, uri = item_ids[row], image_uris[row]
         if not uri:
             continue
         report.with_uri += 1
@@ -99,11 +120,10 @@ def embed_catalog_images(
         except ImageInputError as e:
             report.fail("broken", item_id, uri, str(e))
             continue
-        rows.append(row)
-        if len(pixels) == batch:
-            flush()
-    flush()
-    report.embedded = len(rows)
+        pending.append(row)
+        if len(pixels) == batch and flush(row + 1):
+            return None
+    flush(len(item_ids))
     seconds = time.perf_counter() - t0
     failed = report.missing + report.broken
     if report.with_uri and failed / report.with_uri > max_failed:

@@ -9,8 +9,8 @@ checkpointed at most every ``--checkpoint-interval`` seconds and on SIGTERM (exi
 the Job's podFailurePolicy ignores it); ``--resume`` continues from the checkpoint if it belongs to
 the same catalogue text and model. ``--visual`` also embeds each product's ``image_uri`` with
 EfficientNet-Lite0 into a second index (``image_vectorize``; missing or broken images are counted
-in the manifest's ``visual`` section, fatal only above ``--max-failed-images``; the image pass is
-not checkpointed: it runs after the text pass and is rerun whole). Data errors exit 78 with a one-line reason in the termination
+in the manifest's ``visual`` section, fatal only above ``--max-failed-images``; the image pass checkpoints in ``<checkpoint>/images``
+the same way). Data errors exit 78 with a one-line reason in the termination
 message; nothing is written to ``--out``.
 """
 
@@ -162,7 +162,9 @@ def vectorize(
             if ckpt.stop_requested and done < len(uniq):
                 raise Preempted()
         t_embed = time.perf_counter() - t1
-        images = _embed_images(cat, max_failed_images, log) if visual else None
+        if visual and ckpt.uri:  # the text pass is done: a preemption in the image pass keeps it
+            ckpt.save({"fingerprint": fingerprint, "done": done}, {"vectors": vectors[:done]})
+        images = _embed_images(cat, max_failed_images, log, ckpt.child("images"), resume) if visual else None
         manifest = {
             "version": version,
             "catalog": catalog,
@@ -192,14 +194,54 @@ def vectorize(
             signal.signal(signal.SIGTERM, previous)
 
 
-def _embed_images(cat: dict[str, list], max_failed: float, log) -> tuple[np.ndarray, np.ndarray, dict]:
+def _embed_images(
+    cat: dict[str, list], max_failed: float, log, ckpt, resume: bool
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The image pass, checkpointed in ``ckpt`` (the text checkpoint's ``images`` child) like the
+    text pass: at most every interval and on SIGTERM (then ``Preempted``)."""
     from recops_serve.search.image_embed import LITE0_SHA256, MODEL_NAME, default_image_encoder
-    from recops_serve.search.image_vectorize import embed_catalog_images
+    from recops_serve.search.image_vectorize import ImageReport, embed_catalog_images
+    from recops_serve.train import Preempted
 
     enc = default_image_encoder()
-    vecs, rows, report, seconds = embed_catalog_images(
-        cat["item_id"], cat["image_uri"], enc, max_failed=max_failed, log=log
+    fingerprint = hashlib.sha256(
+        repr((cat["item_id"], cat["image_uri"])).encode() + LITE0_SHA256.encode()
+    ).hexdigest()[:16]
+    resumed = None
+    saved = ckpt.load() if resume else None
+    if saved and saved[0].get("fingerprint") == fingerprint:
+        state, arrays = saved
+        resumed = (
+            int(state["next_row"]),
+            arrays["vectors"],
+            arrays["rows"],
+            ImageReport.from_dict(state["report"]),
+        )
+        log(f"images: resuming at catalogue row {resumed[0]}/{len(cat['item_id'])}")
+
+    def progress(next_row: int, vectors, rows, report) -> bool:
+        due = time.monotonic() - ckpt.clock.last >= ckpt.interval
+        if ckpt.uri and (due or ckpt.stop_requested):
+            empty = np.zeros((0, enc.dim), np.float32)
+            state = {"fingerprint": fingerprint, "next_row": next_row, "report": report.as_dict()}
+            ckpt.save(
+                state, {"vectors": empty if vectors is None else vectors, "rows": np.asarray(rows, np.int32)}
+            )
+            log(f"checkpoint: images up to catalogue row {next_row}/{len(cat['item_id'])}")
+        return ckpt.stop_requested and next_row < len(cat["item_id"])
+
+    got = embed_catalog_images(
+        cat["item_id"],
+        cat["image_uri"],
+        enc,
+        max_failed=max_failed,
+        log=log,
+        resumed=resumed,
+        progress=progress,
     )
+    if got is None:
+        raise Preempted()
+    vecs, rows, report, seconds = got
     log(f"images: {report.embedded} of {report.with_uri} embedded in {seconds:.1f} s")
     section = {
         "model": {"name": MODEL_NAME, "sha256": LITE0_SHA256, "image_size": enc.size},
