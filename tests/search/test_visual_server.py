@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -29,11 +30,18 @@ BIN = Path(sys.executable).parent
 
 def vectorize(catalog: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
     args = [str(BIN / "recops-serve"), "vectorize", "--catalog", str(catalog), "--out", str(out)]
-    return subprocess.run([*args, "--version", out.name, "--visual", *extra], capture_output=True, text=True)
+    env = {**os.environ, "RECOPS_OSS_LOCAL_ROOT": str(catalog.parent / "oss")}  # the mounted OSS root
+    return subprocess.run(
+        [*args, "--version", out.name, "--visual", *extra], capture_output=True, text=True, env=env
+    )
 
 
 def catalog_with_failures(root: Path) -> dict[int, dict]:
     rows = write_photo_catalog(root, unavailable=("gravel",))
+    coins = next(r for r in rows.values() if r["title"] == "Photo coins")  # one image read through oss://
+    (root / "oss" / "shop").mkdir(parents=True)
+    Path(coins["image_uri"].removeprefix("file://")).rename(root / "oss" / "shop" / "coins.jpg")
+    coins["image_uri"] = "oss://shop/coins.jpg"
     broken = root / "img" / "broken.jpg"
     broken.write_bytes(jpeg(photo("coffee"))[:2000])  # a truncated JPEG
     rows[900] = {**rows[101], "item_id": 900, "title": "broken", "image_uri": str(broken)}
