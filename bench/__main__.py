@@ -1,4 +1,4 @@
-"""``python -m bench [serve|serve-stream|ranking|train|train-scale|retrieval|serve-scale|operator|rollout|business|stream|search|scaling|all]`` (``make bench``): measured on this machine, printed as tables.
+"""``python -m bench [serve|serve-stream|ranking|train|train-scale|retrieval|serve-scale|operator|rollout|business|stream|search|visual-search|scaling|all]`` (``make bench``): measured on this machine, printed as tables.
 
 serve: one recops-serve worker vs the textbook baseline (FastAPI + redis-py + numpy brute force,
 bench/baseline_server.py), same bundle (all items of taobao+diginetica, 127,890, where ../shared/data
@@ -23,6 +23,8 @@ stream: producer -> Kafka -> Flink -> Redis + archive: events/s, event-to-featur
 completeness, checkpoint size (bench/stream.py).
 search: vectorization items per CPU-second, /v1/search and /v1/retrieve p50/p99 on one worker with
 query embedding, HNSW build time for 100k vectors (bench/search.py).
+visual-search: vectorize --visual images/s, /v1/visual-search p50/p99 for 512 px JPEGs on one worker
+next to the same decode + embed + search in process (bench/visual_search.py).
 scaling: flash sale on the real control plane with KEDA: load x10 -> Prometheus -> KEDA -> HPA -> KWOK pods
 on ECI; time to first decision and to desired Ready, modelled 503 share, 50/500 replicas, with/without a
 pre-scale window, where the time goes (bench/scaling.py).
@@ -585,6 +587,7 @@ BENCHES = (
     "business",
     "stream",
     "search",
+    "visual-search",
     "scaling",
     "all",
 )
@@ -631,6 +634,11 @@ def main(argv: list[str]) -> int:
 
         run(table)
 
+    def bench_visual_search() -> None:
+        from bench.visual_search import run
+
+        run(table)
+
     def bench_retrieval() -> None:
         from bench.retrieval import run
 
@@ -664,6 +672,7 @@ def main(argv: list[str]) -> int:
         ("business", bench_business),
         ("stream", bench_stream),
         ("search", bench_search),
+        ("visual-search", bench_visual_search),
         ("scaling", bench_scaling),
     ):
         if which == "all" and name in ("business", "serve-stream"):

@@ -235,6 +235,34 @@ SERVING = Dashboard(
                 ),
             ),
         ),
+        Panel(
+            "Visual search latency p50 / p99 (/v1/visual-search) and image decode + embed p99",
+            "s",
+            (
+                Query(
+                    _q(0.5, "recops_http_request_duration_seconds", "route", f'route="visual_search", {SEL}'),
+                    "p50 visual_search",
+                ),
+                Query(
+                    _q(
+                        0.99, "recops_http_request_duration_seconds", "route", f'route="visual_search", {SEL}'
+                    ),
+                    "p99 visual_search",
+                ),
+                Query(_q(0.99, "recops_search_image_embed_seconds", "recsvc"), "p99 image decode + embed"),
+            ),
+            "EfficientNet-Lite0 on one search thread; figures: python -m bench visual-search.",
+        ),
+        Panel(
+            "Visual search requests by code (413: over 8 MiB or a decompression bomb)",
+            "reqps",
+            (
+                Query(
+                    f'sum by (code) (rate(recops_http_requests_total{{route="visual_search", {SEL}}}[{RI}]))',
+                    "{{code}}",
+                ),
+            ),
+        ),
     ),
 )
 

@@ -62,7 +62,7 @@ MAX_ID = 128
 #: waits behind it two or three times (request, Redis reply, response), so this bounds their p99
 TURN_SECONDS = 0.0005
 GET_ROUTES = frozenset(("/v1/recommendations", "/healthz", "/readyz", "/metrics", "/openapi.json"))
-SEARCH_ROUTES = frozenset(("/v1/search", "/v1/retrieve"))
+SEARCH_ROUTES = frozenset(("/v1/search", "/v1/retrieve", "/v1/visual-search"))
 _UINT = re.compile(r"[0-9]{1,18}")  # ASCII digits only: no sign, blanks, "_" or other scripts
 
 
@@ -197,6 +197,7 @@ class Server:
     tokens: Attribution | None = None
     search: Any = None  # search.service.SearchService over the configured search bundle
     search_error: str | None = None
+    visual: Any = None  # search.visual.VisualSearchService when the search bundle has an image index
     _config_mtime: float = 0.0
 
     @property
@@ -277,7 +278,7 @@ class Server:
             current.alpha = cfg.search_alpha
             return
         if not uri:
-            self.search, self.search_error = None, None
+            self.search, self.search_error, self.visual = None, None, None
             return
         try:
             from recops_serve.search.index import load_search_bundle
@@ -287,6 +288,14 @@ class Server:
             bundle.manifest["_uri"] = uri
             svc = SearchService(bundle, alpha=cfg.search_alpha)
             svc.search("warm up", 1)  # faiss, bm25 and the model paged in before traffic
+            visual = None
+            if bundle.image_index is not None:
+                import numpy as np
+
+                from recops_serve.search.visual import VisualSearchService
+
+                visual = VisualSearchService(bundle)
+                visual.search(visual.embed(np.full((224, 224, 3), 128, np.uint8)), 1)  # warm up
         except Exception as e:
             self.search_error = f"{type(e).__name__}: {e}"
             m.model_load_failures.inc()
@@ -295,7 +304,7 @@ class Server:
         if current is not None:
             search_http.search_bundle_info.labels(current.bundle.version).set(0)
         search_http.search_bundle_info.labels(bundle.version).set(1)
-        self.search, self.search_error = svc, None
+        self.search, self.search_error, self.visual = svc, None, visual
 
     async def _watch(self) -> None:
         while True:
@@ -819,6 +828,31 @@ OPENAPI = {
                     "405": {"description": "method not allowed (Allow: POST)"},
                     "413": {"description": "body larger than 64 KiB"},
                     "503": {"description": "no search bundle loaded (the reason)"},
+                },
+            }
+        },
+        "/v1/visual-search": {
+            "post": {
+                "description": "Visually similar available products: the body is the image (JPEG, PNG, WebP, GIF), "
+                "decoded, centre-cropped to 224 px and embedded with EfficientNet-Lite0 server-side.",
+                "parameters": [
+                    {"name": "k", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+                    {"name": "category", "in": "query", "schema": {"type": "string"}},
+                    {"name": "include_unavailable", "in": "query", "schema": {"type": "boolean"}},
+                ],
+                "requestBody": {"content": {"image/*": {"schema": {"type": "string", "format": "binary"}}}},
+                "responses": {
+                    "200": {
+                        "description": "search_version, model, items [{item_id, title, category, score}]"
+                    },
+                    "400": {
+                        "description": "empty body, not an image, truncated or corrupt image, bad k or category"
+                    },
+                    "405": {"description": "method not allowed (Allow: POST)"},
+                    "413": {
+                        "description": "image over 8 MiB (8388608 bytes) or over 40 Mpx (decompression bomb)"
+                    },
+                    "503": {"description": "no search bundle loaded, or it has no image index"},
                 },
             }
         },

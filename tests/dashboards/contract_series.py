@@ -122,6 +122,20 @@ def openmetrics(end: int, minutes: int = 30, step_s: int = 15) -> str:
             _hist(
                 lines, "recops_search_query_embed_seconds", t, i, 10, {0.005: 0.4, 0.01: 0.5, 0.02: 0.1}, ts
             )
+            _hist(  # visual search (search/http.py): request latency, codes, image decode + embed
+                lines,
+                "recops_http_request_duration_seconds",
+                {**t, "route": "visual_search", "arm": "model"},
+                i,
+                2,
+                {0.1: 0.5, 0.25: 0.4, 0.5: 0.1},
+                ts,
+            )
+            for code, n in (("200", 2), ("400", 0.05), ("413", 0.02)):
+                lines.append(
+                    f"recops_http_requests_total{_lbl({**t, 'route': 'visual_search', 'arm': 'model', 'code': code})} {n * _c(i):.3f} {ts}"
+                )
+            _hist(lines, "recops_search_image_embed_seconds", t, i, 2, {0.1: 0.6, 0.2: 0.3, 0.5: 0.1}, ts)
             lines.append(f"recops_inflight_requests{_lbl(t)} 3 {ts}")
             lines.append(f"recops_overload_rejections_total{_lbl(t)} {0.1 * _c(i):.2f} {ts}")
             lines.append(f"recops_model_load_failures_total{_lbl(t)} 0 {ts}")

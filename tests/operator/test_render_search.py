@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+import pydantic
+import pytest
+
 from recops_operator.api.models import RecommenderServiceSpec
 from recops_operator.render import desired_objects
 from recops_operator.render.serving import Owner
@@ -63,6 +66,20 @@ def test_vectorize_cronjob_is_spot_only_and_resumable():
     assert job["template"]["metadata"]["labels"]["recops.io/component"] == "search"
     # its own NetworkPolicy, as training's
     assert _by_kind(objs, "NetworkPolicy", "home-feed-search")
+
+
+def test_visual_search_embeds_images_in_the_same_job():
+    (cron,) = _by_kind(desired_objects(OWNER, spec()), "CronJob", "home-feed-vectorize")
+    args = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--visual" not in args  # off by default: text only
+    objs = desired_objects(OWNER, spec(visual={"enabled": True, "maxFailedImages": 0.1}))
+    (cron,) = _by_kind(objs, "CronJob", "home-feed-vectorize")
+    args = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[-3:] == ["--visual", "--max-failed-images", "0.1"]
+    with pytest.raises(pydantic.ValidationError, match="maxFailedImages"):
+        spec(visual={"enabled": True, "maxFailedImages": 2})
+    with pytest.raises(pydantic.ValidationError, match="efficientnet-lite0"):
+        spec(visual={"enabled": True, "model": "resnet50"})
 
 
 def test_nodes_placement_uses_the_spot_pool():

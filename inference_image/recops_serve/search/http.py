@@ -7,6 +7,12 @@ unavailable products only with ``include_unavailable=true``. ``POST /v1/retrieve
 (body at most 64 KiB): the best chunks with product id, title, category and text, while their
 token count fits the budget. The model reads at most 64 query word pieces (the rest is ignored).
 
+``POST /v1/visual-search?k=&category=&include_unavailable=`` with the image bytes as the body (JPEG,
+PNG, WebP or GIF; at most 8 MiB, larger -> 413 naming the limit, refused on Content-Length before
+reading; at most 40 Mpx declared, larger -> 413 as a decompression bomb; not an image, truncated or
+corrupt -> 400): the ``k`` (1..100, default 10) most similar available products by image
+(``visual.py``). A bundle without an image index is a 503 saying so.
+
 The query embedding (a numpy forward pass, milliseconds of CPU) runs on one dedicated thread, so
 the event loop keeps serving recommendations and events meanwhile (numpy releases the GIL in
 its matrix products); searches queue for that thread in arrival order. A missing search bundle
@@ -25,6 +31,7 @@ import orjson
 from prometheus_client import Counter, Gauge, Histogram
 
 from recops_serve import metrics as m
+from recops_serve.search.image_decode import MAX_IMAGE_BYTES, ImageInputError, decode
 from recops_serve.search.service import MAX_QUERY_CHARS, SearchInputError, SearchService
 
 JSON = [("content-type", "application/json")]
@@ -32,7 +39,8 @@ MAX_K = 100
 MAX_RETRIEVE_K = 50
 MAX_BUDGET = 8192
 MAX_RETRIEVE_BODY = 64 << 10
-ROUTES = ("search", "retrieve")
+ROUTES = ("search", "retrieve", "visual_search")
+PATHS = {"/v1/search": "search", "/v1/retrieve": "retrieve", "/v1/visual-search": "visual_search"}
 CODES = ("200", "400", "405", "413", "500", "503")
 
 search_latency = {r: m.request_duration.labels(r, "model") for r in ROUTES}
@@ -41,6 +49,12 @@ embed_seconds = Histogram(
     "recops_search_query_embed_seconds",
     "Query embedding time (tokenize + forward pass) on the search thread",
     buckets=(0.001, 0.002, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25),
+    registry=m.REGISTRY,
+)
+image_embed_seconds = Histogram(
+    "recops_search_image_embed_seconds",
+    "Query image decode + resize + EfficientNet-Lite0 forward pass on the search thread",
+    buckets=(0.01, 0.02, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5),
     registry=m.REGISTRY,
 )
 search_results = Histogram(
@@ -186,9 +200,54 @@ async def retrieve(svc: SearchService | None, body: bytes, why_not: str | None) 
     }
 
 
+def _timed_visual(svc, data: bytes, k: int, cat: int | None, avail: bool) -> list[dict]:
+    t0 = time.perf_counter()
+    try:
+        rgb = decode(data)
+    except ImageInputError as e:
+        raise BadSearch(str(e), e.status) from None
+    qv = svc.embed(rgb)
+    image_embed_seconds.observe(time.perf_counter() - t0)
+    return svc.search(qv, k, cat, avail)
+
+
+async def visual_search(server, scope, proto, read_body) -> tuple[int, dict]:
+    try:
+        q = dict(parse_qsl(scope.query_string, keep_blank_values=True, errors="strict"))
+    except UnicodeDecodeError:
+        raise BadSearch("query string is not valid UTF-8") from None
+    unknown = sorted(set(q) - {"k", "category", "include_unavailable"})
+    if unknown:
+        raise BadSearch(f"unknown parameter {unknown[0]!r} (k, category, include_unavailable)")
+    k = _int(q["k"], "k", 1, MAX_K, text=True) if "k" in q else 10
+    avail = not _flag(q.get("include_unavailable"), "include_unavailable")
+    svc, vis = server.search, server.visual
+    if svc is None:
+        return 503, {"error": f"search not available: {server.search_error or 'no search bundle configured'}"}
+    if vis is None:
+        return 503, {"error": f"search bundle {svc.bundle.version} has no image index (vectorize --visual)"}
+    cat = _category(svc, q.get("category"))
+    try:
+        data = await read_body(scope, proto, MAX_IMAGE_BYTES)
+    except ValueError as e:  # TooLarge (413) names the limit
+        raise BadSearch(f"image {e}", getattr(e, "status", 400)) from None
+    except Exception as e:  # the client sent less than it announced, bad chunking
+        raise BadSearch(f"incomplete request body: {type(e).__name__}") from None
+    items = await _run(_timed_visual, vis, data, k, cat, avail)
+    search_results.labels("visual_search").observe(len(items))
+    if not items:
+        empty_results.labels("visual_search").inc()
+    return 200, {
+        "search_version": svc.bundle.version,
+        "model": vis.bundle.manifest["visual"]["model"]["name"],
+        "items": items,
+    }
+
+
 async def handle(server, scope, proto, read_body) -> None:
-    """Route one request to /v1/search or /v1/retrieve (``server`` is the app's Server)."""
-    route = "search" if scope.path == "/v1/search" else "retrieve"
+    """Route one request to /v1/search, /v1/retrieve or /v1/visual-search (``server`` is the app's
+    Server)."""
+    route = PATHS[scope.path]
     t0 = time.perf_counter()
     want = "GET" if route == "search" else "POST"
     if scope.method != want and not (route == "search" and scope.method == "HEAD"):
@@ -200,6 +259,8 @@ async def handle(server, scope, proto, read_body) -> None:
         try:
             if route == "search":
                 status, payload = await search(svc, scope.query_string, why_not)
+            elif route == "visual_search":
+                status, payload = await visual_search(server, scope, proto, read_body)
             else:
                 try:
                     body = await read_body(scope, proto, MAX_RETRIEVE_BODY)

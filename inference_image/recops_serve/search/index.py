@@ -10,6 +10,11 @@ misses most neighbours (completejourney: recall@10 0.61 through the graph vs 0.9
 ``available``, ``image_uri``); ``bm25/`` the keyword index over the chunk texts (bm25s);
 ``manifest.json``: version, embedding model and the sha256 of its weights, chunking, HNSW
 parameters, counts and ``schema`` (a reader refuses another schema with ``SearchBundleError``).
+
+Visual part (optional; ``manifest["visual"]`` says it is there): ``image_vectors.npy`` float32[m,
+1280] unit EfficientNet-Lite0 embeddings, one per product whose image decoded; ``image_items.npy``
+int32[m] their rows in ``items.parquet``; ``image_index.faiss`` a second HNSW graph (same library,
+same parameters) over them.
 """
 
 from __future__ import annotations
@@ -63,7 +68,9 @@ def write_bundle(
     chunk_text: list[str],
     chunk_tokens: np.ndarray,
     items: dict[str, list | np.ndarray],
+    visual: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Any]:
+    """``visual``: (image vectors [m, d], their item rows [m]) for the image index, or None."""
     import bm25s
     import faiss
 
@@ -111,6 +118,13 @@ def write_bundle(
         "index_seconds": round(t_index, 2),
         "created_at": time.time(),
     }
+    if visual is not None:
+        image_vectors, image_items = visual
+        np.save(tmp / "image_vectors.npy", image_vectors.astype(np.float32))
+        np.save(tmp / "image_items.npy", image_items.astype(np.int32))
+        faiss.write_index(build_hnsw(image_vectors), str(tmp / "image_index.faiss"))
+        full["visual"] = {**full.get("visual", {}), "n_images": int(image_vectors.shape[0])}
+        full["visual"]["dim"] = int(image_vectors.shape[1])
     (tmp / "manifest.json").write_text(json.dumps(full, indent=2, sort_keys=True))
     storage.publish_dir(tmp, final)
     return full
@@ -131,6 +145,9 @@ class SearchBundle:
     item_available: np.ndarray
     index: Any
     bm25: Any
+    image_vectors: np.ndarray | None = None
+    image_items: np.ndarray | None = None
+    image_index: Any = None
 
     @property
     def version(self) -> str:
@@ -187,7 +204,24 @@ def load_search_bundle(uri: str) -> SearchBundle:
         raise SearchBundleError(f"search bundle {uri}: chunks point outside the items table")
     if n_chunks and (int(chunk_vector.min()) < 0 or int(chunk_vector.max()) >= n_vec):
         raise SearchBundleError(f"search bundle {uri}: chunks point outside the vectors")
-    index.hnsw.efSearch = int(manifest.get("hnsw", {}).get("efSearch", HNSW_EF_SEARCH))
+    ef = int(manifest.get("hnsw", {}).get("efSearch", HNSW_EF_SEARCH))
+    index.hnsw.efSearch = ef
+    image_vectors = image_items = image_index = None
+    if manifest.get("visual"):
+        try:
+            image_vectors = np.load(path / "image_vectors.npy", mmap_mode="r")
+            image_items = np.load(path / "image_items.npy").astype(np.int64)
+            image_index = faiss.read_index(str(path / "image_index.faiss"))
+        except Exception as e:
+            raise SearchBundleError(
+                f"corrupt image index in search bundle {uri}: {type(e).__name__}: {e}"
+            ) from e
+        m = image_vectors.shape[0]
+        if image_index.ntotal != m or len(image_items) != m or manifest["visual"].get("n_images") != m:
+            raise SearchBundleError(f"search bundle {uri}: image vectors, index and items disagree in size")
+        if m and (int(image_items.min()) < 0 or int(image_items.max()) >= n_items):
+            raise SearchBundleError(f"search bundle {uri}: images point outside the items table")
+        image_index.hnsw.efSearch = ef
     return SearchBundle(
         path=path,
         manifest=manifest,
@@ -202,4 +236,7 @@ def load_search_bundle(uri: str) -> SearchBundle:
         item_available=items["available"].to_numpy(zero_copy_only=False).astype(bool),
         index=index,
         bm25=bm25,
+        image_vectors=image_vectors,
+        image_items=image_items,
+        image_index=image_index,
     )

@@ -7,7 +7,10 @@ text (``text``), embeds the distinct chunk texts in batches (``embed``: a chunk 
 many products is embedded once), then writes the search bundle (``index``). Embedding is
 checkpointed at most every ``--checkpoint-interval`` seconds and on SIGTERM (exit 143, as training:
 the Job's podFailurePolicy ignores it); ``--resume`` continues from the checkpoint if it belongs to
-the same catalogue text and model. Data errors exit 78 with a one-line reason in the termination
+the same catalogue text and model. ``--visual`` also embeds each product's ``image_uri`` with
+EfficientNet-Lite0 into a second index (``image_vectorize``; missing or broken images are counted
+in the manifest's ``visual`` section, fatal only above ``--max-failed-images``; the image pass checkpoints in ``<checkpoint>/images``
+the same way). Data errors exit 78 with a one-line reason in the termination
 message; nothing is written to ``--out``.
 """
 
@@ -106,6 +109,8 @@ def vectorize(
     limit: int | None = None,
     batch: int = 256,
     log=print,
+    visual: bool = False,
+    max_failed_images: float = 0.05,
 ) -> dict[str, Any]:
     from recops_serve.search.embed import MINILM_SHA256, MODEL_NAME, default_encoder
     from recops_serve.search.index import write_bundle
@@ -157,6 +162,9 @@ def vectorize(
             if ckpt.stop_requested and done < len(uniq):
                 raise Preempted()
         t_embed = time.perf_counter() - t1
+        if visual and ckpt.uri:  # the text pass is done: a preemption in the image pass keeps it
+            ckpt.save({"fingerprint": fingerprint, "done": done}, {"vectors": vectors[:done]})
+        images = _embed_images(cat, max_failed_images, log, ckpt.child("images"), resume) if visual else None
         manifest = {
             "version": version,
             "catalog": catalog,
@@ -166,6 +174,8 @@ def vectorize(
             "embed_seconds": round(t_embed, 2),
             "chunk_seconds": round(t_chunk, 2),
         }
+        if images is not None:
+            manifest["visual"] = images[2]
         result = write_bundle(
             out,
             manifest,
@@ -175,12 +185,71 @@ def vectorize(
             chunk_text,
             chunk_tokens,
             {k: cat[k] for k in ("item_id", "title", "category", "available", "image_uri")},
+            visual=images[:2] if images is not None else None,
         )
         ckpt.clear()
         return result
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _embed_images(
+    cat: dict[str, list], max_failed: float, log, ckpt, resume: bool
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The image pass, checkpointed in ``ckpt`` (the text checkpoint's ``images`` child) like the
+    text pass: at most every interval and on SIGTERM (then ``Preempted``)."""
+    from recops_serve.search.image_embed import LITE0_SHA256, MODEL_NAME, default_image_encoder
+    from recops_serve.search.image_vectorize import ImageReport, embed_catalog_images
+    from recops_serve.train import Preempted
+
+    enc = default_image_encoder()
+    fingerprint = hashlib.sha256(
+        repr((cat["item_id"], cat["image_uri"])).encode() + LITE0_SHA256.encode()
+    ).hexdigest()[:16]
+    resumed = None
+    saved = ckpt.load() if resume else None
+    if saved and saved[0].get("fingerprint") == fingerprint:
+        state, arrays = saved
+        resumed = (
+            int(state["next_row"]),
+            arrays["vectors"],
+            arrays["rows"],
+            ImageReport.from_dict(state["report"]),
+        )
+        log(f"images: resuming at catalogue row {resumed[0]}/{len(cat['item_id'])}")
+
+    def progress(next_row: int, vectors, rows, report) -> bool:
+        due = time.monotonic() - ckpt.clock.last >= ckpt.interval
+        if ckpt.uri and (due or ckpt.stop_requested):
+            empty = np.zeros((0, enc.dim), np.float32)
+            state = {"fingerprint": fingerprint, "next_row": next_row, "report": report.as_dict()}
+            ckpt.save(
+                state, {"vectors": empty if vectors is None else vectors, "rows": np.asarray(rows, np.int32)}
+            )
+            log(f"checkpoint: images up to catalogue row {next_row}/{len(cat['item_id'])}")
+        return ckpt.stop_requested and next_row < len(cat["item_id"])
+
+    got = embed_catalog_images(
+        cat["item_id"],
+        cat["image_uri"],
+        enc,
+        max_failed=max_failed,
+        log=log,
+        resumed=resumed,
+        progress=progress,
+    )
+    if got is None:
+        raise Preempted()
+    vecs, rows, report, seconds = got
+    log(f"images: {report.embedded} of {report.with_uri} embedded in {seconds:.1f} s")
+    section = {
+        "model": {"name": MODEL_NAME, "sha256": LITE0_SHA256, "image_size": enc.size},
+        "images": report.as_dict(),
+        "embed_seconds": round(seconds, 2),
+        "max_failed": max_failed,
+    }
+    return vecs, rows, section
 
 
 def _main_thread() -> bool:
@@ -199,6 +268,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint if one exists")
     p.add_argument("--limit-items", type=int, default=0, help="the first N items by id (tests)")
     p.add_argument("--batch", type=int, default=256, help="chunk texts per embedding batch")
+    p.add_argument("--visual", action="store_true", help="also embed image_uri into the image index")
+    p.add_argument(
+        "--max-failed-images",
+        type=float,
+        default=0.05,
+        help="fraction of image_uri that may be missing or broken before the job fails (default 0.05)",
+    )
     args = p.parse_args(argv)
     from recops_serve.datasource import DataError
     from recops_serve.search.embed import ModelError
@@ -215,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
             limit=args.limit_items or None,
             batch=args.batch,
             log=lambda m: print(m, flush=True),
+            visual=args.visual,
+            max_failed_images=args.max_failed_images,
         )
     except (DataError, ModelError, storage.StorageError) as e:
         print(f"recops-serve vectorize: {e}", file=sys.stderr)

@@ -596,7 +596,7 @@ class SpotJob(Model):
     schedule: Annotated[
         str | None,
         Field(
-            description="Cron schedule of runs. Unset: none is scheduled (training still runs on its trigger).",
+            description="Cron schedule of runs. Unset: none is scheduled (training still runs on its other triggers; vectorization does not run).",
             max_length=100,
         ),
     ] = None
@@ -681,8 +681,28 @@ class Training(SpotJob):
 
 
 # ---------------------------------------------------------------------------------- search
+class VisualSearch(Model):
+    """Visual search (/v1/visual-search): the vectorization job also embeds each product's
+    ``image_uri`` into the search bundle's image index; the server answers once the served bundle
+    has one (503 otherwise)."""
+
+    enabled: Annotated[bool, Field(description="Embed catalogue images (vectorize --visual).")] = False
+    model: Annotated[
+        Literal["efficientnet-lite0"],
+        Field(description="Image embedding model (ImageNet EfficientNet-Lite0, hash-pinned in the image)."),
+    ] = "efficientnet-lite0"
+    max_failed_images: Annotated[
+        float,
+        Field(
+            description="Fraction of products with an image_uri whose image may be missing or broken (reported in the bundle manifest) before the run fails.",
+            ge=0,
+            le=1,
+        ),
+    ] = 0.05
+
+
 class Search(SpotJob):
-    """Catalogue text search (/v1/search, /v1/retrieve): a spot-only vectorization CronJob
+    """Catalogue search (/v1/search, /v1/retrieve; /v1/visual-search with ``visual``): a spot-only vectorization CronJob
     (``recops-serve vectorize``, resumable like training) and the serving config's search bundle."""
 
     catalog: Annotated[
@@ -724,6 +744,9 @@ class Search(SpotJob):
             le=3600,
         ),
     ] = 300
+    visual: Annotated[
+        VisualSearch, Field(description="Visual search: product images in the search bundle.")
+    ] = VisualSearch()
 
 
 # ---------------------------------------------------------------------------------- rollout
@@ -1062,7 +1085,9 @@ class RecommenderServiceSpec(Model):
     serving: Annotated[Serving, Field(description="Inference serving.")]
     monitoring: Annotated[Monitoring, Field(description="Prometheus integration.")] = Monitoring()
     training: Annotated[Training | None, Field(description="Spot-only training.")] = None
-    search: Annotated[Search | None, Field(description="Catalogue search (text).")] = None
+    search: Annotated[
+        Search | None, Field(description="Catalogue search (text, and visual with search.visual.enabled).")
+    ] = None
     rollout: Annotated[Rollout, Field(description="Progressive delivery of a candidate model.")] = Rollout()
     experiment: Annotated[Experiment, Field(description="Experiments (holdout).")] = Experiment()
     network: Annotated[Network, Field(description="NetworkPolicies of the inference and training pods.")] = (

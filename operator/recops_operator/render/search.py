@@ -34,6 +34,7 @@ def search_labels(service: str) -> dict[str, str]:
 
 def vectorize_args(spec: RecommenderServiceSpec) -> list[str]:
     s = spec.search
+    visual = ["--visual", "--max-failed-images", str(s.visual.max_failed_images)] if s.visual.enabled else []
     return [
         "vectorize",
         "--catalog",
@@ -47,6 +48,7 @@ def vectorize_args(spec: RecommenderServiceSpec) -> list[str]:
         "--resume",
         "--version",
         "$(RECOPS_RUN_ID)",
+        *visual,
     ]
 
 
