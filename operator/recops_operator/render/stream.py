@@ -89,6 +89,9 @@ def flink_configuration(spec: RecommenderServiceSpec, cfg: StreamFeatures) -> di
         "execution.checkpointing.mode": "EXACTLY_ONCE",
         "execution.checkpointing.dir": f"{base}/checkpoints",
         "execution.checkpointing.savepoint-dir": f"{base}/savepoints",
+        # the pre-2.0 names of the same two settings (Flink 1.20 images, older Flink operators)
+        "state.checkpoints.dir": f"{base}/checkpoints",
+        "state.savepoints.dir": f"{base}/savepoints",
         "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
         "execution.checkpointing.num-retained": "3",
         "high-availability.type": "kubernetes",
