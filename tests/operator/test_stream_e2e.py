@@ -124,7 +124,8 @@ def test_flink_deployment_is_applied_and_its_status_reaches_ours(k8s_cluster, k8
     k8s_cluster.kubectl("apply", "-f", "-", input=json.dumps(FLINK_CRD))
     k8s_cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
     _secrets(k8s_cluster, ns)
-    op = Operator(k8s_cluster, ns, tmp_path / "operator.log").start()
+    # no resync within the test: the FlinkDeployment's status reaches ours through the child watch
+    op = Operator(k8s_cluster, ns, tmp_path / "operator.log", {"RECOPS_RESYNC_SECONDS": "3600"}).start()
     try:
         apply(k8s_cluster, ns, service(features={"stream": STREAM}))
         fd = wait_for(
