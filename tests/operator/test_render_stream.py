@@ -204,3 +204,19 @@ def test_bad_specs_fail_with_clear_messages():
 def test_memory_and_cpu_conversion():
     assert [r.flink_memory(q) for q in ("2Gi", "512Mi", "3G")] == ["2048m", "512m", "2861m"]
     assert [r.flink_cpu(q) for q in ("500m", "2")] == [0.5, 2.0]
+
+
+def test_the_documented_section_is_valid_and_in_region():
+    """docs/stream.md's spec.features.stream, on the shipped example: admitted as documented."""
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "docs" / "stream.md").read_text().split("## On ACK", 1)[1]
+    doc = yaml.safe_load(text.split("```yaml", 1)[1].split("```", 1)[0])["spec"]
+    body = yaml.safe_load((root / "examples" / "home-feed.yaml").read_text())["spec"]
+    body["features"] = doc["features"]
+    s = RecommenderServiceSpec.model_validate(body)
+    assert s.features.stream.parallelism == 4
+    assert [e for e in location_errors(s, {}, {}) if "features" in e] == []
