@@ -131,7 +131,8 @@ def _placement(cfg: StreamFeatures) -> dict[str, Any]:
 
 def _env(spec: RecommenderServiceSpec, cfg: StreamFeatures) -> list[dict[str, Any]]:
     store = spec.serving.feature_store
-    assert store is not None  # the CRD's CEL rule and the spec's validator require it
+    if store is None:  # the CRD's CEL rule and the spec's validator reject this earlier
+        raise ValueError("features.stream writes into the feature store: set spec.serving.featureStore")
     kafka = cfg.kafka.bootstrap_secret_ref
     return [
         {
@@ -149,8 +150,9 @@ def pod_template(
     owner: Owner, spec: RecommenderServiceSpec, cfg: StreamFeatures, cpu: str, memory: str
 ) -> dict[str, Any]:
     """The hardened pod both Flink components run in: non-root, read-only root filesystem with
-    emptyDirs where Flink writes, no capabilities, RuntimeDefault seccomp, no API token in the
-    TaskManager (the JobManager's service account is the Flink operator's)."""
+    emptyDirs where Flink writes, no capabilities, RuntimeDefault seccomp. The service account token
+    stays mounted: native mode's JobManager creates the TaskManager pods and, with Kubernetes HA,
+    both read the leader ConfigMaps."""
     security = {
         **pods.pod_security_context(),
         "runAsUser": FLINK_UID,
