@@ -1,4 +1,4 @@
-"""ComponentResources for one region: network, storage, feature store, cluster, identities.
+"""ComponentResources for one region: network, storage, feature store, clickstream, cluster, identities.
 
 Every resource takes the stack's explicit regional provider through the component's
 ``opts`` (default providers are disabled in every ``Pulumi.<region>.yaml``), so
@@ -164,6 +164,70 @@ class Storage(pulumi.ComponentResource):
             )
             self.buckets[purpose] = b
         self.register_outputs({p: b.bucket for p, b in self.buckets.items()})
+
+
+class Clickstream(pulumi.ComponentResource):
+    """ApsaraMQ for Kafka in the stack's VPC only (deploy type 5: no public endpoint), its disks
+    encrypted with the stack's KMS key; the clickstream topic and the stream job's consumer group."""
+
+    #: ApsaraMQ for Kafka deploy types: 4 = internet and VPC, 5 = VPC only
+    VPC_ONLY = 5
+    PORT = "9092/9092"  # the VPC (PLAINTEXT) endpoint
+
+    def __init__(
+        self, name: str, cfg: StackConfig, net: Network, key: ali.kms.Key, opts: pulumi.ResourceOptions
+    ):
+        super().__init__("recops:infra:Clickstream", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        k = cfg.kafka
+        self.instance = ali.alikafka.Instance(
+            f"{name}-kafka",
+            name=f"recops-clickstream-{cfg.region}",
+            deploy_type=self.VPC_ONLY,
+            paid_type="PostPaid",
+            spec_type=k.spec_type,
+            io_max_spec=k.io_max_spec,
+            disk_type=1,  # SSD
+            disk_size=k.disk_size_gb,
+            vpc_id=net.vpc.id,
+            vswitch_id=net.node_vswitches[0].id,
+            zone_id=cfg.zones[0],
+            security_group=net.security_group.id,
+            kms_key_id=key.id,
+            enable_auto_topic="disable",  # topics are declared here, not created by a typo
+            tags=_tags(cfg, "clickstream"),
+            opts=child,
+        )
+        ali.ecs.SecurityGroupRule(
+            f"{name}-in-9092",
+            security_group_id=net.security_group.id,
+            type="ingress",
+            ip_protocol="tcp",
+            port_range=self.PORT,
+            cidr_ip=cfg.vpc_cidr,
+            nic_type="intranet",
+            policy="accept",
+            priority=1,
+            opts=child,
+        )
+        self.topic = ali.alikafka.Topic(
+            f"{name}-topic",
+            instance_id=self.instance.id,
+            topic=k.topic,
+            partition_num=k.partitions,
+            remark="RecOps clickstream (docs/stream.md), keyed by session",
+            tags=_tags(cfg, "clickstream"),
+            opts=child,
+        )
+        self.group = ali.alikafka.ConsumerGroup(
+            f"{name}-group",
+            instance_id=self.instance.id,
+            consumer_id=k.consumer_group,
+            remark="RecOps stream job (FlinkDeployment)",
+            tags=_tags(cfg, "clickstream"),
+            opts=child,
+        )
+        self.register_outputs({"instance_id": self.instance.id, "topic": k.topic})
 
 
 class FeatureStore(pulumi.ComponentResource):

@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from recops_contracts import stream as stream_contract
+
 PROJECT = "recops-infra"
 REGION_PATTERN = r"^[a-z]{2}-[a-z]+(-[0-9]+)?$"
 
@@ -51,6 +53,17 @@ class FeatureDisk(_Model):
         return v
 
 
+class Kafka(_Model):
+    """ApsaraMQ for Kafka: the clickstream topic and the stream job's consumer group (recops_contracts.stream)."""
+
+    io_max_spec: Annotated[str, Field(pattern=r"^alikafka\.hw\.[0-9a-z]+$")] = "alikafka.hw.2xlarge"
+    spec_type: Literal["normal", "professional", "professionalForHighRead"] = "professional"
+    disk_size_gb: Annotated[int, Field(ge=500, le=96000)] = 500
+    partitions: Annotated[int, Field(ge=1, le=360)] = 24
+    topic: Annotated[str, Field(pattern=r"^[a-zA-Z0-9._-]{3,64}$")] = stream_contract.DEFAULT_TOPIC
+    consumer_group: Annotated[str, Field(pattern=r"^[a-zA-Z0-9._-]{3,64}$")] = stream_contract.DEFAULT_GROUP
+
+
 class StackConfig(_Model):
     region: Annotated[str, Field(pattern=REGION_PATTERN)]
     zones: Annotated[list[str], Field(min_length=2, max_length=5)]
@@ -63,6 +76,7 @@ class StackConfig(_Model):
     spot_pool: Pool
     tair: Tair
     feature_disk: FeatureDisk
+    kafka: Kafka = Kafka()
     cluster_spec: Literal["ack.pro.small", "ack.pro.xlarge", "ack.pro.2xlarge"] = "ack.pro.small"
     allow_cross_region_replication: Literal[False] = False  # personal data never leaves the region
 

@@ -34,6 +34,8 @@ def residency(r: Resource, region: str) -> list[str]:
         z = p.get(key)
         if isinstance(z, str) and not z.startswith(region):
             out.append(f"{r.name}: {key} {z} is outside {region}")
+    if r.type == "alicloud:alikafka/instance:Instance" and not str(p.get("zoneId") or "").startswith(region):
+        out.append(f"{r.name}: Kafka instance zone {p.get('zoneId')} is not in {region}")
     if r.type == "alicloud:oss/bucketReplication:BucketReplication":
         dest = (p.get("destination") or {}).get("location")
         if dest != f"oss-{region}":
@@ -76,8 +78,31 @@ def security(r: Resource, region: str) -> list[str]:
                 addon.get("config") or ""
             ):
                 out.append(f"{r.name}: ingress controller is internet-facing (inference must stay intranet)")
+    if r.type == "alicloud:alikafka/instance:Instance":
+        out.extend(_kafka_private(r))
     if r.type == "alicloud:ecs/instance:Instance" and float(p.get("internetMaxBandwidthOut") or 0) > 0:
         out.append(f"{r.name}: ECS instance has a public IP")
+    return out
+
+
+def _kafka_private(r: Resource) -> list[str]:
+    """ApsaraMQ for Kafka: VPC only (deploy type 5, no public bandwidth), inside a vSwitch of the
+    stack, encrypted at rest."""
+    p, out = r.props, []
+    try:
+        vpc_only = float(p.get("deployType")) == 5  # the engine sends numbers as floats
+    except (TypeError, ValueError):
+        vpc_only = False
+    if not vpc_only:
+        out.append(
+            f"{r.name}: Kafka instance has a public endpoint (deployType {p.get('deployType')}; 5 = VPC only)"
+        )
+    if float(p.get("eipMax") or 0) > 0:
+        out.append(f"{r.name}: Kafka instance has public bandwidth (eipMax {p.get('eipMax')})")
+    if not (p.get("vswitchId") or p.get("vswitchIds")):
+        out.append(f"{r.name}: Kafka instance is in no vSwitch of the stack's VPC")
+    if not p.get("kmsKeyId"):
+        out.append(f"{r.name}: Kafka instance disks are not encrypted with a KMS key")
     return out
 
 

@@ -28,6 +28,7 @@ CHILD_WATCHES: tuple[tuple[tuple[str, ...], tuple[str, str]], ...] = (
     (("batch", "v1", "cronjobs"), ("batch/v1", "CronJob")),
     (("networking.k8s.io", "v1", "ingresses"), ("networking.k8s.io/v1", "Ingress")),
     (("networking.k8s.io", "v1", "networkpolicies"), ("networking.k8s.io/v1", "NetworkPolicy")),
+    (("flink.apache.org", "v1beta1", "flinkdeployments"), ("flink.apache.org/v1beta1", "FlinkDeployment")),
 )
 
 

@@ -88,12 +88,23 @@ def _relevant(event_type: str | None, body: kopf.Body) -> bool:
         if _deployment_seen.get(key) != view:
             _deployment_seen[key] = view
             return True
+    if body.get("kind") == "FlinkDeployment":  # the Flink operator reports the job in status
+        view = _flink_view(body)
+        if _deployment_seen.get(key) != view:
+            _deployment_seen[key] = view
+            return True
     entries = meta.get("managedFields") or []
     if not entries:
         return True
     latest = max(e.get("time") or "" for e in entries)
     last = [e for e in entries if (e.get("time") or "") == latest]
     return not all(e.get("manager") == FIELD_MANAGER or e.get("subresource") == "status" for e in last)
+
+
+def _flink_view(body: kopf.Body) -> tuple[Any, ...]:
+    """The FlinkDeployment status fields the StreamJobReady condition is computed from."""
+    st = body.get("status") or {}
+    return (st.get("lifecycleState"), (st.get("jobStatus") or {}).get("state"), st.get("error"))
 
 
 def _on_child(body: kopf.Body, namespace: str | None, type: str | None = None, **_: Any) -> None:

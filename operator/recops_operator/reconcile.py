@@ -20,8 +20,9 @@ from recops_operator.apply import Applier
 from recops_operator.controller import CONTROLLER
 from recops_operator.rejections import ChildRejected
 from recops_operator.render import Owner, RenderContext, autoscaling, desired_objects
+from recops_operator.render import stream as stream_render
 from recops_operator.render.serving import deployment_name
-from recops_operator.status import changed, compute_status, merge_conditions
+from recops_operator.status import changed, compute_status, condition, merge_conditions
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,9 @@ def reconcile(
         owner = Owner(name=name, namespace=namespace, uid=body["metadata"]["uid"])
         ap = CONTROLLER.applier()
         monitoring = ap.has_kind("monitoring.coreos.com/v1", "ServiceMonitor")
+        wants_stream = bool(spec.features and spec.features.stream)
+        # checked per reconcile (memoised by the applier, an absent kind re-checked after a minute)
+        flink = ap.has_kind(stream_render.FLINK_API, stream_render.FLINK_KIND)
         stored_rollout = (body.get("status") or {}).get("rollout")
         rollout_status = rollout if rollout is not None else stored_rollout
         ctx = RenderContext(
@@ -64,6 +68,7 @@ def reconcile(
             mesh_available=ap.has_kind("networking.istio.io/v1", "VirtualService"),
             rollout=rollout_status,
             keda_available=ap.has_kind(autoscaling.KEDA_API, autoscaling.SCALED_OBJECT),
+            flink_available=flink,
             prometheus_url=os.environ.get("RECOPS_PROMETHEUS_URL"),
             now=dt.datetime.now(dt.UTC),
         )
@@ -94,6 +99,7 @@ def reconcile(
         new = compute_status(spec, generation, dep, reconcile_error=error, monitoring_available=monitoring)
         new["conditions"] += autoscaling.autoscaling_conditions(spec, ctx, generation)
         _window_events(body, new["conditions"])
+        _stream_status(body, spec, new, ap, owner, flink and wants_stream, fresh)
         if rollout is not None and error is None:
             # merge patch: keys the state machine dropped are removed with explicit nulls
             new["rollout"] = {**{k: None for k in stored_rollout or {} if k not in rollout}, **rollout}
@@ -160,6 +166,38 @@ def _window_events(body: dict[str, Any], conditions: list[dict[str, Any]]) -> No
     events.record(CONTROLLER.api(), body, "Normal", reason, new["message"])
 
 
+def _stream_status(
+    body: dict[str, Any],
+    spec: RecommenderServiceSpec,
+    new: dict[str, Any],
+    ap: Applier,
+    owner: Owner,
+    deployed: bool,
+    fresh: bool,
+) -> None:
+    """``status.stream`` and the StreamJobReady condition from the live FlinkDeployment; a Warning
+    Event when the condition turns to CRDsMissing or JobFailed (once per transition)."""
+    flink = deployed or not (spec.features and spec.features.stream)
+    live = None
+    if deployed:
+        ref = {
+            "apiVersion": stream_render.FLINK_API,
+            "kind": stream_render.FLINK_KIND,
+            "metadata": {"name": stream_render.stream_name(owner), "namespace": owner.namespace},
+        }
+        live = ap.get(ref, fresh)
+    cond = stream_render.stream_condition(spec, flink, live)
+    new["stream"] = stream_render.stream_status(live) if deployed else None
+    if cond is None:
+        return
+    kind, ok, reason, message = cond
+    new["conditions"].append(condition(kind, ok, reason, message, new.get("observedGeneration")))
+    old = next((c for c in (body.get("status") or {}).get("conditions") or [] if c.get("type") == kind), None)
+    if reason in ("CRDsMissing", "JobFailed") and (old is None or old.get("reason") != reason):
+        event = "FlinkCRDsMissing" if reason == "CRDsMissing" else "StreamJobFailed"
+        events.record(CONTROLLER.api(), body, "Warning", event, message)
+
+
 CANARY_KINDS = (
     ("apps/v1", "Deployment", "{name}-canary"),
     ("v1", "Service", "{name}-canary"),
@@ -191,6 +229,7 @@ def prune_canary(ap: Applier, owner: Owner, desired: list[dict[str, Any]], fresh
 OPTIONAL_KINDS = (
     ("batch/v1", "CronJob", "{name}-vectorize"),
     ("networking.k8s.io/v1", "NetworkPolicy", "{name}-search"),
+    ("flink.apache.org/v1beta1", "FlinkDeployment", "{name}-stream"),
 )
 
 
@@ -200,7 +239,7 @@ def prune_optional(ap: Applier, owner: Owner, desired: list[dict[str, Any]], fre
     wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
     for api_version, kind, pattern in OPTIONAL_KINDS:
         name = pattern.format(name=owner.name)
-        if (kind, name) in wanted:
+        if (kind, name) in wanted or not ap.has_kind(api_version, kind):
             continue
         obj = {
             "apiVersion": api_version,

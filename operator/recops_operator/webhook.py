@@ -75,6 +75,7 @@ def validate(body: kopf.Body, namespace: str | None = None, old: kopf.Body | Non
         mesh_available=ap.has_kind("networking.istio.io/v1", "VirtualService"),
         # what reconcile renders, so the ScaledObject (not the plain HPA) is dry-run where KEDA runs
         keda_available=ap.has_kind(autoscaling.KEDA_API, autoscaling.SCALED_OBJECT),
+        flink_available=ap.has_kind("flink.apache.org/v1beta1", "FlinkDeployment"),  # dry-run it too
         prometheus_url=os.environ.get("RECOPS_PROMETHEUS_URL"),
         now=dt.datetime.now(dt.UTC),
     )

@@ -37,6 +37,7 @@ from pyflink.table import DataTypes, StreamTableEnvironment
 from pyflink.table.udf import ScalarFunction, udf
 
 from recops_stream import features as f
+from recops_stream import options
 from recops_stream.writer import RedisWriter
 
 
@@ -58,7 +59,7 @@ class Writer(RedisWriter, ScalarFunction):
 
 def tables(args: argparse.Namespace, cfg: f.JobConfig) -> list[str]:
     """The source (the topic, JSON parsed once in the JVM) and the two sinks."""
-    staging = (Path(args.archive_dir) / "events" / "_staging").resolve().as_uri()
+    staging = f"{options.location(args.archive_dir)}/events/_staging"
     return [
         f"""CREATE TEMPORARY TABLE rc_topic (
              event_id STRING, user_id STRING, session_id STRING, item_id STRING, `type` STRING,
@@ -161,7 +162,7 @@ def sql(cfg: f.JobConfig) -> list[str]:
 
 def flink_config(args: argparse.Namespace, cfg: f.JobConfig) -> Configuration:
     conf = Configuration()
-    ckpt = Path(args.checkpoints).resolve().as_uri()
+    ckpt = options.location(args.checkpoints)
     settings = {
         "pipeline.name": "recops-clickstream",
         "pipeline.jars": ";".join(Path(j).resolve().as_uri() for j in args.jars),
@@ -219,38 +220,8 @@ def build(env: StreamExecutionEnvironment, args: argparse.Namespace, cfg: f.JobC
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    p.add_argument("--bootstrap", required=True)
-    p.add_argument("--topic", default="recops.events")
-    p.add_argument("--group", default="recops-clickstream")
-    p.add_argument("--redis-url", required=True)
-    p.add_argument("--archive-dir", required=True, help="local directory (the mounted oss:// root)")
-    p.add_argument("--checkpoints", required=True)
-    p.add_argument("--restore", help="a retained checkpoint (chk-N dir) or savepoint to start from")
-    p.add_argument("--jars", nargs="*", default=[])
-    p.add_argument("--parallelism", type=int, default=1)
-    p.add_argument("--state-backend", default="hashmap", choices=["hashmap", "rocksdb"])
-    p.add_argument("--rest-port", type=int, default=0)
-    p.add_argument("--explain", action="store_true", help="print the execution plan and exit")
-    p.add_argument(
-        "--detached",
-        action="store_true",
-        help="submit and return (`flink run -d`, application mode); default: wait (embedded mini-cluster)",
-    )
-    d = f.JobConfig()
-    for name in ("checkpoint_interval_ms", "bundle_size", "bundle_time_ms",
-                 "mini_batch_ms", "buffer_timeout_ms"):  # fmt: skip
-        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
-    p.add_argument("--redis-retry-s", type=float, default=d.redis_retry_s, help="then the task fails")
-    args = p.parse_args(argv)
-    cfg = f.JobConfig(
-        checkpoint_interval_ms=args.checkpoint_interval_ms,
-        bundle_size=args.bundle_size,
-        bundle_time_ms=args.bundle_time_ms,
-        mini_batch_ms=args.mini_batch_ms,
-        buffer_timeout_ms=args.buffer_timeout_ms,
-        redis_retry_s=args.redis_retry_s,
-    )
+    args = options.parse(argv)
+    cfg = options.job_config(args)
     env = StreamExecutionEnvironment.get_execution_environment(flink_config(args, cfg))
     stmts = build(env, args, cfg)
     if args.explain:

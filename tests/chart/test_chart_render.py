@@ -30,6 +30,7 @@ EXPECTED_RULES = [
     (["networking.istio.io"], ["virtualservices", "destinationrules"], MANAGE),
     (["monitoring.coreos.com"], ["servicemonitors", "prometheusrules"], MANAGE),
     (["keda.sh"], ["scaledobjects"], ["get", "create", "patch", "delete"]),
+    (["flink.apache.org"], ["flinkdeployments"], ["get", "list", "watch", "create", "patch", "delete"]),
 ]
 
 
@@ -76,11 +77,13 @@ def test_optional_integrations_drop_their_rules_and_namespaced_mode_binds_per_na
     docs = template(
         "rbac.istio=false",
         "rbac.prometheusOperator=false",
+        "rbac.flink=false",
         "operator.allNamespaces=false",
         "operator.watchNamespaces={shop,ads}",
     )
     groups = {g for gs, _, _ in _rules(docs) for g in gs}
     assert "networking.istio.io" not in groups and "monitoring.coreos.com" not in groups
+    assert "flink.apache.org" not in groups
     bindings = by_kind(docs, "RoleBinding")
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["ads", "shop"]
     assert [b["roleRef"]["name"] for b in by_kind(docs, "ClusterRoleBinding")] == [

@@ -118,6 +118,39 @@ def test_inventory_and_key_arguments(stack):
     assert "oss:PutObject" not in actions and "oss:GetObject" in actions, "serving reads models only"
 
 
+def test_clickstream_kafka_is_vpc_only_in_region_with_topic_and_group(stack):
+    region, res = stack
+    (kafka,) = by_type(res, "alicloud:alikafka/instance:Instance")
+    k = kafka.props
+    assert k["deployType"] == 5 and "eipMax" not in k, "VPC only: no public endpoint"
+    assert k["zoneId"].startswith(region) and k["name"] == f"recops-clickstream-{region}"
+    (net,) = by_type(res, "alicloud:vpc/network:Network")
+    (sg,) = by_type(res, "alicloud:ecs/securityGroup:SecurityGroup")
+    assert k["vpcId"] == f"{net.name}-id" and k["vswitchId"] == f"net-nodes-{k['zoneId']}-id"
+    assert k["securityGroup"] == f"{sg.name}-id" and k["kmsKeyId"] == "data-key-id"
+    assert k["enableAutoTopic"] == "disable"
+    cfg = project_config(stack_config(INFRA / f"Pulumi.{region}.yaml"))["kafka"]
+    (topic,) = by_type(res, "alicloud:alikafka/topic:Topic")
+    assert topic.props == {**topic.props, "instanceId": f"{kafka.name}-id", "topic": cfg["topic"]}
+    assert topic.props["partitionNum"] == cfg["partitions"]
+    (group,) = by_type(res, "alicloud:alikafka/consumerGroup:ConsumerGroup")
+    assert (
+        group.props["instanceId"] == f"{kafka.name}-id" and group.props["consumerId"] == cfg["consumerGroup"]
+    )
+    rule = next(
+        r for r in by_type(res, "alicloud:ecs/securityGroupRule:SecurityGroupRule") if "9092" in r.name
+    )
+    assert rule.props["cidrIp"] == project_config(stack_config(INFRA / f"Pulumi.{region}.yaml"))["vpcCidr"]
+
+
+def test_partitions_come_from_the_stack_config():
+    cfg = stack_config(STACKS[0])
+    cfg[f"{PROJECT}:kafka"] = {"partitions": 48, "topic": "shop.events"}
+    res = run_stack(cfg)
+    (topic,) = by_type(res, "alicloud:alikafka/topic:Topic")
+    assert (topic.props["partitionNum"], topic.props["topic"]) == (48, "shop.events")
+
+
 def test_node_pools_match_the_operator_topology(stack):
     _, res = stack
     pools = {p.props["nodePoolName"]: p.props for p in by_type(res, "alicloud:cs/nodePool:NodePool")}
@@ -198,6 +231,30 @@ NONCOMPLIANT = [
         "alicloud:ecs/ecsDisk:EcsDisk",
         {"performanceLevel": "PL3", "size": 500, "encrypted": True},
         "1261-65536 GiB",
+    ),
+    (
+        "security",
+        "alicloud:alikafka/instance:Instance",
+        {"deployType": 4, "eipMax": 10, "vswitchId": "vsw", "kmsKeyId": "k", "zoneId": "cn-hangzhou-h"},
+        "public endpoint (deployType 4",
+    ),
+    (
+        "security",
+        "alicloud:alikafka/instance:Instance",
+        {"deployType": 5, "eipMax": 10, "vswitchId": "vsw", "kmsKeyId": "k", "zoneId": "cn-hangzhou-h"},
+        "public bandwidth",
+    ),
+    (
+        "security",
+        "alicloud:alikafka/instance:Instance",
+        {"deployType": 5, "kmsKeyId": "k", "zoneId": "cn-hangzhou-h"},
+        "in no vSwitch",
+    ),
+    (
+        "residency",
+        "alicloud:alikafka/instance:Instance",
+        {"deployType": 5, "vswitchId": "vsw", "kmsKeyId": "k", "zoneId": "cn-shanghai-b"},
+        "outside cn-hangzhou",
     ),
 ]
 

@@ -79,6 +79,8 @@ def test_the_rule_checks_every_marked_field():
     spec["model"].setdefault("version", "v1")
     spec["rollout"]["candidate"]["version"] = "v2"
     spec["training"]["checkpoint"].setdefault("uri", bad["oss"])
+    spec["features"]["stream"]["kafka"] = {"bootstrapSecretRef": {"name": "kafka"}}
+    spec["serving"]["featureStore"] = {"secretRef": {"name": "tair"}}  # features.stream writes there
     errors = location_errors(m.RecommenderServiceSpec.model_validate(spec), {}, {})
     named = {e.split(":")[0].split("[")[0] for e in errors}  # list items: spec.x[0] -> spec.x
     assert named == set(marked), f"not checked: {set(marked) - named}; errors: {errors}"

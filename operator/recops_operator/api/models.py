@@ -18,6 +18,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from pydantic.alias_generators import to_camel
 
 from recops_contracts import serving as serve_defaults
+from recops_contracts import stream as stream_contract
 from recops_operator.api import windows
 from recops_operator.api.status import RolloutStatus, TrainingStatus
 
@@ -995,6 +996,180 @@ class Experiment(Model):
     holdout: Annotated[Holdout, Field(description="Persistent holdout group for measuring lift.")] = Holdout()
 
 
+# ---------------------------------------------------------------------------------- features
+class KafkaSecretRef(SecretKeyRef):
+    key: Annotated[
+        str,
+        Field(
+            description="Key in the Secret holding the Kafka bootstrap servers (host:port,...; the VPC endpoint).",
+            pattern=r"^[-._a-zA-Z0-9]+$",
+            max_length=253,
+        ),
+    ] = "bootstrap"
+
+
+class StreamKafka(Model):
+    """The clickstream topic's brokers, by Secret reference only (ApsaraMQ for Kafka's VPC endpoint)."""
+
+    bootstrap_secret_ref: Annotated[
+        KafkaSecretRef, Field(description="Secret with the bootstrap servers; never inline them in the CR.")
+    ]
+
+
+class StreamWindows(Model):
+    """The trending window (HOP): its size must be whole minutes and a multiple of the slide."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "duration(self.trending).getSeconds() % duration(self.trendingSlide).getSeconds() == 0",
+                    "features.stream.windows.trending must be a multiple of windows.trendingSlide",
+                ),
+                cel(
+                    "duration(self.trending).getSeconds() % 60 == 0",
+                    "features.stream.windows.trending must be whole minutes",
+                ),
+            ]
+        }
+    )
+    trending: Duration(
+        "Sliding window of the per-category trending items.", 60, 86400, "features.stream.windows.trending"
+    ) = "30m"
+    trending_slide: Duration(
+        "How often (event time) a category's trending list is recomputed.",
+        1,
+        3600,
+        "features.stream.windows.trendingSlide",
+    ) = "10s"
+
+    @model_validator(mode="after")
+    def _hop_shape(self) -> StreamWindows:
+        size, slide = duration_seconds(self.trending), duration_seconds(self.trending_slide)
+        if size % slide:
+            raise ValueError("features.stream.windows.trending must be a multiple of windows.trendingSlide")
+        if size % 60:
+            raise ValueError("features.stream.windows.trending must be whole minutes")
+        return self
+
+
+class StreamStateTTL(Model):
+    """Explicit state TTLs (state bloat kills stream jobs during spikes)."""
+
+    features: Duration(
+        "Keyed state of an idle session/user is dropped after this; at least the longest feature window "
+        "(30m), or a 30-minute count would forget its start.",
+        1800,
+        7 * 86400,
+        "features.stream.stateTTL.features",
+    ) = "35m"
+    items: Duration(
+        "Stock state per item (sold-out), and the Redis TTL of item availability.",
+        3600,
+        90 * 86400,
+        "features.stream.stateTTL.items",
+    ) = "168h"
+
+
+class StreamResources(Model):
+    job_manager: Annotated[ResourceList, Field(description="JobManager pod resources.")] = ResourceList(
+        cpu="1", memory="2Gi"
+    )
+    task_manager: Annotated[
+        ResourceList, Field(description="TaskManager pod resources (one task slot each).")
+    ] = ResourceList(cpu="2", memory="4Gi")
+
+
+class StreamFeatures(Model):
+    """The clickstream job (recops_stream) as a FlinkDeployment of the Apache Flink Kubernetes
+    Operator: application mode, savepoint upgrades, RocksDB state with checkpoints in spec.region.
+    It writes into spec.serving.featureStore, the store the server reads."""
+
+    image: Annotated[
+        str,
+        Field(
+            description="PyFlink image carrying recops_stream and recops_contracts under /opt/recops and "
+            "the flink-python jar in /opt/flink/opt.",
+            pattern=IMAGE_PATTERN,
+            max_length=512,
+        ),
+        IMAGE,
+    ]
+    flink_version: Annotated[
+        Literal["v1_20", "v2_0", "v2_1", "v2_2", "v2_3"],
+        Field(description="Flink version of the image (the Flink operator's spec.flinkVersion)."),
+    ] = "v2_3"
+    kafka: Annotated[StreamKafka, Field(description="Brokers of the clickstream topic.")]
+    topic: Annotated[
+        str,
+        Field(description="Clickstream topic.", pattern=r"^[a-zA-Z0-9._-]+$", min_length=1, max_length=249),
+    ] = stream_contract.DEFAULT_TOPIC
+    consumer_group: Annotated[
+        str,
+        Field(description="Kafka consumer group of the job.", pattern=r"^[a-zA-Z0-9._-]+$", max_length=249),
+    ] = stream_contract.DEFAULT_GROUP
+    parallelism: Annotated[
+        int,
+        Field(
+            description="Job parallelism (= TaskManager slots; at most the topic's partitions).", ge=1, le=512
+        ),
+    ] = 1
+    windows: Annotated[StreamWindows, Field(description="Trending window.")] = StreamWindows()
+    state_ttl: Annotated[
+        StreamStateTTL, Field(alias="stateTTL", description="State TTLs of the job's keyed state.")
+    ] = StreamStateTTL()
+    checkpoint_uri: Annotated[
+        str,
+        Field(
+            alias="checkpointURI",
+            description="oss:// prefix in spec.region for checkpoints (<uri>/checkpoints) and savepoints "
+            "(<uri>/savepoints).",
+            pattern=OSS_URI_PATTERN,
+            max_length=1024,
+        ),
+        OSS,
+    ]
+    archive_uri: Annotated[
+        str,
+        Field(
+            alias="archiveURI",
+            description="oss:// prefix in spec.region the raw events are archived under (events/, "
+            "docs/data.md); usually spec.training.data.events' bucket.",
+            pattern=OSS_URI_PATTERN,
+            max_length=1024,
+        ),
+        OSS,
+    ]
+    tolerate_restarts: Annotated[
+        bool,
+        Field(
+            description="The job may be restarted from its last checkpoint at any time (features late by "
+            "the restart): only then may it run on spot capacity (preferred, not required)."
+        ),
+    ] = False
+    resources: Annotated[StreamResources, Field(description="JobManager and TaskManager resources.")] = (
+        StreamResources()
+    )
+    service_account: Annotated[
+        str,
+        Field(
+            description="Service account of the JobManager (it creates the TaskManager pods and HA "
+            "ConfigMaps): the one the Flink operator's Helm chart creates in each watched namespace.",
+            pattern=DNS_LABEL,
+            max_length=253,
+        ),
+    ] = "flink"
+
+
+class Features(Model):
+    """Feature pipelines beside the serving path."""
+
+    stream: Annotated[
+        StreamFeatures | None,
+        Field(description="Real-time features from the clickstream (Kafka -> Flink -> the feature store)."),
+    ] = None
+
+
 # ---------------------------------------------------------------------------------- network
 CIDR_PATTERN = r"^[0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}$"
 PRIVATE_CIDRS = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
@@ -1068,6 +1243,11 @@ class RecommenderServiceSpec(Model):
                     "!has(self.rollout) || !has(self.rollout.candidate) || self.rollout.candidate.version != self.model.version",
                     "rollout.candidate.version equals model.version: nothing to roll out",
                 ),
+                cel(
+                    "!has(self.features) || !has(self.features.stream) || has(self.serving.featureStore)",
+                    "features.stream writes into the feature store: set spec.serving.featureStore",
+                    ".features.stream",
+                ),
             ]
         }
     )
@@ -1090,9 +1270,19 @@ class RecommenderServiceSpec(Model):
     ] = None
     rollout: Annotated[Rollout, Field(description="Progressive delivery of a candidate model.")] = Rollout()
     experiment: Annotated[Experiment, Field(description="Experiments (holdout).")] = Experiment()
+    features: Annotated[
+        Features | None, Field(description="Feature pipelines (the clickstream job on Flink).")
+    ] = None
     network: Annotated[Network, Field(description="NetworkPolicies of the inference and training pods.")] = (
         Network()
     )
+
+    @model_validator(mode="after")
+    def _stream_needs_store(self) -> RecommenderServiceSpec:
+        """The CEL rule's message, for code that validates without the API server (webhook, check)."""
+        if self.features and self.features.stream and self.serving.feature_store is None:
+            raise ValueError("features.stream writes into the feature store: set spec.serving.featureStore")
+        return self
 
 
 # ---------------------------------------------------------------------------------- status
@@ -1114,6 +1304,17 @@ class ReplicaStatus(Model):
     ready: Annotated[int, Field(description="Ready stable replicas.")] = 0
 
 
+class StreamStatus(Model):
+    """What the Flink operator reports on the stream job's FlinkDeployment."""
+
+    lifecycle_state: Annotated[
+        str | None, Field(description="status.lifecycleState: CREATED, DEPLOYED, STABLE, FAILED, ...")
+    ] = None
+    job_state: Annotated[str | None, Field(description="status.jobStatus.state: RUNNING, FAILED, ...")] = None
+    job_id: Annotated[str | None, Field(alias="jobId", description="Flink job id.")] = None
+    message: Annotated[str | None, Field(description="The Flink operator's last error, one line.")] = None
+
+
 class RecommenderServiceStatus(Model):
     """Observed state. Rollout and training sections are written by their controllers."""
 
@@ -1133,6 +1334,10 @@ class RecommenderServiceStatus(Model):
     training: Annotated[
         TrainingStatus | None,
         Field(description="Training runs, preemptions, checkpoints, metrics and lineage."),
+    ] = None
+    stream: Annotated[
+        StreamStatus | None,
+        Field(description="The stream job's FlinkDeployment: lifecycle and job state, last error."),
     ] = None
     experiment: Annotated[
         dict | None,

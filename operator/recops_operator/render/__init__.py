@@ -14,6 +14,7 @@ from recops_operator.api.models import RecommenderServiceSpec
 from recops_operator.render.network import render_network
 from recops_operator.render.search import render_search
 from recops_operator.render.serving import Owner, RenderContext, render_serving
+from recops_operator.render.stream import render_stream
 from recops_operator.rollout.render import render_rollout
 from recops_operator.training.render import render_training_objects
 
@@ -25,6 +26,7 @@ RENDERERS: list[Renderer] = [
     render_training_objects,
     render_search,
     render_network,
+    render_stream,
 ]
 
 

@@ -54,6 +54,7 @@ class RenderContext:
     monitoring_available: bool = False
     mesh_available: bool = False
     keda_available: bool = False  # keda.sh ScaledObject served: KEDA renders the HPA
+    flink_available: bool = False  # flink.apache.org FlinkDeployment served: the stream job renders
     prometheus_url: str | None = None  # the operator's default (RECOPS_PROMETHEUS_URL)
     now: datetime | None = None  # sale windows of the plain-HPA path are evaluated at this time
     rollout: RolloutStatus | None = None  # a persisted dict is read into the model on construction

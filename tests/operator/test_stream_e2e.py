@@ -1,0 +1,190 @@
+"""spec.features.stream on the real control plane, the operator as a subprocess (its own kopf, webhook
+and applier): first without the flink.apache.org CRDs (a condition and an Event say so), then with a
+FlinkDeployment CRD installed: the object is created and updated from the spec, and a status patched
+onto it as the Flink operator would shows up in the RecommenderService's status and conditions.
+
+The FlinkDeployment CRD here is a minimal structural one of our own (spec and status
+x-kubernetes-preserve-unknown-fields, the status subresource): no registry package carries the
+Apache Flink Kubernetes Operator's CRD (/work/.library/env/packages/maven-partial.tsv has no
+flink-kubernetes-operator artifact). It is installed by this module only, never put in crds/ (the
+session cluster installs every CRD there), and removed again at the end. The two tests run in this
+order; the first removes a leftover CRD before it starts.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.support.kube import Operator, apply, get, service, wait_for
+
+pytestmark = pytest.mark.integration
+
+CRD_NAME = "flinkdeployments.flink.apache.org"
+FLINK_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": CRD_NAME},
+    "spec": {
+        "group": "flink.apache.org",
+        "names": {"kind": "FlinkDeployment", "plural": "flinkdeployments", "singular": "flinkdeployment"},
+        "scope": "Namespaced",
+        "versions": [
+            {
+                "name": "v1beta1",
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                        },
+                    }
+                },
+            }
+        ],
+    },
+}
+
+STREAM = {
+    "image": "registry-vpc.cn-hangzhou.aliyuncs.com/recops/recops-stream:0.1.0",
+    "kafka": {"bootstrapSecretRef": {"name": "kafka-bootstrap"}},
+    "checkpointURI": "oss://recops-state-cn-hangzhou/home-feed/",
+    "archiveURI": "oss://retail-events-cn-hangzhou/home-feed/",
+}
+
+
+def _secrets(cluster, ns):
+    cluster.kubectl(
+        "-n", ns, "create", "secret", "generic", "tair-credentials", "--from-literal=url=redis://x"
+    )
+    cluster.kubectl(
+        "-n", ns, "create", "secret", "generic", "kafka-bootstrap", "--from-literal=bootstrap=k:9092"
+    )
+
+
+def _condition(cluster, ns, ctype="StreamJobReady"):
+    body = get(cluster, ns, "recsvc", "home-feed") or {}
+    return next((c for c in (body.get("status") or {}).get("conditions") or [] if c["type"] == ctype), None)
+
+
+def _events(cluster, ns, reason):
+    items = get(cluster, ns, "events", "--field-selector", "involvedObject.name=home-feed")["items"]
+    return [e for e in items if e.get("reason") == reason]
+
+
+def _crd_present(cluster) -> bool:
+    return cluster.kubectl("get", "crd", CRD_NAME, check=False).returncode == 0
+
+
+def test_without_the_flink_crds_a_condition_and_an_event_say_so(k8s_cluster, k8s_namespace, tmp_path):
+    ns = k8s_namespace
+    if _crd_present(k8s_cluster):  # a leftover of an interrupted run of the next test
+        k8s_cluster.kubectl("delete", "crd", CRD_NAME, "--wait=true")
+    _secrets(k8s_cluster, ns)
+    op = Operator(k8s_cluster, ns, tmp_path / "operator.log").start()
+    try:
+        bad = service(features={"stream": {**STREAM, "checkpointURI": "oss://state-cn-shanghai/x/"}})
+        res = apply(k8s_cluster, ns, bad, check=False)
+        assert (
+            res.returncode != 0
+            and "features.stream.checkpointURI" in res.stderr
+            and "cn-shanghai" in res.stderr
+        )
+        cel = service(features={"stream": {**STREAM, "windows": {"trending": "20m", "trendingSlide": "7s"}}})
+        res = apply(k8s_cluster, ns, cel, check=False)
+        assert "features.stream.windows.trending must be a multiple of windows.trendingSlide" in res.stderr
+        res = apply(
+            k8s_cluster, ns, service(features={"stream": STREAM}, serving__featureStore=None), check=False
+        )
+        assert "features.stream writes into the feature store" in res.stderr
+
+        apply(k8s_cluster, ns, service(features={"stream": STREAM}))
+        cond = wait_for(
+            lambda: (c := _condition(k8s_cluster, ns)) and c["reason"] == "CRDsMissing" and c,
+            timeout=90,
+            what="StreamJobReady=CRDsMissing",
+        )
+        assert cond["status"] == "False" and "flink.apache.org CRDs are not installed" in cond["message"]
+        (event,) = wait_for(
+            lambda: _events(k8s_cluster, ns, "FlinkCRDsMissing"), timeout=30, what="the Event"
+        )
+        assert event["type"] == "Warning"
+        assert get(k8s_cluster, ns, "recsvc", "home-feed")["status"].get("stream") is None
+    finally:
+        op.stop()
+
+
+def test_flink_deployment_is_applied_and_its_status_reaches_ours(k8s_cluster, k8s_namespace, tmp_path):
+    ns = k8s_namespace
+    k8s_cluster.kubectl("apply", "-f", "-", input=json.dumps(FLINK_CRD))
+    k8s_cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
+    _secrets(k8s_cluster, ns)
+    # no resync within the test: the FlinkDeployment's status reaches ours through the child watch
+    op = Operator(k8s_cluster, ns, tmp_path / "operator.log", {"RECOPS_RESYNC_SECONDS": "3600"}).start()
+    try:
+        apply(k8s_cluster, ns, service(features={"stream": STREAM}))
+        fd = wait_for(
+            lambda: get(k8s_cluster, ns, "flinkdeployment", "home-feed-stream"), timeout=90, what="FD"
+        )
+        owner = get(k8s_cluster, ns, "recsvc", "home-feed")
+        (ref,) = fd["metadata"]["ownerReferences"]
+        assert ref["uid"] == owner["metadata"]["uid"] and ref["controller"] is True
+        assert fd["spec"]["job"]["upgradeMode"] == "savepoint" and fd["spec"]["job"]["parallelism"] == 1
+        assert fd["spec"]["flinkConfiguration"]["state.backend.type"] == "rocksdb"
+
+        apply(k8s_cluster, ns, service(features={"stream": {**STREAM, "parallelism": 3}}))
+        wait_for(
+            lambda: (
+                get(k8s_cluster, ns, "flinkdeployment", "home-feed-stream")["spec"]["job"]["parallelism"] == 3
+            ),
+            timeout=60,
+            what="the FlinkDeployment updated",
+        )
+
+        def patch_status(status):
+            k8s_cluster.kubectl(
+                "-n", ns, "patch", "flinkdeployment", "home-feed-stream", "--subresource=status",
+                "--type=merge", "-p", json.dumps({"status": status}),
+            )  # fmt: skip
+
+        patch_status({"lifecycleState": "STABLE", "jobStatus": {"state": "RUNNING", "jobId": "a1b2"}})
+        cond = wait_for(
+            lambda: (c := _condition(k8s_cluster, ns)) and c["status"] == "True" and c,
+            timeout=90,
+            what="StreamJobReady=True",
+        )
+        assert cond["reason"] == "Running"
+        stream = get(k8s_cluster, ns, "recsvc", "home-feed")["status"]["stream"]
+        assert stream == {"lifecycleState": "STABLE", "jobState": "RUNNING", "jobId": "a1b2"}
+
+        error = {
+            "type": "org.apache.flink.runtime.JobException",
+            "message": "Recovery is suppressed\n by policy",
+        }
+        patch_status(
+            {"lifecycleState": "FAILED", "jobStatus": {"state": "FAILED"}, "error": json.dumps(error)}
+        )
+        cond = wait_for(
+            lambda: (c := _condition(k8s_cluster, ns)) and c["reason"] == "JobFailed" and c,
+            timeout=90,
+            what="StreamJobReady=JobFailed",
+        )
+        assert cond["status"] == "False" and "Recovery is suppressed by policy" in cond["message"]
+        assert "\n" not in cond["message"]
+        (event,) = wait_for(lambda: _events(k8s_cluster, ns, "StreamJobFailed"), timeout=30, what="the Event")
+        assert event["type"] == "Warning" and "Recovery is suppressed" in event["message"]
+
+        apply(k8s_cluster, ns, service())  # the section removed: the FlinkDeployment goes
+        wait_for(
+            lambda: get(k8s_cluster, ns, "flinkdeployment", "home-feed-stream") is None,
+            timeout=90,
+            what="the FlinkDeployment pruned",
+        )
+    finally:
+        op.stop()
+        k8s_cluster.kubectl("delete", "crd", CRD_NAME, "--ignore-not-found", "--wait=true", check=False)
