@@ -22,6 +22,7 @@ from recops_operator.rejections import ChildRejected
 from recops_operator.render import Owner, RenderContext, autoscaling, desired_objects
 from recops_operator.render import stream as stream_render
 from recops_operator.render.serving import deployment_name
+from recops_operator.rollout import analysis
 from recops_operator.status import changed, compute_status, condition, merge_conditions
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,8 @@ def reconcile(
         new = compute_status(spec, generation, dep, reconcile_error=error, monitoring_available=monitoring)
         new["conditions"] += autoscaling.autoscaling_conditions(spec, ctx, generation)
         _window_events(body, new["conditions"])
-        _stream_status(body, spec, new, ap, owner, flink and wants_stream, fresh)
+        lag_url = autoscaling.prometheus_url(spec, ctx) if fresh else None
+        _stream_status(body, spec, new, ap, owner, flink and wants_stream, fresh, lag_url)
         if rollout is not None and error is None:
             # merge patch: keys the state machine dropped are removed with explicit nulls
             new["rollout"] = {**{k: None for k in stored_rollout or {} if k not in rollout}, **rollout}
@@ -174,9 +176,11 @@ def _stream_status(
     owner: Owner,
     deployed: bool,
     fresh: bool,
+    lag_url: str | None = None,
 ) -> None:
-    """``status.stream`` and the StreamJobReady condition from the live FlinkDeployment; a Warning
-    Event when the condition turns to CRDsMissing or JobFailed (once per transition)."""
+    """``status.stream`` and the StreamJobReady condition from the live FlinkDeployment and the
+    job's lag; a Warning Event when the condition turns to CRDsMissing, JobFailed or FallingBehind
+    (once per transition)."""
     flink = deployed or not (spec.features and spec.features.stream)
     live = None
     if deployed:
@@ -186,16 +190,36 @@ def _stream_status(
             "metadata": {"name": stream_render.stream_name(owner), "namespace": owner.namespace},
         }
         live = ap.get(ref, fresh)
-    cond = stream_render.stream_condition(spec, flink, live)
-    new["stream"] = stream_render.stream_status(live) if deployed else None
+    lag = _stream_lag(body, owner, lag_url) if deployed else None
+    cond = stream_render.stream_condition(spec, flink, live, lag)
+    new["stream"] = stream_render.stream_status(live, lag) if deployed else None
     if cond is None:
         return
     kind, ok, reason, message = cond
     new["conditions"].append(condition(kind, ok, reason, message, new.get("observedGeneration")))
     old = next((c for c in (body.get("status") or {}).get("conditions") or [] if c.get("type") == kind), None)
-    if reason in ("CRDsMissing", "JobFailed") and (old is None or old.get("reason") != reason):
-        event = "FlinkCRDsMissing" if reason == "CRDsMissing" else "StreamJobFailed"
-        events.record(CONTROLLER.api(), body, "Warning", event, message)
+    if reason in STREAM_EVENTS and (old is None or old.get("reason") != reason):
+        events.record(CONTROLLER.api(), body, "Warning", STREAM_EVENTS[reason], message)
+
+
+#: StreamJobReady reasons that raise a Warning Event when the condition turns to them
+STREAM_EVENTS = {
+    "CRDsMissing": "FlinkCRDsMissing",
+    "JobFailed": "StreamJobFailed",
+    "FallingBehind": "StreamJobBehind",
+}
+
+
+def _stream_lag(body: dict[str, Any], owner: Owner, url: str | None) -> float | None:
+    """The job's lag from Prometheus at a resync (``url`` set), else the last one in status: one
+    query per resync period, not one per child event. Unreachable or no series: unknown (None)."""
+    if url is None:
+        return ((body.get("status") or {}).get("stream") or {}).get("lagRecords")
+    try:
+        return analysis.prometheus_query(url, timeout=2)(stream_render.lag_query(owner))
+    except Exception as e:  # a monitoring outage must not fail the reconcile
+        log.warning("stream lag query at %s failed: %s", url, e)
+        return None
 
 
 CANARY_KINDS = (

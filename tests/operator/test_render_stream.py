@@ -182,7 +182,23 @@ def test_status_mapping():
     assert "\n" not in msg and "Recovery is suppressed by FixedDelay" in msg
     assert r.stream_status(_live("STABLE", "RUNNING")) == {
         "lifecycleState": "STABLE", "jobState": "RUNNING", "jobId": "j1", "message": None,
+        "lagRecords": None,
     }  # fmt: skip
+
+
+def test_lag_above_the_limit_is_falling_behind_and_the_query_selects_our_taskmanagers():
+    s = spec({"maxLagRecords": 1000})
+    running = _live("STABLE", "RUNNING")
+    assert r.stream_condition(s, True, running, 1000.0)[1:3] == (True, "Running")
+    _, ok, reason, msg = r.stream_condition(s, True, running, 1001.0)
+    assert (ok, reason, msg) == (False, "FallingBehind", "stream job 1,001 records behind (max 1,000)")
+    assert r.stream_condition(s, True, _live("FAILED", "FAILED"), 10**6)[2] == "JobFailed"  # failure first
+    assert r.stream_status(running, 1001.4)["lagRecords"] == 1001
+    q = r.lag_query(OWNER)
+    assert q.startswith("sum(flink_taskmanager_job_task_operator_pendingRecords{")
+    assert f'namespace="{OWNER.namespace}"' in q and f'pod=~"{r.stream_name(OWNER)}-taskmanager-.*"' in q
+    conf = r.flink_configuration(s, s.features.stream)
+    assert conf["metrics.reporter.prom.port"] == str(r.METRICS_PORT)
 
 
 def test_bad_specs_fail_with_clear_messages():

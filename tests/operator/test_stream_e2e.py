@@ -8,16 +8,20 @@ x-kubernetes-preserve-unknown-fields, the status subresource): no registry packa
 Apache Flink Kubernetes Operator's CRD (/work/.library/env/packages/maven-partial.tsv has no
 flink-kubernetes-operator artifact). It is installed by this module only, never put in crds/ (the
 session cluster installs every CRD there), and removed again at the end. The two tests run in this
-order; the first removes a leftover CRD before it starts.
+order; the first removes a leftover CRD before it starts. The last one reads the job's lag from a
+real Prometheus whose TSDB is backfilled (promtool) with the Kafka source's pendingRecords gauge as
+the Flink reporter exports it per TaskManager pod.
 """
 
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
 from tests.support.kube import Operator, apply, get, service, wait_for
+from tests.support.prometheus_server import PrometheusServer
 
 pytestmark = pytest.mark.integration
 
@@ -160,7 +164,7 @@ def test_flink_deployment_is_applied_and_its_status_reaches_ours(k8s_cluster, k8
         )
         assert cond["reason"] == "Running"
         stream = get(k8s_cluster, ns, "recsvc", "home-feed")["status"]["stream"]
-        assert stream == {"lifecycleState": "STABLE", "jobState": "RUNNING", "jobId": "a1b2"}
+        assert stream == {"lifecycleState": "STABLE", "jobState": "RUNNING", "jobId": "a1b2"}  # no lag read
 
         error = {
             "type": "org.apache.flink.runtime.JobException",
@@ -188,3 +192,56 @@ def test_flink_deployment_is_applied_and_its_status_reaches_ours(k8s_cluster, k8
     finally:
         op.stop()
         k8s_cluster.kubectl("delete", "crd", CRD_NAME, "--ignore-not-found", "--wait=true", check=False)
+
+
+def _pending(ns: str, per_pod: dict[str, float], end: int, minutes: int = 10) -> str:
+    """OpenMetrics of the FLIP-33 pendingRecords gauge per TaskManager pod, one sample per 15 s."""
+    metric = "flink_taskmanager_job_task_operator_pendingRecords"
+    lines = [f"# TYPE {metric} gauge"]
+    for ts in range(end - minutes * 60, end + 1, 15):
+        for pod, value in per_pod.items():
+            lines.append(f'{metric}{{namespace="{ns}",pod="{pod}",job_name="recops-stream"}} {value} {ts}')
+    return "\n".join([*lines, "# EOF", ""])
+
+
+def test_a_lagging_job_turns_the_condition_false_with_an_event(k8s_cluster, k8s_namespace, tmp_path):
+    ns = k8s_namespace
+    k8s_cluster.kubectl("apply", "-f", "-", input=json.dumps(FLINK_CRD))
+    k8s_cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
+    _secrets(k8s_cluster, ns)
+    pods = {"home-feed-stream-taskmanager-1-1": 90_000, "home-feed-stream-taskmanager-1-2": 60_000}
+    pods["other-stream-taskmanager-1-1"] = 10**9  # another job's pod: not ours, never summed
+    om = _pending(ns, pods, int(time.time()) - 20)
+    with PrometheusServer(tmp_path / "prom", openmetrics=om) as prom:
+        env = {"RECOPS_RESYNC_SECONDS": "2", "RECOPS_PROMETHEUS_URL": prom.url}
+        op = Operator(k8s_cluster, ns, tmp_path / "operator.log", env).start()
+        try:
+            apply(k8s_cluster, ns, service(features={"stream": STREAM}))
+            wait_for(lambda: get(k8s_cluster, ns, "flinkdeployment", "home-feed-stream"), 90, what="FD")
+            k8s_cluster.kubectl(
+                "-n", ns, "patch", "flinkdeployment", "home-feed-stream", "--subresource=status",
+                "--type=merge", "-p", json.dumps({"status": {"lifecycleState": "STABLE",
+                                                             "jobStatus": {"state": "RUNNING"}}}),
+            )  # fmt: skip
+            cond = wait_for(
+                lambda: (c := _condition(k8s_cluster, ns)) and c["reason"] == "FallingBehind" and c,
+                timeout=90,
+                what="StreamJobReady=FallingBehind",
+            )
+            assert cond["status"] == "False" and cond["message"] == (
+                "stream job 150,000 records behind (max 100,000)"
+            )
+            assert get(k8s_cluster, ns, "recsvc", "home-feed")["status"]["stream"]["lagRecords"] == 150_000
+            (event,) = wait_for(lambda: _events(k8s_cluster, ns, "StreamJobBehind"), 30, what="the Event")
+            assert event["type"] == "Warning" and "150,000 records behind" in event["message"]
+
+            apply(k8s_cluster, ns, service(features={"stream": {**STREAM, "maxLagRecords": 200_000}}))
+            cond = wait_for(
+                lambda: (c := _condition(k8s_cluster, ns)) and c["status"] == "True" and c,
+                timeout=90,
+                what="StreamJobReady=True under a higher limit",
+            )
+            assert cond["reason"] == "Running"
+        finally:
+            op.stop()
+            k8s_cluster.kubectl("delete", "crd", CRD_NAME, "--ignore-not-found", "--wait=true", check=False)

@@ -1150,6 +1150,15 @@ class StreamFeatures(Model):
     resources: Annotated[StreamResources, Field(description="JobManager and TaskManager resources.")] = (
         StreamResources()
     )
+    max_lag_records: Annotated[
+        int,
+        Field(
+            description="Records waiting in the topic for the job (its Kafka source's pendingRecords, from "
+            "Prometheus at each resync) above which StreamJobReady turns False (FallingBehind).",
+            ge=1,
+            le=10**12,
+        ),
+    ] = 100_000
     service_account: Annotated[
         str,
         Field(
@@ -1313,6 +1322,10 @@ class StreamStatus(Model):
     job_state: Annotated[str | None, Field(description="status.jobStatus.state: RUNNING, FAILED, ...")] = None
     job_id: Annotated[str | None, Field(alias="jobId", description="Flink job id.")] = None
     message: Annotated[str | None, Field(description="The Flink operator's last error, one line.")] = None
+    lag_records: Annotated[
+        int | None,
+        Field(description="Records pending in the topic for the job at the last resync (Prometheus)."),
+    ] = None
 
 
 class RecommenderServiceStatus(Model):

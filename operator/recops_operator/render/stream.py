@@ -32,6 +32,8 @@ FLINK_UID = 9999
 SCRATCH = {"tmp": "/tmp", "flink-log": "/opt/flink/log", "flink-data": "/flink-data"}
 #: lifecycle states of a healthy job (FlinkDeployment status.lifecycleState)
 HEALTHY = {"DEPLOYED", "STABLE"}
+METRICS_PORT = 9249
+PENDING_METRIC = "flink_taskmanager_job_task_operator_pendingRecords"
 FAILED_STATES = {"FAILED"}
 
 
@@ -98,7 +100,18 @@ def flink_configuration(spec: RecommenderServiceSpec, cfg: StreamFeatures) -> di
         "high-availability.storageDir": f"{base}/ha",
         "fs.oss.endpoint": f"oss-{spec.region}-internal.aliyuncs.com",
         "kubernetes.operator.savepoint.history.max.count": "5",
+        # Prometheus scrapes every JobManager/TaskManager on METRICS_PORT (a PodMonitor or pod
+        # annotations): the Kafka source's pendingRecords there is the lag in status (lag_query)
+        "metrics.reporter.prom.factory.class": "org.apache.flink.metrics.prometheus.PrometheusReporterFactory",
+        "metrics.reporter.prom.port": str(METRICS_PORT),
     }
+
+
+def lag_query(owner: Owner) -> str:
+    """PromQL for the records waiting in the topic for the job: the sum over its TaskManagers of the
+    Kafka source's FLIP-33 ``pendingRecords`` gauge (labels as a PodMonitor sets them)."""
+    pods = f"{stream_name(owner)}-taskmanager-.*"
+    return f'sum({PENDING_METRIC}{{namespace="{owner.namespace}",pod=~"{pods}"}})'
 
 
 def _placement(cfg: StreamFeatures) -> dict[str, Any]:
@@ -254,8 +267,8 @@ def _error_line(status: dict[str, Any]) -> str:
     return line[:300]
 
 
-def stream_status(live: dict[str, Any] | None) -> dict[str, Any]:
-    """``status.stream`` of our service from the live FlinkDeployment's status."""
+def stream_status(live: dict[str, Any] | None, lag: float | None = None) -> dict[str, Any]:
+    """``status.stream`` of our service from the live FlinkDeployment's status and the lag."""
     st = (live or {}).get("status") or {}
     job = st.get("jobStatus") or {}
     out: dict[str, Any] = {
@@ -263,12 +276,13 @@ def stream_status(live: dict[str, Any] | None) -> dict[str, Any]:
         "jobState": job.get("state"),
         "jobId": job.get("jobId"),
         "message": _error_line(st) or None,
+        "lagRecords": None if lag is None else int(lag),
     }
     return out
 
 
 def stream_condition(
-    spec: RecommenderServiceSpec, available: bool, live: dict[str, Any] | None
+    spec: RecommenderServiceSpec, available: bool, live: dict[str, Any] | None, lag: float | None = None
 ) -> tuple[str, bool, str, str] | None:
     """(type, ok, reason, one-line message) of ``StreamJobReady``, or None without features.stream."""
     if not (spec.features and spec.features.stream):
@@ -289,6 +303,9 @@ def stream_condition(
         why = st["message"] or "no error reported by the Flink operator"
         return kind, False, "JobFailed", f"stream job failed (lifecycle {life}, job {job}): {why}"
     if life in HEALTHY and job == "RUNNING":
+        limit = spec.features.stream.max_lag_records
+        if lag is not None and lag > limit:
+            return kind, False, "FallingBehind", f"stream job {int(lag):,} records behind (max {limit:,})"
         return kind, True, "Running", f"stream job running (lifecycle {life})"
     return (
         kind,
