@@ -44,7 +44,7 @@ streambin:
 	@scripts/build-kafka.sh >/dev/null
 	@scripts/build-flink.sh >/dev/null
 
-demo: system-deps venv testbin
+demo: system-deps venv testbin streambin
 	KUBEBUILDER_ASSETS=$${KUBEBUILDER_ASSETS:-$$(scripts/build-testbin.sh | tail -n1)} $(BIN)/recops-demo
 
 down: venv

@@ -7,7 +7,9 @@ dataset in the background (or reuse the cached one), start the local control pla
 apply the example RecommenderService and wait until ``kubectl get recsvc`` shows it
 Ready; then run the serving config the operator rendered in a local ``recops-serve``
 with a local Redis (demo_serving.py), print real recommendations, including one that
-changes after a click, and wait for Ctrl-C to stop everything it started.
+changes after a click; run the clickstream pipeline beside it (demo_stream.py: a real Kafka broker and
+the Flink job, fed by the server's event log) and print a session feature appearing after a click and
+a trending list changing; then wait for Ctrl-C to stop everything it started.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from recops_localcluster.cluster import (
     install_crds,
 )
 from recops_localcluster.demo_serving import DemoServer, ask, cache_dir, start_training
+from recops_localcluster.demo_stream import DemoStream
+from recops_localcluster.demo_stream import show as show_stream
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "home-feed.yaml"
@@ -81,6 +85,7 @@ def main() -> int:
     cluster: LocalCluster | None = None
     operator: subprocess.Popen | None = None
     server: DemoServer | None = None
+    stream: DemoStream | None = None
     training = None
     work = Path(tempfile.mkdtemp(prefix="recops-demo-"))
     stopping = False
@@ -91,6 +96,8 @@ def main() -> int:
             return
         stopping = True
         say("stopping")
+        if stream:  # the job first: it writes into the server's Redis
+            stream.stop()
         if server:
             server.stop()
         if training and training.proc:  # interrupted before it was published to the cache
@@ -174,9 +181,18 @@ def main() -> int:
             else ""
         )
         say(f"bundle ready: {bundle}{took}")
-        server = DemoServer(work, config, bundle).start()
+        stream = DemoStream(work).start_broker()
+        say(
+            f"Kafka broker (KRaft) at {stream.kafka.bootstrap}, topic {stream.server_config()['kafka_topic']}"
+        )
+        server = DemoServer(work, {**config, **stream.server_config()}, bundle).start()
         say(f"recops-serve is ready at {server.url} with that config, Redis at {server.redis.url}")
+        stream.start_job(server.redis.url)
+        say(
+            f"Flink job (recops_stream) starting: Kafka -> windowed features, trending -> Redis (log {stream.job.log})"
+        )
         shown = ask(server.url, bundle)
+        show_stream(server.url, server.redis.url, bundle, stream.job)
         kubectl = Path(sys.executable).parent / "kubectl"
         print(
             "\nEverything is running. In another shell:\n"

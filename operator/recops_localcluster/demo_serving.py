@@ -147,7 +147,7 @@ class DemoServer:
         shutil.rmtree(self.redis.workdir, ignore_errors=True)
 
 
-def _call(url: str, body: dict | None = None) -> dict:
+def call(url: str, body: dict | None = None) -> dict:
     """GET (or POST ``body`` as JSON) and decode the JSON answer; an HTTP error raises."""
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, headers={"content-type": "application/json"})
@@ -164,7 +164,7 @@ def ask(server_url: str, bundle: Path) -> dict:
 
     def recs(who: str, ident: str, note: str, k: int = SHOW_K, show: bool = True) -> dict:
         query = urllib.parse.urlencode({who: ident, "k": k})
-        resp = _call(f"{server_url}/v1/recommendations?{query}")
+        resp = call(f"{server_url}/v1/recommendations?{query}")
         if show:
             print(f"\nGET /v1/recommendations?{query}   ({note})")
             print(json.dumps(resp, separators=(",", ":")))
@@ -187,7 +187,7 @@ def ask(server_url: str, bundle: Path) -> dict:
     # a mid-popularity product, so its neighbours are visibly not the global best-sellers
     clicked = int(item_ids[pop[min(300, len(pop) - 1)]])
     event = {"session_id": shopper, "item_id": clicked, "type": "view"}
-    stored = _call(f"{server_url}/v1/events", event)
+    stored = call(f"{server_url}/v1/events", event)
     print(f"\nPOST /v1/events {json.dumps(event)}  -> {json.dumps(stored)}   ({labels.get(clicked, '')})")
     after = recs("session_id", shopper, "the very next request")
     changed = len({i["item_id"] for i in after["items"]} - {i["item_id"] for i in before["items"]})

@@ -1,5 +1,6 @@
 """`recops-demo` end to end: control plane, operator, a Ready service, then a real bundle served with the
-operator-rendered config, a real Redis, and a recommendation that changes after one click."""
+operator-rendered config, a real Redis, and a recommendation that changes after one click; then the
+clickstream through a real Kafka broker and the Flink job: a session feature and a trending list."""
 
 from __future__ import annotations
 
@@ -70,6 +71,16 @@ def test_demo_serves_a_recommendation_that_changes_after_a_click(tmp_path, monke
     assert "session" in {i["reason"] for i in after["items"]}
     assert re.search(r"[1-5] of 5 recommendations changed after one click", out)
     assert "Gasoline" not in out  # the example's rules: no fuel, coupons or store items recommended
+
+    # the clicks went server -> Kafka -> Flink -> Redis: the session's 5-minute view count of the category
+    feats = re.search(
+        r"Redis recops:f:s:demo-stream-shopper\n  after [0-9.]+s: (\{.*\})  \(ttl (\d+)s\)", out
+    )
+    assert feats, out[-3000:]
+    cat = re.search(r"POST /v1/events x3 \(views in category (\d+)\)", out).group(1)
+    assert json.loads(feats.group(1))[f"v5:{cat}"] == "3" and 0 < int(feats.group(2)) <= 1800
+    hot, after = re.search(r"after 20 views/0.5 s of item (\d+): \[(\d+)", out).groups()
+    assert hot == after  # the viewed item tops its category's trending list
 
     # Ctrl-C stopped everything it started: server and Redis ports closed, the cluster's run dir gone
     server_port = int(re.search(r"recops-serve is ready at http://127.0.0.1:(\d+)", out).group(1))
