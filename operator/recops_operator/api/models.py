@@ -80,6 +80,11 @@ def _human(seconds: int) -> str:
     return f"{seconds}s"
 
 
+def Bounded(kind: Any, description: str, **bounds: float) -> Any:
+    """A number bounded (ge/gt/le/lt) both in the CRD schema and in pydantic: one line per field."""
+    return Annotated[kind, Field(description=description, **bounds)]
+
+
 def Duration(description: str, floor: int, ceiling: int, name: str):
     """A duration string that drives a loop: bounded both in the CRD (CEL) and in pydantic, with the
     bound in the message (a "0s" interval would spin the control loop, "9999h" would stall it)."""
@@ -158,8 +163,8 @@ class Replicas(Model):
             "x-kubernetes-validations": [cel("self.min <= self.max", "replicas.min must be <= replicas.max")]
         }
     )
-    min: Annotated[int, Field(description="Minimum replicas (also the PDB's floor).", ge=1, le=1000)] = 2
-    max: Annotated[int, Field(description="Maximum replicas for a flash-sale spike.", ge=1, le=1000)] = 20
+    min: Bounded(int, "Minimum replicas (also the PDB's floor).", ge=1, le=1000) = 2
+    max: Bounded(int, "Maximum replicas for a flash-sale spike.", ge=1, le=1000) = 20
 
 
 CRON_PATTERN = r"^[0-9*,/-]+( +[0-9*,/-]+){2} +[0-9A-Za-z*,/-]+ +[0-9A-Za-z*,/-]+$"
@@ -226,7 +231,7 @@ class SaleWindow(Model):
             max_length=32,
         ),
     ] = None
-    min_replicas: Annotated[int, Field(description="Replica floor while the window is open.", ge=1, le=1000)]
+    min_replicas: Bounded(int, "Replica floor while the window is open.", ge=1, le=1000)
     timezone: Annotated[
         str,
         Field(description="IANA time zone of start and end.", pattern=TIMEZONE_PATTERN, max_length=64),
@@ -260,17 +265,15 @@ class Autoscaling(Model):
             le=95,
         ),
     ] = 60
-    target_requests_per_second: Annotated[
+    target_requests_per_second: Bounded(
         int | None,
-        Field(
-            description="Per-replica target of the offered request rate (every request, 503s included). With "
-            "KEDA: a Prometheus trigger on sum(rate(recops_http_requests_total)) of the service; without: the "
-            "pods metric recops_http_requests_per_second via a metrics adapter. null: CPU only (null as for "
-            "targetCPUUtilization).",
-            ge=1,
-            le=100000,
-        ),
-    ] = 800
+        "Per-replica target of the offered request rate (every request, 503s included). With "
+        "KEDA: a Prometheus trigger on sum(rate(recops_http_requests_total)) of the service; without: the "
+        "pods metric recops_http_requests_per_second via a metrics adapter. null: CPU only (null as for "
+        "targetCPUUtilization).",
+        ge=1,
+        le=100000,
+    ) = 800
     prometheus_url: Annotated[
         str | None,
         Field(
@@ -285,41 +288,26 @@ class Autoscaling(Model):
     rate_window: Duration(
         "Window of the request-rate query (at least two scrapes).", 2, 600, "autoscaling.rateWindow"
     ) = "30s"
-    scale_up_stabilization_seconds: Annotated[
-        int, Field(description="Scale-up stabilization window; 0 reacts at once to a spike.", ge=0, le=3600)
-    ] = 0
-    scale_up_percent: Annotated[
+    scale_up_stabilization_seconds: Bounded(
+        int, "Scale-up stabilization window; 0 reacts at once to a spike.", ge=0, le=3600
+    ) = 0
+    scale_up_percent: Bounded(
         int,
-        Field(
-            description="Scale-up policy: add up to this percent of current replicas per period (900 = 10x).",
-            ge=1,
-            le=10000,
-        ),
-    ] = 900
-    scale_up_pods: Annotated[
-        int,
-        Field(
-            description="Scale-up policy: or add up to this many pods per period (the larger wins).",
-            ge=1,
-            le=1000,
-        ),
-    ] = 100
-    scale_up_period_seconds: Annotated[
-        int, Field(description="Period of the scale-up policies.", ge=1, le=1800)
-    ] = 15
-    scale_down_stabilization_seconds: Annotated[
-        int,
-        Field(description="Scale-down stabilization window, so a dip does not drop capacity.", ge=0, le=3600),
-    ] = 300
-    scale_down_percent: Annotated[
-        int,
-        Field(
-            description="Scale-down policy: remove at most this percent of replicas per period.", ge=1, le=100
-        ),
-    ] = 10
-    scale_down_period_seconds: Annotated[
-        int, Field(description="Period of the scale-down policy.", ge=1, le=1800)
-    ] = 60
+        "Scale-up policy: add up to this percent of current replicas per period (900 = 10x).",
+        ge=1,
+        le=10000,
+    ) = 900
+    scale_up_pods: Bounded(
+        int, "Scale-up policy: or add up to this many pods per period (the larger wins).", ge=1, le=1000
+    ) = 100
+    scale_up_period_seconds: Bounded(int, "Period of the scale-up policies.", ge=1, le=1800) = 15
+    scale_down_stabilization_seconds: Bounded(
+        int, "Scale-down stabilization window, so a dip does not drop capacity.", ge=0, le=3600
+    ) = 300
+    scale_down_percent: Bounded(
+        int, "Scale-down policy: remove at most this percent of replicas per period.", ge=1, le=100
+    ) = 10
+    scale_down_period_seconds: Bounded(int, "Period of the scale-down policy.", ge=1, le=1800) = 60
     schedules: Annotated[
         list[SaleWindow],
         Field(
@@ -367,7 +355,7 @@ class FeatureStore(Model):
         int,
         Field(alias="sessionTTLSeconds", description="TTL of a session's recent events.", ge=60, le=604800),
     ] = serve_defaults.SESSION_TTL_SECONDS
-    max_session_events: Annotated[int, Field(description="Recent events kept per session.", ge=1, le=500)] = (
+    max_session_events: Bounded(int, "Recent events kept per session.", ge=1, le=500) = (
         serve_defaults.MAX_SESSION_EVENTS
     )
 
@@ -379,14 +367,12 @@ class Fallback(Model):
         Literal["category-popularity", "popularity"],
         Field(description="Cold-start fallback: per-category then global popularity, or global only."),
     ] = serve_defaults.FALLBACK_STRATEGY
-    new_item_boost_hours: Annotated[
+    new_item_boost_hours: Bounded(
         int,
-        Field(
-            description="Boost items created (catalogue created_at, else first seen) within this many hours (0 disables).",
-            ge=0,
-            le=720,
-        ),
-    ] = serve_defaults.NEW_ITEM_BOOST_HOURS
+        "Boost items created (catalogue created_at, else first seen) within this many hours (0 disables).",
+        ge=0,
+        le=720,
+    ) = serve_defaults.NEW_ITEM_BOOST_HOURS
 
 
 class Exclude(Model):
@@ -411,10 +397,9 @@ class Rules(Model):
             max_length=200,
         ),
     ] = []
-    max_per_category: Annotated[
-        int | None,
-        Field(description="At most this many items of one category in a top-K (diversity).", ge=1, le=500),
-    ] = None
+    max_per_category: Bounded(
+        int | None, "At most this many items of one category in a top-K (diversity).", ge=1, le=500
+    ) = None
 
 
 class EciOptions(Model):
@@ -455,14 +440,9 @@ class Serving(Model):
     top_k: Annotated[
         int, Field(alias="topK", description="Default number of recommendations per request.", ge=1, le=500)
     ] = serve_defaults.TOP_K
-    session_length: Annotated[
-        int,
-        Field(
-            description="Newest session events the ranking uses (same in evaluation and serving).",
-            ge=1,
-            le=100,
-        ),
-    ] = serve_defaults.SESSION_LENGTH
+    session_length: Bounded(
+        int, "Newest session events the ranking uses (same in evaluation and serving).", ge=1, le=100
+    ) = serve_defaults.SESSION_LENGTH
     exclude: Annotated[
         Exclude, Field(description="Exclusions; unset fields use the trainer's measured policy.")
     ] = Exclude()
@@ -473,7 +453,7 @@ class Serving(Model):
     ] = None
     fallback: Annotated[Fallback, Field(description="Cold-start fallback policy.")] = Fallback()
     eci: Annotated[EciOptions, Field(description="ECI options.")] = EciOptions()
-    port: Annotated[int, Field(description="Container and Service port.", ge=1024, le=65535)] = 8080
+    port: Bounded(int, "Container and Service port.", ge=1024, le=65535) = 8080
 
 
 class Monitoring(Model):
@@ -504,12 +484,9 @@ class Checkpoint(Model):
         ),
         OSS,
     ]
-    interval_seconds: Annotated[
-        int,
-        Field(
-            description="Checkpoint interval; at most this much work is lost to a preemption.", ge=30, le=3600
-        ),
-    ] = 300
+    interval_seconds: Bounded(
+        int, "Checkpoint interval; at most this much work is lost to a preemption.", ge=30, le=3600
+    ) = 300
 
 
 class TrainingData(Model):
@@ -533,14 +510,9 @@ class TrainingData(Model):
         ),
         DATA,
     ] = None
-    max_bad_fraction: Annotated[
-        float,
-        Field(
-            description="Fail the run (exit 78, serving untouched) above this share of rejected rows.",
-            ge=0,
-            le=1,
-        ),
-    ] = 0.1
+    max_bad_fraction: Bounded(
+        float, "Fail the run (exit 78, serving untouched) above this share of rejected rows.", ge=0, le=1
+    ) = 0.1
     type_map: Annotated[
         dict[str, Literal["view", "add_to_cart", "purchase"]],
         Field(
@@ -551,7 +523,7 @@ class TrainingData(Model):
 
 
 class DataWindow(Model):
-    days: Annotated[int, Field(description="Train on the last N days of interactions.", ge=1, le=3650)]
+    days: Bounded(int, "Train on the last N days of interactions.", ge=1, le=3650)
 
 
 class MetricsGate(Model):
@@ -563,20 +535,18 @@ class MetricsGate(Model):
             max_length=10,
         ),
     ] = ["ndcg@10"]
-    tolerance: Annotated[float, Field(description="Allowed drop per metric.", ge=0, le=1)] = 0.0
+    tolerance: Bounded(float, "Allowed drop per metric.", ge=0, le=1) = 0.0
 
 
 class Retrieval(Model):
     """ALS candidate retrieval: precomputed per user or an HNSW index in the bundle, gated on recall."""
 
-    min_recall: Annotated[
+    min_recall: Bounded(
         float,
-        Field(
-            description="Fail the run (exit 78, serving untouched) when the index's recall@K against exact search, on a sample of real users' vectors, is below this.",
-            ge=0,
-            le=1,
-        ),
-    ] = 0.95
+        "Fail the run (exit 78, serving untouched) when the index's recall@K against exact search, on a sample of real users' vectors, is below this.",
+        ge=0,
+        le=1,
+    ) = 0.95
     mode: Annotated[
         Literal["auto", "precomputed", "index"],
         Field(
@@ -586,8 +556,8 @@ class Retrieval(Model):
 
 
 class History(Model):
-    successful: Annotated[int, Field(description="Finished Jobs kept.", ge=0, le=20)] = 3
-    failed: Annotated[int, Field(description="Failed Jobs kept.", ge=0, le=20)] = 3
+    successful: Bounded(int, "Finished Jobs kept.", ge=0, le=20) = 3
+    failed: Bounded(int, "Failed Jobs kept.", ge=0, le=20) = 3
 
 
 class SpotJob(Model):
@@ -618,17 +588,13 @@ class SpotJob(Model):
     resources: Annotated[TrainingResources, Field(description="The job's pod resources.")] = (
         TrainingResources()
     )
-    backoff_limit: Annotated[
-        int, Field(description="Genuine failures tolerated (preemptions do not count).", ge=0, le=20)
-    ] = 3
-    termination_grace_period_seconds: Annotated[
+    backoff_limit: Bounded(int, "Genuine failures tolerated (preemptions do not count).", ge=0, le=20) = 3
+    termination_grace_period_seconds: Bounded(
         int,
-        Field(
-            description="Time to checkpoint after SIGTERM; below the spot notice window (ECI: ~180 s).",
-            ge=1,
-            le=MAX_TRAINING_GRACE_SECONDS,
-        ),
-    ] = 120
+        "Time to checkpoint after SIGTERM; below the spot notice window (ECI: ~180 s).",
+        ge=1,
+        le=MAX_TRAINING_GRACE_SECONDS,
+    ) = 120
 
 
 class Training(SpotJob):
@@ -656,9 +622,9 @@ class Training(SpotJob):
     checkpoint: Annotated[Checkpoint, Field(description="Checkpoint location and interval.")]
     suspend: Annotated[bool, Field(description="Suspend scheduled runs.")] = False
     data_window: Annotated[DataWindow | None, Field(description="Data window.")] = None
-    active_deadline_seconds: Annotated[
-        int | None, Field(description="Hard limit on one run (1 min to 7 days).", ge=60, le=604800)
-    ] = None
+    active_deadline_seconds: Bounded(
+        int | None, "Hard limit on one run (1 min to 7 days).", ge=60, le=604800
+    ) = None
     trigger: Annotated[
         str | None,
         Field(description="Change this token to start an on-demand run (GitOps-safe).", max_length=128),
@@ -692,14 +658,12 @@ class VisualSearch(Model):
         Literal["efficientnet-lite0"],
         Field(description="Image embedding model (ImageNet EfficientNet-Lite0, hash-pinned in the image)."),
     ] = "efficientnet-lite0"
-    max_failed_images: Annotated[
+    max_failed_images: Bounded(
         float,
-        Field(
-            description="Fraction of products with an image_uri whose image may be missing or broken (reported in the bundle manifest) before the run fails.",
-            ge=0,
-            le=1,
-        ),
-    ] = 0.05
+        "Fraction of products with an image_uri whose image may be missing or broken (reported in the bundle manifest) before the run fails.",
+        ge=0,
+        le=1,
+    ) = 0.05
 
 
 class Search(SpotJob):
@@ -731,20 +695,15 @@ class Search(SpotJob):
             pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
         ),
     ] = None
-    alpha: Annotated[
-        float,
-        Field(
-            description="Hybrid score weight of the vector cosine (the rest: normalised BM25).", ge=0, le=1
-        ),
-    ] = 0.5
-    checkpoint_interval_seconds: Annotated[
+    alpha: Bounded(
+        float, "Hybrid score weight of the vector cosine (the rest: normalised BM25).", ge=0, le=1
+    ) = 0.5
+    checkpoint_interval_seconds: Bounded(
         int,
-        Field(
-            description="Vectorization checkpoints (under <uri>/_checkpoints/<run id>): at most this much work is lost to a preemption.",
-            ge=30,
-            le=3600,
-        ),
-    ] = 300
+        "Vectorization checkpoints (under <uri>/_checkpoints/<run id>): at most this much work is lost to a preemption.",
+        ge=30,
+        le=3600,
+    ) = 300
     visual: Annotated[
         VisualSearch, Field(description="Visual search: product images in the search bundle.")
     ] = VisualSearch()
@@ -784,20 +743,15 @@ class CustomCheck(Model):
 class RelativeAnalysis(Model):
     """Compare the candidate with the stable track instead of only absolute limits."""
 
-    max_latency_increase_percent: Annotated[
+    max_latency_increase_percent: Bounded(
+        float | None, "Fail when candidate p99 exceeds stable p99 by more than this percent.", ge=0, le=1000
+    ) = None
+    max_error_rate_increase: Bounded(
         float | None,
-        Field(
-            description="Fail when candidate p99 exceeds stable p99 by more than this percent.", ge=0, le=1000
-        ),
-    ] = None
-    max_error_rate_increase: Annotated[
-        float | None,
-        Field(
-            description="Fail when candidate error rate exceeds stable by more than this (absolute).",
-            ge=0,
-            le=1,
-        ),
-    ] = None
+        "Fail when candidate error rate exceeds stable by more than this (absolute).",
+        ge=0,
+        le=1,
+    ) = None
 
 
 class BusinessCheck(Model):
@@ -815,26 +769,18 @@ class BusinessCheck(Model):
             )
         ),
     ] = "add_to_cart"
-    max_relative_drop: Annotated[
+    max_relative_drop: Bounded(
         float,
-        Field(
-            description="Largest acceptable drop of the candidate's rate relative to stable (0.05 = 5%).",
-            ge=0.005,
-            le=0.5,
-        ),
-    ] = 0.05
-    confidence: Annotated[
-        float,
-        Field(description="Confidence of every decision, valid under repeated looks.", ge=0.8, le=0.999),
-    ] = 0.95
-    min_samples: Annotated[
-        int,
-        Field(
-            description="Recommendations each track must have served before the test decides.",
-            ge=100,
-            le=100_000_000,
-        ),
-    ] = 1000
+        "Largest acceptable drop of the candidate's rate relative to stable (0.05 = 5%).",
+        ge=0.005,
+        le=0.5,
+    ) = 0.05
+    confidence: Bounded(
+        float, "Confidence of every decision, valid under repeated looks.", ge=0.8, le=0.999
+    ) = 0.95
+    min_samples: Bounded(
+        int, "Recommendations each track must have served before the test decides.", ge=100, le=100_000_000
+    ) = 1000
 
 
 class Analysis(Model):
@@ -842,16 +788,13 @@ class Analysis(Model):
         float,
         Field(alias="maxP99LatencyMs", description="p99 latency limit for the candidate.", gt=0, le=60000),
     ] = 80
-    max_error_rate: Annotated[float, Field(description="5xx ratio limit.", ge=0, le=1)] = 0.01
-    min_requests: Annotated[
-        int,
-        Field(
-            description="Fewer requests in the interval is Inconclusive (never a pass).", ge=1, le=10_000_000
-        ),
-    ] = 200
-    min_shadow_overlap: Annotated[
-        float, Field(description="Minimum mean top-K overlap with stable during shadowing.", ge=0, le=1)
-    ] = 0.0
+    max_error_rate: Bounded(float, "5xx ratio limit.", ge=0, le=1) = 0.01
+    min_requests: Bounded(
+        int, "Fewer requests in the interval is Inconclusive (never a pass).", ge=1, le=10_000_000
+    ) = 200
+    min_shadow_overlap: Bounded(
+        float, "Minimum mean top-K overlap with stable during shadowing.", ge=0, le=1
+    ) = 0.0
     relative: Annotated[RelativeAnalysis | None, Field(description="Relative checks against stable.")] = None
     checks: Annotated[list[CustomCheck], Field(description="Extra PromQL checks.", max_length=20)] = []
     business: Annotated[
@@ -861,17 +804,13 @@ class Analysis(Model):
 
 
 class Shadow(Model):
-    percent: Annotated[
+    percent: Bounded(
         int,
-        Field(
-            description="Percent of requests mirrored to the candidate before any live traffic (0: no shadow phase).",
-            ge=0,
-            le=100,
-        ),
-    ] = 0
-    intervals: Annotated[
-        int, Field(description="Analysis intervals to shadow before the first step.", ge=1, le=100)
-    ] = 2
+        "Percent of requests mirrored to the candidate before any live traffic (0: no shadow phase).",
+        ge=0,
+        le=100,
+    ) = 0
+    intervals: Bounded(int, "Analysis intervals to shadow before the first step.", ge=1, le=100) = 2
 
 
 class Traffic(Model):
@@ -923,20 +862,13 @@ class Rollout(Model):
     interval: Duration(
         "How long each step is held and analysed (also the analysis window).", 5, 3600, "rollout.interval"
     ) = "1m"
-    progress_deadline_seconds: Annotated[
-        int,
-        Field(
-            description="Roll back when the rollout has not finished by then (1 min to 7 days).",
-            ge=60,
-            le=604800,
-        ),
-    ] = 3600
-    failure_limit: Annotated[
-        int, Field(description="Consecutive failed analyses before rollback.", ge=1, le=100)
-    ] = 2
-    inconclusive_limit: Annotated[
-        int, Field(description="Consecutive inconclusive analyses before the rollout fails.", ge=1, le=1000)
-    ] = 10
+    progress_deadline_seconds: Bounded(
+        int, "Roll back when the rollout has not finished by then (1 min to 7 days).", ge=60, le=604800
+    ) = 3600
+    failure_limit: Bounded(int, "Consecutive failed analyses before rollback.", ge=1, le=100) = 2
+    inconclusive_limit: Bounded(
+        int, "Consecutive inconclusive analyses before the rollout fails.", ge=1, le=1000
+    ) = 10
     analysis: Annotated[Analysis, Field(description="Analysis thresholds.")] = Analysis()
     shadow: Annotated[Shadow, Field(description="Mirrored traffic before the canary.")] = Shadow()
     traffic: Annotated[Traffic, Field(description="Traffic router.")] = Traffic()
@@ -971,14 +903,9 @@ class Holdout(Model):
             ]
         }
     )
-    percent: Annotated[
-        float,
-        Field(
-            description="Percent of users (salted hash of the user id) served the popularity baseline.",
-            ge=0,
-            le=50,
-        ),
-    ] = 0
+    percent: Bounded(
+        float, "Percent of users (salted hash of the user id) served the popularity baseline.", ge=0, le=50
+    ) = 0
     salt: Annotated[
         str,
         Field(description="Salt of the assignment hash; change it to reshuffle the groups.", max_length=64),
@@ -987,9 +914,7 @@ class Holdout(Model):
         Literal["click", "add_to_cart", "purchase", "revenue"],
         Field(description="What the lift is measured on (status.experiment.holdout, the lift panel)."),
     ] = "add_to_cart"
-    confidence: Annotated[
-        float, Field(description="Confidence of the lift's always-valid interval.", ge=0.8, le=0.999)
-    ] = 0.95
+    confidence: Bounded(float, "Confidence of the lift's always-valid interval.", ge=0.8, le=0.999) = 0.95
 
 
 class Experiment(Model):
@@ -1108,12 +1033,9 @@ class StreamFeatures(Model):
         str,
         Field(description="Kafka consumer group of the job.", pattern=r"^[a-zA-Z0-9._-]+$", max_length=249),
     ] = stream_contract.DEFAULT_GROUP
-    parallelism: Annotated[
-        int,
-        Field(
-            description="Job parallelism (= TaskManager slots; at most the topic's partitions).", ge=1, le=512
-        ),
-    ] = 1
+    parallelism: Bounded(
+        int, "Job parallelism (= TaskManager slots; at most the topic's partitions).", ge=1, le=512
+    ) = 1
     windows: Annotated[StreamWindows, Field(description="Trending window.")] = StreamWindows()
     state_ttl: Annotated[
         StreamStateTTL, Field(alias="stateTTL", description="State TTLs of the job's keyed state.")
@@ -1150,15 +1072,13 @@ class StreamFeatures(Model):
     resources: Annotated[StreamResources, Field(description="JobManager and TaskManager resources.")] = (
         StreamResources()
     )
-    max_lag_records: Annotated[
+    max_lag_records: Bounded(
         int,
-        Field(
-            description="Records waiting in the topic for the job (its Kafka source's pendingRecords, from "
-            "Prometheus at each resync) above which StreamJobReady turns False (FallingBehind).",
-            ge=1,
-            le=10**12,
-        ),
-    ] = 100_000
+        "Records waiting in the topic for the job (its Kafka source's pendingRecords, from "
+        "Prometheus at each resync) above which StreamJobReady turns False (FallingBehind).",
+        ge=1,
+        le=10**12,
+    ) = 100_000
     service_account: Annotated[
         str,
         Field(
@@ -1228,7 +1148,7 @@ class Network(Model):
         ),
         CIDR,
     ] = PRIVATE_CIDRS
-    feature_store_port: Annotated[int, Field(description="Feature store port.", ge=1, le=65535)] = 6379
+    feature_store_port: Bounded(int, "Feature store port.", ge=1, le=65535) = 6379
     object_storage_cidrs: Annotated[
         list[Cidr],
         Field(
