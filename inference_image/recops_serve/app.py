@@ -468,7 +468,9 @@ class Server:
         if self.store is not None:
             try:
                 if cfg.stream_features:  # the session list and the Flink job's signals, one round trip
-                    recent, sig = await streamfeatures.read(self.store, user, rank.session_length, category)
+                    recent, sig = await streamfeatures.read(
+                        self.store, user, rank.session_length, category, cfg.stream_trend_ttl_seconds
+                    )
                     live = streamfeatures.live(b, sig)
                 else:
                     recent = await self.store.recent(user, rank.session_length)

@@ -141,11 +141,41 @@ def allowed_items(b: ModelBundle, exclude_categories: list[str]) -> np.ndarray:
 @dataclass(frozen=True)
 class Live:
     """The stream job's signals for one call, as bundle indices (streamfeatures.live): never
-    recommend ``soldout``; boost ``trending`` (best first, ``trend_scores`` > 0) and fill with it."""
+    recommend ``soldout``; boost ``trending`` (best first, ``trend_scores`` > 0) and fill with it.
+    ``trend_table``: ``trend_table(trending, trend_scores)``, made once per list by the caller that
+    keeps the list (None: made per call)."""
 
     soldout: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
     trending: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
     trend_scores: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
+    trend_table: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def trend_table(trending: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The trending items sorted (the first of repeated ones) and each one's boost factor share
+    (its score / the top score, float32): what the boost looks candidates up in."""
+    order = np.argsort(trending, kind="stable")
+    items, rel = trending[order], scores[order] / max(float(scores.max()), 1e-9)
+    first = np.ones(items.size, bool)
+    first[1:] = items[1:] != items[:-1]
+    return items[first], rel[first]
+
+
+#: (rank config, sold-out array, that config with the sold-out items not allowed): one per set
+_SOLD_CFG: tuple = (None, None, None)
+
+
+def _without_soldout(b: ModelBundle, cfg: RankConfig, soldout: np.ndarray) -> RankConfig:
+    """``cfg`` whose allowed mask also excludes ``soldout``: made once per (config, set), so a call
+    looks its candidates up in one mask instead of searching them for hundreds of banned items."""
+    global _SOLD_CFG
+    held_cfg, held_sold, out = _SOLD_CFG
+    if held_cfg is not cfg or held_sold is not soldout:
+        allowed = (cfg.allowed if cfg.allowed is not None else b.item_available).copy()
+        allowed[soldout] = False
+        out = replace(cfg, allowed=allowed)
+        _SOLD_CFG = (cfg, soldout, out)
+    return out
 
 
 @dataclass(frozen=True)
@@ -285,8 +315,10 @@ def answer(
     ``live``: the stream job's sold-out and trending items (None: none, e.g. offline replay)."""
     session = session[: cfg.session_length]
     banned = _banned(b, cfg, uidx, session)
-    if live is not None and live.soldout.size:  # sold out now: never a candidate, never a fill
-        banned = np.concatenate([banned, live.soldout.astype(np.int32)])
+    fill_cfg = cfg  # the fill takes the sold-out items as banned ones (its pool bound counts them)
+    sold = live.soldout if live is not None and live.soldout.size else None
+    if sold is not None:  # sold out now: never a candidate, never a fill
+        cfg = _without_soldout(b, cfg, sold)
     parts = _sources(b, cfg, uidx, session, k, banned)
     if parts:
         items = np.concatenate([p[0] for p in parts]).astype(np.int32)
@@ -314,13 +346,14 @@ def answer(
         boosted = b.item_first_seen[items] >= now - cfg.boost_hours * 3600.0
         scores = np.where(boosted, scores * NEW_ITEM_BOOST, scores)
     hot = np.zeros(items.size, bool)
-    if live is not None and live.trending.size and items.size:
-        order_t = np.argsort(live.trending, kind="stable")
-        t_items, t_sc = live.trending[order_t], live.trend_scores[order_t]
-        at = np.minimum(np.searchsorted(t_items, items), t_items.size - 1)
-        hot = t_items[at] == items
-        rel = np.where(hot, t_sc[at] / max(float(live.trend_scores.max()), 1e-9), 0.0)
-        scores = (scores * (1.0 + TREND_BOOST * rel)).astype(np.float32)
+    if live is not None and live.trending.size and items.size:  # items: sorted (np.unique)
+        t_items, rel = live.trend_table or trend_table(live.trending, live.trend_scores)
+        at = np.minimum(np.searchsorted(items, t_items), items.size - 1)
+        found = items[at] == t_items
+        at = at[found]
+        hot[at] = True
+        scores = scores.astype(np.float32)  # a copy: boosted in place
+        scores[at] = scores[at] * (1.0 + TREND_BOOST * rel[found])
     order = _top(scores, k if cfg.max_per_category is None else min(items.size, 4 * k))
     order = _capped(b, items, order, cfg.max_per_category, k, {})
     out = items[order]
@@ -329,7 +362,9 @@ def answer(
     if out.size < k:
         fallback = "cold_start" if uidx is None and not session else "sparse_candidates"
         pools = [live.trending] if live is not None and live.trending.size else []
-        fill, n_hot = _fill(b, cfg, out, banned, category, session_categories, k, pools)
+        if sold is not None:
+            banned = np.concatenate([banned, sold.astype(np.int32)])
+        fill, n_hot = _fill(b, fill_cfg, out, banned, category, session_categories, k, pools)
         out = np.concatenate([out, np.asarray(fill, np.int32)]).astype(np.int32)
         reasons += ["trending"] * n_hot + ["fallback"] * (len(fill) - n_hot)
     return Ranked(out.astype(np.int32), reasons, fallback)

@@ -77,6 +77,9 @@ class ServeConfig(_Strict):
     #: read the Flink job's signals with the session list (streamfeatures.py): sold-out items are
     #: never recommended, trending ones boosted; off = the session list only
     stream_features: bool = True
+    #: a category's trending list is kept in process this long (an answer may use a list this much
+    #: older than Redis's; the job rewrites them every 10 s slide); 0: read with every request
+    stream_trend_ttl_seconds: float = Field(default=1.0, ge=0, le=60)
     shadow_url: str | None = None
     shadow_percent: float = Field(default=0.0, ge=0, le=100)
     # chaos knobs for rollout drills (a slow or failing candidate); 0 in production

@@ -6,6 +6,7 @@ ones up; the server does both with stream_features on and neither with it off.""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -113,6 +114,49 @@ def test_server_reads_them_in_the_served_call(bundles, make_server, redis_server
     r.sadd("recops:soldout", top)
     r.zadd(f"recops:trend:{cat}", {outside: 4.0})
     got = items(on, "s-b")
-    assert top not in [i for i, _ in got]
-    assert got[0] == (outside, "trending")
+    assert top not in [i for i, _ in got]  # the set is checked with every call: gone at once
+    deadline = time.monotonic() + 10  # the trending list: within stream_trend_ttl_seconds (1 s)
+    while got[0] != (outside, "trending") and time.monotonic() < deadline:
+        time.sleep(0.1)
+        got = items(on, "s-b")
+    assert got[0] == (outside, "trending") and top not in [i for i, _ in got]
     assert items(off, "s-b") == before  # off: the session list only
+
+
+def _calls(r: redis.Redis, cmd: str) -> int:
+    return int(r.info("commandstats").get(f"cmdstat_{cmd}", {}).get("calls", 0))
+
+
+def test_trending_lists_and_the_set_are_not_sent_per_request(redis_server):
+    """Per request only the session list, the window counts and the set's version travel; a trending
+    list is read once per ``trend_ttl`` (once for all concurrent requests), the set once per version."""
+    sf.CACHE = sf._Cache()
+    r = redis.Redis.from_url(redis_server.url)
+    r.hset("recops:f:s:s-1", mapping={"v5:3": 2, "v5:4": 5})  # s-1 views category 4 most
+    r.zadd("recops:trend:4", {"8": 5.0})
+    r.sadd("recops:soldout", "7")
+    r.set("recops:soldout:v", "t1")
+
+    async def go():
+        store = SessionStore(redis_server.url)
+        r.execute_command("CONFIG", "RESETSTAT")
+        got = await asyncio.gather(*(sf.read(store, "s-1", 10, None, 30.0) for _ in range(20)))
+        sigs = [sig for _, sig in got]
+        assert {s.category for s in sigs} == {4} and all(s.trending == {8: 5.0} for s in sigs)
+        assert all(s.soldout == {7} for s in sigs)
+        assert _calls(r, "zrevrange") == 1 and _calls(r, "smembers") == 1 and _calls(r, "get") == 20
+        r.zadd("recops:trend:4", {"9": 9.0})  # within the ttl: the kept list, nothing sent
+        r.sadd("recops:soldout", "11")
+        r.set("recops:soldout:v", "t2")  # a new version: the next call reads the set again
+        _, sig = await sf.read(store, "s-1", 10, None, 30.0)
+        assert sig.trending == {8: 5.0} and sig.soldout == {7, 11}
+        _, sig = await sf.read(store, "s-1", 10, 4, 30.0)  # the request's category: the same list
+        assert sig.trending == {8: 5.0} and _calls(r, "zrevrange") == 1 and _calls(r, "smembers") == 2
+        await asyncio.sleep(0.1)  # past a short ttl the list is read again, in the same round trip
+        _, sig = await sf.read(store, "s-1", 10, 4, 0.05)
+        assert sig.trending == {9: 9.0, 8: 5.0} and _calls(r, "zrevrange") == 2
+        _, sig = await sf.read(store, "s-1", 10, 4, 0.0)  # 0: with every request
+        assert _calls(r, "zrevrange") == 3
+        await store.close()
+
+    asyncio.run(go())
