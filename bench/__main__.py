@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import os
 import re
@@ -40,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -602,49 +604,23 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def tabled(module: str, entry: str = "run") -> Callable[[], None]:
+    """A benchmark that prints through `table`, imported only when it runs (their imports are heavy)."""
+
+    def bench() -> None:
+        getattr(importlib.import_module(f"bench.{module}"), entry)(table)
+
+    return bench
+
+
 def main(argv: list[str]) -> int:
     which = parser().parse_args(argv).which
-
-    def bench_business() -> None:
-        from bench.business import run
-
-        run(table)
 
     def bench_rollout() -> None:
         from bench.rollout import bench_rollout as run
 
-        bench_business()
+        tabled("business")()
         run()
-
-    def bench_ranking() -> None:
-        from bench.ranking import bench_ranking as run
-
-        run(table)
-
-    def bench_stream() -> None:
-        from bench.stream import run
-
-        run(table)
-
-    def bench_search() -> None:
-        from bench.search import run
-
-        run(table)
-
-    def bench_retrieval() -> None:
-        from bench.retrieval import run
-
-        run(table)
-
-    def bench_serve_scale() -> None:
-        from bench.serve_scale import run
-
-        run(table)
-
-    def bench_scaling() -> None:
-        from bench.scaling import run
-
-        run(table)
 
     def bench_train_scale() -> None:
         from bench.train_scale import run
@@ -654,17 +630,17 @@ def main(argv: list[str]) -> int:
     for name, fn in (
         ("serve", bench_serve),
         ("serve-stream", bench_serve_stream),
-        ("ranking", bench_ranking),
+        ("ranking", tabled("ranking", "bench_ranking")),
         ("train", bench_train),
         ("train-scale", bench_train_scale),
-        ("retrieval", bench_retrieval),
-        ("serve-scale", bench_serve_scale),
+        ("retrieval", tabled("retrieval")),
+        ("serve-scale", tabled("serve_scale")),
         ("operator", bench_operator),
         ("rollout", bench_rollout),
-        ("business", bench_business),
-        ("stream", bench_stream),
-        ("search", bench_search),
-        ("scaling", bench_scaling),
+        ("business", tabled("business")),
+        ("stream", tabled("stream")),
+        ("search", tabled("search")),
+        ("scaling", tabled("scaling")),
     ):
         if which == "all" and name in ("business", "serve-stream"):
             continue  # printed by rollout / serve
