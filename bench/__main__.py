@@ -46,7 +46,19 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import BIN, ROOT, bundle, cpu_seconds, load, loadgen, peak_rss_mb, table, tree_cpu_seconds
+from bench.common import (
+    BIN,
+    ROOT,
+    SERVE_COLUMNS,
+    bundle,
+    cpu_seconds,
+    load,
+    loadgen,
+    peak_rss_mb,
+    serve_cells,
+    table,
+    tree_cpu_seconds,
+)
 
 sys.path.insert(0, str(ROOT))
 
@@ -285,30 +297,10 @@ def bench_serve() -> None:
                 run = wrk_run(url, 10, pid=proc.pid)
                 at = loadgen(url, 2000, 10)
                 results[name] = (run["rps"], at)
-                rows.append(
-                    [
-                        name,
-                        f"{run['rps']:,.0f}",
-                        f"{run['cpu_us']:,.0f}",
-                        at["p50_ms"],
-                        at["p99_ms"],
-                        at["achieved_rps"],
-                        at["errors"],
-                        load(),
-                    ]
-                )
+                rows.append([name, *serve_cells(run, at), load()])
             table(
                 f"serve: one worker, top-50, catalogue {manifest['n_items']:,} items ({dataset}), Redis session features; 2 cores shared with the load generator",
-                [
-                    "server",
-                    "max req/s (wrk -c64)",
-                    "server CPU us/req",
-                    "p50 ms @2000/s",
-                    "p99 ms @2000/s",
-                    "achieved/s",
-                    "errors",
-                    "load avg",
-                ],
+                ["server", *SERVE_COLUMNS, "load avg"],
                 rows,
             )
             (o_rps, o_at), (b_rps, b_at) = results.values()
