@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import os
 import re
@@ -42,11 +43,24 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
-from bench.common import BIN, ROOT, bundle, cpu_seconds, load, loadgen, peak_rss_mb, table, tree_cpu_seconds
+from bench.common import (
+    BIN,
+    ROOT,
+    SERVE_COLUMNS,
+    bundle,
+    cpu_seconds,
+    load,
+    loadgen,
+    peak_rss_mb,
+    serve_cells,
+    table,
+    tree_cpu_seconds,
+)
 
 sys.path.insert(0, str(ROOT))
 
@@ -285,30 +299,10 @@ def bench_serve() -> None:
                 run = wrk_run(url, 10, pid=proc.pid)
                 at = loadgen(url, 2000, 10)
                 results[name] = (run["rps"], at)
-                rows.append(
-                    [
-                        name,
-                        f"{run['rps']:,.0f}",
-                        f"{run['cpu_us']:,.0f}",
-                        at["p50_ms"],
-                        at["p99_ms"],
-                        at["achieved_rps"],
-                        at["errors"],
-                        load(),
-                    ]
-                )
+                rows.append([name, *serve_cells(run, at), load()])
             table(
                 f"serve: one worker, top-50, catalogue {manifest['n_items']:,} items ({dataset}), Redis session features; 2 cores shared with the load generator",
-                [
-                    "server",
-                    "max req/s (wrk -c64)",
-                    "server CPU us/req",
-                    "p50 ms @2000/s",
-                    "p99 ms @2000/s",
-                    "achieved/s",
-                    "errors",
-                    "load avg",
-                ],
+                ["server", *SERVE_COLUMNS, "load avg"],
                 rows,
             )
             (o_rps, o_at), (b_rps, b_at) = results.values()
@@ -605,54 +599,23 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def tabled(module: str, entry: str = "run") -> Callable[[], None]:
+    """A benchmark that prints through `table`, imported only when it runs (their imports are heavy)."""
+
+    def bench() -> None:
+        getattr(importlib.import_module(f"bench.{module}"), entry)(table)
+
+    return bench
+
+
 def main(argv: list[str]) -> int:
     which = parser().parse_args(argv).which
-
-    def bench_business() -> None:
-        from bench.business import run
-
-        run(table)
 
     def bench_rollout() -> None:
         from bench.rollout import bench_rollout as run
 
-        bench_business()
+        tabled("business")()
         run()
-
-    def bench_ranking() -> None:
-        from bench.ranking import bench_ranking as run
-
-        run(table)
-
-    def bench_stream() -> None:
-        from bench.stream import run
-
-        run(table)
-
-    def bench_search() -> None:
-        from bench.search import run
-
-        run(table)
-
-    def bench_visual_search() -> None:
-        from bench.visual_search import run
-
-        run(table)
-
-    def bench_retrieval() -> None:
-        from bench.retrieval import run
-
-        run(table)
-
-    def bench_serve_scale() -> None:
-        from bench.serve_scale import run
-
-        run(table)
-
-    def bench_scaling() -> None:
-        from bench.scaling import run
-
-        run(table)
 
     def bench_train_scale() -> None:
         from bench.train_scale import run
@@ -662,18 +625,18 @@ def main(argv: list[str]) -> int:
     for name, fn in (
         ("serve", bench_serve),
         ("serve-stream", bench_serve_stream),
-        ("ranking", bench_ranking),
+        ("ranking", tabled("ranking", "bench_ranking")),
         ("train", bench_train),
         ("train-scale", bench_train_scale),
-        ("retrieval", bench_retrieval),
-        ("serve-scale", bench_serve_scale),
+        ("retrieval", tabled("retrieval")),
+        ("serve-scale", tabled("serve_scale")),
         ("operator", bench_operator),
         ("rollout", bench_rollout),
-        ("business", bench_business),
-        ("stream", bench_stream),
-        ("search", bench_search),
-        ("visual-search", bench_visual_search),
-        ("scaling", bench_scaling),
+        ("business", tabled("business")),
+        ("stream", tabled("stream")),
+        ("search", tabled("search")),
+        ("visual-search", tabled("visual_search")),
+        ("scaling", tabled("scaling")),
     ):
         if which == "all" and name in ("business", "serve-stream"):
             continue  # printed by rollout / serve

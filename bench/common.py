@@ -22,6 +22,28 @@ def table(title: str, header: list[str], rows: list[list]) -> None:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
 
 
+SERVE_COLUMNS = [
+    "max req/s (wrk -c64)",
+    "server CPU us/req",
+    "p50 ms @2000/s",
+    "p99 ms @2000/s",
+    "achieved/s",
+    "errors",
+]
+
+
+def serve_cells(wrk: dict, at: dict) -> list:
+    """The SERVE_COLUMNS cells of one serving row: wrk's ceiling, then the open-loop run at 2,000 req/s."""
+    return [
+        f"{wrk['rps']:,.0f}",
+        f"{wrk['cpu_us']:,.0f}",
+        at["p50_ms"],
+        at["p99_ms"],
+        at["achieved_rps"],
+        at["errors"],
+    ]
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (from /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

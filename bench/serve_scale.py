@@ -170,7 +170,7 @@ def in_process(path: Path) -> list[list]:
 
 
 def run(table) -> None:
-    from bench.common import BIN, CACHE, loadgen
+    from bench.common import BIN, CACHE, SERVE_COLUMNS, loadgen, serve_cells
     from recops_localcluster.procs import wait_http
     from recops_serve.bundle import SCHEMA_HASH
     from tests.support.redis_server import RedisServer, free_port
@@ -235,17 +235,7 @@ def run(table) -> None:
                 _wrk(url, 3)
                 w = _wrk(url, 10, pid=server.pid)
                 at = loadgen(url, 2000, 10)
-                rows.append(
-                    [
-                        kind,
-                        f"{w['rps']:,.0f}",
-                        f"{w['cpu_us']:,.0f}",
-                        at["p50_ms"],
-                        at["p99_ms"],
-                        at["achieved_rps"],
-                        at["errors"],
-                    ]
-                )
+                rows.append([kind, *serve_cells(w, at)])
             mem1 = (_mb(worker, "RssAnon"), _mb(worker, "RssFile"), _mb(worker, "VmHWM"))
         finally:
             server.terminate()
@@ -254,15 +244,7 @@ def run(table) -> None:
     load = os.getloadavg()[0]
     table(
         f"serve-scale: one worker, top-50, {N_ITEMS:,} items, Redis session features (load average {load:.1f})",
-        [
-            "request",
-            "max req/s (wrk -c64)",
-            "server CPU us/req",
-            "p50 ms @2000/s",
-            "p99 ms @2000/s",
-            "achieved/s",
-            "errors",
-        ],
+        ["request", *SERVE_COLUMNS],
         rows,
     )
     table(
