@@ -15,6 +15,7 @@ The load average is printed with each table: the machine is shared.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -117,8 +119,6 @@ def _lat(samples: list[float]) -> tuple[float, float]:
 
 def bench_endpoints(table, tmp: Path) -> None:
     sys.path.insert(0, str(ROOT))
-    from recops_localcluster.procs import stop, wait_http
-    from tests.support.redis_server import free_port
     from tests.support.serving import train
 
     bundle = CACHE / "search-completejourney"
@@ -127,31 +127,7 @@ def bench_endpoints(table, tmp: Path) -> None:
     model = CACHE / "search-model"
     if not (model / "manifest.json").exists():
         train(model, "m1", 20_000, "--no-tune")
-    port = free_port()
-    config = tmp / "config.json"
-    config.write_text(json.dumps({"model_uri": str(model), "search_uri": str(bundle)}))
-    log = tmp / "server.log"
-    proc = subprocess.Popen(
-        [
-            str(BIN / "recops-serve"),
-            "serve",
-            "--config",
-            str(config),
-            "--port",
-            str(port),
-            "--host",
-            "127.0.0.1",
-        ],
-        stdout=open(log, "ab"),  # noqa: SIM115
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_http(f"{url}/readyz", proc, log=log, what="recops-serve", timeout=120)
-        for _ in range(60):
-            if httpx.get(f"{url}/readyz").json().get("search", {}).get("version"):
-                break
-            time.sleep(0.5)
+    with search_server(tmp, model, bundle) as url:
         qs = _queries()
         rows = []
         with httpx.Client(base_url=url, timeout=10) as c:
@@ -175,6 +151,30 @@ def bench_endpoints(table, tmp: Path) -> None:
             ["route", "requests", "p50 ms", "p99 ms"],
             rows,
         )
+
+
+@contextlib.contextmanager
+def search_server(tmp: Path, model: Path, bundle: Path) -> Iterator[str]:
+    """One recops-serve worker serving ``model`` and the search ``bundle``; yields its URL once the
+    search bundle is loaded (bench search and bench visual-search)."""
+    from recops_localcluster.procs import stop, wait_http
+    from tests.support.redis_server import free_port
+
+    port = free_port()
+    config = tmp / "config.json"
+    config.write_text(json.dumps({"model_uri": str(model), "search_uri": str(bundle)}))
+    log = tmp / "server.log"
+    args = [str(BIN / "recops-serve"), "serve", "--config", str(config), "--port", str(port)]
+    with log.open("ab") as out:
+        proc = subprocess.Popen([*args, "--host", "127.0.0.1"], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/readyz", proc, log=log, what="recops-serve", timeout=120)
+        for _ in range(120):
+            if httpx.get(f"{url}/readyz").json().get("search", {}).get("version"):
+                break
+            time.sleep(0.5)
+        yield url
     finally:
         stop(proc)
 

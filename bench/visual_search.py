@@ -25,7 +25,7 @@ import httpx
 from PIL import Image
 from threadpoolctl import threadpool_limits
 
-from bench.search import BIN, CACHE, ROOT, _lat, _load
+from bench.search import BIN, CACHE, ROOT, _lat, _load, search_server
 
 N_QUERIES = 200
 
@@ -64,11 +64,9 @@ def _vectorize(tmp: Path) -> tuple[Path, list]:
 
 def run(table) -> None:
     sys.path.insert(0, str(ROOT))
-    from recops_localcluster.procs import stop, wait_http
     from recops_serve.search.image_decode import decode
     from recops_serve.search.index import load_search_bundle
     from recops_serve.search.visual import VisualSearchService
-    from tests.support.redis_server import free_port
     from tests.support.serving import train
 
     with tempfile.TemporaryDirectory(prefix="recops-bench-visual-") as d:
@@ -82,23 +80,7 @@ def run(table) -> None:
         model = CACHE / "search-model"
         if not (model / "manifest.json").exists():
             train(model, "m1", 20_000, "--no-tune")
-        port = free_port()
-        config = tmp / "config.json"
-        config.write_text(json.dumps({"model_uri": str(model), "search_uri": str(bundle)}))
-        log = tmp / "server.log"
-        args = [str(BIN / "recops-serve"), "serve", "--config", str(config), "--port", str(port)]
-        proc = subprocess.Popen(
-            [*args, "--host", "127.0.0.1"],
-            stdout=open(log, "ab"),  # noqa: SIM115
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            wait_http(f"{url}/readyz", proc, log=log, what="recops-serve", timeout=120)
-            for _ in range(120):
-                if httpx.get(f"{url}/readyz").json().get("search", {}).get("version"):
-                    break
-                time.sleep(0.5)
+        with search_server(tmp, model, bundle) as url:
             qs = _queries()
             lat = []
             with httpx.Client(base_url=url, timeout=30) as c:
@@ -128,5 +110,3 @@ def run(table) -> None:
                 ["path", "requests", "p50 ms", "p99 ms"],
                 rows,
             )
-        finally:
-            stop(proc)

@@ -18,6 +18,7 @@ larger in-region model, with ``sha256={file: hash}`` pinned by whoever deploys i
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -222,12 +223,7 @@ class Encoder:
         return self.encode_ids([self.token_ids(t) for t in texts])
 
 
-_DEFAULT: Encoder | None = None
-
-
+@functools.cache
 def default_encoder() -> Encoder:
     """The pinned all-MiniLM-L6-v2, loaded once per process."""
-    global _DEFAULT
-    if _DEFAULT is None:
-        _DEFAULT = Encoder()
-    return _DEFAULT
+    return Encoder()

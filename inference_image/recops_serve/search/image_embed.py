@@ -24,6 +24,7 @@ Replaceable: ``ImageEncoder(path=..., sha256=...)`` takes another Lite checkpoin
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -229,12 +230,7 @@ class ImageEncoder:
         return self.features(rgb) @ self.fc_w + self.fc_b
 
 
-_DEFAULT: ImageEncoder | None = None
-
-
+@functools.cache
 def default_image_encoder() -> ImageEncoder:
     """The pinned EfficientNet-Lite0, loaded once per process."""
-    global _DEFAULT
-    if _DEFAULT is None:
-        _DEFAULT = ImageEncoder()
-    return _DEFAULT
+    return ImageEncoder()
