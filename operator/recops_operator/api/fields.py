@@ -14,10 +14,30 @@ def Bounded(kind: Any, description: str, **bounds: float) -> Any:
     return Annotated[kind, Field(description=description, **bounds)]
 
 
+def Seconds(description: str, kind: Any = int, **bounds: float) -> Any:
+    """A whole number of seconds, bounded like ``Bounded`` (Kubernetes' ``*Seconds`` fields)."""
+    return Bounded(kind, description, **bounds)
+
+
+def Fraction(description: str, kind: Any = float) -> Any:
+    """A share from 0 to 1 (a rate, a tolerance, a weight)."""
+    return Bounded(kind, description, ge=0, le=1)
+
+
+def Confidence(description: str) -> Any:
+    """The confidence of a statistical decision (1 - its error rate), from 0.8 to 0.999."""
+    return Bounded(float, description, ge=0.8, le=0.999)
+
+
 def Maybe(kind: Any, description: str, **field: Any) -> Any:
     """A field that may be absent: ``kind | None``, declared ``= None`` (a status section not written
     yet, or a spec field whose absence means a default policy)."""
     return Annotated[kind | None, Field(description=description, **field)]
+
+
+def Text(description: str, **field: Any) -> Any:
+    """A string that may be absent (a name, version or message): ``Maybe(str, ...)``."""
+    return Maybe(str, description, **field)
 
 
 def UnixTime(description: str) -> Any:
@@ -27,4 +47,4 @@ def UnixTime(description: str) -> Any:
 
 def Timestamp(description: str) -> Any:
     """A moment as an RFC 3339 string (as Kubernetes writes them), absent until it happened."""
-    return Maybe(str, description)
+    return Text(description)

@@ -20,7 +20,7 @@ from pydantic.alias_generators import to_camel
 from recops_contracts import serving as serve_defaults
 from recops_contracts import stream as stream_contract
 from recops_operator.api import windows
-from recops_operator.api.fields import Bounded, Maybe
+from recops_operator.api.fields import Bounded, Confidence, Fraction, Maybe, Seconds, Text
 from recops_operator.api.status import RolloutStatus, TrainingStatus
 
 GROUP = "recops.io"
@@ -96,6 +96,10 @@ def PrometheusUrl(description: str) -> Any:
         ),
         ENDPOINT,
     ]
+
+
+#: Seconds, for the bounds of durations.
+MINUTE, DAY, WEEK = 60, 86400, 7 * 86400
 
 
 def duration_seconds(text: str) -> int:
@@ -300,8 +304,8 @@ class Autoscaling(Model):
     rate_window: Duration(
         "Window of the request-rate query (at least two scrapes).", 2, 600, "autoscaling.rateWindow"
     ) = "30s"
-    scale_up_stabilization_seconds: Bounded(
-        int, "Scale-up stabilization window; 0 reacts at once to a spike.", ge=0, le=3600
+    scale_up_stabilization_seconds: Seconds(
+        "Scale-up stabilization window; 0 reacts at once to a spike.", ge=0, le=3600
     ) = 0
     scale_up_percent: Bounded(
         int,
@@ -312,14 +316,14 @@ class Autoscaling(Model):
     scale_up_pods: Bounded(
         int, "Scale-up policy: or add up to this many pods per period (the larger wins).", ge=1, le=1000
     ) = 100
-    scale_up_period_seconds: Bounded(int, "Period of the scale-up policies.", ge=1, le=1800) = 15
-    scale_down_stabilization_seconds: Bounded(
-        int, "Scale-down stabilization window, so a dip does not drop capacity.", ge=0, le=3600
+    scale_up_period_seconds: Seconds("Period of the scale-up policies.", ge=1, le=1800) = 15
+    scale_down_stabilization_seconds: Seconds(
+        "Scale-down stabilization window, so a dip does not drop capacity.", ge=0, le=3600
     ) = 300
     scale_down_percent: Bounded(
         int, "Scale-down policy: remove at most this percent of replicas per period.", ge=1, le=100
     ) = 10
-    scale_down_period_seconds: Bounded(int, "Period of the scale-down policy.", ge=1, le=1800) = 60
+    scale_down_period_seconds: Seconds("Period of the scale-down policy.", ge=1, le=1800) = 60
     schedules: Annotated[
         list[SaleWindow],
         Field(
@@ -365,7 +369,7 @@ class FeatureStore(Model):
     ]
     session_ttl_seconds: Annotated[
         int,
-        Field(alias="sessionTTLSeconds", description="TTL of a session's recent events.", ge=60, le=604800),
+        Field(alias="sessionTTLSeconds", description="TTL of a session's recent events.", ge=MINUTE, le=WEEK),
     ] = serve_defaults.SESSION_TTL_SECONDS
     max_session_events: Bounded(int, "Recent events kept per session.", ge=1, le=500) = (
         serve_defaults.MAX_SESSION_EVENTS
@@ -477,8 +481,8 @@ class TrainingResources(Model):
 
 class Checkpoint(Model):
     uri: OssUri("Object-storage prefix for checkpoints (oss:// in spec.region).")
-    interval_seconds: Bounded(
-        int, "Checkpoint interval; at most this much work is lost to a preemption.", ge=30, le=3600
+    interval_seconds: Seconds(
+        "Checkpoint interval; at most this much work is lost to a preemption.", ge=30, le=3600
     ) = 300
 
 
@@ -492,8 +496,8 @@ class TrainingData(Model):
         "Item catalogue (category, availability, created_at, ...): oss:// in spec.region. builtin sources carry their own.",
         str | None,
     ) = None
-    max_bad_fraction: Bounded(
-        float, "Fail the run (exit 78, serving untouched) above this share of rejected rows.", ge=0, le=1
+    max_bad_fraction: Fraction(
+        "Fail the run (exit 78, serving untouched) above this share of rejected rows."
     ) = 0.1
     type_map: Annotated[
         dict[str, Literal["view", "add_to_cart", "purchase"]],
@@ -517,17 +521,14 @@ class MetricsGate(Model):
             max_length=10,
         ),
     ] = ["ndcg@10"]
-    tolerance: Bounded(float, "Allowed drop per metric.", ge=0, le=1) = 0.0
+    tolerance: Fraction("Allowed drop per metric.") = 0.0
 
 
 class Retrieval(Model):
     """ALS candidate retrieval: precomputed per user or an HNSW index in the bundle, gated on recall."""
 
-    min_recall: Bounded(
-        float,
-        "Fail the run (exit 78, serving untouched) when the index's recall@K against exact search, on a sample of real users' vectors, is below this.",
-        ge=0,
-        le=1,
+    min_recall: Fraction(
+        "Fail the run (exit 78, serving untouched) when the index's recall@K against exact search, on a sample of real users' vectors, is below this."
     ) = 0.95
     mode: Annotated[
         Literal["auto", "precomputed", "index"],
@@ -567,8 +568,7 @@ class SpotJob(Model):
         TrainingResources()
     )
     backoff_limit: Bounded(int, "Genuine failures tolerated (preemptions do not count).", ge=0, le=20) = 3
-    termination_grace_period_seconds: Bounded(
-        int,
+    termination_grace_period_seconds: Seconds(
         "Time to checkpoint after SIGTERM; below the spot notice window (ECI: ~180 s).",
         ge=1,
         le=MAX_TRAINING_GRACE_SECONDS,
@@ -600,8 +600,8 @@ class Training(SpotJob):
     checkpoint: Annotated[Checkpoint, Field(description="Checkpoint location and interval.")]
     suspend: Annotated[bool, Field(description="Suspend scheduled runs.")] = False
     data_window: Maybe(DataWindow, "Data window.") = None
-    active_deadline_seconds: Bounded(
-        int | None, "Hard limit on one run (1 min to 7 days).", ge=60, le=604800
+    active_deadline_seconds: Seconds(
+        "Hard limit on one run (1 min to 7 days).", int | None, ge=MINUTE, le=WEEK
     ) = None
     trigger: Annotated[
         str | None,
@@ -636,11 +636,8 @@ class VisualSearch(Model):
         Literal["efficientnet-lite0"],
         Field(description="Image embedding model (ImageNet EfficientNet-Lite0, hash-pinned in the image)."),
     ] = "efficientnet-lite0"
-    max_failed_images: Bounded(
-        float,
-        "Fraction of products with an image_uri whose image may be missing or broken (reported in the bundle manifest) before the run fails.",
-        ge=0,
-        le=1,
+    max_failed_images: Fraction(
+        "Fraction of products with an image_uri whose image may be missing or broken (reported in the bundle manifest) before the run fails."
     ) = 0.05
 
 
@@ -661,11 +658,8 @@ class Search(SpotJob):
             pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
         ),
     ] = None
-    alpha: Bounded(
-        float, "Hybrid score weight of the vector cosine (the rest: normalised BM25).", ge=0, le=1
-    ) = 0.5
-    checkpoint_interval_seconds: Bounded(
-        int,
+    alpha: Fraction("Hybrid score weight of the vector cosine (the rest: normalised BM25).") = 0.5
+    checkpoint_interval_seconds: Seconds(
         "Vectorization checkpoints (under <uri>/_checkpoints/<run id>): at most this much work is lost to a preemption.",
         ge=30,
         le=3600,
@@ -708,11 +702,8 @@ class RelativeAnalysis(Model):
     max_latency_increase_percent: Bounded(
         float | None, "Fail when candidate p99 exceeds stable p99 by more than this percent.", ge=0, le=1000
     ) = None
-    max_error_rate_increase: Bounded(
-        float | None,
-        "Fail when candidate error rate exceeds stable by more than this (absolute).",
-        ge=0,
-        le=1,
+    max_error_rate_increase: Fraction(
+        "Fail when candidate error rate exceeds stable by more than this (absolute).", float | None
     ) = None
 
 
@@ -737,9 +728,7 @@ class BusinessCheck(Model):
         ge=0.005,
         le=0.5,
     ) = 0.05
-    confidence: Bounded(
-        float, "Confidence of every decision, valid under repeated looks.", ge=0.8, le=0.999
-    ) = 0.95
+    confidence: Confidence("Confidence of every decision, valid under repeated looks.") = 0.95
     min_samples: Bounded(
         int, "Recommendations each track must have served before the test decides.", ge=100, le=100_000_000
     ) = 1000
@@ -750,13 +739,11 @@ class Analysis(Model):
         float,
         Field(alias="maxP99LatencyMs", description="p99 latency limit for the candidate.", gt=0, le=60000),
     ] = 80
-    max_error_rate: Bounded(float, "5xx ratio limit.", ge=0, le=1) = 0.01
+    max_error_rate: Fraction("5xx ratio limit.") = 0.01
     min_requests: Bounded(
         int, "Fewer requests in the interval is Inconclusive (never a pass).", ge=1, le=10_000_000
     ) = 200
-    min_shadow_overlap: Bounded(
-        float, "Minimum mean top-K overlap with stable during shadowing.", ge=0, le=1
-    ) = 0.0
+    min_shadow_overlap: Fraction("Minimum mean top-K overlap with stable during shadowing.") = 0.0
     relative: Maybe(RelativeAnalysis, "Relative checks against stable.") = None
     checks: Annotated[list[CustomCheck], Field(description="Extra PromQL checks.", max_length=20)] = []
     business: Maybe(BusinessCheck, "Conversion per recommendation against stable (sequential test).") = None
@@ -821,8 +808,8 @@ class Rollout(Model):
     interval: Duration(
         "How long each step is held and analysed (also the analysis window).", 5, 3600, "rollout.interval"
     ) = "1m"
-    progress_deadline_seconds: Bounded(
-        int, "Roll back when the rollout has not finished by then (1 min to 7 days).", ge=60, le=604800
+    progress_deadline_seconds: Seconds(
+        "Roll back when the rollout has not finished by then (1 min to 7 days).", ge=MINUTE, le=WEEK
     ) = 3600
     failure_limit: Bounded(int, "Consecutive failed analyses before rollback.", ge=1, le=100) = 2
     inconclusive_limit: Bounded(
@@ -863,7 +850,7 @@ class Holdout(Model):
         Literal["click", "add_to_cart", "purchase", "revenue"],
         Field(description="What the lift is measured on (status.experiment.holdout, the lift panel)."),
     ] = "add_to_cart"
-    confidence: Bounded(float, "Confidence of the lift's always-valid interval.", ge=0.8, le=0.999) = 0.95
+    confidence: Confidence("Confidence of the lift's always-valid interval.") = 0.95
 
 
 class Experiment(Model):
@@ -908,7 +895,7 @@ class StreamWindows(Model):
         }
     )
     trending: Duration(
-        "Sliding window of the per-category trending items.", 60, 86400, "features.stream.windows.trending"
+        "Sliding window of the per-category trending items.", MINUTE, DAY, "features.stream.windows.trending"
     ) = "30m"
     trending_slide: Duration(
         "How often (event time) a category's trending list is recomputed.",
@@ -934,13 +921,13 @@ class StreamStateTTL(Model):
         "Keyed state of an idle session/user is dropped after this; at least the longest feature window "
         "(30m), or a 30-minute count would forget its start.",
         1800,
-        7 * 86400,
+        WEEK,
         "features.stream.stateTTL.features",
     ) = "35m"
     items: Duration(
         "Stock state per item (sold-out), and the Redis TTL of item availability.",
         3600,
-        90 * 86400,
+        90 * DAY,
         "features.stream.stateTTL.items",
     ) = "168h"
 
@@ -1145,7 +1132,7 @@ class Condition(Model):
     status: Annotated[Literal["True", "False", "Unknown"], Field(description="Condition status.")]
     reason: Annotated[str, Field(description="CamelCase reason.")] = ""
     message: Annotated[str, Field(description="Human-readable detail.")] = ""
-    last_transition_time: Maybe(str, "RFC 3339 time of the last status change.") = None
+    last_transition_time: Text("RFC 3339 time of the last status change.") = None
     observed_generation: Maybe(int, "Generation this condition was computed for.") = None
 
 
@@ -1157,10 +1144,10 @@ class ReplicaStatus(Model):
 class StreamStatus(Model):
     """What the Flink operator reports on the stream job's FlinkDeployment."""
 
-    lifecycle_state: Maybe(str, "status.lifecycleState: CREATED, DEPLOYED, STABLE, FAILED, ...") = None
-    job_state: Maybe(str, "status.jobStatus.state: RUNNING, FAILED, ...") = None
+    lifecycle_state: Text("status.lifecycleState: CREATED, DEPLOYED, STABLE, FAILED, ...") = None
+    job_state: Text("status.jobStatus.state: RUNNING, FAILED, ...") = None
     job_id: Annotated[str | None, Field(alias="jobId", description="Flink job id.")] = None
-    message: Maybe(str, "The Flink operator's last error, one line.") = None
+    message: Text("The Flink operator's last error, one line.") = None
     lag_records: Maybe(int, "Records pending in the topic for the job at the last resync (Prometheus).") = (
         None
     )
@@ -1170,11 +1157,11 @@ class RecommenderServiceStatus(Model):
     """Observed state. Rollout and training sections are written by their controllers."""
 
     observed_generation: Maybe(int, "Generation last reconciled.") = None
-    phase: Maybe(str, "Pending, Ready, Degraded, Progressing, ...") = None
+    phase: Text("Pending, Ready, Degraded, Progressing, ...") = None
     conditions: Annotated[list[Condition], Field(description="Standard conditions.")] = []
     replicas: Annotated[ReplicaStatus, Field(description="Stable track replicas.")] = ReplicaStatus()
-    stable_version: Maybe(str, "Model version serving stable traffic.") = None
-    candidate_version: Maybe(str, "Candidate under rollout.") = None
+    stable_version: Text("Model version serving stable traffic.") = None
+    candidate_version: Text("Candidate under rollout.") = None
     canary_weight: Annotated[int, Field(description="Percent of traffic on the candidate.")] = 0
     rollout: Annotated[
         RolloutStatus | None,

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from recops_operator.api.fields import Maybe, Timestamp, UnixTime
+from recops_operator.api.fields import Maybe, Text, Timestamp, UnixTime
 
 
 class Phase(StrEnum):
@@ -58,13 +58,13 @@ class BusinessNumbers(_Status):
     lift_high: Maybe(float, "High end of the lift's always-valid interval.") = None
     log_likelihood_ratio: Maybe(float, "mSPRT statistic against the margin.") = None
     log_threshold: Maybe(float, "log(1/alpha): above it is significant.") = None
-    window: Maybe(str, "PromQL range of the totals (since the rollout began).") = None
+    window: Text("PromQL range of the totals (since the rollout began).") = None
 
 
 class BusinessEvidence(BusinessNumbers):
     verdict: Maybe(Verdict, "Pass, Fail or Inconclusive.") = None
     lift: Maybe(float, "rate_canary / rate_stable - 1.") = None
-    message: Maybe(str, "The decision in words.") = None
+    message: Text("The decision in words.") = None
 
 
 class AnalysisCheck(_Status):
@@ -72,8 +72,8 @@ class AnalysisCheck(_Status):
     value: Maybe(float, "Measured value (none: no data).") = None
     threshold: Annotated[str, Field(description="What the value is held against.")] = ""
     verdict: Annotated[Verdict, Field(description="Pass, Fail or Inconclusive.")]
-    message: Maybe(str, "Why, in words.") = None
-    error: Maybe(str, "Query error (Prometheus unreachable).") = None
+    message: Text("Why, in words.") = None
+    error: Text("Query error (Prometheus unreachable).") = None
     business: Maybe(BusinessNumbers, "The business check's numbers.") = None
 
 
@@ -90,7 +90,7 @@ class RolloutStatus(_Status):
         Phase,
         Field(description="Idle, Shadowing, Progressing, Promoting, Succeeded, RolledBack, Failed, Paused."),
     ] = Phase.IDLE
-    candidate: Maybe(str, "Candidate version under rollout.") = None
+    candidate: Text("Candidate version under rollout.") = None
     step_index: Annotated[int, Field(description="Index into spec.rollout.steps (-1 while shadowing).")] = 0
     weight: Annotated[int, Field(description="Percent of traffic on the candidate.")] = 0
     started_at: UnixTime("Unix time the rollout started.") = None
@@ -99,13 +99,13 @@ class RolloutStatus(_Status):
     failures: Annotated[int, Field(description="Consecutive failed analyses.")] = 0
     inconclusive: Annotated[int, Field(description="Consecutive inconclusive analyses.")] = 0
     shadow_passed: Annotated[int, Field(description="Shadow intervals passed.")] = 0
-    message: Maybe(str, "The latest decision in words.") = None
+    message: Text("The latest decision in words.") = None
     checks: Annotated[list[AnalysisCheck], Field(description="Checks of the last analysis.")] = []
     last_verdict: Maybe(Verdict, "Verdict of the last analysis.") = None
     business: Maybe(BusinessEvidence, "The business check's latest evidence.") = None
-    promoted_version: Maybe(str, "What stable serves since the last promotion.") = None
-    promoted_image: Maybe(str, "The image that version was promoted with.") = None
-    promoted_over: Maybe(str, "spec.model.version when it was promoted.") = None
+    promoted_version: Text("What stable serves since the last promotion.") = None
+    promoted_image: Text("The image that version was promoted with.") = None
+    promoted_over: Text("spec.model.version when it was promoted.") = None
     last_action: Maybe(AppliedAction, "The last manual action applied.") = None
     paused_from: Maybe(Phase, "Phase to resume into.") = None
 
@@ -150,7 +150,7 @@ class RunTuned(_Status):
 class RunRetrieval(_Status):
     """How the bundle retrieves candidates and the recall its gate measured (ann.py)."""
 
-    mode: Maybe(str, "precomputed or index.") = None
+    mode: Text("precomputed or index.") = None
     recall_at_k: Maybe(float, "Recall of the index against exact search at k.") = None
     k: Maybe(int, "Candidates per query the recall is measured at.") = None
     ef_search: Maybe(int, "HNSW efSearch the bundle serves with.") = None
@@ -160,30 +160,30 @@ class TrainingRun(_Status):
     """One training run (one Job) and, once it finished, the closed loop's record of it."""
 
     name: Annotated[str, Field(description="Run id: the Job name.")]
-    version: Maybe(str, "Model version the run produces (the run id).") = None
-    trigger: Maybe(str, "scheduled or on-demand.") = None
+    version: Text("Model version the run produces (the run id).") = None
+    trigger: Text("scheduled or on-demand.") = None
     phase: Annotated[str, Field(description="Pending, Running, Succeeded or Failed.")]
-    reason: Maybe(str, "The Job's reason for the phase.") = None
+    reason: Text("The Job's reason for the phase.") = None
     start_time: Timestamp("RFC 3339 start time.") = None
     completion_time: Timestamp("RFC 3339 end time.") = None
     preemptions: Maybe(int, "Preempted pods of this run.") = None
-    message: Maybe(str, "The trainer's one-line failure reason.") = None
+    message: Text("The trainer's one-line failure reason.") = None
     data_window: Maybe(RunDataWindow, "Data window of the bundle.") = None
     data: Maybe(RunData, "Rows read and rejected.") = None
     tuned: Maybe(RunTuned, "Serving configuration the trainer tuned.") = None
     retrieval: Maybe(RunRetrieval, "Candidate retrieval of the bundle.") = None
     data_window_days: Maybe(int, "spec.training.dataWindow.days.") = None
-    serving_version: Maybe(str, "Model serving when the run finished.") = None
+    serving_version: Text("Model serving when the run finished.") = None
     metrics: Maybe(dict[str, float], "Offline metrics of the run's bundle.") = None
     serving_metrics: Maybe(dict[str, float], "Offline metrics of the serving bundle.") = None
     gate: Maybe(GateRecord, "The metrics gate's verdict.") = None
-    action: Maybe(str, "candidate-set, gate-passed or gate-failed.") = None
+    action: Text("candidate-set, gate-passed or gate-failed.") = None
 
 
 class TrainingStatus(_Status):
     """The training controller's state: runs, preemptions, checkpoints and the closed loop's lineage."""
 
-    last_trigger: Maybe(str, "The on-demand trigger last turned into a run.") = None
+    last_trigger: Text("The on-demand trigger last turned into a run.") = None
     preemptions: Annotated[int, Field(description="Preempted pods over all finished runs.")] = 0
     current_run: Maybe(TrainingRun, "The run in progress.") = None
     last_run: Maybe(TrainingRun, "The newest finished run.") = None
