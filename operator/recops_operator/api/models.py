@@ -655,7 +655,7 @@ class Search(SpotJob):
         str | None,
         Field(
             description="The search bundle version served (<uri>/<version>). Unset: the search routes answer 503.",
-            pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
+            pattern=VERSION_PATTERN,
         ),
     ] = None
     alpha: Fraction("Hybrid score weight of the vector cosine (the rest: normalised BM25).") = 0.5
