@@ -331,14 +331,11 @@ class LocalCluster:
             "kube-apiserver",
             [
                 str(binary),
+                *_serving_flags(self.api_port, tls=keys.apiserver),
+                f"--client-ca-file={keys.ca.crt}",
                 f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={self.api_port}",
                 "--advertise-address=127.0.0.1",
                 "--endpoint-reconciler-type=none",
-                f"--tls-cert-file={keys.apiserver.crt}",
-                f"--tls-private-key-file={keys.apiserver.key}",
-                f"--client-ca-file={keys.ca.crt}",
                 "--service-account-issuer=https://kubernetes.default.svc",
                 f"--service-account-key-file={keys.sa.crt}",
                 f"--service-account-signing-key-file={keys.sa.key}",
@@ -366,24 +363,13 @@ class LocalCluster:
             "kube-apiserver", log, lambda: self.kubectl("get", "ns", "default", check=False).returncode == 0
         )
 
-    def _in_cluster_flags(self) -> list[str]:
-        """KCM and the scheduler: authenticate and authorise their callers with the admin kubeconfig
-        and serve no port (nothing here scrapes them)."""
-        kc = self.kubeconfig
-        return [
-            f"--authentication-kubeconfig={kc}",
-            f"--authorization-kubeconfig={kc}",
-            "--bind-address=127.0.0.1",
-            "--secure-port=0",
-        ]
-
     def _start_kcm(self, binary: Path, keys: pki.Pki) -> None:
         log = self._spawn(
             "kube-controller-manager",
             [
                 str(binary),
                 f"--kubeconfig={self.kubeconfig}",
-                *self._in_cluster_flags(),
+                *_serving_flags(delegate_to=self.kubeconfig),  # no port: nothing here scrapes it
                 "--leader-elect=false",
                 "--use-service-account-credentials=false",
                 f"--service-account-private-key-file={keys.sa.key}",
@@ -420,7 +406,8 @@ class LocalCluster:
             )
         )
         log = self._spawn(
-            "kube-scheduler", [str(binary), f"--config={cfg}", *self._in_cluster_flags(), "--v=1"]
+            "kube-scheduler",
+            [str(binary), f"--config={cfg}", *_serving_flags(delegate_to=self.kubeconfig), "--v=1"],
         )
         # Liveness over a short grace period: a bad config makes it exit at once.
         self._wait("kube-scheduler", log, _after(1.5))
@@ -578,13 +565,8 @@ def _start_keda_impl(cluster: LocalCluster, keys: pki.Pki) -> None:
             str(kdir / "keda-adapter"),
             f"--kubeconfig={kc}",
             f"--lister-kubeconfig={kc}",
-            f"--authentication-kubeconfig={kc}",
-            f"--authorization-kubeconfig={kc}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={adapter_port}",
+            *_serving_flags(adapter_port, tls=pki.Pair.named(certs, "tls"), delegate_to=cluster.kubeconfig),
             f"--cert-dir={certs}",
-            f"--tls-cert-file={certs / 'tls.crt'}",
-            f"--tls-private-key-file={certs / 'tls.key'}",
             f"--metrics-service-address=127.0.0.1:{grpc_port}",
             f"--port={free_port()}",
             "--kube-api-qps=200",
@@ -601,6 +583,18 @@ def _start_keda_impl(cluster: LocalCluster, keys: pki.Pki) -> None:
         return res.returncode == 0
 
     cluster._wait("keda-adapter", log, served, timeout=max(START_TIMEOUT, 120))
+
+
+def _serving_flags(port: int = 0, tls: pki.Pair | None = None, delegate_to: Path | None = None) -> list[str]:
+    """How a component serves: on loopback only, at ``port`` (0: no port at all), with the ``tls``
+    certificate (else a self-signed one of its own); with a ``delegate_to`` kubeconfig it asks the
+    API server who its callers are and what they may do (TokenReview, SubjectAccessReview)."""
+    flags = ["--bind-address=127.0.0.1", f"--secure-port={port}"]
+    if tls:
+        flags += [f"--tls-cert-file={tls.crt}", f"--tls-private-key-file={tls.key}"]
+    if delegate_to:
+        flags += [f"--authentication-kubeconfig={delegate_to}", f"--authorization-kubeconfig={delegate_to}"]
+    return flags
 
 
 def _after(seconds: float) -> Callable[[], bool]:

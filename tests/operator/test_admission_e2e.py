@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.kube import Operator, apply, get, service
+from tests.support.kube import Operator, apply, feature_store_secret, get, service
 
 pytestmark = pytest.mark.integration
 
@@ -79,12 +79,12 @@ REJECTED = [
     ("model uri with .", {"model__uri": "oss://retail-models-cn-hangzhou/./home-feed/"}, "spec.model.uri"),
     (
         "checkpoint with encoded ..",
-        {"training__checkpoint": {"uri": "oss://retail-models-cn-hangzhou/ckpt/%2e%2e/x/"}},
+        {"training__checkpoint__uri": "oss://retail-models-cn-hangzhou/ckpt/%2e%2e/x/"},
         "spec.training.checkpoint.uri: 'oss://retail-models-cn-hangzhou/ckpt/%2e%2e/x/' has percent-encoded",
     ),
     (
         "events with an empty segment",
-        {"training__data": {"events": "oss://shop-data-cn-hangzhou/a//b/"}},
+        {"training__data__events": "oss://shop-data-cn-hangzhou/a//b/"},
         "spec.training.data.events",
     ),
     (
@@ -119,12 +119,12 @@ REJECTED = [
     ),
     (
         "egress to the whole internet",
-        {"network": {"objectStorageCIDRs": ["0.0.0.0/0"]}},
+        {"network__objectStorageCIDRs": ["0.0.0.0/0"]},
         "spec.network.objectStorageCIDRs[0]: '0.0.0.0/0' includes public addresses",
     ),
     (
         "callers from link-local",
-        {"network": {"allowCIDRs": ["169.254.0.0/16"]}},
+        {"network__allowCIDRs": ["169.254.0.0/16"]},
         "spec.network.allowCIDRs[0]: '169.254.0.0/16' includes link-local addresses",
     ),
     # --- floors and ranges in the schema (the API server itself, messages with the bound)
@@ -137,7 +137,7 @@ REJECTED = [
     ),
     (
         "scrape interval of zero",
-        {"monitoring": {"scrapeInterval": "0s"}},
+        {"monitoring__scrapeInterval": "0s"},
         "monitoring.scrapeInterval must be between 5s and 5m",
     ),
     (
@@ -195,9 +195,7 @@ def _body(label: str, i: int, overrides: dict, prefix: str):
 
 @pytest.fixture
 def operator_with_registry(k8s_cluster, k8s_namespace, tmp_path):
-    k8s_cluster.kubectl(
-        "-n", k8s_namespace, "create", "secret", "generic", "tair-credentials", "--from-literal=url=redis://x"
-    )
+    feature_store_secret(k8s_cluster, k8s_namespace)
     op = Operator(
         k8s_cluster,
         k8s_namespace,

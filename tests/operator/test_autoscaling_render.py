@@ -18,24 +18,15 @@ from recops_operator.render.autoscaling import (
     window_cron,
     window_open,
 )
+from tests.support.specs import spec as base_spec
 
 OWNER = Owner("home-feed", "shop", "uid-1")
 UTC = dt.UTC
 
 
 def spec(**autoscaling) -> RecommenderServiceSpec:
-    return RecommenderServiceSpec.model_validate(
-        {
-            "region": "cn-hangzhou",
-            "model": {"uri": "oss://retail-models-hz/home-feed/", "version": "v1"},
-            "serving": {
-                "image": "registry-vpc.cn-hangzhou.aliyuncs.com/recops/serve:1.0",
-                "placement": "eci",
-                "replicas": {"min": 5, "max": 500},
-                "autoscaling": autoscaling,
-            },
-        }
-    )
+    """An ECI service that may scale from 5 to 500 replicas, with these autoscaling fields."""
+    return base_spec(placement="eci", replicas={"min": 5, "max": 500}, autoscaling=autoscaling)
 
 
 def kinds(objs):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.kube import Operator, apply, get, ready, service, wait_for
+from tests.support.kube import Operator, apply, feature_store_secret, get, ready, service, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -27,9 +27,7 @@ def _failure_events(cluster, ns, name):
 
 def test_first_apply_failure_shows_in_status_and_one_counting_event(k8s_cluster, k8s_namespace, tmp_path):
     ns = k8s_namespace
-    k8s_cluster.kubectl(
-        "-n", ns, "create", "secret", "generic", "tair-credentials", "--from-literal=url=redis://x"
-    )
+    feature_store_secret(k8s_cluster, ns)
     k8s_cluster.kubectl(
         "delete", "validatingwebhookconfiguration", "validate.recops.io", "--ignore-not-found", check=False
     )

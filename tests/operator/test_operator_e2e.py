@@ -12,16 +12,14 @@ import pytest
 
 from recops_contracts import topology as topo
 from recops_localcluster.cluster import free_port
-from tests.support.kube import Operator, apply, get, ready, service, wait_for
+from tests.support.kube import Operator, apply, feature_store_secret, get, ready, service, wait_for
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def operator(k8s_cluster, k8s_namespace, tmp_path) -> Iterator[Operator]:
-    k8s_cluster.kubectl(
-        "-n", k8s_namespace, "create", "secret", "generic", "tair-credentials", "--from-literal=url=redis://x"
-    )
+    feature_store_secret(k8s_cluster, k8s_namespace)
     port = free_port()
     op = Operator(
         k8s_cluster,
@@ -141,7 +139,7 @@ INVALID = [
     ),
     ("topK 0", {"serving__topK": 0}, "spec.serving.topK: Invalid value: 0"),
     ("holdout without salt", {"experiment__holdout": {"percent": 10}}, "holdout.salt is required"),
-    ("candidate equals stable", {"rollout__candidate": {"version": "2026-11-20"}}, "nothing to roll out"),
+    ("candidate equals stable", {"rollout__candidate__version": "2026-11-20"}, "nothing to roll out"),
     (
         "cpu target 150",
         {"serving__autoscaling__targetCPUUtilization": 150},
@@ -150,7 +148,7 @@ INVALID = [
     ("unknown traffic provider", {"rollout__traffic__provider": "envoy"}, 'Unsupported value: "envoy"'),
     (
         "bad secret name",
-        {"serving__featureStore": {"secretRef": {"name": "Bad_Name"}}},
+        {"serving__featureStore__secretRef__name": "Bad_Name"},
         "secretRef.name in body should match",
     ),
     (
@@ -165,7 +163,7 @@ INVALID = [
     ),
     (
         "checkpoint bucket of unknown region",
-        {"training__checkpoint": {"uri": "oss://mystery-bucket/ckpt/"}},
+        {"training__checkpoint__uri": "oss://mystery-bucket/ckpt/"},
         "cannot tell the region of bucket 'mystery-bucket'",
     ),
     (
@@ -180,12 +178,12 @@ INVALID = [
     ),
     (
         "events outside object storage",
-        {"training__data": {"events": "s3://elsewhere/events/"}},
+        {"training__data__events": "s3://elsewhere/events/"},
         "spec.training.data.events in body should match",
     ),
     (
         "shop events in another region's bucket",
-        {"training__data": {"events": "oss://shop-data-cn-shanghai/events/"}},
+        {"training__data__events": "oss://shop-data-cn-shanghai/events/"},
         "spec.training.data.events: bucket 'shop-data-cn-shanghai' is in cn-shanghai",
     ),
     (
@@ -200,12 +198,12 @@ INVALID = [
     ),
     (
         "unknown exclusion",
-        {"serving__exclude": {"viewed": True}},
+        {"serving__exclude__viewed": True},
         "unknown field",
     ),
     (
         "category cap of zero",
-        {"serving__rules": {"maxPerCategory": 0}},
+        {"serving__rules__maxPerCategory": 0},
         "spec.serving.rules.maxPerCategory",
     ),
     (

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from tests.support.kube import Operator, apply, get, service, wait_for
+from tests.support.kube import Operator, apply, feature_store_secret, get, service, wait_for
 from tests.support.prometheus_server import PrometheusServer
 
 pytestmark = pytest.mark.integration
@@ -63,9 +63,7 @@ STREAM = {
 
 
 def _secrets(cluster, ns):
-    cluster.kubectl(
-        "-n", ns, "create", "secret", "generic", "tair-credentials", "--from-literal=url=redis://x"
-    )
+    feature_store_secret(cluster, ns)
     cluster.kubectl(
         "-n", ns, "create", "secret", "generic", "kafka-bootstrap", "--from-literal=bootstrap=k:9092"
     )

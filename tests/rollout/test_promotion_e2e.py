@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from tests.support.kube import Operator, get, service, wait_for
+from tests.support.kube import Operator, feature_store_secret, get, service, wait_for
 from tests.support.rollout import NAME, rollout_status
 
 pytestmark = pytest.mark.integration
@@ -28,9 +28,7 @@ def test_promoted_image_survives_unrelated_edits_and_removing_the_candidate(
     k8s_cluster, k8s_namespace, tmp_path
 ):
     ns = k8s_namespace
-    k8s_cluster.kubectl(
-        "-n", ns, "create", "secret", "generic", "tair-credentials", "--from-literal=url=redis://x"
-    )
+    feature_store_secret(k8s_cluster, ns)
     op = Operator(k8s_cluster, ns, tmp_path / "operator.log", {"RECOPS_ROLLOUT_TICK_SECONDS": "1"}).start()
     apply = lambda body: k8s_cluster.kubectl("-n", ns, "apply", "-f", "-", input=json.dumps(body))  # noqa: E731
     try:

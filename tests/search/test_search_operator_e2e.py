@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.kube import Operator, apply, get, service, wait_for
+from tests.support.kube import Operator, apply, feature_store_secret, get, service, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -22,9 +22,7 @@ SEARCH = {
 
 @pytest.fixture
 def operator(k8s_cluster, k8s_namespace, tmp_path) -> Iterator[Operator]:
-    k8s_cluster.kubectl(
-        "-n", k8s_namespace, "create", "secret", "generic", "tair-credentials", "--from-literal=url=redis://x"
-    )
+    feature_store_secret(k8s_cluster, k8s_namespace)
     op = Operator(k8s_cluster, k8s_namespace, tmp_path / "operator.log").start()
     try:
         yield op

@@ -35,6 +35,13 @@ def wait_for(predicate, timeout=90.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
+def feature_store_secret(cluster, ns) -> None:
+    """The Secret the example's serving.featureStore names (the pods' feature-store URL comes from
+    it), holding a Redis URL nothing dials."""
+    name = EXAMPLE["spec"]["serving"]["featureStore"]["secretRef"]["name"]
+    cluster.kubectl("-n", ns, "create", "secret", "generic", name, "--from-literal=url=redis://x")
+
+
 def get(cluster, ns, *args):
     res = cluster.kubectl("get", *args, "-n", ns, "-o", "json", check=False)
     return json.loads(res.stdout) if res.returncode == 0 else None

@@ -3,7 +3,7 @@ Prometheus that scrapes real stable and canary servers (labelled as the ServiceM
 
 from __future__ import annotations
 
-from tests.support.kube import Operator, get
+from tests.support.kube import Operator, feature_store_secret, get
 from tests.support.prometheus_server import PrometheusServer, Target, free_port
 
 NAME = "home-feed"
@@ -21,9 +21,7 @@ def start_rollout(k8s_cluster, ns, tmp_path, stable, canary, extra_env: dict[str
         ],
         scrape_interval="1s",
     ).start()
-    k8s_cluster.kubectl(
-        "-n", ns, "create", "secret", "generic", "tair-credentials", "--from-literal=url=redis://x"
-    )
+    feature_store_secret(k8s_cluster, ns)
     op = Operator(
         k8s_cluster,
         ns,

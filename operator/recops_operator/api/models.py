@@ -20,6 +20,7 @@ from pydantic.alias_generators import to_camel
 from recops_contracts import serving as serve_defaults
 from recops_contracts import stream as stream_contract
 from recops_operator.api import windows
+from recops_operator.api.fields import Bounded, Confidence, Fraction, Maybe, Seconds, Text
 from recops_operator.api.status import RolloutStatus, TrainingStatus
 
 GROUP = "recops.io"
@@ -38,6 +39,7 @@ DURATION_PATTERN = r"^([0-9]+(s|m|h))+$"
 DATA_URI_PATTERN = (
     r"^(oss://[a-z0-9][a-z0-9-]{1,61}[a-z0-9](\.[a-z0-9.-]+)?(/.*)?|builtin:[a-z]+(\+[a-z]+)*)$"
 )
+PROMETHEUS_URL_PATTERN = r"^https?://[^@\s]+$"
 IMAGE_PATTERN = r"^[a-z0-9]([a-z0-9._/-]*[a-z0-9])?(:[A-Za-z0-9._-]+)?(@sha256:[a-f0-9]{64})?$"
 
 
@@ -68,6 +70,38 @@ def location_of(field: Any) -> Location | None:
     return next((m for m in field.metadata if isinstance(m, Location)), None)
 
 
+def OssUri(description: str, **field: Any) -> Any:
+    """An oss:// prefix or object; the OSS marker has api.semantics hold its bucket to spec.region."""
+    return Annotated[
+        str, Field(description=description, pattern=OSS_URI_PATTERN, max_length=1024, **field), OSS
+    ]
+
+
+def DataUri(description: str, kind: Any = str) -> Any:
+    """A shop's data: oss:// (its bucket in spec.region, by the DATA marker) or builtin:NAME."""
+    return Annotated[kind, Field(description=description, pattern=DATA_URI_PATTERN, max_length=1024), DATA]
+
+
+def Image(description: str, kind: Any = str) -> Any:
+    """A container image reference; the IMAGE marker has api.semantics check its registry host."""
+    return Annotated[kind, Field(description=description, pattern=IMAGE_PATTERN, max_length=512), IMAGE]
+
+
+def PrometheusUrl(description: str) -> Any:
+    """An optional Prometheus API URL (no credentials: no ``@``), in-cluster or regional (ENDPOINT)."""
+    return Annotated[
+        str | None,
+        Field(
+            alias="prometheusURL", description=description, pattern=PROMETHEUS_URL_PATTERN, max_length=1024
+        ),
+        ENDPOINT,
+    ]
+
+
+#: Seconds, for the bounds of durations.
+MINUTE, DAY, WEEK = 60, 86400, 7 * 86400
+
+
 def duration_seconds(text: str) -> int:
     """Seconds of a DURATION_PATTERN string ("1m30s")."""
     return sum(int(n) * {"s": 1, "m": 60, "h": 3600}[u] for n, u in re.findall(r"([0-9]+)(s|m|h)", text))
@@ -78,11 +112,6 @@ def _human(seconds: int) -> str:
         if seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
-
-
-def Bounded(kind: Any, description: str, **bounds: float) -> Any:
-    """A number bounded (ge/gt/le/lt) both in the CRD schema and in pydantic: one line per field."""
-    return Annotated[kind, Field(description=description, **bounds)]
 
 
 def Duration(description: str, floor: int, ceiling: int, name: str):
@@ -135,16 +164,10 @@ MAX_TRAINING_GRACE_SECONDS = 150
 class ModelRef(Model):
     """Which trained model bundle to serve."""
 
-    uri: Annotated[
-        str,
-        Field(
-            description="Object-storage prefix holding versioned model bundles, e.g. oss://retail-models-hz/home-feed/. "
-            "Must be a bucket in spec.region. Never embed credentials.",
-            pattern=OSS_URI_PATTERN,
-            max_length=1024,
-        ),
-        OSS,
-    ]
+    uri: OssUri(
+        "Object-storage prefix holding versioned model bundles, e.g. oss://retail-models-hz/home-feed/. "
+        "Must be a bucket in spec.region. Never embed credentials."
+    )
     version: Annotated[
         str,
         Field(
@@ -274,22 +297,15 @@ class Autoscaling(Model):
         ge=1,
         le=100000,
     ) = 800
-    prometheus_url: Annotated[
-        str | None,
-        Field(
-            alias="prometheusURL",
-            description="Prometheus API the KEDA trigger queries (in-cluster or ARMS in spec.region); default: "
-            "spec.rollout.prometheusURL, then the operator's RECOPS_PROMETHEUS_URL.",
-            pattern=r"^https?://[^@\s]+$",
-            max_length=1024,
-        ),
-        ENDPOINT,
-    ] = None
+    prometheus_url: PrometheusUrl(
+        "Prometheus API the KEDA trigger queries (in-cluster or ARMS in spec.region); default: "
+        "spec.rollout.prometheusURL, then the operator's RECOPS_PROMETHEUS_URL."
+    ) = None
     rate_window: Duration(
         "Window of the request-rate query (at least two scrapes).", 2, 600, "autoscaling.rateWindow"
     ) = "30s"
-    scale_up_stabilization_seconds: Bounded(
-        int, "Scale-up stabilization window; 0 reacts at once to a spike.", ge=0, le=3600
+    scale_up_stabilization_seconds: Seconds(
+        "Scale-up stabilization window; 0 reacts at once to a spike.", ge=0, le=3600
     ) = 0
     scale_up_percent: Bounded(
         int,
@@ -300,14 +316,14 @@ class Autoscaling(Model):
     scale_up_pods: Bounded(
         int, "Scale-up policy: or add up to this many pods per period (the larger wins).", ge=1, le=1000
     ) = 100
-    scale_up_period_seconds: Bounded(int, "Period of the scale-up policies.", ge=1, le=1800) = 15
-    scale_down_stabilization_seconds: Bounded(
-        int, "Scale-down stabilization window, so a dip does not drop capacity.", ge=0, le=3600
+    scale_up_period_seconds: Seconds("Period of the scale-up policies.", ge=1, le=1800) = 15
+    scale_down_stabilization_seconds: Seconds(
+        "Scale-down stabilization window, so a dip does not drop capacity.", ge=0, le=3600
     ) = 300
     scale_down_percent: Bounded(
         int, "Scale-down policy: remove at most this percent of replicas per period.", ge=1, le=100
     ) = 10
-    scale_down_period_seconds: Bounded(int, "Period of the scale-down policy.", ge=1, le=1800) = 60
+    scale_down_period_seconds: Seconds("Period of the scale-down policy.", ge=1, le=1800) = 60
     schedules: Annotated[
         list[SaleWindow],
         Field(
@@ -353,7 +369,7 @@ class FeatureStore(Model):
     ]
     session_ttl_seconds: Annotated[
         int,
-        Field(alias="sessionTTLSeconds", description="TTL of a session's recent events.", ge=60, le=604800),
+        Field(alias="sessionTTLSeconds", description="TTL of a session's recent events.", ge=MINUTE, le=WEEK),
     ] = serve_defaults.SESSION_TTL_SECONDS
     max_session_events: Bounded(int, "Recent events kept per session.", ge=1, le=500) = (
         serve_defaults.MAX_SESSION_EVENTS
@@ -379,12 +395,8 @@ class Exclude(Model):
     """What is never recommended again. Unset: the policy the trainer measured as better on the shop's
     validation data (recorded in the bundle; buy-again shops keep purchases, discovery shops drop them)."""
 
-    purchased: Annotated[
-        bool | None, Field(description="Never recommend what the user already touched or bought.")
-    ] = None
-    seen: Annotated[
-        bool | None, Field(description="Never recommend items already in the current session.")
-    ] = None
+    purchased: Maybe(bool, "Never recommend what the user already touched or bought.") = None
+    seen: Maybe(bool, "Never recommend items already in the current session.") = None
 
 
 class Rules(Model):
@@ -425,11 +437,7 @@ class EciOptions(Model):
 class Serving(Model):
     """The inference Deployment, Service and autoscaling."""
 
-    image: Annotated[
-        str,
-        Field(description="recops-serve image (same image trains).", pattern=IMAGE_PATTERN, max_length=512),
-        IMAGE,
-    ]
+    image: Image("recops-serve image (same image trains).")
     placement: Annotated[
         Literal["eci", "nodes"],
         Field(description="eci: ECI virtual nodes (serverless); nodes: the on-demand node pool. Never spot."),
@@ -447,10 +455,7 @@ class Serving(Model):
         Exclude, Field(description="Exclusions; unset fields use the trainer's measured policy.")
     ] = Exclude()
     rules: Annotated[Rules, Field(description="Business rules.")] = Rules()
-    feature_store: Annotated[
-        FeatureStore | None,
-        Field(description="Session feature store. Unset: serve without session features."),
-    ] = None
+    feature_store: Maybe(FeatureStore, "Session feature store. Unset: serve without session features.") = None
     fallback: Annotated[Fallback, Field(description="Cold-start fallback policy.")] = Fallback()
     eci: Annotated[EciOptions, Field(description="ECI options.")] = EciOptions()
     port: Bounded(int, "Container and Service port.", ge=1024, le=65535) = 8080
@@ -475,43 +480,24 @@ class TrainingResources(Model):
 
 
 class Checkpoint(Model):
-    uri: Annotated[
-        str,
-        Field(
-            description="Object-storage prefix for checkpoints (oss:// in spec.region).",
-            pattern=OSS_URI_PATTERN,
-            max_length=1024,
-        ),
-        OSS,
-    ]
-    interval_seconds: Bounded(
-        int, "Checkpoint interval; at most this much work is lost to a preemption.", ge=30, le=3600
+    uri: OssUri("Object-storage prefix for checkpoints (oss:// in spec.region).")
+    interval_seconds: Seconds(
+        "Checkpoint interval; at most this much work is lost to a preemption.", ge=30, le=3600
     ) = 300
 
 
 class TrainingData(Model):
     """A shop's own data, in the contract of docs/data.md (Parquet or CSV; dt= partitions)."""
 
-    events: Annotated[
-        str,
-        Field(
-            description="Interaction events: an oss:// prefix or file in spec.region, or builtin:NAME (completejourney, diginetica, taobao).",
-            pattern=DATA_URI_PATTERN,
-            max_length=1024,
-        ),
-        DATA,
-    ]
-    catalog: Annotated[
+    events: DataUri(
+        "Interaction events: an oss:// prefix or file in spec.region, or builtin:NAME (completejourney, diginetica, taobao)."
+    )
+    catalog: DataUri(
+        "Item catalogue (category, availability, created_at, ...): oss:// in spec.region. builtin sources carry their own.",
         str | None,
-        Field(
-            description="Item catalogue (category, availability, created_at, ...): oss:// in spec.region. builtin sources carry their own.",
-            pattern=DATA_URI_PATTERN,
-            max_length=1024,
-        ),
-        DATA,
-    ] = None
-    max_bad_fraction: Bounded(
-        float, "Fail the run (exit 78, serving untouched) above this share of rejected rows.", ge=0, le=1
+    ) = None
+    max_bad_fraction: Fraction(
+        "Fail the run (exit 78, serving untouched) above this share of rejected rows."
     ) = 0.1
     type_map: Annotated[
         dict[str, Literal["view", "add_to_cart", "purchase"]],
@@ -535,17 +521,14 @@ class MetricsGate(Model):
             max_length=10,
         ),
     ] = ["ndcg@10"]
-    tolerance: Bounded(float, "Allowed drop per metric.", ge=0, le=1) = 0.0
+    tolerance: Fraction("Allowed drop per metric.") = 0.0
 
 
 class Retrieval(Model):
     """ALS candidate retrieval: precomputed per user or an HNSW index in the bundle, gated on recall."""
 
-    min_recall: Bounded(
-        float,
-        "Fail the run (exit 78, serving untouched) when the index's recall@K against exact search, on a sample of real users' vectors, is below this.",
-        ge=0,
-        le=1,
+    min_recall: Fraction(
+        "Fail the run (exit 78, serving untouched) when the index's recall@K against exact search, on a sample of real users' vectors, is below this."
     ) = 0.95
     mode: Annotated[
         Literal["auto", "precomputed", "index"],
@@ -574,11 +557,7 @@ class SpotJob(Model):
     time_zone: Annotated[str | None, Field(description="IANA time zone of the schedule.", max_length=64)] = (
         None
     )
-    image: Annotated[
-        str | None,
-        Field(description="The job's image; default: serving.image.", pattern=IMAGE_PATTERN, max_length=512),
-        IMAGE,
-    ] = None
+    image: Image("The job's image; default: serving.image.", str | None) = None
     placement: Annotated[
         Literal["eci", "nodes"], Field(description="eci: spot ECI pods; nodes: the spot node pool.")
     ] = "nodes"
@@ -589,8 +568,7 @@ class SpotJob(Model):
         TrainingResources()
     )
     backoff_limit: Bounded(int, "Genuine failures tolerated (preemptions do not count).", ge=0, le=20) = 3
-    termination_grace_period_seconds: Bounded(
-        int,
+    termination_grace_period_seconds: Seconds(
         "Time to checkpoint after SIGTERM; below the spot notice window (ECI: ~180 s).",
         ge=1,
         le=MAX_TRAINING_GRACE_SECONDS,
@@ -621,9 +599,9 @@ class Training(SpotJob):
     ] = None
     checkpoint: Annotated[Checkpoint, Field(description="Checkpoint location and interval.")]
     suspend: Annotated[bool, Field(description="Suspend scheduled runs.")] = False
-    data_window: Annotated[DataWindow | None, Field(description="Data window.")] = None
-    active_deadline_seconds: Bounded(
-        int | None, "Hard limit on one run (1 min to 7 days).", ge=60, le=604800
+    data_window: Maybe(DataWindow, "Data window.") = None
+    active_deadline_seconds: Seconds(
+        "Hard limit on one run (1 min to 7 days).", int | None, ge=MINUTE, le=WEEK
     ) = None
     trigger: Annotated[
         str | None,
@@ -658,11 +636,8 @@ class VisualSearch(Model):
         Literal["efficientnet-lite0"],
         Field(description="Image embedding model (ImageNet EfficientNet-Lite0, hash-pinned in the image)."),
     ] = "efficientnet-lite0"
-    max_failed_images: Bounded(
-        float,
-        "Fraction of products with an image_uri whose image may be missing or broken (reported in the bundle manifest) before the run fails.",
-        ge=0,
-        le=1,
+    max_failed_images: Fraction(
+        "Fraction of products with an image_uri whose image may be missing or broken (reported in the bundle manifest) before the run fails."
     ) = 0.05
 
 
@@ -670,36 +645,21 @@ class Search(SpotJob):
     """Catalogue search (/v1/search, /v1/retrieve; /v1/visual-search with ``visual``): a spot-only vectorization CronJob
     (``recops-serve vectorize``, resumable like training) and the serving config's search bundle."""
 
-    catalog: Annotated[
-        str,
-        Field(
-            description="Item catalogue with title/description (HTML allowed)/attributes (docs/data.md): oss:// in spec.region, or builtin:completejourney.",
-            pattern=DATA_URI_PATTERN,
-            max_length=1024,
-        ),
-        DATA,
-    ]
-    uri: Annotated[
-        str,
-        Field(
-            description="Object-storage prefix of search bundles (oss:// in spec.region); a run writes <uri>/<run id>.",
-            pattern=OSS_URI_PATTERN,
-            max_length=1024,
-        ),
-        OSS,
-    ]
+    catalog: DataUri(
+        "Item catalogue with title/description (HTML allowed)/attributes (docs/data.md): oss:// in spec.region, or builtin:completejourney."
+    )
+    uri: OssUri(
+        "Object-storage prefix of search bundles (oss:// in spec.region); a run writes <uri>/<run id>."
+    )
     version: Annotated[
         str | None,
         Field(
             description="The search bundle version served (<uri>/<version>). Unset: the search routes answer 503.",
-            pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
+            pattern=VERSION_PATTERN,
         ),
     ] = None
-    alpha: Bounded(
-        float, "Hybrid score weight of the vector cosine (the rest: normalised BM25).", ge=0, le=1
-    ) = 0.5
-    checkpoint_interval_seconds: Bounded(
-        int,
+    alpha: Fraction("Hybrid score weight of the vector cosine (the rest: normalised BM25).") = 0.5
+    checkpoint_interval_seconds: Seconds(
         "Vectorization checkpoints (under <uri>/_checkpoints/<run id>): at most this much work is lost to a preemption.",
         ge=30,
         le=3600,
@@ -714,11 +674,7 @@ class Candidate(Model):
     """What the rollout moves traffic to."""
 
     version: Annotated[str, Field(description="Candidate model version.", pattern=VERSION_PATTERN)]
-    image: Annotated[
-        str | None,
-        Field(description="Candidate image; default: serving.image.", pattern=IMAGE_PATTERN, max_length=512),
-        IMAGE,
-    ] = None
+    image: Image("Candidate image; default: serving.image.", str | None) = None
 
 
 class CustomCheck(Model):
@@ -736,8 +692,8 @@ class CustomCheck(Model):
             max_length=4096,
         ),
     ]
-    min: Annotated[float | None, Field(description="Fail below this.")] = None
-    max: Annotated[float | None, Field(description="Fail above this.")] = None
+    min: Maybe(float, "Fail below this.") = None
+    max: Maybe(float, "Fail above this.") = None
 
 
 class RelativeAnalysis(Model):
@@ -746,11 +702,8 @@ class RelativeAnalysis(Model):
     max_latency_increase_percent: Bounded(
         float | None, "Fail when candidate p99 exceeds stable p99 by more than this percent.", ge=0, le=1000
     ) = None
-    max_error_rate_increase: Bounded(
-        float | None,
-        "Fail when candidate error rate exceeds stable by more than this (absolute).",
-        ge=0,
-        le=1,
+    max_error_rate_increase: Fraction(
+        "Fail when candidate error rate exceeds stable by more than this (absolute).", float | None
     ) = None
 
 
@@ -775,9 +728,7 @@ class BusinessCheck(Model):
         ge=0.005,
         le=0.5,
     ) = 0.05
-    confidence: Bounded(
-        float, "Confidence of every decision, valid under repeated looks.", ge=0.8, le=0.999
-    ) = 0.95
+    confidence: Confidence("Confidence of every decision, valid under repeated looks.") = 0.95
     min_samples: Bounded(
         int, "Recommendations each track must have served before the test decides.", ge=100, le=100_000_000
     ) = 1000
@@ -788,19 +739,14 @@ class Analysis(Model):
         float,
         Field(alias="maxP99LatencyMs", description="p99 latency limit for the candidate.", gt=0, le=60000),
     ] = 80
-    max_error_rate: Bounded(float, "5xx ratio limit.", ge=0, le=1) = 0.01
+    max_error_rate: Fraction("5xx ratio limit.") = 0.01
     min_requests: Bounded(
         int, "Fewer requests in the interval is Inconclusive (never a pass).", ge=1, le=10_000_000
     ) = 200
-    min_shadow_overlap: Bounded(
-        float, "Minimum mean top-K overlap with stable during shadowing.", ge=0, le=1
-    ) = 0.0
-    relative: Annotated[RelativeAnalysis | None, Field(description="Relative checks against stable.")] = None
+    min_shadow_overlap: Fraction("Minimum mean top-K overlap with stable during shadowing.") = 0.0
+    relative: Maybe(RelativeAnalysis, "Relative checks against stable.") = None
     checks: Annotated[list[CustomCheck], Field(description="Extra PromQL checks.", max_length=20)] = []
-    business: Annotated[
-        BusinessCheck | None,
-        Field(description="Conversion per recommendation against stable (sequential test)."),
-    ] = None
+    business: Maybe(BusinessCheck, "Conversion per recommendation against stable (sequential test).") = None
 
 
 class Shadow(Model):
@@ -852,7 +798,7 @@ class Rollout(Model):
             ]
         }
     )
-    candidate: Annotated[Candidate | None, Field(description="Setting it starts a rollout.")] = None
+    candidate: Maybe(Candidate, "Setting it starts a rollout.") = None
     steps: Annotated[
         list[Annotated[int, Field(ge=1, le=100)]],
         Field(
@@ -862,8 +808,8 @@ class Rollout(Model):
     interval: Duration(
         "How long each step is held and analysed (also the analysis window).", 5, 3600, "rollout.interval"
     ) = "1m"
-    progress_deadline_seconds: Bounded(
-        int, "Roll back when the rollout has not finished by then (1 min to 7 days).", ge=60, le=604800
+    progress_deadline_seconds: Seconds(
+        "Roll back when the rollout has not finished by then (1 min to 7 days).", ge=MINUTE, le=WEEK
     ) = 3600
     failure_limit: Bounded(int, "Consecutive failed analyses before rollback.", ge=1, le=100) = 2
     inconclusive_limit: Bounded(
@@ -872,23 +818,13 @@ class Rollout(Model):
     analysis: Annotated[Analysis, Field(description="Analysis thresholds.")] = Analysis()
     shadow: Annotated[Shadow, Field(description="Mirrored traffic before the canary.")] = Shadow()
     traffic: Annotated[Traffic, Field(description="Traffic router.")] = Traffic()
-    prometheus_url: Annotated[
-        str | None,
-        Field(
-            alias="prometheusURL",
-            description="Prometheus API (in-cluster or ARMS in spec.region); default: the operator's.",
-            pattern=r"^https?://[^@\s]+$",
-            max_length=1024,
-        ),
-        ENDPOINT,
-    ] = None
-    canary_replicas: Annotated[
-        Replicas | None,
-        Field(description="Replica bounds of the candidate track; default: scaled with its weight."),
-    ] = None
-    action: Annotated[ManualAction | None, Field(description="Manual promote/abort/retry/pause/resume.")] = (
-        None
-    )
+    prometheus_url: PrometheusUrl(
+        "Prometheus API (in-cluster or ARMS in spec.region); default: the operator's."
+    ) = None
+    canary_replicas: Maybe(
+        Replicas, "Replica bounds of the candidate track; default: scaled with its weight."
+    ) = None
+    action: Maybe(ManualAction, "Manual promote/abort/retry/pause/resume.") = None
 
 
 # ---------------------------------------------------------------------------------- experiment
@@ -914,7 +850,7 @@ class Holdout(Model):
         Literal["click", "add_to_cart", "purchase", "revenue"],
         Field(description="What the lift is measured on (status.experiment.holdout, the lift panel)."),
     ] = "add_to_cart"
-    confidence: Bounded(float, "Confidence of the lift's always-valid interval.", ge=0.8, le=0.999) = 0.95
+    confidence: Confidence("Confidence of the lift's always-valid interval.") = 0.95
 
 
 class Experiment(Model):
@@ -959,7 +895,7 @@ class StreamWindows(Model):
         }
     )
     trending: Duration(
-        "Sliding window of the per-category trending items.", 60, 86400, "features.stream.windows.trending"
+        "Sliding window of the per-category trending items.", MINUTE, DAY, "features.stream.windows.trending"
     ) = "30m"
     trending_slide: Duration(
         "How often (event time) a category's trending list is recomputed.",
@@ -985,13 +921,13 @@ class StreamStateTTL(Model):
         "Keyed state of an idle session/user is dropped after this; at least the longest feature window "
         "(30m), or a 30-minute count would forget its start.",
         1800,
-        7 * 86400,
+        WEEK,
         "features.stream.stateTTL.features",
     ) = "35m"
     items: Duration(
         "Stock state per item (sold-out), and the Redis TTL of item availability.",
         3600,
-        90 * 86400,
+        90 * DAY,
         "features.stream.stateTTL.items",
     ) = "168h"
 
@@ -1010,16 +946,10 @@ class StreamFeatures(Model):
     Operator: application mode, savepoint upgrades, RocksDB state with checkpoints in spec.region.
     It writes into spec.serving.featureStore, the store the server reads."""
 
-    image: Annotated[
-        str,
-        Field(
-            description="PyFlink image carrying recops_stream and recops_contracts under /opt/recops and "
-            "the flink-python jar in /opt/flink/opt.",
-            pattern=IMAGE_PATTERN,
-            max_length=512,
-        ),
-        IMAGE,
-    ]
+    image: Image(
+        "PyFlink image carrying recops_stream and recops_contracts under /opt/recops and "
+        "the flink-python jar in /opt/flink/opt."
+    )
     flink_version: Annotated[
         Literal["v1_20", "v2_0", "v2_1", "v2_2", "v2_3"],
         Field(description="Flink version of the image (the Flink operator's spec.flinkVersion)."),
@@ -1040,28 +970,15 @@ class StreamFeatures(Model):
     state_ttl: Annotated[
         StreamStateTTL, Field(alias="stateTTL", description="State TTLs of the job's keyed state.")
     ] = StreamStateTTL()
-    checkpoint_uri: Annotated[
-        str,
-        Field(
-            alias="checkpointURI",
-            description="oss:// prefix in spec.region for checkpoints (<uri>/checkpoints) and savepoints "
-            "(<uri>/savepoints).",
-            pattern=OSS_URI_PATTERN,
-            max_length=1024,
-        ),
-        OSS,
-    ]
-    archive_uri: Annotated[
-        str,
-        Field(
-            alias="archiveURI",
-            description="oss:// prefix in spec.region the raw events are archived under (events/, "
-            "docs/data.md); usually spec.training.data.events' bucket.",
-            pattern=OSS_URI_PATTERN,
-            max_length=1024,
-        ),
-        OSS,
-    ]
+    checkpoint_uri: OssUri(
+        "oss:// prefix in spec.region for checkpoints (<uri>/checkpoints) and savepoints (<uri>/savepoints).",
+        alias="checkpointURI",
+    )
+    archive_uri: OssUri(
+        "oss:// prefix in spec.region the raw events are archived under (events/, "
+        "docs/data.md); usually spec.training.data.events' bucket.",
+        alias="archiveURI",
+    )
     tolerate_restarts: Annotated[
         bool,
         Field(
@@ -1093,10 +1010,9 @@ class StreamFeatures(Model):
 class Features(Model):
     """Feature pipelines beside the serving path."""
 
-    stream: Annotated[
-        StreamFeatures | None,
-        Field(description="Real-time features from the clickstream (Kafka -> Flink -> the feature store)."),
-    ] = None
+    stream: Maybe(
+        StreamFeatures, "Real-time features from the clickstream (Kafka -> Flink -> the feature store)."
+    ) = None
 
 
 # ---------------------------------------------------------------------------------- network
@@ -1193,15 +1109,11 @@ class RecommenderServiceSpec(Model):
     model: Annotated[ModelRef, Field(description="The model served by the stable track.")]
     serving: Annotated[Serving, Field(description="Inference serving.")]
     monitoring: Annotated[Monitoring, Field(description="Prometheus integration.")] = Monitoring()
-    training: Annotated[Training | None, Field(description="Spot-only training.")] = None
-    search: Annotated[
-        Search | None, Field(description="Catalogue search (text, and visual with search.visual.enabled).")
-    ] = None
+    training: Maybe(Training, "Spot-only training.") = None
+    search: Maybe(Search, "Catalogue search (text, and visual with search.visual.enabled).") = None
     rollout: Annotated[Rollout, Field(description="Progressive delivery of a candidate model.")] = Rollout()
     experiment: Annotated[Experiment, Field(description="Experiments (holdout).")] = Experiment()
-    features: Annotated[
-        Features | None, Field(description="Feature pipelines (the clickstream job on Flink).")
-    ] = None
+    features: Maybe(Features, "Feature pipelines (the clickstream job on Flink).") = None
     network: Annotated[Network, Field(description="NetworkPolicies of the inference and training pods.")] = (
         Network()
     )
@@ -1220,12 +1132,8 @@ class Condition(Model):
     status: Annotated[Literal["True", "False", "Unknown"], Field(description="Condition status.")]
     reason: Annotated[str, Field(description="CamelCase reason.")] = ""
     message: Annotated[str, Field(description="Human-readable detail.")] = ""
-    last_transition_time: Annotated[
-        str | None, Field(description="RFC 3339 time of the last status change.")
-    ] = None
-    observed_generation: Annotated[
-        int | None, Field(description="Generation this condition was computed for.")
-    ] = None
+    last_transition_time: Text("RFC 3339 time of the last status change.") = None
+    observed_generation: Maybe(int, "Generation this condition was computed for.") = None
 
 
 class ReplicaStatus(Model):
@@ -1236,27 +1144,24 @@ class ReplicaStatus(Model):
 class StreamStatus(Model):
     """What the Flink operator reports on the stream job's FlinkDeployment."""
 
-    lifecycle_state: Annotated[
-        str | None, Field(description="status.lifecycleState: CREATED, DEPLOYED, STABLE, FAILED, ...")
-    ] = None
-    job_state: Annotated[str | None, Field(description="status.jobStatus.state: RUNNING, FAILED, ...")] = None
+    lifecycle_state: Text("status.lifecycleState: CREATED, DEPLOYED, STABLE, FAILED, ...") = None
+    job_state: Text("status.jobStatus.state: RUNNING, FAILED, ...") = None
     job_id: Annotated[str | None, Field(alias="jobId", description="Flink job id.")] = None
-    message: Annotated[str | None, Field(description="The Flink operator's last error, one line.")] = None
-    lag_records: Annotated[
-        int | None,
-        Field(description="Records pending in the topic for the job at the last resync (Prometheus)."),
-    ] = None
+    message: Text("The Flink operator's last error, one line.") = None
+    lag_records: Maybe(int, "Records pending in the topic for the job at the last resync (Prometheus).") = (
+        None
+    )
 
 
 class RecommenderServiceStatus(Model):
     """Observed state. Rollout and training sections are written by their controllers."""
 
-    observed_generation: Annotated[int | None, Field(description="Generation last reconciled.")] = None
-    phase: Annotated[str | None, Field(description="Pending, Ready, Degraded, Progressing, ...")] = None
+    observed_generation: Maybe(int, "Generation last reconciled.") = None
+    phase: Text("Pending, Ready, Degraded, Progressing, ...") = None
     conditions: Annotated[list[Condition], Field(description="Standard conditions.")] = []
     replicas: Annotated[ReplicaStatus, Field(description="Stable track replicas.")] = ReplicaStatus()
-    stable_version: Annotated[str | None, Field(description="Model version serving stable traffic.")] = None
-    candidate_version: Annotated[str | None, Field(description="Candidate under rollout.")] = None
+    stable_version: Text("Model version serving stable traffic.") = None
+    candidate_version: Text("Candidate under rollout.") = None
     canary_weight: Annotated[int, Field(description="Percent of traffic on the candidate.")] = 0
     rollout: Annotated[
         RolloutStatus | None,
@@ -1264,14 +1169,10 @@ class RecommenderServiceStatus(Model):
             description="Rollout state machine (phase, step, analysis results, business evidence, actions)."
         ),
     ] = None
-    training: Annotated[
-        TrainingStatus | None,
-        Field(description="Training runs, preemptions, checkpoints, metrics and lineage."),
-    ] = None
-    stream: Annotated[
-        StreamStatus | None,
-        Field(description="The stream job's FlinkDeployment: lifecycle and job state, last error."),
-    ] = None
+    training: Maybe(TrainingStatus, "Training runs, preemptions, checkpoints, metrics and lineage.") = None
+    stream: Maybe(StreamStatus, "The stream job's FlinkDeployment: lifecycle and job state, last error.") = (
+        None
+    )
     experiment: Annotated[
         dict | None,
         Field(

@@ -15,6 +15,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from recops_operator.api.fields import Maybe, Text, Timestamp, UnixTime
+
 
 class Phase(StrEnum):
     IDLE = "Idle"
@@ -42,13 +44,9 @@ class _Status(BaseModel):
 
 
 class TrackTotals(_Status):
-    recommendations: Annotated[
-        float | None, Field(description="Answers served since the rollout started.")
-    ] = None
-    value: Annotated[float | None, Field(description="Attributed events (or revenue) on those answers.")] = (
-        None
-    )
-    rate: Annotated[float | None, Field(description="value per answer.")] = None
+    recommendations: Maybe(float, "Answers served since the rollout started.") = None
+    value: Maybe(float, "Attributed events (or revenue) on those answers.") = None
+    rate: Maybe(float, "value per answer.") = None
 
 
 class BusinessNumbers(_Status):
@@ -56,35 +54,27 @@ class BusinessNumbers(_Status):
 
     canary: Annotated[TrackTotals, Field(description="Candidate track.")] = TrackTotals()
     stable: Annotated[TrackTotals, Field(description="Stable track.")] = TrackTotals()
-    lift_low: Annotated[float | None, Field(description="Low end of the lift's always-valid interval.")] = (
-        None
-    )
-    lift_high: Annotated[float | None, Field(description="High end of the lift's always-valid interval.")] = (
-        None
-    )
-    log_likelihood_ratio: Annotated[
-        float | None, Field(description="mSPRT statistic against the margin.")
-    ] = None
-    log_threshold: Annotated[float | None, Field(description="log(1/alpha): above it is significant.")] = None
-    window: Annotated[
-        str | None, Field(description="PromQL range of the totals (since the rollout began).")
-    ] = None
+    lift_low: Maybe(float, "Low end of the lift's always-valid interval.") = None
+    lift_high: Maybe(float, "High end of the lift's always-valid interval.") = None
+    log_likelihood_ratio: Maybe(float, "mSPRT statistic against the margin.") = None
+    log_threshold: Maybe(float, "log(1/alpha): above it is significant.") = None
+    window: Text("PromQL range of the totals (since the rollout began).") = None
 
 
 class BusinessEvidence(BusinessNumbers):
-    verdict: Annotated[Verdict | None, Field(description="Pass, Fail or Inconclusive.")] = None
-    lift: Annotated[float | None, Field(description="rate_canary / rate_stable - 1.")] = None
-    message: Annotated[str | None, Field(description="The decision in words.")] = None
+    verdict: Maybe(Verdict, "Pass, Fail or Inconclusive.") = None
+    lift: Maybe(float, "rate_canary / rate_stable - 1.") = None
+    message: Text("The decision in words.") = None
 
 
 class AnalysisCheck(_Status):
     name: Annotated[str, Field(description="Check name.")]
-    value: Annotated[float | None, Field(description="Measured value (none: no data).")] = None
+    value: Maybe(float, "Measured value (none: no data).") = None
     threshold: Annotated[str, Field(description="What the value is held against.")] = ""
     verdict: Annotated[Verdict, Field(description="Pass, Fail or Inconclusive.")]
-    message: Annotated[str | None, Field(description="Why, in words.")] = None
-    error: Annotated[str | None, Field(description="Query error (Prometheus unreachable).")] = None
-    business: Annotated[BusinessNumbers | None, Field(description="The business check's numbers.")] = None
+    message: Text("Why, in words.") = None
+    error: Text("Query error (Prometheus unreachable).") = None
+    business: Maybe(BusinessNumbers, "The business check's numbers.") = None
 
 
 class AppliedAction(_Status):
@@ -100,30 +90,24 @@ class RolloutStatus(_Status):
         Phase,
         Field(description="Idle, Shadowing, Progressing, Promoting, Succeeded, RolledBack, Failed, Paused."),
     ] = Phase.IDLE
-    candidate: Annotated[str | None, Field(description="Candidate version under rollout.")] = None
+    candidate: Text("Candidate version under rollout.") = None
     step_index: Annotated[int, Field(description="Index into spec.rollout.steps (-1 while shadowing).")] = 0
     weight: Annotated[int, Field(description="Percent of traffic on the candidate.")] = 0
-    started_at: Annotated[float | None, Field(description="Unix time the rollout started.")] = None
-    step_started_at: Annotated[float | None, Field(description="Unix time the current step started.")] = None
-    last_analysis_at: Annotated[float | None, Field(description="Unix time of the last analysis.")] = None
+    started_at: UnixTime("Unix time the rollout started.") = None
+    step_started_at: UnixTime("Unix time the current step started.") = None
+    last_analysis_at: UnixTime("Unix time of the last analysis.") = None
     failures: Annotated[int, Field(description="Consecutive failed analyses.")] = 0
     inconclusive: Annotated[int, Field(description="Consecutive inconclusive analyses.")] = 0
     shadow_passed: Annotated[int, Field(description="Shadow intervals passed.")] = 0
-    message: Annotated[str | None, Field(description="The latest decision in words.")] = None
+    message: Text("The latest decision in words.") = None
     checks: Annotated[list[AnalysisCheck], Field(description="Checks of the last analysis.")] = []
-    last_verdict: Annotated[Verdict | None, Field(description="Verdict of the last analysis.")] = None
-    business: Annotated[
-        BusinessEvidence | None, Field(description="The business check's latest evidence.")
-    ] = None
-    promoted_version: Annotated[
-        str | None, Field(description="What stable serves since the last promotion.")
-    ] = None
-    promoted_image: Annotated[str | None, Field(description="The image that version was promoted with.")] = (
-        None
-    )
-    promoted_over: Annotated[str | None, Field(description="spec.model.version when it was promoted.")] = None
-    last_action: Annotated[AppliedAction | None, Field(description="The last manual action applied.")] = None
-    paused_from: Annotated[Phase | None, Field(description="Phase to resume into.")] = None
+    last_verdict: Maybe(Verdict, "Verdict of the last analysis.") = None
+    business: Maybe(BusinessEvidence, "The business check's latest evidence.") = None
+    promoted_version: Text("What stable serves since the last promotion.") = None
+    promoted_image: Text("The image that version was promoted with.") = None
+    promoted_over: Text("spec.model.version when it was promoted.") = None
+    last_action: Maybe(AppliedAction, "The last manual action applied.") = None
+    paused_from: Maybe(Phase, "Phase to resume into.") = None
 
     @classmethod
     def of(cls, value: RolloutStatus | dict[str, Any] | None) -> RolloutStatus:
@@ -139,19 +123,17 @@ class GateRecord(_Status):
 class RunDataWindow(_Status):
     """The data window the trainer recorded in the bundle manifest."""
 
-    start: Annotated[float | None, Field(description="Unix time of the oldest event trained on.")] = None
-    end: Annotated[float | None, Field(description="Unix time of the newest event trained on.")] = None
-    days: Annotated[int | None, Field(description="Window length in days, when the trainer states it.")] = (
-        None
-    )
+    start: UnixTime("Unix time of the oldest event trained on.") = None
+    end: UnixTime("Unix time of the newest event trained on.") = None
+    days: Maybe(int, "Window length in days, when the trainer states it.") = None
 
 
 class RunData(_Status):
     """What the trainer's load read and rejected (the bundle's data report)."""
 
-    rows: Annotated[int | None, Field(description="Rows read.")] = None
-    rejected: Annotated[int | None, Field(description="Rows rejected.")] = None
-    reasons: Annotated[dict[str, int] | None, Field(description="Rejected rows per reason.")] = None
+    rows: Maybe(int, "Rows read.") = None
+    rejected: Maybe(int, "Rows rejected.") = None
+    reasons: Maybe(dict[str, int], "Rejected rows per reason.") = None
     items_without_catalog: Annotated[
         int | None,
         Field(alias="items_without_catalog", description="Items trained on that the catalogue lacks."),
@@ -161,63 +143,51 @@ class RunData(_Status):
 class RunTuned(_Status):
     """The serving configuration the trainer tuned on its validation tail."""
 
-    exclude: Annotated[
-        dict[str, bool] | None, Field(description="Measured exclusion policy (seen, purchased).")
-    ] = None
-    blend: Annotated[dict[str, float] | None, Field(description="Tuned source weights.")] = None
+    exclude: Maybe(dict[str, bool], "Measured exclusion policy (seen, purchased).") = None
+    blend: Maybe(dict[str, float], "Tuned source weights.") = None
 
 
 class RunRetrieval(_Status):
     """How the bundle retrieves candidates and the recall its gate measured (ann.py)."""
 
-    mode: Annotated[str | None, Field(description="precomputed or index.")] = None
-    recall_at_k: Annotated[
-        float | None, Field(description="Recall of the index against exact search at k.")
-    ] = None
-    k: Annotated[int | None, Field(description="Candidates per query the recall is measured at.")] = None
-    ef_search: Annotated[int | None, Field(description="HNSW efSearch the bundle serves with.")] = None
+    mode: Text("precomputed or index.") = None
+    recall_at_k: Maybe(float, "Recall of the index against exact search at k.") = None
+    k: Maybe(int, "Candidates per query the recall is measured at.") = None
+    ef_search: Maybe(int, "HNSW efSearch the bundle serves with.") = None
 
 
 class TrainingRun(_Status):
     """One training run (one Job) and, once it finished, the closed loop's record of it."""
 
     name: Annotated[str, Field(description="Run id: the Job name.")]
-    version: Annotated[str | None, Field(description="Model version the run produces (the run id).")] = None
-    trigger: Annotated[str | None, Field(description="scheduled or on-demand.")] = None
+    version: Text("Model version the run produces (the run id).") = None
+    trigger: Text("scheduled or on-demand.") = None
     phase: Annotated[str, Field(description="Pending, Running, Succeeded or Failed.")]
-    reason: Annotated[str | None, Field(description="The Job's reason for the phase.")] = None
-    start_time: Annotated[str | None, Field(description="RFC 3339 start time.")] = None
-    completion_time: Annotated[str | None, Field(description="RFC 3339 end time.")] = None
-    preemptions: Annotated[int | None, Field(description="Preempted pods of this run.")] = None
-    message: Annotated[str | None, Field(description="The trainer's one-line failure reason.")] = None
-    data_window: Annotated[RunDataWindow | None, Field(description="Data window of the bundle.")] = None
-    data: Annotated[RunData | None, Field(description="Rows read and rejected.")] = None
-    tuned: Annotated[RunTuned | None, Field(description="Serving configuration the trainer tuned.")] = None
-    retrieval: Annotated[RunRetrieval | None, Field(description="Candidate retrieval of the bundle.")] = None
-    data_window_days: Annotated[int | None, Field(description="spec.training.dataWindow.days.")] = None
-    serving_version: Annotated[str | None, Field(description="Model serving when the run finished.")] = None
-    metrics: Annotated[dict[str, float] | None, Field(description="Offline metrics of the run's bundle.")] = (
-        None
-    )
-    serving_metrics: Annotated[
-        dict[str, float] | None, Field(description="Offline metrics of the serving bundle.")
-    ] = None
-    gate: Annotated[GateRecord | None, Field(description="The metrics gate's verdict.")] = None
-    action: Annotated[str | None, Field(description="candidate-set, gate-passed or gate-failed.")] = None
+    reason: Text("The Job's reason for the phase.") = None
+    start_time: Timestamp("RFC 3339 start time.") = None
+    completion_time: Timestamp("RFC 3339 end time.") = None
+    preemptions: Maybe(int, "Preempted pods of this run.") = None
+    message: Text("The trainer's one-line failure reason.") = None
+    data_window: Maybe(RunDataWindow, "Data window of the bundle.") = None
+    data: Maybe(RunData, "Rows read and rejected.") = None
+    tuned: Maybe(RunTuned, "Serving configuration the trainer tuned.") = None
+    retrieval: Maybe(RunRetrieval, "Candidate retrieval of the bundle.") = None
+    data_window_days: Maybe(int, "spec.training.dataWindow.days.") = None
+    serving_version: Text("Model serving when the run finished.") = None
+    metrics: Maybe(dict[str, float], "Offline metrics of the run's bundle.") = None
+    serving_metrics: Maybe(dict[str, float], "Offline metrics of the serving bundle.") = None
+    gate: Maybe(GateRecord, "The metrics gate's verdict.") = None
+    action: Text("candidate-set, gate-passed or gate-failed.") = None
 
 
 class TrainingStatus(_Status):
     """The training controller's state: runs, preemptions, checkpoints and the closed loop's lineage."""
 
-    last_trigger: Annotated[
-        str | None, Field(description="The on-demand trigger last turned into a run.")
-    ] = None
+    last_trigger: Text("The on-demand trigger last turned into a run.") = None
     preemptions: Annotated[int, Field(description="Preempted pods over all finished runs.")] = 0
-    current_run: Annotated[TrainingRun | None, Field(description="The run in progress.")] = None
-    last_run: Annotated[TrainingRun | None, Field(description="The newest finished run.")] = None
-    last_checkpoint_time: Annotated[
-        str | None, Field(description="RFC 3339 time of the newest checkpoint of that run.")
-    ] = None
+    current_run: Maybe(TrainingRun, "The run in progress.") = None
+    last_run: Maybe(TrainingRun, "The newest finished run.") = None
+    last_checkpoint_time: Timestamp("RFC 3339 time of the newest checkpoint of that run.") = None
 
     @classmethod
     def of(cls, value: TrainingStatus | dict[str, Any] | None) -> TrainingStatus:
