@@ -14,7 +14,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from recops_operator.api.models import Rollout
+from recops_operator.rollout.analysis import analyse, prometheus_query
+from recops_operator.rollout.machine import Verdict
 from tests.search.catalog import write_catalog
+from tests.support.prometheus_server import PrometheusServer, Target
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.serving import ServerProc, metric, train
 
@@ -112,6 +116,38 @@ def test_search_and_retrieve_are_mirrored_with_their_overlap(pods, pair, expecte
     assert metric(stable, f"{OVERLAP}_sum", endpoint="recommendations") == 1.0
 
 
+@pytest.mark.parametrize(("pair", "verdict"), [("same", Verdict.PASS), ("other", Verdict.FAIL)])
+def test_the_shadow_analysis_reads_search_overlap(pods, tmp_path, pair, verdict):
+    """A real Prometheus scrapes the stable pod as the ServiceMonitor labels it; the rollout's shadow
+    analysis fails a candidate whose search bundle answers with other products."""
+    stable, _ = pods[pair]
+    labels = {"namespace": "shop", "recsvc": "home-feed", "track": "stable"}
+    with PrometheusServer(tmp_path / "prom", [Target(f"127.0.0.1:{stable.port}", labels)], "1s") as prom:
+        prom.wait_for("count_over_time(up[1m]) >= 2", timeout=30)
+        for _ in range(3):
+            drive(stable)
+        for n in range(25):
+            assert stable.get("/v1/recommendations", user_id=f"u{n}").status_code == 200
+        prom.wait_for('sum(recops_shadow_topk_overlap_ratio_count{endpoint="retrieve"}) >= 20', timeout=30)
+        time.sleep(2.5)  # two more scrapes after the last mirror
+        spec = Rollout.model_validate(
+            {
+                "candidate": {"version": "m2", "searchVersion": "s2"},
+                "interval": "1m",
+                "shadow": {"percent": 100},
+                "analysis": {"minRequests": 20, "minShadowOverlap": 0.9},
+            }
+        )
+        result = analyse(spec, "shop", "home-feed", shadowing=True, query=prometheus_query(prom.url))
+    checks = {c["name"]: c for c in result.checks}
+    assert checks["shadow-search-topk-overlap"]["verdict"] == verdict, result.checks
+    assert checks["shadow-search-topk-overlap"]["value"] == pytest.approx(
+        1.0 if verdict == Verdict.PASS else 0.0
+    )
+    assert checks["shadow-topk-overlap"]["verdict"] == Verdict.PASS  # same model: recommendations agree
+    assert result.verdict == verdict
+
+
 def test_a_dead_candidate_never_fails_the_primary(pods):
     """Mirrors to a port nobody listens on: every search still answers 200, the failures are counted."""
     stable, _ = pods["same"]
@@ -119,6 +155,13 @@ def test_a_dead_candidate_never_fails_the_primary(pods):
     cfg = json.loads(config.read_text())
     config.write_text(json.dumps({**cfg, "shadow_url": f"http://127.0.0.1:{free_port()}"}))
     time.sleep(1.5)  # the config is re-read every 0.5 s
+    try:
+        _dead_target_searches(stable)
+    finally:
+        config.write_text(json.dumps(cfg))
+
+
+def _dead_target_searches(stable) -> None:
     before = metric(stable, "recops_shadow_requests_total", endpoint="search", outcome="error")
     for q in QUERIES:
         t0 = time.perf_counter()

@@ -747,7 +747,9 @@ class Analysis(Model):
     min_requests: Bounded(
         int, "Fewer requests in the interval is Inconclusive (never a pass).", ge=1, le=10_000_000
     ) = 200
-    min_shadow_overlap: Fraction("Minimum mean top-K overlap with stable during shadowing.") = 0.0
+    min_shadow_overlap: Fraction(
+        "Minimum mean top-K overlap with stable during shadowing, of recommendations and of search/retrieve product ids each."
+    ) = 0.0
     relative: Maybe(RelativeAnalysis, "Relative checks against stable.") = None
     checks: Annotated[list[CustomCheck], Field(description="Extra PromQL checks.", max_length=20)] = []
     business: Maybe(BusinessCheck, "Conversion per recommendation against stable (sequential test).") = None
