@@ -500,9 +500,7 @@ class Server:
             "items": [{"item_id": i, "reason": r} for i, r in zip(ids, ranked.reasons, strict=True)],
         }
         request = ("GET", f"/v1/recommendations?{query}", b"")
-        self.mirror.maybe(
-            cfg.shadow_url, cfg.shadow_percent, "recommendations", request, ids, shadow.item_ids
-        )
+        self.mirror.maybe(cfg, "recommendations", request, ids, shadow.item_ids)
         return 200, payload, arm
 
     async def events(self, body: bytes) -> tuple[int, dict[str, Any], str]:

@@ -3,7 +3,7 @@
 is never returned to anyone.
 
 Off the request path and bounded: a mirror is a task started once our own answer exists; at most
-``MAX_INFLIGHT`` run at once per process and more are dropped (``outcome="dropped"``), so a slow or
+``shadow_max_inflight`` run at once per process and more are dropped (``outcome="dropped"``), so a slow or
 dead candidate costs the primary a counter increment, never latency or an error. Each exchange
 has one deadline (``TIMEOUT``). Endpoints: recommendations (item ids), search (product ids) and
 retrieve (the product ids of the chunks, first occurrence order); visual search is not mirrored
@@ -20,9 +20,9 @@ from urllib.parse import urlparse
 
 import orjson
 
+from recops_contracts.serving import ServeConfig
 from recops_serve import metrics as m
 
-MAX_INFLIGHT = 64
 TIMEOUT = 1.0
 Ids = Callable[[dict], list[int]]
 
@@ -68,26 +68,26 @@ async def _exchange(url: str, method: str, target: str, body: bytes) -> tuple[by
 class Mirror:
     """The in-flight mirrors of one process (strong references: a running task is never collected)."""
 
-    def __init__(self, limit: int = MAX_INFLIGHT, timeout: float = TIMEOUT):
-        self.limit, self.timeout = limit, timeout
+    def __init__(self, timeout: float = TIMEOUT):
+        self.timeout = timeout
         self.tasks: set[asyncio.Task] = set()
 
     def maybe(
-        self,
-        url: str | None,
-        percent: float,
-        endpoint: str,
-        request: tuple[str, str, bytes],
-        ours: list[int],
-        ids: Ids,
+        self, cfg: ServeConfig, endpoint: str, request: tuple[str, str, bytes], ours: list[int], ids: Ids
     ) -> None:
-        """Mirror ``request`` (method, path with query, body) with probability ``percent``/100."""
-        if not url or not random.random() * 100 < percent:
+        """Mirror ``request`` (method, path with query, body) to ``cfg.shadow_url`` with probability
+        ``cfg.shadow_percent``/100; ``ours``: our answer's ids, ``ids`` reads the candidate's."""
+        url = cfg.shadow_url
+        if not url or not random.random() * 100 < cfg.shadow_percent:
             return
-        if len(self.tasks) >= self.limit:
+        if len(self.tasks) >= cfg.shadow_max_inflight:
             m.SHADOW[(endpoint, "dropped")].inc()
             return
-        task = asyncio.get_running_loop().create_task(self._run(url, endpoint, request, ours, ids))
+        try:
+            task = asyncio.get_running_loop().create_task(self._run(url, endpoint, request, ours, ids))
+        except Exception:  # the primary answer is ready: the shadow never turns it into an error
+            m.SHADOW[(endpoint, "error")].inc()
+            return
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 

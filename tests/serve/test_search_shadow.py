@@ -4,12 +4,14 @@ by the real CLI), and record the top-K overlap of product ids per endpoint."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import httpx
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -73,6 +75,7 @@ def pods(tmp_path_factory):
                 "same": (pods.start("stable-same", root / "sa", shadow_url=same.url, **mirror), same),
                 "other": (pods.start("stable-other", root / "sa", shadow_url=other.url, **mirror), other),
                 "root": root,
+                "pods": pods,
             }
         finally:
             for p in pods.procs:
@@ -172,3 +175,36 @@ def _dead_target_searches(stable) -> None:
         stable, "recops_shadow_requests_total", before + len(QUERIES), endpoint="search", outcome="error"
     )
     assert errors == before + len(QUERIES)
+
+
+def test_mirrors_beyond_the_in_flight_bound_are_dropped_and_counted(pods):
+    """A candidate slower than the burst: at most shadow_max_inflight mirrors run, the rest are
+    dropped (counted), and the primary answers are not held up by any of them."""
+    root = pods["root"]
+    slow = pods["pods"].start("cand-slow", root / "sa", fault_latency_ms=800)
+    stable = pods["pods"].start(
+        "stable-bounded", root / "sa", shadow_url=slow.url, shadow_percent=100, shadow_max_inflight=2
+    )
+    n = 12
+
+    async def burst() -> list[tuple[int, float]]:
+        async with httpx.AsyncClient(base_url=stable.url, timeout=5) as c:
+
+            async def one(i: int) -> tuple[int, float]:
+                t0 = time.perf_counter()
+                r = await c.get("/v1/recommendations", params={"user_id": f"b{i}"})
+                return r.status_code, time.perf_counter() - t0
+
+            return await asyncio.gather(*(one(i) for i in range(n)))
+
+    answers = asyncio.run(burst())
+    assert all(code == 200 for code, _ in answers)
+    assert max(t for _, t in answers) < 0.8  # none waited for the 800 ms candidate
+    outcome = {o: 0.0 for o in ("ok", "error", "dropped")}
+    deadline = time.monotonic() + 10
+    while sum(outcome.values()) < n and time.monotonic() < deadline:
+        time.sleep(0.1)
+        for o in outcome:
+            outcome[o] = metric(stable, "recops_shadow_requests_total", endpoint="recommendations", outcome=o)
+    assert sum(outcome.values()) == n, outcome
+    assert outcome["dropped"] >= n - 4, outcome  # 2 in flight; a slow burst may let a second pair in

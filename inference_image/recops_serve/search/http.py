@@ -293,9 +293,9 @@ MIRRORED = {"search": shadow.item_ids, "retrieve": shadow.chunk_products}
 
 def _mirror(server, route: str, query_string: str, body: bytes, payload: dict) -> None:
     """After our answer is sent: the same request to the shadow target, at the configured percent."""
-    cfg, ids = server.config, MIRRORED[route]
+    ids = MIRRORED[route]
     if route == "search":
         request = ("GET", f"/v1/search?{query_string}", b"")
     else:
         request = ("POST", "/v1/retrieve", body)
-    server.mirror.maybe(cfg.shadow_url, cfg.shadow_percent, route, request, ids(payload), ids)
+    server.mirror.maybe(server.config, route, request, ids(payload), ids)
