@@ -181,9 +181,13 @@ SERVING = Dashboard(
             kind="stat",
         ),
         Panel(
-            "Shadow: top-K overlap with stable (p50)",
+            "Shadow: top-K overlap with stable (p50), recommendations / search / retrieve",
             "percentunit",
-            (Query(_q(0.5, "recops_shadow_topk_overlap_ratio", "recsvc"), "{{recsvc}}"),),
+            (
+                Query(
+                    _q(0.5, "recops_shadow_topk_overlap_ratio", "recsvc, endpoint"), "{{recsvc}} {{endpoint}}"
+                ),
+            ),
         ),
         Panel(
             "Shadow: latency delta vs stable (p50)",
@@ -191,9 +195,14 @@ SERVING = Dashboard(
             (Query(_q(0.5, "recops_shadow_latency_delta_seconds", "recsvc"), "{{recsvc}}"),),
         ),
         Panel(
-            "Shadow requests by outcome",
+            "Shadow requests by endpoint and outcome (dropped: too many in flight)",
             "reqps",
-            (Query(f"sum by (outcome) (rate(recops_shadow_requests_total{{{SEL}}}[{RI}]))", "{{outcome}}"),),
+            (
+                Query(
+                    f"sum by (endpoint, outcome) (rate(recops_shadow_requests_total{{{SEL}}}[{RI}]))",
+                    "{{endpoint}} {{outcome}}",
+                ),
+            ),
         ),
         Panel(
             "Catalogue search latency p50 / p99 (/v1/search, /v1/retrieve) and query embedding p99",

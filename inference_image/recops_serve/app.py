@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
-from urllib.parse import parse_qsl, urlparse
+from urllib.parse import parse_qsl
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -46,7 +46,7 @@ from pydantic import ValidationError
 
 from recops_contracts.serving import ServeConfig
 from recops_serve import metrics as m
-from recops_serve import ranking, streamfeatures
+from recops_serve import ranking, shadow, streamfeatures
 from recops_serve.bundle import ModelBundle, load_bundle
 from recops_serve.eventlog import EventLog
 from recops_serve.features import WRITE_SLICE, FeatureStoreDown, NewEvent, SessionStore
@@ -198,6 +198,7 @@ class Server:
     search: Any = None  # search.service.SearchService over the configured search bundle
     search_error: str | None = None
     visual: Any = None  # search.visual.VisualSearchService when the search bundle has an image index
+    mirror: shadow.Mirror = field(default_factory=shadow.Mirror)  # shadow traffic to the candidate
     _config_mtime: float = 0.0
 
     @property
@@ -498,9 +499,8 @@ class Server:
             "attribution_token": self.tokens.issue(arm, b.version, time.time()),
             "items": [{"item_id": i, "reason": r} for i, r in zip(ids, ranked.reasons, strict=True)],
         }
-        shadow = cfg.shadow_url
-        if shadow and random.random() * 100 < cfg.shadow_percent:
-            asyncio.get_running_loop().create_task(_mirror(shadow, query, ids))
+        request = ("GET", f"/v1/recommendations?{query}", b"")
+        self.mirror.maybe(cfg, "recommendations", request, ids, shadow.item_ids)
         return 200, payload, arm
 
     async def events(self, body: bytes) -> tuple[int, dict[str, Any], str]:
@@ -711,33 +711,6 @@ async def read_body(scope, proto, limit: int) -> bytes:
             raise TooLarge(f"chunked body larger than the {limit} byte limit")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-async def _mirror(url: str, query: str, ours: list[int]) -> None:
-    """Send the same request to the candidate; compare, never return its answer."""
-    t0 = time.perf_counter()
-    target = urlparse(url)
-    try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(target.hostname, target.port or 80), 0.2
-        )
-        writer.write(
-            f"GET /v1/recommendations?{query} HTTP/1.1\r\nHost: {target.hostname}\r\nConnection: close\r\n\r\n".encode()
-        )
-        raw = await asyncio.wait_for(reader.read(), 0.5)
-        writer.close()
-        head, _, body = raw.partition(b"\r\n\r\n")
-        if b" 200 " not in head.split(b"\r\n", 1)[0]:
-            m.SHADOW["error"].inc()
-            return
-        theirs = [i["item_id"] for i in orjson.loads(body)["items"]]
-        k = max(1, min(len(ours), len(theirs)))
-        m.shadow_overlap.observe(len(set(ours[:k]) & set(theirs[:k])) / k)
-        m.SHADOW["ok"].inc()
-    except Exception:
-        m.SHADOW["error"].inc()
-    finally:
-        m.shadow_delta.observe(time.perf_counter() - t0)
 
 
 _ALLOW_GET = {"405": {"description": "method not allowed (Allow: GET, HEAD)"}}

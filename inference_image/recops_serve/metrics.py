@@ -67,16 +67,23 @@ attributed_revenue_sq = Counter(
     ["arm", "answer_track"],
     registry=REGISTRY,
 )
-shadow_requests = Counter("recops_shadow_requests_total", "Mirrored requests", ["outcome"], registry=REGISTRY)
+shadow_requests = Counter(
+    "recops_shadow_requests_total",
+    "Mirrored requests by outcome (ok|error|dropped: too many in flight) and endpoint",
+    ["outcome", "endpoint"],
+    registry=REGISTRY,
+)
 shadow_overlap = Histogram(
     "recops_shadow_topk_overlap_ratio",
-    "Top-K overlap of candidate vs stable",
-    buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+    "Top-K overlap of candidate vs stable, by endpoint (recommendations|search|retrieve)",
+    ["endpoint"],
+    buckets=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
     registry=REGISTRY,
 )
 shadow_delta = Histogram(
     "recops_shadow_latency_delta_seconds",
     "Candidate minus stable latency",
+    ["endpoint"],
     buckets=(-0.05, -0.01, -0.005, -0.002, -0.001, 0.0, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1),
     registry=REGISTRY,
 )
@@ -127,7 +134,10 @@ ATTRIBUTED = {(a, t, tr): attributed.labels(a, t, tr) for a in ARMS for t in EVE
 REVENUE = {(a, tr): attributed_revenue.labels(a, tr) for a in ARMS for tr in TRACKS}
 REVENUE_SQ = {(a, tr): attributed_revenue_sq.labels(a, tr) for a in ARMS for tr in TRACKS}
 ATTRIBUTION_REJECTED = {r: attribution_rejected.labels(r) for r in ("forged", "expired")}
-SHADOW = {o: shadow_requests.labels(o) for o in ("ok", "error", "dropped")}
+SHADOW_ENDPOINTS = ("recommendations", "search", "retrieve")
+SHADOW = {(e, o): shadow_requests.labels(o, e) for e in SHADOW_ENDPOINTS for o in ("ok", "error", "dropped")}
+SHADOW_OVERLAP = {e: shadow_overlap.labels(e) for e in SHADOW_ENDPOINTS}
+SHADOW_DELTA = {e: shadow_delta.labels(e) for e in SHADOW_ENDPOINTS}
 for _child in (
     *REQS.values(),
     *FALLBACK.values(),

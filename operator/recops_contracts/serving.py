@@ -82,6 +82,8 @@ class ServeConfig(_Strict):
     stream_trend_ttl_seconds: float = Field(default=1.0, ge=0, le=60)
     shadow_url: str | None = None
     shadow_percent: float = Field(default=0.0, ge=0, le=100)
+    #: mirrors in flight at once per process (recommendations, search, retrieve); more are dropped
+    shadow_max_inflight: int = Field(default=64, ge=1, le=4096)
     # chaos knobs for rollout drills (a slow or failing candidate); 0 in production
     fault_latency_ms: float = Field(default=0.0, ge=0)
     fault_error_percent: float = Field(default=0.0, ge=0, le=100)

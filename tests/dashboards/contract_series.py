@@ -139,13 +139,16 @@ def openmetrics(end: int, minutes: int = 30, step_s: int = 15) -> str:
             lines.append(f"recops_inflight_requests{_lbl(t)} 3 {ts}")
             lines.append(f"recops_overload_rejections_total{_lbl(t)} {0.1 * _c(i):.2f} {ts}")
             lines.append(f"recops_model_load_failures_total{_lbl(t)} 0 {ts}")
-        sh = {**TARGET, "track": "stable", "pod": PODS["stable"][0]}
-        for outcome, n in (("ok", 2), ("error", 0.1), ("dropped", 0.05)):
-            lines.append(
-                f"recops_shadow_requests_total{_lbl({**sh, 'outcome': outcome})} {n * _c(i):.2f} {ts}"
+        for endpoint in ("recommendations", "search", "retrieve"):
+            sh = {**TARGET, "track": "stable", "pod": PODS["stable"][0], "endpoint": endpoint}
+            for outcome, n in (("ok", 2), ("error", 0.1), ("dropped", 0.05)):
+                lines.append(
+                    f"recops_shadow_requests_total{_lbl({**sh, 'outcome': outcome})} {n * _c(i):.2f} {ts}"
+                )
+            _hist(lines, "recops_shadow_topk_overlap_ratio", sh, i, 2, {0.5: 0.3, 0.8: 0.5, 1.0: 0.2}, ts)
+            _hist(
+                lines, "recops_shadow_latency_delta_seconds", sh, i, 2, {-0.01: 0.2, 0.0: 0.3, 0.01: 0.5}, ts
             )
-        _hist(lines, "recops_shadow_topk_overlap_ratio", sh, i, 2, {0.5: 0.3, 0.8: 0.5, 1.0: 0.2}, ts)
-        _hist(lines, "recops_shadow_latency_delta_seconds", sh, i, 2, {-0.01: 0.2, 0.0: 0.3, 0.01: 0.5}, ts)
         # operator
         for state, n in (("desired", 4), ("ready", 4), ("min", 2), ("max", 200)):
             lines.append(f"recops_serving_replicas{_lbl({**TARGET, 'state': state})} {n} {ts}")

@@ -9,7 +9,7 @@ import pytest
 
 from recops_operator.api.models import RecommenderServiceSpec
 from recops_operator.render import desired_objects
-from recops_operator.render.serving import Owner
+from recops_operator.render.serving import Owner, RenderContext
 from recops_operator.training.invariants import check_capacity_invariants
 from tests.support.specs import spec as base_spec
 
@@ -113,3 +113,69 @@ def test_admission_capacity_check_accepts_the_spot_job_and_refuses_it_off_spot()
     pod["tolerations"] = []
     errors = check_capacity_invariants([cron])
     assert errors and "home-feed-vectorize" in errors[0], errors
+
+
+def _rolling(candidate: dict, **search) -> RecommenderServiceSpec:
+    raw = spec(version="s-old", **search).model_dump(by_alias=True, exclude_none=True, mode="json")
+    raw["rollout"] = {"candidate": candidate, "shadow": {"percent": 20}}
+    return RecommenderServiceSpec.model_validate(raw)
+
+
+def _configs(s: RecommenderServiceSpec, rollout: dict) -> dict[str, dict]:
+    """track -> its serving config, as rendered for ``status.rollout``."""
+    objs = desired_objects(OWNER, s, RenderContext(rollout=rollout))
+    return {
+        o["metadata"]["labels"]["recops.io/track"]: json.loads(o["data"]["config.json"])
+        for o in objs
+        if o["kind"] == "ConfigMap" and "config.json" in o.get("data", {})
+    }
+
+
+@pytest.mark.parametrize("phase", ["Shadowing", "Progressing"])
+def test_the_canary_serves_the_candidates_search_bundle(phase):
+    s = _rolling({"version": "m-new", "searchVersion": "s-new"})
+    cfg = _configs(s, {"phase": phase, "candidate": "m-new", "stepIndex": -1 if phase == "Shadowing" else 0})
+    assert cfg["canary"]["model_version"] == "m-new"
+    assert cfg["canary"]["search_uri"] == "oss://retail-models-hz/search/s-new"
+    assert cfg["stable"]["search_uri"] == "oss://retail-models-hz/search/s-old"
+    # while shadowing, stable mirrors (search included) to the canary Service; not once it is live
+    assert ("shadow_url" in cfg["stable"]) == (phase == "Shadowing")
+    if phase == "Shadowing":
+        assert cfg["stable"]["shadow_url"] == "http://home-feed-canary.shop.svc"
+
+
+def test_a_candidate_without_a_search_version_keeps_the_stable_bundle():
+    s = _rolling({"version": "m-new"})
+    cfg = _configs(s, {"phase": "Progressing", "candidate": "m-new", "stepIndex": 0})
+    assert cfg["canary"]["search_uri"] == cfg["stable"]["search_uri"] == "oss://retail-models-hz/search/s-old"
+
+
+def test_stable_takes_the_candidates_search_bundle_when_it_is_promoted():
+    s = _rolling({"version": "m-new", "searchVersion": "s-new"})
+    cfg = _configs(s, {"phase": "Promoting", "candidate": "m-new", "weight": 100})
+    assert (cfg["stable"]["model_version"], cfg["stable"]["search_uri"]) == (
+        "m-new",
+        "oss://retail-models-hz/search/s-new",
+    )
+    # the candidate removed after success: stable keeps the promoted pair until spec.model changes
+    raw = s.model_dump(by_alias=True, exclude_none=True, mode="json")
+    raw["rollout"].pop("candidate")
+    after = RecommenderServiceSpec.model_validate(raw)
+    done = {
+        "phase": "Idle",
+        "promotedVersion": "m-new",
+        "promotedSearchVersion": "s-new",
+        "promotedOver": after.model.version,
+    }
+    assert _configs(after, done)["stable"]["search_uri"] == "oss://retail-models-hz/search/s-new"
+    raw["model"]["version"] = "m-next"  # the GitOps follow-up names both again
+    raw["search"]["version"] = "s-next"
+    moved = RecommenderServiceSpec.model_validate(raw)
+    assert _configs(moved, done)["stable"]["search_uri"] == "oss://retail-models-hz/search/s-next"
+
+
+def test_a_candidate_search_version_needs_spec_search():
+    raw = base_spec().model_dump(by_alias=True, exclude_none=True, mode="json")
+    raw["rollout"] = {"candidate": {"version": "m-new", "searchVersion": "s-new"}}
+    with pytest.raises(pydantic.ValidationError, match=r"set spec\.search"):
+        RecommenderServiceSpec.model_validate(raw)

@@ -250,3 +250,21 @@ def test_a_promoted_candidate_image_stays_on_stable_after_the_candidate_is_remov
     st, _ = step(s3, st, None, 9000, stable_at_candidate=True)
     st, _ = step(gone, st, None, 9001)
     assert stable_image("serving:v1", "v1", gone, st) == "serving:v1" and st.promoted_image is None
+
+
+def test_a_promoted_candidate_search_bundle_goes_to_stable_with_it():
+    """The candidate's search bundle is served by stable from Promoting on and kept after it is gone."""
+    from recops_operator.rollout.machine import stable_search_version
+
+    s = spec(candidate={"version": "v2", "searchVersion": "s2"})
+    st = run(s, [P, P])
+    assert stable_search_version("s1", "v1", s, st) == "s1"  # live canary: stable keeps its own
+    st = run(s, [P], st=st, t0=4000)
+    assert st.phase == Phase.PROMOTING and stable_search_version("s1", "v1", s, st) == "s2"
+    st, _ = step(s, st, None, 5000, stable_at_candidate=True)
+    assert st.phase == Phase.SUCCEEDED and st.promoted_search_version == "s2"
+    st.promoted_over = "v1"  # what the handler records on success
+    gone = spec(candidate=None)
+    st, _ = step(gone, st, None, 5001)
+    assert stable_search_version("s1", "v1", gone, st) == "s2"
+    assert stable_search_version("s9", "v9", gone, st) == "s9"  # spec.model moved on: the spec's own

@@ -17,6 +17,10 @@ The query embedding (a numpy forward pass, milliseconds of CPU) runs on one dedi
 the event loop keeps serving recommendations and events meanwhile (numpy releases the GIL in
 its matrix products); searches queue for that thread in arrival order. A missing search bundle
 is a 503 with the reason; bad input a 400 naming the field, never a 5xx.
+
+While shadowing (``shadow_url``), an answered search or retrieve is mirrored to the candidate, which
+serves its own search bundle, after our answer is sent (``shadow.py``: bounded, off the request
+path); the overlap of the product ids is ``recops_shadow_topk_overlap_ratio{endpoint}``.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import orjson
 from prometheus_client import Counter, Gauge, Histogram
 
 from recops_serve import metrics as m
+from recops_serve import shadow
 from recops_serve.search.image_decode import MAX_IMAGE_BYTES, ImageInputError, decode
 from recops_serve.search.service import MAX_QUERY_CHARS, SearchInputError, SearchService
 
@@ -248,7 +253,7 @@ async def handle(server, scope, proto, read_body) -> None:
     """Route one request to /v1/search, /v1/retrieve or /v1/visual-search (``server`` is the app's
     Server)."""
     route = PATHS[scope.path]
-    t0 = time.perf_counter()
+    t0, body = time.perf_counter(), b""
     want = "GET" if route == "search" else "POST"
     if scope.method != want and not (route == "search" and scope.method == "HEAD"):
         status, payload = 405, {"error": f"method not allowed: use {want}"}
@@ -278,3 +283,19 @@ async def handle(server, scope, proto, read_body) -> None:
     proto.response_bytes(status, headers, orjson.dumps(payload))
     search_requests[(route, str(status))].inc()
     search_latency[route].observe(time.perf_counter() - t0)
+    if status == 200 and scope.method != "HEAD" and route in MIRRORED:
+        _mirror(server, route, scope.query_string, body, payload)
+
+
+#: what the candidate is asked again while shadowing, and how its answer's product ids are read
+MIRRORED = {"search": shadow.item_ids, "retrieve": shadow.chunk_products}
+
+
+def _mirror(server, route: str, query_string: str, body: bytes, payload: dict) -> None:
+    """After our answer is sent: the same request to the shadow target, at the configured percent."""
+    ids = MIRRORED[route]
+    if route == "search":
+        request = ("GET", f"/v1/search?{query_string}", b"")
+    else:
+        request = ("POST", "/v1/retrieve", body)
+    server.mirror.maybe(server.config, route, request, ids(payload), ids)

@@ -675,6 +675,10 @@ class Candidate(Model):
 
     version: Annotated[str, Field(description="Candidate model version.", pattern=VERSION_PATTERN)]
     image: Image("Candidate image; default: serving.image.", str | None) = None
+    search_version: Text(
+        "The search bundle the candidate serves (<spec.search.uri>/<searchVersion>), shadow-compared and promoted with the model; default: spec.search.version.",
+        pattern=VERSION_PATTERN,
+    ) = None
 
 
 class CustomCheck(Model):
@@ -743,7 +747,9 @@ class Analysis(Model):
     min_requests: Bounded(
         int, "Fewer requests in the interval is Inconclusive (never a pass).", ge=1, le=10_000_000
     ) = 200
-    min_shadow_overlap: Fraction("Minimum mean top-K overlap with stable during shadowing.") = 0.0
+    min_shadow_overlap: Fraction(
+        "Minimum mean top-K overlap with stable during shadowing, of recommendations and of search/retrieve product ids each."
+    ) = 0.0
     relative: Maybe(RelativeAnalysis, "Relative checks against stable.") = None
     checks: Annotated[list[CustomCheck], Field(description="Extra PromQL checks.", max_length=20)] = []
     business: Maybe(BusinessCheck, "Conversion per recommendation against stable (sequential test).") = None
@@ -1078,6 +1084,9 @@ class Network(Model):
 
 
 # ---------------------------------------------------------------------------------- spec
+SEARCH_NEEDS_SEARCH = "rollout.candidate.searchVersion is a bundle under spec.search.uri: set spec.search"
+
+
 class RecommenderServiceSpec(Model):
     """Desired state of a recommendation service."""
 
@@ -1087,6 +1096,11 @@ class RecommenderServiceSpec(Model):
                 cel(
                     "!has(self.rollout) || !has(self.rollout.candidate) || self.rollout.candidate.version != self.model.version",
                     "rollout.candidate.version equals model.version: nothing to roll out",
+                ),
+                cel(
+                    "!has(self.rollout) || !has(self.rollout.candidate) || !has(self.rollout.candidate.searchVersion) || has(self.search)",
+                    SEARCH_NEEDS_SEARCH,
+                    ".rollout.candidate.searchVersion",
                 ),
                 cel(
                     "!has(self.features) || !has(self.features.stream) || has(self.serving.featureStore)",
@@ -1123,6 +1137,9 @@ class RecommenderServiceSpec(Model):
         """The CEL rule's message, for code that validates without the API server (webhook, check)."""
         if self.features and self.features.stream and self.serving.feature_store is None:
             raise ValueError("features.stream writes into the feature store: set spec.serving.featureStore")
+        cand = self.rollout.candidate
+        if cand and cand.search_version and self.search is None:
+            raise ValueError(SEARCH_NEEDS_SEARCH)
         return self
 
 

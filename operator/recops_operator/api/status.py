@@ -105,6 +105,7 @@ class RolloutStatus(_Status):
     business: Maybe(BusinessEvidence, "The business check's latest evidence.") = None
     promoted_version: Text("What stable serves since the last promotion.") = None
     promoted_image: Text("The image that version was promoted with.") = None
+    promoted_search_version: Text("The search bundle promoted with it (None: spec.search.version).") = None
     promoted_over: Text("spec.model.version when it was promoted.") = None
     last_action: Maybe(AppliedAction, "The last manual action applied.") = None
     paused_from: Maybe(Phase, "Phase to resume into.") = None

@@ -95,8 +95,11 @@ def config_map_name(owner: Owner, track: str = "stable") -> str:
     return f"{owner.name}-serving" if track == "stable" else f"{owner.name}-serving-{track}"
 
 
-def serving_config(spec: RecommenderServiceSpec, version: str, track: str, **extra: Any) -> dict[str, Any]:
-    """The recops-serve config file: ``recops_contracts.serving.ServeConfig``, the schema the server parses."""
+def serving_config(
+    spec: RecommenderServiceSpec, version: str, track: str, search_version: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    """The recops-serve config file: ``recops_contracts.serving.ServeConfig``, the schema the server parses.
+    ``search_version``: the track's search bundle (default: spec.search.version)."""
     s = spec.serving
     fs = s.feature_store
     cfg = ServeConfig(
@@ -120,27 +123,35 @@ def serving_config(spec: RecommenderServiceSpec, version: str, track: str, **ext
         },
         holdout_percent=spec.experiment.holdout.percent,
         holdout_salt=spec.experiment.holdout.salt,
-        **_search_config(spec),
+        **_search_config(spec, search_version),
         **extra,
     )
     return cfg.model_dump(mode="json", exclude_none=True)
 
 
-def _search_config(spec: RecommenderServiceSpec) -> dict[str, Any]:
+def _search_config(spec: RecommenderServiceSpec, version: str | None) -> dict[str, Any]:
     search = spec.search
-    if search is None or not search.version:
+    version = version or (search.version if search else None)
+    if search is None or not version:
         return {}
-    return {"search_uri": search.uri.rstrip("/") + "/" + search.version, "search_alpha": search.alpha}
+    return {"search_uri": search.uri.rstrip("/") + "/" + version, "search_alpha": search.alpha}
 
 
 def render_config_map(
-    owner: Owner, spec: RecommenderServiceSpec, version: str, track: str = "stable"
+    owner: Owner,
+    spec: RecommenderServiceSpec,
+    version: str,
+    track: str = "stable",
+    search_version: str | None = None,
+    **extra: Any,
 ) -> dict:
+    """The track's serving config: model ``version`` with its search bundle ``search_version``."""
+    cfg = serving_config(spec, version, track, search_version, **extra)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _meta(owner, config_map_name(owner, track), {"recops.io/track": track}),
-        "data": {CONFIG_FILE: json.dumps(serving_config(spec, version, track), indent=2, sort_keys=True)},
+        "data": {CONFIG_FILE: json.dumps(cfg, indent=2, sort_keys=True)},
     }
 
 
@@ -447,23 +458,24 @@ def render_serving(
 ) -> list[dict[str, Any]]:
     """Every serving object for the stable track (serving the promoted candidate once promoted)."""
     from recops_operator.api.status import Phase
-    from recops_operator.rollout.machine import stable_image, stable_version
+    from recops_operator.rollout.machine import stable_image, stable_search_version, stable_version
 
     ctx = ctx or RenderContext()
     st = RolloutStatus.of(ctx.rollout)
     version = stable_version(spec.model.version, spec.rollout, st)
     image = stable_image(spec.serving.image, spec.model.version, spec.rollout, st)
-    config = render_config_map(owner, spec, version)
+    searched = stable_search_version(
+        spec.search.version if spec.search else None, spec.model.version, spec.rollout, st
+    )
+    shadow: dict[str, Any] = {}
     if st.phase == Phase.SHADOWING and spec.rollout.shadow.percent:
-        # Mesh-free shadowing: stable pods mirror a sample to the candidate and compare.
-        cfg = serving_config(
-            spec,
-            version,
-            "stable",
-            shadow_url=f"http://{owner.name}-canary.{owner.namespace}.svc",
-            shadow_percent=spec.rollout.shadow.percent,
-        )
-        config["data"][CONFIG_FILE] = json.dumps(cfg, indent=2, sort_keys=True)
+        # Mesh-free shadowing: stable pods mirror a sample (recommendations, search, retrieve) to
+        # the candidate, which serves its own search bundle, and compare.
+        shadow = {
+            "shadow_url": f"http://{owner.name}-canary.{owner.namespace}.svc",
+            "shadow_percent": spec.rollout.shadow.percent,
+        }
+    config = render_config_map(owner, spec, version, "stable", searched, **shadow)
     objs = [
         config,
         render_deployment(owner, spec, version=version, image=image),

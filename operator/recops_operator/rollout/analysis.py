@@ -6,6 +6,9 @@ fewer than ``minRequests`` requests) and an unreachable Prometheus are
 *Inconclusive*, never a pass and never a failure by themselves. Every check's
 value, threshold and verdict is returned for status and events.
 
+Shadowing reads the top-K overlap the stable pods record per mirrored endpoint: recommendations,
+and search/retrieve (the candidate serves ``candidate.searchVersion`` when set).
+
 The business check (``analysis.business``) compares conversion per recommendation of the two
 tracks with ``sequential.compare`` on totals since the rollout started: attributed events are
 counted by whichever pod receives them, labelled with the track that *answered*
@@ -61,12 +64,24 @@ def queries(namespace: str, service: str, track: str, window: str) -> dict[str, 
     }
 
 
+#: mirrored endpoints as label matchers; "" also matches the unlabelled series of older pods
+RECOMMENDATIONS = 'endpoint=~"recommendations|"'
+SEARCH = 'endpoint=~"search|retrieve"'
+
+
+def _overlap(sel: str, window: str) -> str:
+    return f"sum(rate(recops_shadow_topk_overlap_ratio_sum{{{sel}}}[{window}])) / sum(rate(recops_shadow_topk_overlap_ratio_count{{{sel}}}[{window}]))"
+
+
 def shadow_queries(namespace: str, service: str, window: str) -> dict[str, str]:
     s = _sel(namespace, service, "stable")
+    r, q = _sel(namespace, service, "stable", RECOMMENDATIONS), _sel(namespace, service, "stable", SEARCH)
     return {
-        "shadow-requests": f"sum(increase(recops_shadow_requests_total{{{s}}}[{window}]))",
+        "shadow-requests": f"sum(increase(recops_shadow_requests_total{{{r}}}[{window}]))",
         "shadow-error-rate": f'sum(rate(recops_shadow_requests_total{{{s},outcome="error"}}[{window}])) / sum(rate(recops_shadow_requests_total{{{s}}}[{window}]))',
-        "shadow-topk-overlap": f"sum(rate(recops_shadow_topk_overlap_ratio_sum{{{s}}}[{window}])) / sum(rate(recops_shadow_topk_overlap_ratio_count{{{s}}}[{window}]))",
+        "shadow-topk-overlap": _overlap(r, window),
+        "shadow-search-requests": f"sum(increase(recops_shadow_topk_overlap_ratio_count{{{q}}}[{window}]))",
+        "shadow-search-topk-overlap": _overlap(q, window),
     }
 
 
@@ -189,6 +204,8 @@ class _Interval:
     window: str
     query: Query
     since: str
+    #: the candidate ships its own search bundle: search overlap is evidence the rollout needs
+    new_search: bool = False
     volume: float | None = None
     answers: dict[str, float | None] = field(default_factory=dict)
 
@@ -221,6 +238,18 @@ def _shadow_quality(iv: _Interval) -> list[dict]:
         _check("shadow-error-rate", iv.ask(q["shadow-error-rate"]), max_=iv.a.max_error_rate),
         _check("shadow-topk-overlap", iv.ask(q["shadow-topk-overlap"]), min_=iv.a.min_shadow_overlap),
     ]
+
+
+def _shadow_search(iv: _Interval) -> list[dict]:
+    """Search and retrieve overlap, against the same minimum. Required (too few is Inconclusive) when
+    the candidate ships its own search bundle; else checked once there are enough mirrored searches."""
+    q = shadow_queries(iv.namespace, iv.service, iv.window)
+    volume = iv.ask(q["shadow-search-requests"])
+    enough = volume is not None and volume >= iv.a.min_requests
+    if not enough:
+        return [_volume("shadow-search-requests", volume, iv.a.min_requests)] if iv.new_search else []
+    overlap = iv.ask(q["shadow-search-topk-overlap"])
+    return [_check("shadow-search-topk-overlap", overlap, min_=iv.a.min_shadow_overlap)]
 
 
 def _canary_volume(iv: _Interval) -> list[dict]:
@@ -278,7 +307,7 @@ def _custom(iv: _Interval) -> list[dict]:
 
 
 #: The checks of one interval, in order: volume first (the rest need enough requests).
-SHADOW_CHECKS: tuple[Builder, ...] = (_shadow_volume, _shadow_quality, _custom)
+SHADOW_CHECKS: tuple[Builder, ...] = (_shadow_volume, _shadow_quality, _shadow_search, _custom)
 CANARY_CHECKS: tuple[Builder, ...] = (
     _canary_volume,
     _canary_absolute,
@@ -317,6 +346,7 @@ def analyse(
             return Analysis(Verdict.INCONCLUSIVE, [_unavailable("configured")])
         query = prometheus_query(url)
     iv = _Interval(spec.analysis, namespace, service, window, query, _since(started_at, now, window))
+    iv.new_search = bool(spec.candidate and spec.candidate.search_version)
     checks: list[dict] = []
     try:
         for build in SHADOW_CHECKS if shadowing else CANARY_CHECKS:

@@ -30,7 +30,7 @@ from recops_operator.api.status import (
 
 LIVE = {Phase.SHADOWING, Phase.PROGRESSING, Phase.PROMOTING}
 #: Kept across rollouts: what stable serves since the last promotion, and the last manual action.
-KEEP = ("promoted_version", "promoted_image", "promoted_over", "last_action")
+KEEP = ("promoted_version", "promoted_image", "promoted_search_version", "promoted_over", "last_action")
 TERMINAL = {Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED}
 Events = list[tuple[str, str, str]]
 
@@ -174,6 +174,7 @@ def _promoting(
         # the image the promoted version runs on (None: serving.image): stable keeps it after the
         # candidate is gone
         st.promoted_image = spec.candidate.image
+        st.promoted_search_version = spec.candidate.search_version  # its search bundle goes with it
         events.append(("Normal", "RolloutSucceeded", f"{cand} is now stable"))
     return st, events
 
@@ -287,14 +288,30 @@ def stable_image(
     spec_image: str, spec_version: str, spec: Rollout, status: RolloutStatus | dict[str, Any] | None
 ) -> str:
     """The image of the stable track, consistent with ``stable_version``."""
+    return _stable_attr("image", spec_image, spec_version, spec, status)
+
+
+def stable_search_version(
+    spec_search: str | None, spec_version: str, spec: Rollout, status: RolloutStatus | dict[str, Any] | None
+) -> str | None:
+    """The search bundle of the stable track, consistent with ``stable_version``: the candidate's own
+    (``candidate.searchVersion``) once stable serves the candidate."""
+    return _stable_attr("search_version", spec_search, spec_version, spec, status)
+
+
+def _stable_attr(
+    name: str, default: Any, spec_version: str, spec: Rollout, status: RolloutStatus | dict[str, Any] | None
+) -> Any:
+    """What goes with the version stable serves: the spec's ``default`` for spec.model.version, the
+    candidate's ``name`` while it is promoted, then the status's ``promoted_<name>`` (None: default)."""
     st = RolloutStatus.of(status)
     version = stable_version(spec_version, spec, st)
     if version == spec_version:
-        return spec_image
+        return default
     if (
         spec.candidate
         and version == spec.candidate.version
         and st.phase in (Phase.PROMOTING, Phase.SUCCEEDED)
     ):
-        return spec.candidate.image or spec_image
-    return st.promoted_image or spec_image
+        return getattr(spec.candidate, name) or default
+    return getattr(st, f"promoted_{name}") or default

@@ -147,7 +147,7 @@ def render_rollout(owner: Owner, spec: RecommenderServiceSpec, ctx: RenderContex
     st = RolloutStatus.of(ctx.rollout)
     if active(ctx) and spec.rollout.candidate:
         cand = spec.rollout.candidate
-        objs.append(render_config_map(owner, spec, cand.version, CANARY))
+        objs.append(render_config_map(owner, spec, cand.version, CANARY, cand.search_version))
         objs.append(
             render_deployment(
                 owner,
