@@ -11,8 +11,8 @@ figure measured here is a figure of what is served. Two protocols:
 * next basket (purchases, no sessions): every known user active after the split is one case; the
   targets are everything they bought after it (``discovery=True``: only items new to them).
 
-The trainer tunes on a validation tail of its own window (``tune``); ``evaluate`` uses the same
-cases on test splits.
+The trainer tunes on validation tails of its own window (``validation_tails``, ``tune``);
+``evaluate`` uses the same cases on test splits.
 """
 
 from __future__ import annotations
@@ -60,10 +60,7 @@ def next_item_cases(
             if ts[s + j] >= t_split:
                 prefix = seq[max(0, j - max_events) : j][::-1]
                 cases.append(Case(key, tuple(prefix), frozenset([seq[j]]), float(ts[s + j])))
-    if limit and len(cases) > limit:
-        pick = np.sort(np.random.default_rng(seed).choice(len(cases), limit, replace=False))
-        cases = [cases[i] for i in pick.tolist()]
-    return cases
+    return sample(cases, limit, seed) if limit else cases
 
 
 def basket_cases(
@@ -93,6 +90,48 @@ def cases_for(ds: Dataset, t_split: float, max_events: int, limit: int | None = 
     )
 
 
+def validation_tails(
+    ds: Dataset, fraction: float, want: int, max_events: int, max_folds: int = 3
+) -> list[tuple[float, list[Case]]]:
+    """Consecutive tails of ``fraction`` of the window, newest first, as (start time, cases in the
+    tail whose targets the part before it knows). The newest alone when it holds ``want`` cases; a
+    small shop's newest tail is too few cases to tell blends apart (one Taobao-sample tail: ~1,400
+    cases, one hit = 0.07 points), so older tails are added while the total is below ``want``, up to
+    ``max_folds``, each to be fitted on what came before it."""
+    out: list[tuple[float, list[Case]]] = []
+    window, total = ds, 0
+    for f in range(1, max_folds + 1):
+        start = split_time(ds, 1.0 - f * fraction)
+        if f > 1:  # targets inside this tail only: the newer tails are not known yet at its end
+            window = ds.take(ds.ts < out[-1][0])
+        cases = _seen_before(window, start, cases_for(window, start, max_events))
+        out.append((start, cases))
+        total += len(cases)
+        if total >= want:
+            break
+    return out
+
+
+def _seen_before(ds: Dataset, start: float, cases: list[Case]) -> list[Case]:
+    """Cases with their targets cut to items with an interaction before ``start`` (what a bundle
+    fitted on that part can know: ``known_targets`` before the fit), cases left without one dropped."""
+    seen = set(ds.item_ids[np.unique(ds.item[ds.ts < start])].tolist())
+    out = []
+    for c in cases:
+        t = c.targets & seen
+        if t:
+            out.append(c if t == c.targets else replace(c, targets=frozenset(t)))
+    return out
+
+
+def sample(cases: list[Case], limit: int, seed: int = 0) -> list[Case]:
+    """At most ``limit`` cases, drawn without replacement, in their original order."""
+    if len(cases) <= limit:
+        return cases
+    pick = np.sort(np.random.default_rng(seed).choice(len(cases), limit, replace=False))
+    return [cases[i] for i in pick.tolist()]
+
+
 def known_targets(b: ModelBundle, cases: list[Case]) -> list[Case]:
     """Cases with their targets cut to items the bundle knows (cases left without one dropped)."""
     out = []
@@ -103,11 +142,16 @@ def known_targets(b: ModelBundle, cases: list[Case]) -> list[Case]:
     return out
 
 
-def recommend(b: ModelBundle, cfg: ranking.RankConfig, case: Case, k: int = K) -> list[int]:
-    """External item ids the server answers for ``case`` (the same steps as the HTTP handler)."""
+def recommend(
+    b: ModelBundle, cfg: ranking.RankConfig, case: Case, k: int = K, live: ranking.Live | None = None
+) -> list[int]:
+    """External item ids the server answers for ``case`` (the same steps as the HTTP handler);
+    ``live``: the stream job's signals the server would read with it (streamreplay)."""
     session = ranking.session_items(b, list(case.session), cfg.session_length)
     cats = [int(b.item_category[i]) for i in session]
-    r = ranking.answer(b, cfg, b.user_index(case.key), session, k, now=case.ts, session_categories=cats)
+    r = ranking.answer(
+        b, cfg, b.user_index(case.key), session, k, now=case.ts, session_categories=cats, live=live
+    )
     return b.item_ids[r.items].tolist()
 
 
@@ -201,54 +245,82 @@ def with_policy(cfg: ranking.RankConfig, axis: str, exclude: bool) -> ranking.Ra
     return replace(cfg, exclude_seen=exclude) if axis == "seen" else replace(cfg, exclude_purchased=exclude)
 
 
+@dataclass(frozen=True)
+class Fold:
+    """One validation tail: the bundle fitted on the window before it, its cases (baskets: also the
+    discovery cases the excluding policy is tuned on) and that bundle's resolved configuration."""
+
+    bundle: ModelBundle
+    cases: list[Case]
+    new_only: list[Case] | None
+    base: ranking.RankConfig
+
+    def config(self, cfg: ranking.RankConfig) -> ranking.RankConfig:
+        """``cfg``'s blend and exclusions on this fold's bundle (its own availability masks)."""
+        return replace(
+            self.base, blend=cfg.blend, exclude_seen=cfg.exclude_seen, exclude_purchased=cfg.exclude_purchased
+        )
+
+    def on(self, discovery: bool) -> list[Case]:
+        return self.new_only if discovery and self.new_only else self.cases
+
+
+def pooled(folds: list[Fold], cfg: ranking.RankConfig, discovery: bool = False) -> dict[str, float]:
+    """``score``'s ranked metrics and coverage over every fold's cases, weighted by case count."""
+    parts = [(score(f.bundle, f.config(cfg), f.on(discovery)), len(f.on(discovery))) for f in folds]
+    n = max(1, sum(w for _, w in parts))
+    keys = ("recall@20", "mrr@20", "ndcg@10", "coverage@20")
+    return {k: sum(m[k] * w for m, w in parts) / n for k in keys} | {"cases": n}
+
+
 def tune(
-    b: ModelBundle,
-    cases: list[Case],
+    folds: list[Fold],
     sequential: bool,
     budget_seconds: float,
     done: dict[str, float],
     checkpoint=lambda: None,
-    base: ranking.RankConfig | None = None,
-    excluded_cases: list[Case] | None = None,
     fold_in: bool = False,
 ) -> tuple[dict[bool, ranking.RankConfig], bool, dict[str, float]]:
-    """Bounded coordinate descent over the blend on validation ``cases``, once with re-consumed items
-    excluded and once with them allowed; returns the best config per policy, the better policy, info.
+    """Bounded coordinate descent over the blend on the validation ``folds`` (their pooled
+    objective), once with re-consumed items excluded and once with them allowed; returns the best
+    config per policy, the better policy, info.
 
-    ``excluded_cases`` (baskets: discovery targets, items new to the shopper) tune the excluding
-    policy on what it can recommend; the better policy is then chosen on ``cases`` for both.
+    Baskets tune the excluding policy on discovery targets (``Fold.new_only``: items new to the
+    household), what it can recommend; the better policy is then chosen on ``cases`` for both.
 
     ``done`` maps a trial's key to its objective and is kept in the checkpoint, so a resumed run
-    skips finished trials (same cases, same bundle: same result). Stops when the budget is spent.
+    skips finished trials (same cases, same bundles: same result). Stops when the budget (CPU
+    seconds of this process) is spent.
     """
-    base = base or ranking.RankConfig.resolve(b)
+    base = folds[0].base
     axis = policy_axis(sequential)
-    t0 = time.monotonic()
+    t0 = time.process_time()  # the budget is CPU seconds (train._tuned): load elsewhere does not count
     stopped = "searched"
 
-    def objective(cfg: ranking.RankConfig, on: list[Case] = cases, tag: str = "") -> float:
-        key = tag + _key(cfg)
+    def objective(cfg: ranking.RankConfig, discovery: bool = False) -> float:
+        key = ("new:" if discovery else "") + _key(cfg)
         if key not in done:
-            done[key] = _objective(score(b, cfg, on))
+            done[key] = _objective(pooled(folds, cfg, discovery))
             checkpoint()
         return done[key]
 
     best: dict[bool, ranking.RankConfig] = {}
     for exclude in (True, False):
-        on, tag = (excluded_cases, "new:") if exclude and excluded_cases else (cases, "")
+        discovery = exclude and any(f.new_only for f in folds)
+        tag = "new:" if discovery else ""
         cfg = with_policy(base, axis, exclude)
-        objective(cfg, on, tag)
+        objective(cfg, discovery)
         for name, values in search_space(sequential, fold_in):
             for v in values:
                 trial = cfg.with_blend(**{name: v})
-                if tag + _key(trial) not in done and time.monotonic() - t0 > budget_seconds:
+                if tag + _key(trial) not in done and time.process_time() - t0 > budget_seconds:
                     stopped = "budget"
                     break
-                if objective(trial, on, tag) > objective(cfg, on, tag) + 1e-9:
+                if objective(trial, discovery) > objective(cfg, discovery) + 1e-9:
                     cfg = trial
         best[exclude] = cfg
     winner = objective(best[True]) >= objective(best[False])
-    return best, winner, {"trials": len(done), "stopped": stopped}
+    return best, winner, {"trials": len(done), "stopped": stopped, "folds": len(folds)}
 
 
 def _key(cfg: ranking.RankConfig) -> str:

@@ -50,7 +50,7 @@ def cmd(out: Path, ckpt: Path) -> list[str]:
     ]
 
 
-PHASES = ("validation", "tuning", "final")
+PHASES = ("validation", "validation-2", "validation-3", "tuning", "final")  # older tails: small shops
 
 
 def progress(ckpt: Path) -> tuple[tuple[int, int, int], int, float] | None:
