@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from redis.exceptions import RedisError, ResponseError
 
+from recops_contracts import stream as stream_contract
 from recops_serve import metrics
 from recops_serve.bundle import ModelBundle
 from recops_serve.features import PREFIX, Event, SessionStore, _parse_entry
@@ -38,7 +39,7 @@ FEATURE_PREFIX = "recops:f:s:"
 TREND_PREFIX = "recops:trend:"
 SOLDOUT_KEY = "recops:soldout"
 SOLDOUT_VERSION_KEY = "recops:soldout:v"  # a new random token with every change of the set (the job)
-TREND_TOP = 50
+TREND_TOP = stream_contract.TREND_TOP_N
 #: categories whose trending lists are kept (more: the cache starts again; the job writes one per category)
 TREND_CACHE_MAX = 10_000
 

@@ -27,6 +27,12 @@ FEATURE_STATE_TTL_SECONDS = 1800 + 300
 ITEM_STATE_TTL_SECONDS = 7 * 86400
 TREND_WINDOW_SECONDS = 1800
 TREND_SLIDE_SECONDS = 10
+TREND_TOP_N = 50  # items per category's trending list
+TREND_WEIGHTS = {"view": 1.0, "add_to_cart": 3.0, "purchase": 5.0}  # an event's share of a trend score
+#: per-entity count windows (name, seconds): ``v5:<category>`` = views in the last 5 minutes, ...; the
+#: server picks a session's category for the trending list from the first one's views
+WINDOWS = (("5", 300), ("30", 1800))
+WATERMARK_DELAY_SECONDS = 5  # event-time watermark: the newest event time minus this
 
 
 @dataclass(frozen=True, kw_only=True)

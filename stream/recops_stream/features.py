@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from recops_contracts import stream as contract
+
 #: Redis keys (docs/stream.md). Hash of per-window counts per session / per user.
 FEATURE_PREFIX = "recops:f:"
 TREND_PREFIX = "recops:trend:"  # sorted set item -> score, per category
@@ -23,8 +25,8 @@ SOLDOUT_KEY = "recops:soldout"  # set of sold-out item ids (one SMEMBERS/SMISMEM
 SOLDOUT_VERSION_KEY = "recops:soldout:v"
 
 CLICK_TYPES = ("view", "add_to_cart", "purchase")
-WINDOWS = (("5", 300), ("30", 1800))
-TREND_WEIGHTS = {"view": 1.0, "add_to_cart": 3.0, "purchase": 5.0}
+WINDOWS = contract.WINDOWS
+TREND_WEIGHTS = contract.TREND_WEIGHTS
 UNKNOWN_CATEGORY = -1
 
 
@@ -33,14 +35,18 @@ class JobConfig:
     """Every knob of the job, state TTLs explicit (seconds)."""
 
     feature_ttl_s: int = 1800  # Redis TTL of a feature hash = the longest window
-    feature_state_ttl_s: int = 1800 + 300  # keyed state of an idle session/user is dropped after this
-    trend_window_s: int = 1800  # sliding window of trending items
-    trend_slide_s: int = 10  # how often a category's top list is recomputed (event time)
-    trend_top_n: int = 50
+    feature_state_ttl_s: int = (
+        contract.FEATURE_STATE_TTL_SECONDS
+    )  # keyed state of an idle session/user is dropped after this
+    trend_window_s: int = contract.TREND_WINDOW_SECONDS  # sliding window of trending items
+    trend_slide_s: int = (
+        contract.TREND_SLIDE_SECONDS
+    )  # how often a category's top list is recomputed (event time)
+    trend_top_n: int = contract.TREND_TOP_N
     trend_state_ttl_s: int = 1800 + 300
-    item_state_ttl_s: int = 7 * 86400  # stock per item
+    item_state_ttl_s: int = contract.ITEM_STATE_TTL_SECONDS  # stock per item
     item_ttl_s: int = 7 * 86400
-    max_out_of_orderness_s: int = 5  # watermark delay
+    max_out_of_orderness_s: int = contract.WATERMARK_DELAY_SECONDS  # watermark delay
     idle_partition_s: int = 30  # a partition silent this long no longer holds the watermark back
     checkpoint_interval_ms: int = 2000
     # Python bundle = one Redis flush: throughput vs latency (python.fn-execution.bundle.*)
