@@ -67,6 +67,8 @@ def test_taobao_served_is_level_with_the_best_baseline_and_beats_the_rest():
 
     rows = clicks("taobao")[0]["next-item"]
     served, n = rows["served"], rows["served"]["cases"]
+    # the stream job's signals replayed on the same cases: what they add is in the table, not assumed
+    assert rows["served+stream"]["cases"] == n and rows["served+stream"]["per_case"].shape == (n, 3)
     for weak in ("popularity", "seq-rules", "als"):
         assert served["recall@20"] > rows[weak]["recall@20"] + 0.01, weak
     for metric in RANKED:
