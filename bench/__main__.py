@@ -1,4 +1,4 @@
-"""``python -m bench [serve|serve-stream|ranking|train|train-scale|retrieval|serve-scale|operator|rollout|business|stream|search|visual-search|scaling|all]`` (``make bench``): measured on this machine, printed as tables.
+"""``python -m bench [serve|serve-stream|serve-batch|ranking|train|train-scale|retrieval|serve-scale|operator|rollout|business|stream|search|visual-search|scaling|all]`` (``make bench``): measured on this machine, printed as tables.
 
 serve: one recops-serve worker vs the textbook baseline (FastAPI + redis-py + numpy brute force,
 bench/baseline_server.py), same bundle (all items of taobao+diginetica, 127,890, where ../shared/data

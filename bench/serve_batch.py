@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import BIN, cpu_seconds, load, loadgen, tree_cpu_seconds
+from bench.common import cpu_seconds, load, loadgen, serve_processes, tree_cpu_seconds, tree_env
 
 PATH = "/v1/recommendations?session_id=s1&k=50"
 RATE = int(os.environ.get("RECOPS_BENCH_BATCH_RATE", "2000"))
@@ -103,18 +102,16 @@ def row(port: int, pid: int, redis_pid: int, item: int) -> dict:
 
 
 def run(table, bundle_path: Path) -> None:
-    from recops_localcluster.procs import wait_http
     from recops_serve.bundle import load_bundle
-    from tests.support.redis_server import RedisServer, free_port
+    from tests.support.redis_server import RedisServer
 
     b = load_bundle(str(bundle_path))
     ids = b.item_ids[b.pop_global[:2000]].tolist()
     work = Path(tempfile.mkdtemp(prefix="recops-bench-batch-"))
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
-    variants = [("ours", env)]
+    variants = [("ours", [], env)]
     if tree := os.environ.get("RECOPS_BENCH_BASELINE_TREE"):
-        tree_env = {**env, "PYTHONPATH": f"{Path(tree) / 'inference_image'}:{Path(tree) / 'operator'}"}
-        variants.insert(0, ("baseline tree", tree_env))
+        variants.insert(0, ("baseline tree", [], tree_env(env, tree)))
     rounds = int(os.environ.get("RECOPS_BENCH_BATCH_ROUNDS", "2"))
     with RedisServer(work / "redis") as rs:
         import redis as redis_py
@@ -125,20 +122,8 @@ def run(table, bundle_path: Path) -> None:
             for j in range(10):
                 pipe.lpush(f"recops:s:s{s}", f"{ids[(s * 7 + j) % len(ids)]}:view:{time.time():.3f}")
         pipe.execute()
-        servers = {}
-        try:
-            for name, venv in variants:
-                port = free_port()
-                servers[name] = (
-                    port,
-                    subprocess.Popen(
-                        [str(BIN / "recops-serve"), "serve", "--bundle", str(bundle_path), "--redis-url",
-                         rs.url, "--port", str(port), "--host", "127.0.0.1"],
-                        env=venv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                    ),
-                )  # fmt: skip
+        with serve_processes(bundle_path, rs.url, variants) as servers:
             for port, _ in servers.values():
-                wait_http(f"http://127.0.0.1:{port}/readyz")
                 httpx.get(f"http://127.0.0.1:{port}{PATH}")
             rows = []
             for n in range(rounds):
@@ -160,8 +145,4 @@ def run(table, bundle_path: Path) -> None:
                  "load avg"],
                 rows,
             )  # fmt: skip
-        finally:
-            for _, proc in servers.values():
-                proc.terminate()
-                proc.wait(10)
     shutil.rmtree(work, ignore_errors=True)
