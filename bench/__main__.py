@@ -1,4 +1,4 @@
-"""``python -m bench [serve|serve-stream|ranking|train|train-scale|retrieval|serve-scale|operator|rollout|business|stream|search|visual-search|scaling|all]`` (``make bench``): measured on this machine, printed as tables.
+"""``python -m bench [serve|serve-stream|serve-batch|ranking|train|train-scale|retrieval|serve-scale|operator|rollout|business|stream|search|visual-search|scaling|all]`` (``make bench``): measured on this machine, printed as tables.
 
 serve: one recops-serve worker vs the textbook baseline (FastAPI + redis-py + numpy brute force,
 bench/baseline_server.py), same bundle (all items of taobao+diginetica, 127,890, where ../shared/data
@@ -8,6 +8,8 @@ separate process), event-to-visible p99, batch event ingest with a count check; 
 256 and 1,024 connections with a healthy Redis (share of answers with features "on", "down" count, 503s with
 Retry-After past max_inflight; targets: on >= 99.9% of 200s, never "down") and p50/p99 of normal requests at
 2,000 req/s while a 1 MiB event batch is posted every second (target p99 <= 5 ms).
+serve-batch: that last row alone, with the server's and Redis's CPU per batch; with
+RECOPS_BENCH_BASELINE_TREE=<checkout> the code of that checkout alternated with ours (bench/serve_batch.py).
 ranking: in-process p50/p99 of the served ranking call per dataset, longest sessions included (bench/ranking.py).
 train: wall time and peak RSS of ``recops-serve train`` per dataset.
 retrieval: HNSW (recops_serve.ann) vs exact numpy, one thread: recall@100 and queries/s at the 127,890
@@ -165,46 +167,6 @@ def connection_rows(port: int, work: Path) -> list[list]:
     return rows
 
 
-def batch_beside_traffic(port: int, item: int, rate: int = 2000, seconds: int = 10) -> dict:
-    """Normal GETs at ``rate`` (open loop) while 1 MiB event batches (18,000 events) are posted one
-    after another, one a second; returns the GETs' latency and the batches' outcome."""
-    import threading
-
-    n = 18_500
-    while True:  # as many events as fit in the 1 MiB limit
-        events = [{"session_id": f"b{i % 1000}", "item_id": item, "type": "view"} for i in range(n)]
-        body = json.dumps({"events": events}, separators=(",", ":")).encode()
-        if len(body) <= 1 << 20:
-            break
-        n -= 250
-    stop = threading.Event()
-    posted: list[float] = []
-
-    def post() -> None:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
-            while not stop.is_set():
-                t0 = time.perf_counter()
-                assert c.post("/v1/events", content=body).json()["stored"] == n
-                posted.append(time.perf_counter() - t0)
-                stop.wait(max(0.0, 1.0 - (time.perf_counter() - t0)))
-
-    t = threading.Thread(target=post)
-    t.start()
-    try:
-        at = loadgen(f"http://127.0.0.1:{port}/v1/recommendations?session_id=s1&k=50", rate, seconds)
-    finally:
-        stop.set()
-        t.join()
-    return {
-        **at,
-        "load": load(),
-        "batches": len(posted),
-        "batch_s": max(posted) if posted else 0.0,
-        "bytes": len(body),
-        "events": n,
-    }
-
-
 # No single dataset here has 100k items (Taobao sample 85k, completejourney 68k, Diginetica 43k): the
 # serving bench runs on one catalogue made of the two click-stream shops (data.union), 127,890 real items.
 LARGEST = "taobao+diginetica"
@@ -228,6 +190,12 @@ def bench_serve_stream() -> None:
 
     dataset = serve_dataset()
     run(table, bundle(dataset), dataset, wrk_run, loadgen)
+
+
+def bench_serve_batch() -> None:
+    from bench.serve_batch import run
+
+    run(table, bundle(serve_dataset()))
 
 
 def bench_serve() -> None:
@@ -319,6 +287,8 @@ def bench_serve() -> None:
             # the same normal traffic without the batch, just before: what the machine gives now
             alone = loadgen(f"http://127.0.0.1:{ours_port}{path}", 2000, 10)
             alone_load = load()
+            from bench.serve_batch import batch_beside_traffic
+
             side = batch_beside_traffic(ours_port, ids[0])
             table(
                 f"serve: a 1 MiB event batch ({side['events']:,} events, {side['bytes']:,} bytes) posted every second beside normal traffic",
@@ -571,6 +541,7 @@ def bench_operator(n: int = int(os.environ.get("RECOPS_BENCH_SERVICES", "200")))
 BENCHES = (
     "serve",
     "serve-stream",
+    "serve-batch",
     "ranking",
     "train",
     "train-scale",
@@ -625,6 +596,7 @@ def main(argv: list[str]) -> int:
     for name, fn in (
         ("serve", bench_serve),
         ("serve-stream", bench_serve_stream),
+        ("serve-batch", bench_serve_batch),
         ("ranking", tabled("ranking", "bench_ranking")),
         ("train", bench_train),
         ("train-scale", bench_train_scale),
@@ -638,7 +610,7 @@ def main(argv: list[str]) -> int:
         ("visual-search", tabled("visual_search")),
         ("scaling", tabled("scaling")),
     ):
-        if which == "all" and name in ("business", "serve-stream"):
+        if which == "all" and name in ("business", "serve-stream", "serve-batch"):
             continue  # printed by rollout / serve
         if which in (name, "all"):
             fn()

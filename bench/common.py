@@ -7,11 +7,47 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 CACHE = Path(os.environ.get("RECOPS_BENCH_CACHE", Path.home() / ".cache" / "recops" / "bench"))
+
+
+@contextlib.contextmanager
+def serve_processes(
+    bundle_path: Path, redis_url: str, variants: list[tuple[str, list[str], dict]]
+) -> Iterator[dict[str, tuple[int, subprocess.Popen]]]:
+    """One ready ``recops-serve`` per variant (name, extra CLI args, env) on one bundle and Redis:
+    {name: (port, process)}; all stopped on exit."""
+    from recops_localcluster.procs import wait_http
+    from tests.support.redis_server import free_port
+
+    servers: dict[str, tuple[int, subprocess.Popen]] = {}
+    try:
+        for name, extra, env in variants:
+            port = free_port()
+            servers[name] = (
+                port,
+                subprocess.Popen(
+                    [str(BIN / "recops-serve"), "serve", "--bundle", str(bundle_path), "--redis-url",
+                     redis_url, "--port", str(port), "--host", "127.0.0.1", *extra],
+                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                ),
+            )  # fmt: skip
+        for port, _ in servers.values():
+            wait_http(f"http://127.0.0.1:{port}/readyz")
+        yield servers
+    finally:
+        for _, proc in servers.values():
+            proc.terminate()
+            proc.wait(10)
+
+
+def tree_env(env: dict, tree: str | Path) -> dict:
+    """``env`` importing the server from another checkout (the code before a change)."""
+    return {**env, "PYTHONPATH": f"{Path(tree) / 'inference_image'}:{Path(tree) / 'operator'}"}
 
 
 def table(title: str, header: list[str], rows: list[list]) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -32,10 +31,9 @@ BASELINE_TREE = os.environ.get("RECOPS_BENCH_BASELINE_TREE")
 
 def run(table, bundle_path: Path, dataset: str, wrk_run, loadgen) -> None:
     """``wrk_run`` and ``loadgen``: bench serve's load generators (bench/__main__.py)."""
-    from bench.common import BIN, load
-    from recops_localcluster.procs import wait_http
+    from bench.common import load, serve_processes, tree_env
     from recops_serve.bundle import load_bundle
-    from tests.support.redis_server import RedisServer, free_port
+    from tests.support.redis_server import RedisServer
 
     b = load_bundle(str(bundle_path))
     work = Path(tempfile.mkdtemp(prefix="recops-bench-stream-"))
@@ -64,26 +62,11 @@ def run(table, bundle_path: Path, dataset: str, wrk_run, loadgen) -> None:
             pipe.sadd("recops:soldout", *sold)
             pipe.set("recops:soldout:v", "bench-1")  # as the job writes it with every change
         pipe.execute()
-        servers = {}
         env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
         variants = [("off", ["--set", "stream_features=false"], env), ("on", [], env)]
         if BASELINE_TREE:
-            tree = Path(BASELINE_TREE)
-            base_env = {**env, "PYTHONPATH": f"{tree / 'inference_image'}:{tree / 'operator'}"}
-            variants.append(("on (baseline tree)", [], base_env))
-        try:
-            for name, extra, env in variants:
-                port = free_port()
-                servers[name] = (
-                    port,
-                    subprocess.Popen(
-                        [str(BIN / "recops-serve"), "serve", "--bundle", str(bundle_path), "--redis-url",
-                         rs.url, "--port", str(port), "--host", "127.0.0.1", *extra],
-                        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                    ),
-                )  # fmt: skip
-            for port, _ in servers.values():
-                wait_http(f"http://127.0.0.1:{port}/readyz")
+            variants.append(("on (baseline tree)", [], tree_env(env, BASELINE_TREE)))
+        with serve_processes(bundle_path, rs.url, variants) as servers:
             path = "/v1/recommendations?session_id=s1&k=50"
             on_port = servers["on"][0]
             got = httpx.get(f"http://127.0.0.1:{on_port}{path}").json()["items"]
@@ -110,8 +93,4 @@ def run(table, bundle_path: Path, dataset: str, wrk_run, loadgen) -> None:
                  f"p50 ms @{RATE}/s", f"p99 ms @{RATE}/s", "achieved/s", "errors", "load avg"],
                 rows,
             )  # fmt: skip
-        finally:
-            for _, proc in servers.values():
-                proc.terminate()
-                proc.wait(10)
     shutil.rmtree(work, ignore_errors=True)

@@ -49,7 +49,7 @@ from recops_serve import metrics as m
 from recops_serve import ranking, shadow, streamfeatures
 from recops_serve.bundle import ModelBundle, load_bundle
 from recops_serve.eventlog import EventLog
-from recops_serve.features import WRITE_SLICE, FeatureStoreDown, NewEvent, SessionStore
+from recops_serve.features import FeatureStoreDown, NewEvent, SessionStore
 from recops_serve.search import http as search_http
 from recops_serve.settings import LaunchSettings
 
@@ -63,6 +63,10 @@ MAX_ID = 128
 TURN_SECONDS = 0.0005
 GET_ROUTES = frozenset(("/v1/recommendations", "/healthz", "/readyz", "/metrics", "/openapi.json"))
 SEARCH_ROUTES = frozenset(("/v1/search", "/v1/retrieve", "/v1/visual-search"))
+#: events validated between two looks at the clock (``Turn``): ~0.1 ms of plain events
+VALIDATE_CHUNK = 128
+_ITEM_LIMIT = 1 << 63
+_new_event = tuple.__new__  # a NamedTuple without its Python-level __new__ (~0.3 us an event)
 _UINT = re.compile(r"[0-9]{1,18}")  # ASCII digits only: no sign, blanks, "_" or other scripts
 
 
@@ -508,20 +512,16 @@ class Server:
         now = time.time()
         parsed: list[NewEvent] = []
         credits: list[Attributed | None] = []  # per event: what its genuine attribution token credits
-        event, window = self._event, self.config.event_time_window_seconds
+        window = self.config.event_time_window_seconds
         keep = self.eventlog is not None  # else each parsed object is dropped once validated (freed
         turn = Turn()  # as the batch goes, not all at the end)
-        for n in range(len(items)):
-            if not n & 15 and turn.over():
+        for lo in range(0, len(items), VALIDATE_CHUNK):
+            if turn.over():
                 await turn.next()
-            try:
-                ev, credit = event(items[n], now, window)
-            except BadRequest as e:  # the message names the field; the event's index is added here
-                raise BadRequest(f"events[{n}]{e}") from None
-            parsed.append(ev)
-            credits.append(credit)
+            hi = min(lo + VALIDATE_CHUNK, len(items))
+            self._validate(items, lo, hi, now, window, parsed, credits)
             if not keep:
-                items[n] = None
+                items[lo:hi] = [None] * (hi - lo)
         if self.store is None:
             return 503, {"error": "no feature store configured"}, "model"
         try:
@@ -543,6 +543,45 @@ class Server:
             out["duplicates"] = len(fresh) - new
         return 200, out, "model"
 
+    def _validate(
+        self,
+        items: list,
+        lo: int,
+        hi: int,
+        now: float,
+        window: float,
+        parsed: list[NewEvent],
+        credits: list[Attributed | None],
+    ) -> None:
+        """Validate ``items[lo:hi]`` onto ``parsed``/``credits``: one inline pass (no call, no
+        intermediate object per event) takes a plain event (a view or add_to_cart, no attribution
+        token) that passes every check of ``_event``; any other event, and any the pass doubts, goes
+        through ``_event``, which is the rule and names the field (its index added here)."""
+        plain = math.isfinite(window)  # else a ts of inf would pass ``abs(ts - now) <= window``
+        for n in range(lo, hi):
+            ev = items[n]
+            if plain and type(ev) is dict:
+                get = ev.get
+                sid, item = get("user_id") or get("session_id"), get("item_id")
+                typ, ts, event_id = get("type", "view"), get("ts", now), get("event_id")
+                if (
+                    type(sid) is str and 0 < len(sid) <= MAX_ID
+                    and type(item) is int and 0 <= item < _ITEM_LIMIT
+                    and type(typ) is str and (typ == "view" or typ == "add_to_cart")
+                    and (type(ts) is float or type(ts) is int) and abs(ts - now) <= window
+                    and (event_id is None or (type(event_id) is str and 0 < len(event_id) <= MAX_ID))
+                    and get("attribution_token") is None
+                ):  # fmt: skip
+                    parsed.append(_new_event(NewEvent, (sid, item, typ, float(ts), event_id)))
+                    credits.append(None)
+                    continue
+            try:
+                event, credit = self._event(ev, now, window)
+            except BadRequest as e:  # the message names the field; the event's index is added here
+                raise BadRequest(f"events[{n}]{e}") from None
+            parsed.append(event)
+            credits.append(credit)
+
     def _event(self, ev: Any, now: float, window: float) -> tuple[NewEvent, Attributed | None]:
         """One validated event and what its genuine, unexpired attribution token credits (if any).
         A BadRequest's message starts at the field (".item_id must ..."): the caller prefixes the
@@ -554,7 +593,7 @@ class Server:
         if type(sid) is not str or not sid or len(sid) > MAX_ID:
             _id(sid, ".user_id/session_id")
         item = get("item_id")
-        if type(item) is not int or not 0 <= item < 1 << 63:
+        if type(item) is not int or not 0 <= item < _ITEM_LIMIT:
             raise BadRequest(".item_id must be a non-negative 64-bit integer")
         typ = get("type", "view")
         if type(typ) is not str or typ not in EVENT_TYPES:
@@ -582,23 +621,21 @@ class Server:
     async def _store_and_count(self, parsed: list[NewEvent], credits: list[Attributed | None]) -> list[int]:
         """Store and count the events that were new (a retried event_id counts once); which were.
         Slice by slice (one Redis round trip each), so counting never holds the loop for a whole batch."""
-        fresh: list[int] = []
-        for start in range(0, len(parsed), WRITE_SLICE):
-            stop = start + WRITE_SLICE
-            part = await self.store.add(parsed[start:stop])
+        fresh = [0] * len(parsed)
+        async for where, flags in self.store.add_slices(parsed):
             per_type: dict[str, int] = {}
-            for ev, credit, new in zip(parsed[start:stop], credits[start:stop], part, strict=True):
+            for n, new in zip(where, flags, strict=True):
                 if new:
-                    per_type[ev.type] = per_type.get(ev.type, 0) + 1
-                    if credit is not None:  # the arm and track whose answer the user acted on
-                        m.ATTRIBUTED[(credit.arm, ev.type, credit.track)].inc()
+                    fresh[n] = 1
+                    typ = parsed[n].type
+                    per_type[typ] = per_type.get(typ, 0) + 1
+                    if (credit := credits[n]) is not None:  # the arm and track whose answer the user acted on
+                        m.ATTRIBUTED[(credit.arm, typ, credit.track)].inc()
                         if credit.value:
                             m.REVENUE[(credit.arm, credit.track)].inc(credit.value)
                             m.REVENUE_SQ[(credit.arm, credit.track)].inc(credit.value * credit.value)
             for typ, count in per_type.items():
                 m.INGESTED[typ].inc(count)
-            fresh += part
-            parsed[start:stop] = credits[start:stop] = [None] * len(part)  # freed slice by slice
         return fresh
 
 

@@ -14,7 +14,7 @@ or reset connections, which fail at once; after 5 consecutive failures a circuit
 outage into an immediate ``FeatureStoreDown`` (microseconds) and ``degraded`` makes that state
 visible. ``client`` is a redis-py client on the same URL for the rest (pipelines of other reads).
 
-Writes are idempotent by ``event_id``: one Lua call per slice of events does ``SET NX EX`` on
+Writes are idempotent by ``event_id``: one Lua call per slice of events (grouped by session) does ``SET NX EX`` on
 ``recops:e:<len(id)>:<id>:<event_id>`` (session TTL) and pushes the event only when that key was new, so a client that
 retries after a 503 (the write may have landed) does not store the event twice.
 """
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import AsyncIterator
 from functools import cached_property
 from typing import NamedTuple
 
@@ -36,23 +37,33 @@ PREFIX = "recops:s:"
 #: ``recops:e:<len(sid)>:<sid>:<event_id>``: its own namespace, so no session id can name one
 DEDUPE = "recops:e:"
 #: events per Redis round trip (one Lua call): bounds the time one large batch holds the event
-#: loop and Redis itself (a script runs alone), so session reads wait behind it ~0.1-0.3 ms at most
-WRITE_SLICE = 64
+#: loop and Redis itself (a script runs alone); a slice's events come grouped by session, so a
+#: session's events cost one LPUSH/LTRIM/EXPIRE together (the script's time is then mostly the
+#: arguments: ~0.2 ms per slice measured, against ~0.6 ms for 64 events one by one before)
+WRITE_SLICE = 256
 
-# ARGV: ttl, max_events, then per event: list key, dedupe key ("" = no event_id), entry.
-# Returns one flag per event: 1 stored, 0 a duplicate event_id.
+# ARGV: ttl, max_events, then per session: list key, n, then n pairs (dedupe key, "" = no
+# event_id; entry), oldest first. Returns one flag per event in that order: 1 stored, 0 a
+# duplicate event_id. The new entries of a session are pushed in one LPUSH (the newest ends up
+# first, as one push per event would leave them) and the list trimmed once.
 _ADD = """
-local ttl, cap, out = tonumber(ARGV[1]), tonumber(ARGV[2]), {}
-for i = 3, #ARGV, 3 do
-  local key, dedupe, entry = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  if dedupe == '' or redis.call('SET', dedupe, '1', 'NX', 'EX', ttl) then
-    redis.call('LPUSH', key, entry)
+local ttl, cap, out, i = tonumber(ARGV[1]), tonumber(ARGV[2]), {}, 3
+while i <= #ARGV do
+  local key, last, push = ARGV[i], i + 2 * tonumber(ARGV[i + 1]), {}
+  for j = i + 2, last, 2 do
+    if ARGV[j] == '' or redis.call('SET', ARGV[j], '1', 'NX', 'EX', ttl) then
+      push[#push + 1] = ARGV[j + 1]
+      out[#out + 1] = 1
+    else
+      out[#out + 1] = 0
+    end
+  end
+  if #push > 0 then
+    redis.call('LPUSH', key, unpack(push))
     redis.call('LTRIM', key, 0, cap - 1)
     redis.call('EXPIRE', key, ttl)
-    out[#out + 1] = 1
-  else
-    out[#out + 1] = 0
   end
+  i = last + 2
 end
 return out
 """
@@ -175,33 +186,58 @@ class SessionStore:
         return out
 
     async def add(self, events: list[NewEvent]) -> list[int]:
-        """Store events in slices of ``WRITE_SLICE`` (one Lua call each); returns per event 1 if
-        stored, 0 if its ``event_id`` was already stored (a retry)."""
+        """Store events; returns per event 1 if stored, 0 if its ``event_id`` was already stored (a retry)."""
+        fresh = [0] * len(events)
+        async for where, flags in self.add_slices(events):
+            for n, flag in zip(where, flags, strict=True):
+                fresh[n] = flag
+        return fresh
+
+    async def add_slices(self, events: list[NewEvent]) -> AsyncIterator[tuple[list[int], list[int]]]:
+        """Store events grouped by session, ``WRITE_SLICE`` per Lua call; yields per call the
+        events' positions in ``events`` and their flags (1 stored, 0 a duplicate ``event_id``).
+        A session's events keep their order (the list ends newest first, as one by one)."""
         self._check("write")
-        fresh: list[int] = []
-        for start in range(0, len(events), WRITE_SLICE):
-            args: list[str | int] = [self.ttl, self.max_events]
-            for ev in events[start : start + WRITE_SLICE]:
-                key = PREFIX + ev.sid
-                dedupe = f"{DEDUPE}{len(ev.sid)}:{ev.sid}:{ev.event_id}" if ev.event_id else ""
-                args += [key, dedupe, f"{ev.item_id}:{ev.type}:{ev.ts:.3f}"]
+        order = sorted(range(len(events)), key=lambda n: events[n].sid)  # stable: in order per session
+        for start in range(0, len(order), WRITE_SLICE):
+            where = order[start : start + WRITE_SLICE]
+            args = _slice_args(events, where, self.ttl, self.max_events)
             t0 = time.perf_counter()
             try:
                 try:
-                    fresh += await self.link.call("EVALSHA", _ADD_SHA, 0, *args)
+                    flags = await self.link.call("EVALSHA", _ADD_SHA, 0, *args)
                 except NoScriptError:  # a new or restarted Redis: load the script with this call
-                    fresh += await self.link.call("EVAL", _ADD, 0, *args)
+                    flags = await self.link.call("EVAL", _ADD, 0, *args)
             except (RedisError, OSError) as e:
                 raise self._failed("write", e) from e
             finally:
                 metrics.FS_LAT["write"].observe(time.perf_counter() - t0)
             self.breaker.success()
-        return fresh
+            yield where, flags
 
     async def close(self) -> None:
         await self.link.close()
         if "client" in self.__dict__:
             await self.client.aclose()
+
+
+def _slice_args(events: list[NewEvent], where: list[int], ttl: int, cap: int) -> list[str | int]:
+    """``_ADD``'s ARGV for the events at ``where`` (sorted by session): per session its key, its
+    count, then (dedupe key, entry) per event."""
+    args: list[str | int] = [ttl, cap]
+    current, count_at = None, 0
+    for n in where:
+        sid, item, typ, ts, event_id = events[n]
+        if sid != current:
+            if current is not None:
+                args[count_at] = (len(args) - count_at - 1) >> 1
+            current = sid
+            args += (PREFIX + sid, 0)
+            count_at = len(args) - 1
+        args += (f"{DEDUPE}{len(sid)}:{sid}:{event_id}" if event_id else "", f"{item}:{typ}:{ts:.3f}")
+    if current is not None:
+        args[count_at] = (len(args) - count_at - 1) >> 1
+    return args
 
 
 def _parse_entry(entry: bytes) -> Event | None:
