@@ -10,16 +10,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
+from recops_contracts import stream as contract  # found beside stream/: recops_stream/__init__.py
 from recops_stream import features as f
-
-_OPERATOR = Path(__file__).resolve().parents[2] / "operator"
-if _OPERATOR.is_dir() and str(_OPERATOR) not in sys.path:  # repo and image layout: stream/ beside operator/
-    sys.path.insert(0, str(_OPERATOR))
-
-from recops_contracts import stream as contract  # noqa: E402
 
 #: the JobConfig fields that have a flag of their own
 TUNABLE = (
