@@ -43,6 +43,7 @@ from recops_serve.bundle import ModelBundle
 from recops_serve.data import Dataset, load, load_diginetica
 from recops_serve.streamreplay import StreamReplay
 from recops_serve.validation import (
+    RANKED,
     Case,
     basket_cases,
     known_targets,
@@ -263,9 +264,7 @@ def print_paired(rows: dict[str, dict]) -> None:
 
 
 def _cells(d: dict[str, tuple[float, float]]) -> str:
-    return " ".join(
-        f"{100 * d[k][0]:+7.2f} +-{196 * d[k][1]:5.2f}" for k in ("recall@20", "mrr@20", "ndcg@10")
-    )
+    return " ".join(f"{100 * d[k][0]:+7.2f} +-{196 * d[k][1]:5.2f}" for k in RANKED)
 
 
 SOURCES = ("completejourney", "diginetica", "taobao")

@@ -26,7 +26,7 @@ from recops_contracts import stream as contract
 from recops_serve.bundle import ModelBundle
 from recops_serve.data import EVENT_TYPES, Dataset
 from recops_serve.ranking import Live
-from recops_serve.streamfeatures import StreamSignals, live
+from recops_serve.streamfeatures import StreamSignals, _category, live
 from recops_serve.validation import Case
 
 VIEW = EVENT_TYPES.index("view")
@@ -83,12 +83,11 @@ class StreamReplay:
         cats = s.category[m][(s.event[m] == VIEW) & (s.category[m] >= 0)]
         if cats.size == 0:
             return None, as_of
-        # the first of equals in the hash's field order ("v5:<cat>" as strings, as the writer sorts them)
-        counts: dict[int, int] = {}
-        for c in cats.tolist():
-            counts[c] = counts.get(c, 0) + 1
-        best = max(counts.values())
-        return min((c for c, n in counts.items() if n == best), key=lambda c: f"v5:{c}"), as_of
+        # the server's own choice (streamfeatures._category) over the hash the writer sorts by field
+        counts: dict[str, float] = {}
+        for c in sorted(cats.tolist(), key=lambda c: f"v5:{c}"):
+            counts[f"v5:{c}"] = counts.get(f"v5:{c}", 0.0) + 1.0
+        return int(_category(counts)), as_of
 
     def trending(self, category: int, at: float) -> list[bytes]:
         """The newest closed window's top list of ``category`` at time ``at``, as ZREVRANGE WITHSCORES."""
