@@ -52,15 +52,13 @@ from recops_serve.eventlog import EventLog
 from recops_serve.features import FeatureStoreDown, NewEvent, SessionStore
 from recops_serve.search import http as search_http
 from recops_serve.settings import LaunchSettings
+from recops_serve.turns import Turn
 
 JSON = [("content-type", "application/json")]
 RETRY = [*JSON, ("retry-after", "1")]
 EVENT_TYPES = frozenset(m.EVENT_TYPES)
 MAX_BODY = 1 << 20
 MAX_ID = 128
-#: the longest a large event batch holds the event loop before other requests get a turn: a GET
-#: waits behind it two or three times (request, Redis reply, response), so this bounds their p99
-TURN_SECONDS = 0.0005
 GET_ROUTES = frozenset(("/v1/recommendations", "/healthz", "/readyz", "/metrics", "/openapi.json"))
 SEARCH_ROUTES = frozenset(("/v1/search", "/v1/retrieve", "/v1/visual-search"))
 #: events validated between two looks at the clock (``Turn``): ~0.1 ms of plain events
@@ -637,24 +635,6 @@ class Server:
             for typ, count in per_type.items():
                 m.INGESTED[typ].inc(count)
         return fresh
-
-
-class Turn:
-    """Cooperative turns for one large batch: ``over()`` once it has held the loop ``TURN_SECONDS``,
-    then ``await next()`` lets every waiting request run (by time, not by count: the same bound on a
-    fast idle machine and on busy shared cores)."""
-
-    __slots__ = ("until",)
-
-    def __init__(self) -> None:
-        self.until = time.perf_counter() + TURN_SECONDS
-
-    def over(self) -> bool:
-        return time.perf_counter() > self.until
-
-    async def next(self) -> None:
-        await asyncio.sleep(0)
-        self.until = time.perf_counter() + TURN_SECONDS
 
 
 #: a body above this size that has the form {"events": [...]} is parsed in pieces of about this size

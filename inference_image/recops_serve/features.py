@@ -32,6 +32,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from recops_serve import metrics
 from recops_serve.redislink import RedisLink
+from recops_serve.turns import Turn
 
 PREFIX = "recops:s:"
 #: ``recops:e:<len(sid)>:<sid>:<event_id>``: its own namespace, so no session id can name one
@@ -198,8 +199,11 @@ class SessionStore:
         events' positions in ``events`` and their flags (1 stored, 0 a duplicate ``event_id``).
         A session's events keep their order (the list ends newest first, as one by one)."""
         self._check("write")
-        order = sorted(range(len(events)), key=lambda n: events[n].sid)  # stable: in order per session
+        turn = Turn()
+        order = await _by_session(events, turn)
         for start in range(0, len(order), WRITE_SLICE):
+            if turn.over():
+                await turn.next()
             where = order[start : start + WRITE_SLICE]
             args = _slice_args(events, where, self.ttl, self.max_events)
             t0 = time.perf_counter()
@@ -219,6 +223,28 @@ class SessionStore:
         await self.link.close()
         if "client" in self.__dict__:
             await self.client.aclose()
+
+
+async def _by_session(events: list[NewEvent], turn: Turn, step: int = 512) -> list[int]:
+    """The events' positions grouped by session, each session's in order (sessions in order of
+    first appearance). Built ``step`` events at a time, giving the loop its turns: one ``sorted``
+    of a 1 MiB batch's 18,500 events held the loop ~4 ms."""
+    groups: dict[str, list[int]] = {}
+    for lo in range(0, len(events), step):
+        if turn.over():
+            await turn.next()
+        for n in range(lo, min(lo + step, len(events))):
+            sid = events[n][0]
+            if (group := groups.get(sid)) is None:
+                groups[sid] = [n]
+            else:
+                group.append(n)
+    order: list[int] = []
+    for group in groups.values():
+        order += group
+        if turn.over():
+            await turn.next()
+    return order
 
 
 def _slice_args(events: list[NewEvent], where: list[int], ttl: int, cap: int) -> list[str | int]:

@@ -10,7 +10,7 @@ import random
 import orjson
 import pytest
 
-from recops_serve import app
+from recops_serve import app, turns
 from recops_serve.app import BadRequest, parse_events
 
 
@@ -42,7 +42,7 @@ def test_a_large_batch_is_parsed_in_pieces_with_the_loop_free_between(monkeypatc
     want = whole(body)
     loads, ticks = [], []
     real = orjson.loads
-    monkeypatch.setattr(app, "TURN_SECONDS", 0.0)  # a turn after every piece (by time: any machine)
+    monkeypatch.setattr(turns, "TURN_SECONDS", 0.0)  # a turn after every piece (by time: any machine)
     monkeypatch.setattr(app.orjson, "loads", lambda b: loads.append(len(b)) or real(b))
 
     async def go():
