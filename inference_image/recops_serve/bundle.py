@@ -22,7 +22,10 @@ tail: the blend of sources and the measured exclusion policy (``ranking.RankConf
 
 Candidate retrieval (``ann.py``): the bundle may carry ``<dir>/ann.faiss``, an HNSW inner-product index
 over ``item_factors`` (loaded memory-mapped), and the optional array ``user_factors`` float32[m,d]
-(known users' ALS vectors, the index's queries). The manifest's ``retrieval`` section says which source
+(known users' ALS vectors, the index's queries). ``user_bought_ptr`` int64[m+1] / ``user_bought`` int32: the
+CSR of the items each user *purchased*, written when the data has other events too (click streams:
+``user_hist`` then holds views and carts, which "exclude purchased" must not ban); without them every
+history item counts as a purchase (baskets, where it is one, and older bundles). The manifest's ``retrieval`` section says which source
 the ALS candidates come from (``mode``: ``precomputed`` = ``user_top``, chosen by the trainer for small
 catalogues; ``index`` = the index, ``user_top`` then has zero columns), the index's settings
 (``M``, ``efSearch``) and the recall@K the training gate measured. Optional arrays and the index are not
@@ -71,7 +74,11 @@ SCHEMA: dict[str, tuple[str, int]] = {
     "item_sess_pos": ("int32", 1),
 }
 #: arrays a bundle may carry (checked when present); not in the schema hash
-OPTIONAL: dict[str, tuple[str, int]] = {"user_factors": ("float32", 2)}
+OPTIONAL: dict[str, tuple[str, int]] = {
+    "user_factors": ("float32", 2),
+    "user_bought_ptr": ("int64", 1),
+    "user_bought": ("int32", 1),
+}
 SCHEMA_HASH = hashlib.sha256(json.dumps(SCHEMA, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -116,6 +123,14 @@ class ModelBundle:
     def user_history(self, uidx: int) -> np.ndarray:
         p = self.arrays["user_hist_ptr"]
         return self.arrays["user_hist"][p[uidx] : p[uidx + 1]]
+
+    def user_purchases(self, uidx: int) -> np.ndarray:
+        """What "exclude purchased" bans: the user's purchases (``user_bought``), else the whole
+        history (baskets, where every event is a purchase, and bundles from before the array)."""
+        p = self.arrays.get("user_bought_ptr")
+        if p is None:
+            return self.user_history(uidx)
+        return self.arrays["user_bought"][p[uidx] : p[uidx + 1]]
 
     @property
     def retrieval_mode(self) -> str:
@@ -215,6 +230,13 @@ class ModelBundle:
             _in_range(a, name, n, False, "the catalogue")
         _in_range(a, "item_category", max(1, a["category_names"].size), True, "category_names")
         _pointers(a, "user_hist_ptr", "user_hist")
+        if ("user_bought_ptr" in a) != ("user_bought" in a):
+            raise BundleError("arrays user_bought_ptr and user_bought come together")
+        if "user_bought" in a:
+            if a["user_bought_ptr"].shape[0] != a["user_ids"].shape[0] + 1:
+                raise BundleError("array user_bought_ptr does not match user_ids")
+            _in_range(a, "user_bought", n, False, "the catalogue")
+            _pointers(a, "user_bought_ptr", "user_bought")
         _pointers(a, "cat_ptr", "cat_items")
         if a["sess_ptr"].size > 1 or a["sess_items"].size or a["item_sess"].size:
             if a["item_sess_ptr"].shape[0] != n + 1:

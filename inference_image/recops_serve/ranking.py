@@ -373,7 +373,7 @@ def answer(
 def _banned(b: ModelBundle, cfg: RankConfig, uidx: int | None, session: list[int]) -> np.ndarray:
     banned = [np.asarray(session, np.int32)] if cfg.exclude_seen else []
     if cfg.exclude_purchased and uidx is not None:
-        banned.append(b.user_history(uidx))
+        banned.append(b.user_purchases(uidx))
     return np.concatenate(banned) if banned else np.empty(0, np.int32)
 
 
@@ -463,7 +463,7 @@ def popularity(
 ) -> Ranked:
     """The holdout arm's baseline: popularity only (per category when a context is given), same rules
     (sold-out items excluded too; no trending boost: the baseline stays the baseline)."""
-    banned = b.user_history(uidx) if (cfg.exclude_purchased and uidx is not None) else np.empty(0, np.int32)
+    banned = b.user_purchases(uidx) if (cfg.exclude_purchased and uidx is not None) else np.empty(0, np.int32)
     if live is not None and live.soldout.size:
         banned = np.concatenate([banned, live.soldout.astype(np.int32)])
     base = replace(cfg, fallback="popularity")

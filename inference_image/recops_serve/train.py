@@ -50,7 +50,7 @@ from recops_contracts.training import (
 )
 from recops_serve import ann, sessionknn
 from recops_serve.bundle import ModelBundle, save_bundle
-from recops_serve.data import Dataset, DatasetUnavailable
+from recops_serve.data import EVENT_TYPES, Dataset, DatasetUnavailable
 from recops_serve.ranking import Blend, RankConfig
 
 CHUNK_ITEMS = 4096
@@ -431,6 +431,19 @@ def user_history(ds: Dataset, half_life_days: float) -> tuple[np.ndarray, np.nda
     )
 
 
+def user_purchases(ds: Dataset) -> tuple[np.ndarray, np.ndarray] | None:
+    """CSR (ptr, items) of the items each user purchased; None when every event is a purchase
+    (baskets: the history itself is what "exclude purchased" bans)."""
+    bought = ds.event == EVENT_TYPES.index("purchase")
+    if bool(bought.all()):
+        return None
+    pairs = np.unique(ds.user[bought].astype(np.int64) * ds.n_items + ds.item[bought])
+    users, items = pairs // ds.n_items, pairs % ds.n_items
+    ptr = np.zeros(ds.n_users + 1, np.int64)
+    np.add.at(ptr, users + 1, 1)
+    return np.cumsum(ptr).astype(np.int64), items.astype(np.int32)
+
+
 def build_bundle(
     ds: Dataset,
     params: Params,
@@ -483,6 +496,8 @@ def build_bundle(
     }
     if mode != "precomputed":  # known users' vectors: the index's (or brute force's) queries
         bundle_arrays["user_factors"] = user_factors
+    if (bought := user_purchases(ds)) is not None:  # views and carts are history, not purchases
+        bundle_arrays["user_bought_ptr"], bundle_arrays["user_bought"] = bought
     manifest = {
         "version": version,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -18,7 +18,14 @@ def with_sessions(b: ModelBundle) -> dict[str, np.ndarray]:
     sess = np.repeat(np.arange(40), 4)
     items = rng.integers(0, b.n_items, sess.size)
     idx = sessionknn.build(sess, items, np.arange(sess.size, dtype=float), b.n_items)
-    return {**{k: v.copy() for k, v in b.arrays.items()}, **idx}
+    # and each user's first history item as a purchase (the click-stream arrays, also optional)
+    m = b.arrays["user_ids"].size
+    first = [b.user_history(u)[:1] for u in range(m)]
+    bought = {
+        "user_bought_ptr": np.r_[0, np.cumsum([f.size for f in first])].astype(np.int64),
+        "user_bought": np.concatenate(first).astype(np.int32),
+    }
+    return {**{k: v.copy() for k, v in b.arrays.items()}, **idx, **bought}
 
 
 def refused(b: ModelBundle, arrays: dict[str, np.ndarray], tmp_path, match: str) -> None:
@@ -39,6 +46,7 @@ def test_the_session_index_used_below_is_valid(bundles, tmp_path):
         ("neighbors", "n_items"),
         ("user_top", "n_items"),
         ("user_hist", "n_items"),
+        ("user_bought", "n_items"),
         ("pop_global", "n_items"),
         ("cat_items", "n_items"),
         ("sess_items", "n_items"),
@@ -66,6 +74,7 @@ def test_index_arrays_pointing_outside_their_table_are_refused(bundles, tmp_path
     ("pointer", "target"),
     [
         ("user_hist_ptr", "user_hist"),
+        ("user_bought_ptr", "user_bought"),
         ("cat_ptr", "cat_items"),
         ("sess_ptr", "sess_items"),
         ("item_sess_ptr", "item_sess"),
@@ -81,6 +90,14 @@ def test_pointer_arrays_must_slice_their_target(bundles, tmp_path, pointer, targ
     else:
         p[1], p[2] = p[2] + 1, p[2]  # one slice runs backwards (the end stays right)
     refused(b, arrays, tmp_path, f"(array {pointer} is not a valid pointer array into {target}|{pointer})")
+
+
+def test_purchases_come_as_a_pointer_and_items_pair_sized_to_the_users(bundles, tmp_path):
+    b = load_bundle(str(bundles["v1"]))
+    arrays = with_sessions(b)
+    refused(b, {k: v for k, v in arrays.items() if k != "user_bought"}, tmp_path, "come together")
+    short = {**arrays, "user_bought_ptr": arrays["user_bought_ptr"][:-1].copy()}
+    refused(b, short, tmp_path, "user_bought_ptr does not match user_ids")
 
 
 def test_history_weights_must_match_the_history(bundles, tmp_path):
