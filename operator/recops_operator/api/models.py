@@ -395,7 +395,9 @@ class Exclude(Model):
     """What is never recommended again. Unset: the policy the trainer measured as better on the shop's
     validation data (recorded in the bundle; buy-again shops keep purchases, discovery shops drop them)."""
 
-    purchased: Maybe(bool, "Never recommend what the user already touched or bought.") = None
+    purchased: Maybe(
+        bool, "Never recommend what the user already bought (in basket data every event is a purchase)."
+    ) = None
     seen: Maybe(bool, "Never recommend items already in the current session.") = None
 
 
