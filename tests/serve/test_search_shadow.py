@@ -276,3 +276,12 @@ def _png(rgb: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def test_a_mirrored_post_says_the_clients_content_type():
+    """The bytes the candidate reads: an image goes with its own type, not application/json."""
+    raw = shadow._request("cand", ("POST", "/v1/visual-search?k=3", b"\x89PNG", "image/png"))
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0] == b"POST /v1/visual-search?k=3 HTTP/1.1"
+    assert b"Content-Type: image/png" in head.split(b"\r\n") and b"Content-Length: 4" in head.split(b"\r\n")
+    assert body == b"\x89PNG"
