@@ -501,7 +501,7 @@ class Server:
             "attribution_token": self.tokens.issue(arm, b.version, time.time()),
             "items": [{"item_id": i, "reason": r} for i, r in zip(ids, ranked.reasons, strict=True)],
         }
-        request = ("GET", f"/v1/recommendations?{query}", b"")
+        request = ("GET", f"/v1/recommendations?{query}", b"", "")
         self.mirror.maybe(cfg, "recommendations", request, ids, shadow.item_ids)
         return 200, payload, arm
 

@@ -75,7 +75,7 @@ shadow_requests = Counter(
 )
 shadow_overlap = Histogram(
     "recops_shadow_topk_overlap_ratio",
-    "Top-K overlap of candidate vs stable, by endpoint (recommendations|search|retrieve)",
+    "Top-K overlap of candidate vs stable, by endpoint (recommendations|search|retrieve|visual_search)",
     ["endpoint"],
     buckets=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
     registry=REGISTRY,
@@ -134,7 +134,7 @@ ATTRIBUTED = {(a, t, tr): attributed.labels(a, t, tr) for a in ARMS for t in EVE
 REVENUE = {(a, tr): attributed_revenue.labels(a, tr) for a in ARMS for tr in TRACKS}
 REVENUE_SQ = {(a, tr): attributed_revenue_sq.labels(a, tr) for a in ARMS for tr in TRACKS}
 ATTRIBUTION_REJECTED = {r: attribution_rejected.labels(r) for r in ("forged", "expired")}
-SHADOW_ENDPOINTS = ("recommendations", "search", "retrieve")
+SHADOW_ENDPOINTS = ("recommendations", "search", "retrieve", "visual_search")
 SHADOW = {(e, o): shadow_requests.labels(o, e) for e in SHADOW_ENDPOINTS for o in ("ok", "error", "dropped")}
 SHADOW_OVERLAP = {e: shadow_overlap.labels(e) for e in SHADOW_ENDPOINTS}
 SHADOW_DELTA = {e: shadow_delta.labels(e) for e in SHADOW_ENDPOINTS}

@@ -5,9 +5,9 @@ is never returned to anyone.
 Off the request path and bounded: a mirror is a task started once our own answer exists; at most
 ``shadow_max_inflight`` run at once per process and more are dropped (``outcome="dropped"``), so a slow or
 dead candidate costs the primary a counter increment, never latency or an error. Each exchange
-has one deadline (``TIMEOUT``). Endpoints: recommendations (item ids), search (product ids) and
-retrieve (the product ids of the chunks, first occurrence order); visual search is not mirrored
-(its body is an image of up to 8 MiB).
+has one deadline (``TIMEOUT``). Endpoints: recommendations (item ids), search and visual search
+(product ids) and retrieve (the product ids of the chunks, first occurrence order). A body over
+``MAX_BODY`` (a visual search may upload up to 8 MiB) is not sent twice: it counts as ``dropped``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,11 @@ from recops_contracts.serving import ServeConfig
 from recops_serve import metrics as m
 
 TIMEOUT = 1.0
+#: largest body mirrored: a 512 px JPEG is ~50 KiB; copying an 8 MiB upload would double its cost
+MAX_BODY = 1 << 20
 Ids = Callable[[dict], list[int]]
+#: (method, path with query, body, content type of the body)
+Request = tuple[str, str, bytes, str]
 
 
 def item_ids(payload: dict) -> list[int]:
@@ -45,19 +49,20 @@ def overlap(ours: list[int], theirs: list[int]) -> float:
     return len(set(ours[:k]) & set(theirs[:k])) / k
 
 
-def _request(host: str, method: str, target: str, body: bytes) -> bytes:
+def _request(host: str, request: Request) -> bytes:
+    method, target, body, content_type = request
     head = f"{method} {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n"
     if method == "POST":
-        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        head += f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
     return head.encode() + b"\r\n" + body
 
 
-async def _exchange(url: str, method: str, target: str, body: bytes) -> tuple[bytes, bytes]:
+async def _exchange(url: str, request: Request) -> tuple[bytes, bytes]:
     """(status line, body) of one request to the candidate (Connection: close, read to EOF)."""
     dest = urlparse(url)
     reader, writer = await asyncio.open_connection(dest.hostname, dest.port or 80)
     try:
-        writer.write(_request(dest.hostname or "", method, target, body))
+        writer.write(_request(dest.hostname or "", request))
         raw = await reader.read()
     finally:
         writer.close()
@@ -72,15 +77,13 @@ class Mirror:
         self.timeout = timeout
         self.tasks: set[asyncio.Task] = set()
 
-    def maybe(
-        self, cfg: ServeConfig, endpoint: str, request: tuple[str, str, bytes], ours: list[int], ids: Ids
-    ) -> None:
-        """Mirror ``request`` (method, path with query, body) to ``cfg.shadow_url`` with probability
-        ``cfg.shadow_percent``/100; ``ours``: our answer's ids, ``ids`` reads the candidate's."""
+    def maybe(self, cfg: ServeConfig, endpoint: str, request: Request, ours: list[int], ids: Ids) -> None:
+        """Mirror ``request`` to ``cfg.shadow_url`` with probability ``cfg.shadow_percent``/100 (a
+        body over ``MAX_BODY`` is dropped); ``ours``: our answer's ids, ``ids`` reads the candidate's."""
         url = cfg.shadow_url
         if not url or not random.random() * 100 < cfg.shadow_percent:
             return
-        if len(self.tasks) >= cfg.shadow_max_inflight:
+        if len(self.tasks) >= cfg.shadow_max_inflight or len(request[2]) > MAX_BODY:
             m.SHADOW[(endpoint, "dropped")].inc()
             return
         try:
@@ -91,12 +94,10 @@ class Mirror:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _run(
-        self, url: str, endpoint: str, request: tuple[str, str, bytes], ours: list[int], ids: Ids
-    ) -> None:
+    async def _run(self, url: str, endpoint: str, request: Request, ours: list[int], ids: Ids) -> None:
         t0 = time.perf_counter()
         try:
-            status, body = await asyncio.wait_for(_exchange(url, *request), self.timeout)
+            status, body = await asyncio.wait_for(_exchange(url, request), self.timeout)
             if b" 200 " not in status + b" ":
                 m.SHADOW[(endpoint, "error")].inc()
                 return

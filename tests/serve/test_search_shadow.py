@@ -1,10 +1,12 @@
-"""Shadow traffic for catalogue search on real processes: stable recops-serve pods mirror /v1/search
-and /v1/retrieve to a real candidate serving its own search bundle (real Redis, bundles vectorized
-by the real CLI), and record the top-K overlap of product ids per endpoint."""
+"""Shadow traffic for catalogue search on real processes: stable recops-serve pods mirror /v1/search,
+/v1/retrieve and /v1/visual-search to a real candidate serving its own search bundle (real Redis,
+bundles vectorized by the real CLI, images real photographs), and record the top-K overlap of
+product ids per endpoint."""
 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import subprocess
 import sys
@@ -12,14 +14,18 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from recops_operator.api.models import Rollout
 from recops_operator.rollout.analysis import analyse, prometheus_query
 from recops_operator.rollout.machine import Verdict
+from recops_serve import shadow
 from tests.search.catalog import write_catalog
+from tests.search.photos import jpeg, photo, write_photo_catalog, write_table
 from tests.support.prometheus_server import PrometheusServer, Target
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.serving import ServerProc, metric, train
@@ -30,8 +36,8 @@ QUERIES = ("espresso beans", "frying pan", "organic milk", "running shoes", "gre
 OVERLAP = "recops_shadow_topk_overlap_ratio"
 
 
-def vectorize(catalog: Path, out: Path, version: str) -> None:
-    cmd = ["vectorize", "--catalog", str(catalog), "--out", str(out), "--version", version]
+def vectorize(catalog: Path, out: Path, version: str, *extra: str) -> None:
+    cmd = ["vectorize", "--catalog", str(catalog), "--out", str(out), "--version", version, *extra]
     subprocess.run([str(BIN / "recops-serve"), *cmd], check=True, capture_output=True)
 
 
@@ -142,6 +148,13 @@ def test_the_shadow_analysis_reads_search_overlap(pods, tmp_path, pair, verdict)
             }
         )
         result = analyse(spec, "shop", "home-feed", shadowing=True, query=prometheus_query(prom.url))
+        # search gets its own minimum, here at the overlap reached: a new embedding model may reorder
+        own = spec.model_copy(deep=True)
+        own.analysis.min_search_shadow_overlap = 1.0 if verdict == Verdict.PASS else 0.0
+        relaxed = analyse(own, "shop", "home-feed", shadowing=True, query=prometheus_query(prom.url))
+        own.analysis.min_shadow_overlap = 0.0  # recommendations' minimum no longer decides search
+        own.analysis.min_search_shadow_overlap = 0.9
+        strict = analyse(own, "shop", "home-feed", shadowing=True, query=prometheus_query(prom.url))
     checks = {c["name"]: c for c in result.checks}
     assert checks["shadow-search-topk-overlap"]["verdict"] == verdict, result.checks
     assert checks["shadow-search-topk-overlap"]["value"] == pytest.approx(
@@ -149,6 +162,8 @@ def test_the_shadow_analysis_reads_search_overlap(pods, tmp_path, pair, verdict)
     )
     assert checks["shadow-topk-overlap"]["verdict"] == Verdict.PASS  # same model: recommendations agree
     assert result.verdict == verdict
+    assert relaxed.verdict == Verdict.PASS, relaxed.checks  # "other" passes at its own minimum of 0
+    assert strict.verdict == verdict, strict.checks  # 0.9 for search alone still fails disjoint answers
 
 
 def test_a_dead_candidate_never_fails_the_primary(pods):
@@ -208,3 +223,65 @@ def test_mirrors_beyond_the_in_flight_bound_are_dropped_and_counted(pods):
             outcome[o] = metric(stable, "recops_shadow_requests_total", endpoint="recommendations", outcome=o)
     assert sum(outcome.values()) == n, outcome
     assert outcome["dropped"] >= n - 4, outcome  # 2 in flight; a slow burst may let a second pair in
+
+
+PHOTO_NAMES = ("chelsea", "coffee", "astronaut", "rocket", "camera")
+
+
+@pytest.fixture(scope="module")
+def visual_pods(pods):
+    """A stable pod mirroring to a candidate, both on a search bundle with an image index (five
+    photos, one unavailable: only ``include_unavailable=true`` finds it)."""
+    root = pods["root"] / "visual"
+    rows = write_photo_catalog(root, PHOTO_NAMES, unavailable=("rocket",))
+    write_table(root / "catalog.parquet", rows)
+    vectorize(root / "catalog.parquet", root / "va", "va", "--visual")
+    cand = pods["pods"].start("vcand", root / "va")
+    stable = pods["pods"].start("vstable", root / "va", shadow_url=cand.url, shadow_percent=100)
+    return stable, cand
+
+
+def visual(server, body: bytes, kind: str, **params) -> httpx.Response:
+    headers = {"content-type": kind}
+    return httpx.post(
+        f"{server.url}/v1/visual-search", params=params, content=body, headers=headers, timeout=30
+    )
+
+
+def test_visual_search_is_mirrored_with_the_clients_query_and_a_size_cap(visual_pods):
+    """The candidate is asked the same question (the query string too: the unavailable photo is found
+    only with include_unavailable); an image over the cap is answered but not mirrored (dropped)."""
+    stable, cand = visual_pods
+    body = jpeg(photo("rocket"))
+    params = {"k": "1", "include_unavailable": "true"}
+    answer = visual(stable, body, "image/jpeg", **params)
+    assert answer.status_code == 200, answer.text
+    assert settle(stable, f"{OVERLAP}_count", 1, endpoint="visual_search") == 1
+    assert metric(stable, "recops_shadow_requests_total", endpoint="visual_search", outcome="ok") == 1
+    assert metric(stable, f"{OVERLAP}_sum", endpoint="visual_search") == 1.0
+    assert metric(cand, "recops_http_requests_total", route="visual_search", code="200") == 1
+    assert answer.json() == visual(cand, body, "image/jpeg", **params).json()  # what it would answer alone
+    noise = np.random.default_rng(7).integers(0, 256, (720, 720, 3), dtype=np.uint8)
+    big = _png(noise)
+    assert len(big) > shadow.MAX_BODY
+    r = visual(stable, big, "image/png", k="3")
+    assert r.status_code == 200 and len(r.json()["items"]) == 3, r.text
+    assert settle(stable, "recops_shadow_requests_total", 1, endpoint="visual_search", outcome="dropped") == 1
+    time.sleep(0.5)
+    assert metric(stable, f"{OVERLAP}_count", endpoint="visual_search") == 1
+    assert metric(cand, "recops_http_requests_total", route="visual_search", code="200") == 2  # ours only
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_a_mirrored_post_says_the_clients_content_type():
+    """The bytes the candidate reads: an image goes with its own type, not application/json."""
+    raw = shadow._request("cand", ("POST", "/v1/visual-search?k=3", b"\x89PNG", "image/png"))
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0] == b"POST /v1/visual-search?k=3 HTTP/1.1"
+    assert b"Content-Type: image/png" in head.split(b"\r\n") and b"Content-Length: 4" in head.split(b"\r\n")
+    assert body == b"\x89PNG"

@@ -1,4 +1,4 @@
-"""``GET /v1/search`` and ``POST /v1/retrieve``: the HTTP side of catalogue search.
+"""``GET /v1/search``, ``POST /v1/retrieve`` and ``POST /v1/visual-search``: the HTTP side of catalogue search.
 
 ``GET /v1/search?q=&k=&category=&include_unavailable=``: ``q`` 1..1000 characters (blank-only is
 empty), ``k`` 1..100 (default 10), ``category`` a catalogue category string (exact; unknown -> 400),
@@ -18,9 +18,10 @@ the event loop keeps serving recommendations and events meanwhile (numpy release
 its matrix products); searches queue for that thread in arrival order. A missing search bundle
 is a 503 with the reason; bad input a 400 naming the field, never a 5xx.
 
-While shadowing (``shadow_url``), an answered search or retrieve is mirrored to the candidate, which
-serves its own search bundle, after our answer is sent (``shadow.py``: bounded, off the request
-path); the overlap of the product ids is ``recops_shadow_topk_overlap_ratio{endpoint}``.
+While shadowing (``shadow_url``), an answered search, retrieve or visual search is mirrored to the
+candidate, which serves its own search bundle, after our answer is sent (``shadow.py``: bounded, off
+the request path; an image over ``shadow.MAX_BODY`` is not mirrored, counted ``dropped``); the
+overlap of the product ids is ``recops_shadow_topk_overlap_ratio{endpoint}``.
 """
 
 from __future__ import annotations
@@ -216,7 +217,8 @@ def _timed_visual(svc, data: bytes, k: int, cat: int | None, avail: bool) -> lis
     return svc.search(qv, k, cat, avail)
 
 
-async def visual_search(server, scope, proto, read_body) -> tuple[int, dict]:
+async def visual_search(server, scope, proto, read_body) -> tuple[int, dict, bytes]:
+    """(status, answer, the image read: mirrored while shadowing)."""
     try:
         q = dict(parse_qsl(scope.query_string, keep_blank_values=True, errors="strict"))
     except UnicodeDecodeError:
@@ -228,9 +230,14 @@ async def visual_search(server, scope, proto, read_body) -> tuple[int, dict]:
     avail = not _flag(q.get("include_unavailable"), "include_unavailable")
     svc, vis = server.search, server.visual
     if svc is None:
-        return 503, {"error": f"search not available: {server.search_error or 'no search bundle configured'}"}
+        why = server.search_error or "no search bundle configured"
+        return 503, {"error": f"search not available: {why}"}, b""
     if vis is None:
-        return 503, {"error": f"search bundle {svc.bundle.version} has no image index (vectorize --visual)"}
+        return (
+            503,
+            {"error": f"search bundle {svc.bundle.version} has no image index (vectorize --visual)"},
+            b"",
+        )
     cat = _category(svc, q.get("category"))
     try:
         data = await read_body(scope, proto, MAX_IMAGE_BYTES)
@@ -242,11 +249,8 @@ async def visual_search(server, scope, proto, read_body) -> tuple[int, dict]:
     search_results.labels("visual_search").observe(len(items))
     if not items:
         empty_results.labels("visual_search").inc()
-    return 200, {
-        "search_version": svc.bundle.version,
-        "model": vis.bundle.manifest["visual"]["model"]["name"],
-        "items": items,
-    }
+    answer = {"search_version": svc.bundle.version, "model": vis.bundle.manifest["visual"]["model"]["name"]}
+    return 200, {**answer, "items": items}, data
 
 
 async def handle(server, scope, proto, read_body) -> None:
@@ -265,7 +269,7 @@ async def handle(server, scope, proto, read_body) -> None:
             if route == "search":
                 status, payload = await search(svc, scope.query_string, why_not)
             elif route == "visual_search":
-                status, payload = await visual_search(server, scope, proto, read_body)
+                status, payload, body = await visual_search(server, scope, proto, read_body)
             else:
                 try:
                     body = await read_body(scope, proto, MAX_RETRIEVE_BODY)
@@ -284,18 +288,29 @@ async def handle(server, scope, proto, read_body) -> None:
     search_requests[(route, str(status))].inc()
     search_latency[route].observe(time.perf_counter() - t0)
     if status == 200 and scope.method != "HEAD" and route in MIRRORED:
-        _mirror(server, route, scope.query_string, body, payload)
+        _mirror(server, route, scope, body, payload)
 
 
 #: what the candidate is asked again while shadowing, and how its answer's product ids are read
-MIRRORED = {"search": shadow.item_ids, "retrieve": shadow.chunk_products}
+MIRRORED = {"search": shadow.item_ids, "retrieve": shadow.chunk_products, "visual_search": shadow.item_ids}
 
 
-def _mirror(server, route: str, query_string: str, body: bytes, payload: dict) -> None:
-    """After our answer is sent: the same request to the shadow target, at the configured percent."""
+def _mirror(server, route: str, scope, body: bytes, payload: dict) -> None:
+    """After our answer is sent: the same request (query string, body and its content type as the
+    client sent them) to the shadow target, at the configured percent."""
     ids = MIRRORED[route]
     if route == "search":
-        request = ("GET", f"/v1/search?{query_string}", b"")
+        request = ("GET", f"/v1/search?{scope.query_string}", b"", "")
+    elif route == "retrieve":
+        request = ("POST", "/v1/retrieve", body, "application/json")
     else:
-        request = ("POST", "/v1/retrieve", body)
+        kind = _content_type(scope.headers.get("content-type"))
+        request = ("POST", f"/v1/visual-search?{scope.query_string}", body, kind)
     server.mirror.maybe(server.config, route, request, ids(payload), ids)
+
+
+def _content_type(raw: str | None) -> str:
+    """The client's content type, if it is a printable header value (it is written into a request)."""
+    if raw and raw.isascii() and raw.isprintable() and len(raw) <= 200:
+        return raw
+    return "application/octet-stream"

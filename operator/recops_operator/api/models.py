@@ -750,8 +750,16 @@ class Analysis(Model):
         int, "Fewer requests in the interval is Inconclusive (never a pass).", ge=1, le=10_000_000
     ) = 200
     min_shadow_overlap: Fraction(
-        "Minimum mean top-K overlap with stable during shadowing, of recommendations and of search/retrieve product ids each."
+        "Minimum mean top-K overlap with stable during shadowing, of recommendations and (unless minSearchShadowOverlap is set) of search product ids each."
     ) = 0.0
+    min_search_shadow_overlap: Maybe(
+        float,
+        "Minimum mean top-K overlap of search, visual search and retrieve product ids during shadowing; "
+        "defaults to minShadowOverlap. A candidate search bundle with a new embedding model legitimately "
+        "reorders results, so it may warrant a lower value than recommendations.",
+        ge=0,
+        le=1,
+    ) = None
     relative: Maybe(RelativeAnalysis, "Relative checks against stable.") = None
     checks: Annotated[list[CustomCheck], Field(description="Extra PromQL checks.", max_length=20)] = []
     business: Maybe(BusinessCheck, "Conversion per recommendation against stable (sequential test).") = None

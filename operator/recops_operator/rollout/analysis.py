@@ -66,7 +66,7 @@ def queries(namespace: str, service: str, track: str, window: str) -> dict[str, 
 
 #: mirrored endpoints as label matchers; "" also matches the unlabelled series of older pods
 RECOMMENDATIONS = 'endpoint=~"recommendations|"'
-SEARCH = 'endpoint=~"search|retrieve"'
+SEARCH = 'endpoint=~"search|retrieve|visual_search"'
 
 
 def _overlap(sel: str, window: str) -> str:
@@ -241,15 +241,18 @@ def _shadow_quality(iv: _Interval) -> list[dict]:
 
 
 def _shadow_search(iv: _Interval) -> list[dict]:
-    """Search and retrieve overlap, against the same minimum. Required (too few is Inconclusive) when
-    the candidate ships its own search bundle; else checked once there are enough mirrored searches."""
+    """Search, visual search and retrieve overlap, against ``min_search_shadow_overlap`` if set, else
+    the recommendations' minimum. Required (too few is Inconclusive) when the candidate ships its own
+    search bundle; else checked once there are enough mirrored searches."""
     q = shadow_queries(iv.namespace, iv.service, iv.window)
     volume = iv.ask(q["shadow-search-requests"])
     enough = volume is not None and volume >= iv.a.min_requests
     if not enough:
         return [_volume("shadow-search-requests", volume, iv.a.min_requests)] if iv.new_search else []
     overlap = iv.ask(q["shadow-search-topk-overlap"])
-    return [_check("shadow-search-topk-overlap", overlap, min_=iv.a.min_shadow_overlap)]
+    minimum = iv.a.min_search_shadow_overlap
+    minimum = iv.a.min_shadow_overlap if minimum is None else minimum
+    return [_check("shadow-search-topk-overlap", overlap, min_=minimum)]
 
 
 def _canary_volume(iv: _Interval) -> list[dict]:
