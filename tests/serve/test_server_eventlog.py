@@ -98,11 +98,15 @@ def test_kafka_down_is_200_counted_surfaced_and_caught_up(bundles, make_server, 
         {"model_uri": str(bundles["v1"]), "kafka_bootstrap": broker.bootstrap, "kafka_topic": topic},
         redis_server.url,
     )
-    t0 = time.perf_counter()
+    slowest = 0.0
     for i in range(20):
+        t0 = time.perf_counter()
         r = server.post("/v1/events", {"session_id": "s-down", "item_id": 100 + i, "type": "view"})
+        slowest = max(slowest, time.perf_counter() - t0)
         assert r.status_code == 200, r.text
-    assert (time.perf_counter() - t0) / 20 < 0.1  # never blocked on the broker
+    # never blocked on the broker: a request that waited for delivery would hang until Kafka is back
+    # (or message.timeout.ms, 120 s); a generous bound, not a speed target, so a loaded CI cannot trip it
+    assert slowest < 1.5, slowest
     assert redis.Redis.from_url(redis_server.url).llen("recops:s:s-down") == 20  # the session path
     deadline = time.monotonic() + 20
     while metric(server, "recops_event_log_errors_total") == 0 and time.monotonic() < deadline:
