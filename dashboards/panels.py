@@ -181,7 +181,7 @@ SERVING = Dashboard(
             kind="stat",
         ),
         Panel(
-            "Shadow: top-K overlap with stable (p50), recommendations / search / retrieve",
+            "Shadow: top-K overlap with stable (p50), recommendations / search / retrieve / visual search",
             "percentunit",
             (
                 Query(

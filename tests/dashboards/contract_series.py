@@ -139,7 +139,7 @@ def openmetrics(end: int, minutes: int = 30, step_s: int = 15) -> str:
             lines.append(f"recops_inflight_requests{_lbl(t)} 3 {ts}")
             lines.append(f"recops_overload_rejections_total{_lbl(t)} {0.1 * _c(i):.2f} {ts}")
             lines.append(f"recops_model_load_failures_total{_lbl(t)} 0 {ts}")
-        for endpoint in ("recommendations", "search", "retrieve"):
+        for endpoint in ("recommendations", "search", "retrieve", "visual_search"):
             sh = {**TARGET, "track": "stable", "pod": PODS["stable"][0], "endpoint": endpoint}
             for outcome, n in (("ok", 2), ("error", 0.1), ("dropped", 0.05)):
                 lines.append(

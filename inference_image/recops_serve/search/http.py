@@ -13,9 +13,9 @@ reading; at most 40 Mpx declared, larger -> 413 as a decompression bomb; not an 
 corrupt -> 400): the ``k`` (1..100, default 10) most similar available products by image
 (``visual.py``). A bundle without an image index is a 503 saying so.
 
-The query embedding (a numpy forward pass, milliseconds of CPU) runs on one dedicated thread, so
-the event loop keeps serving recommendations and events meanwhile (numpy releases the GIL in
-its matrix products); searches queue for that thread in arrival order. A missing search bundle
+The query embedding (an onnxruntime forward pass, milliseconds of CPU) runs on one dedicated thread,
+so the event loop keeps serving recommendations and events meanwhile (onnxruntime and numpy release
+the GIL while they compute); searches queue for that thread in arrival order. A missing search bundle
 is a 503 with the reason; bad input a 400 naming the field, never a 5xx.
 
 While shadowing (``shadow_url``), an answered search, retrieve or visual search is mirrored to the

@@ -20,7 +20,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from recops_serve.search.embed import Encoder, default_encoder
+from recops_serve.search.embed import Encoder, query_encoder
 from recops_serve.search.index import SearchBundle, keyword_tokens
 
 ALPHA = 0.5
@@ -47,7 +47,7 @@ class SearchService:
 
         faiss.omp_set_num_threads(1)  # one query at a time on the search thread: no OpenMP fan-out
         self.bundle = bundle
-        self.encoder = encoder or default_encoder()
+        self.encoder = encoder or query_encoder()
         self.alpha = alpha
         self._faiss = faiss
         b = bundle

