@@ -261,6 +261,26 @@ def print_paired(rows: dict[str, dict]) -> None:
         print(f"{model:24} {_cells(paired(served, m))}")
     if STREAM_ROW in rows:
         print(f"{'stream on minus off':24} {_cells(paired(rows[STREAM_ROW], served))}")
+    print_overlap(rows)
+
+
+def print_overlap(rows: dict[str, dict]) -> None:
+    """How far apart the methods can be at all: the cases (a target in the top 20) that any baseline
+    hits, and the served call's own. When the union is barely above the best baseline, no blend of
+    these sources can beat it by more than that, whatever the tuning."""
+    served = rows["served"]["per_case"][:, 0] > 0
+    base = [
+        m["per_case"][:, 0] > 0
+        for model, m in rows.items()
+        if m and "per_case" in m and not model.startswith(("served", "fold_in")) and model != EXACT_ROW
+    ]
+    if not base:
+        return
+    best, union = max(int(b.sum()) for b in base), np.logical_or.reduce(base)
+    print(
+        f"cases with a target in the top 20: best baseline {best}, any baseline {int(union.sum())}, "
+        f"served {int(served.sum())} ({int((served & ~union).sum())} no baseline hits), of {served.size}"
+    )
 
 
 def _cells(d: dict[str, tuple[float, float]]) -> str:

@@ -65,3 +65,32 @@ def test_int8_query_vectors_stay_close_to_float32():
 def test_int8_needs_the_runtime():
     with pytest.raises(ValueError, match="int8 weights need backend='onnxruntime'"):
         Encoder(backend="numpy", int8=True)
+
+
+def test_image_runtime_features_equal_the_reference_pass():
+    """EfficientNet-Lite0 on onnxruntime against the numpy pass: random pixels and a real photograph."""
+    import io
+
+    from PIL import Image
+    from skimage import data
+
+    from recops_serve.search.image_decode import decode
+    from recops_serve.search.image_embed import ImageEncoder, default_image_encoder
+
+    buf = io.BytesIO()
+    Image.fromarray(data.astronaut()).save(buf, "JPEG")
+    photo = decode(buf.getvalue())[None]
+    noise = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
+    batch = np.concatenate([photo, noise])
+    enc, ref = default_image_encoder(), ImageEncoder(backend="numpy")
+    assert enc.backend == "onnxruntime"
+    got, want = enc.features(batch), ref.features(batch)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+    np.testing.assert_allclose(enc.embed(photo), ref.embed(photo), atol=1e-5)
+
+
+def test_unknown_image_backend_is_refused():
+    from recops_serve.search.image_embed import ImageEncoder
+
+    with pytest.raises(ValueError, match="backend 'tflite': one of onnxruntime, numpy"):
+        ImageEncoder(backend="tflite")

@@ -4,6 +4,6 @@ assistant. Modules: ``text`` (HTML -> plain text, chunking), ``embed`` (all-Mini
 ``embed_onnx`` its graph), ``index`` (the versioned search bundle), ``vectorize`` (the resumable job),
 ``serve`` (the HTTP handlers' logic), ``evaluate`` (recall/nDCG vs BM25). Visual search:
 ``torchfile`` (torch checkpoints read without torch or code execution), ``image_embed``
-(EfficientNet-Lite0 as a numpy forward pass), ``image_decode`` (untrusted bytes -> 224 px RGB, with
+(EfficientNet-Lite0 on onnxruntime, ``image_embed_onnx`` its graph), ``image_decode`` (untrusted bytes -> 224 px RGB, with
 limits), ``image_vectorize`` (catalogue images -> the image index), ``visual`` (the query side),
 ``visual_evaluate`` (near-duplicate top-1/top-5 on real photographs)."""

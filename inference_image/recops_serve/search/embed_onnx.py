@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 OPSET = 20  # Gelu (exact, BERT's) and LayerNormalization are standard from here
 
 
-class _Graph:
-    """A small builder: initialisers and nodes with generated names."""
+class Graph:
+    """A small builder: initialisers and nodes with generated names (the text and image graphs)."""
 
     def __init__(self) -> None:
         from onnx import helper, numpy_helper
@@ -48,12 +48,20 @@ class _Graph:
         self.nodes.append(self.helper.make_node(kind, list(inputs), [out], **attrs))
         return out
 
+    def model(self, name: str, inputs: list, last: str, output) -> bytes:
+        """The serialised model whose one output (``output``, a value info) is the tensor ``last``."""
+        self.nodes.append(self.helper.make_node("Identity", [last], [output.name]))
+        graph = self.helper.make_graph(self.nodes, name, inputs, [output], self.inits)
+        model = self.helper.make_model(graph, opset_imports=[self.helper.make_opsetid("", OPSET)])
+        model.ir_version = 9
+        return model.SerializeToString()
+
 
 def bert_model(enc: Encoder) -> bytes:
     """The encoder's BERT (ids, mask int64[b, t] -> hidden float32[b, t, h]) as a serialised model."""
     from onnx import TensorProto, helper
 
-    g = _Graph()
+    g = Graph()
     h, nh = enc.hidden, enc.heads
     dh = h // nh
     i64 = lambda *v: g.const(np.array(v, np.int64))  # noqa: E731
@@ -93,18 +101,24 @@ def bert_model(enc: Encoder) -> bytes:
             axis=-1,
             epsilon=enc.eps,
         )
-    g.nodes.append(helper.make_node("Identity", [x], ["hidden"]))
     dims = ["b", "t"]
-    graph = helper.make_graph(
-        g.nodes,
+    return g.model(
         "bert",
         [helper.make_tensor_value_info(n, TensorProto.INT64, dims) for n in (ids, mask)],
-        [helper.make_tensor_value_info("hidden", TensorProto.FLOAT, [*dims, h])],
-        g.inits,
+        x,
+        helper.make_tensor_value_info("hidden", TensorProto.FLOAT, [*dims, h]),
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    model.ir_version = 9
-    return model.SerializeToString()
+
+
+def session(model: bytes, threads: int = 1):
+    """An onnxruntime CPU session with every graph optimisation, on ``threads`` intra-op threads."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 
 def _int8(model: bytes) -> bytes:
@@ -136,16 +150,8 @@ class OnnxForward:
     runs one query per search thread; more threads would fight the event loop for the 2 cores)."""
 
     def __init__(self, enc: Encoder, threads: int = 1, int8: bool = False):
-        import onnxruntime as ort
-
         model = bert_model(enc)
-        if int8:
-            model = _int8(model)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+        self.session = session(_int8(model) if int8 else model, threads)
 
     def __call__(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return self.session.run(["hidden"], {"ids": ids, "mask": mask})[0]

