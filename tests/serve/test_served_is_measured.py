@@ -16,9 +16,7 @@ import pytest
 from recops_contracts.serving import ServeConfig
 from recops_serve import ranking
 from recops_serve.bundle import load_bundle
-from recops_serve.data import data_dir
 from recops_serve.validation import Case, recommend
-from tests.support.serving import train
 
 pytestmark = pytest.mark.integration
 
@@ -65,13 +63,10 @@ def test_completejourney_households_replayed_through_the_server(bundles, redis_s
     assert 0 not in cats and max(cats.count(c) for c in set(cats)) <= 2
 
 
-def test_diginetica_test_sessions_replayed_through_the_server(tmp_path, redis_server, make_server):
-    if not (data_dir() / "diginetica" / "train_sessions.csv.zst").exists():
-        pytest.skip(f"Diginetica not present at {data_dir()} (../shared/data; set RECOPS_DATA_DIR)")
+def test_diginetica_test_sessions_replayed_through_the_server(diginetica_bundle, redis_server, make_server):
     from recops_serve.data import load_diginetica
 
-    train(tmp_path / "dg", "dg", 200_000, dataset="diginetica")
-    b = load_bundle(str(tmp_path / "dg"))
+    b = load_bundle(str(diginetica_bundle))
     assert b.manifest["serving"]["exclude"]["seen"] is False, (
         "click streams: coming back to an item is common"
     )
@@ -86,6 +81,6 @@ def test_diginetica_test_sessions_replayed_through_the_server(tmp_path, redis_se
         if len(sessions) == 5:
             break
     assert sessions
-    cfg = ServeConfig(model_uri=str(tmp_path / "dg"))
+    cfg = ServeConfig(model_uri=str(diginetica_bundle))
     server, _ = make_server(cfg.model_dump(mode="json", exclude_none=True), redis_server.url)
     assert _replay(server, b, cfg, sessions) >= 60

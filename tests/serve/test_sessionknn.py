@@ -7,7 +7,6 @@ import pytest
 
 from recops_serve import ranking, sessionknn
 from recops_serve.bundle import load_bundle
-from recops_serve.data import data_dir
 from recops_serve.sessionknn import SessionIndex
 
 
@@ -62,18 +61,11 @@ def test_unknown_items_and_empty_index_give_no_candidates():
     assert empty.empty and sessionknn.score(empty, [1])[0].size == 0
 
 
-def _diginetica_or_skip() -> None:
-    if not (data_dir() / "diginetica" / "train_sessions.csv.zst").exists():
-        pytest.skip(f"Diginetica not present at {data_dir()} (../shared/data; set RECOPS_DATA_DIR)")
-
-
 @pytest.mark.integration
-def test_server_answers_an_anonymous_click_stream_from_session_knn(tmp_path, redis_server, make_server):
-    _diginetica_or_skip()
-    from tests.support.serving import train
-
-    out = tmp_path / "digi"
-    train(out, "d1", 200_000, "--iterations", "1", dataset="diginetica")
+def test_server_answers_an_anonymous_click_stream_from_session_knn(
+    diginetica_bundle, redis_server, make_server
+):
+    out = diginetica_bundle
     b = load_bundle(str(out))
     assert not b.session_index.empty
     server, _ = make_server({"model_uri": str(out), "top_k": 20}, redis_server.url)

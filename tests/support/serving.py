@@ -131,6 +131,19 @@ def bundles(tmp_path_factory) -> dict[str, Path]:
     return {"v1": root / "v1", "v2": root / "v2", "root": root}
 
 
+@pytest.fixture(scope="session")
+def diginetica_bundle(tmp_path_factory) -> Path:
+    """A tuned bundle on the first 200,000 Diginetica rows, trained once for the tests that serve one
+    (``recops-serve train`` as the job runs it; ~2.5 min, so not once per test)."""
+    from recops_serve.data import data_dir
+
+    if not (data_dir() / "diginetica" / "train_sessions.csv.zst").exists():
+        pytest.skip(f"Diginetica not present at {data_dir()} (../shared/data; set RECOPS_DATA_DIR)")
+    out = tmp_path_factory.mktemp("diginetica") / "dg"
+    train(out, "dg", 200_000, dataset="diginetica")
+    return out
+
+
 @pytest.fixture
 def redis_server(tmp_path):
     with RedisServer(tmp_path / "redis") as r:
