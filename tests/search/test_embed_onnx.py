@@ -94,3 +94,15 @@ def test_unknown_image_backend_is_refused():
 
     with pytest.raises(ValueError, match="backend 'tflite': one of onnxruntime, numpy"):
         ImageEncoder(backend="tflite")
+
+
+def test_int8_weights_are_symmetric_per_output_channel():
+    from recops_serve.search.embed_onnx import int8_weights
+
+    w = np.random.default_rng(1).normal(0, 1, (384, 96)).astype(np.float32)
+    w[:, 5] *= 100  # one loud channel must not coarsen the others
+    q, scale = int8_weights(w)
+    assert q.dtype == np.int8 and scale.shape == (96,)
+    assert np.abs(q).max(axis=0).tolist() == [127] * 96  # every channel uses its full range
+    assert np.all(np.abs(q.astype(np.float32) * scale - w) <= scale / 2 + 1e-6)
+    assert scale[5] > 50 * np.median(scale)

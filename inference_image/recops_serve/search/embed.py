@@ -179,11 +179,12 @@ class Encoder:
         self.backend, self.int8 = backend, int8
         self._hidden = self._hidden_numpy
         if backend == "onnxruntime":
-            from recops_serve.search.embed_onnx import OnnxForward
+            from recops_serve.search.embed_onnx import OnnxForward, release_memory
 
             self._hidden = OnnxForward(self, int8=int8)
             # the session holds its own (pre-packed) copy of the weights: drop ours (~90 MB)
-            self.layers, self.word = [], self.word[:0]
+            self.layers, self.word = [], np.empty((0, self.hidden), np.float32)  # not a view: frees it
+            release_memory()
 
     # ------------------------------------------------------------------ tokens
     def token_ids(self, text: str) -> list[int]:
