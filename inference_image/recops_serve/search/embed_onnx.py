@@ -18,12 +18,13 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import math
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from recops_serve.search.embed import Encoder
+#: an ``embed.Encoder`` (its weights: ``word``, ``pos``, ``layers``, ...); not imported, as ``embed``
+#: imports this module
+Encoder = Any
 
 OPSET = 20  # Gelu (exact, BERT's) and LayerNormalization are standard from here
 

@@ -9,14 +9,15 @@ layer. ``tests/search/test_embed_onnx.py`` holds it to the numpy pass.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
 from recops_serve.search.embed_onnx import Graph, session
 
-if TYPE_CHECKING:
-    from recops_serve.search.image_embed import ImageEncoder, _Conv
+#: ``image_embed.ImageEncoder`` and its ``_Conv`` (folded weight ``w``, bias ``b``, ``k``, ``stride``);
+#: not imported, as ``image_embed`` imports this module
+ImageEncoder = _Conv = Any
 
 
 def _pads(size: int, k: int, s: int) -> tuple[list[int], int]:
