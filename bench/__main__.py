@@ -23,7 +23,7 @@ active rollout (bench/rollout.py), after the business check's simulation table.
 business: the business check's decisions over many simulated canaries (bench/business.py).
 stream: producer -> Kafka -> Flink -> Redis + archive: events/s, event-to-feature p50/p99, archive
 completeness, checkpoint size (bench/stream.py).
-search: vectorization items per CPU-second, /v1/search and /v1/retrieve p50/p99 on one worker with
+search: query embedding per backend in process, vectorization items per CPU-second, /v1/search and /v1/retrieve p50/p99 on one worker with
 query embedding, HNSW build time for 100k vectors (bench/search.py).
 visual-search: vectorize --visual images/s, /v1/visual-search p50/p99 for 512 px JPEGs on one worker
 next to the same decode + embed + search in process (bench/visual_search.py).

@@ -8,7 +8,8 @@
    completejourney search bundle (92,331 products): one client connection, requests back to back,
    every query distinct (no embedding cache hit), so each latency includes tokenizing and
    embedding the query, the HNSW and BM25 searches and the HTTP round trip; p50/p99.
-3. HNSW build time for 100,000 vectors (the completejourney vectors repeated with small noise so
+3. One query's embedding in process per backend (numpy reference, onnxruntime float32, int8).
+4. HNSW build time for 100,000 vectors (the completejourney vectors repeated with small noise so
    they are distinct: for build time only).
 The load average is printed with each table: the machine is shared.
 """
@@ -202,9 +203,43 @@ def bench_index(table) -> None:
     )
 
 
+def bench_embed(table, tokens: tuple[int, ...] = (3, 8, 20), repeats: int = 100) -> None:
+    """One query's forward pass in process, one thread, per backend: the numpy reference, onnxruntime
+    float32 (the vectorizer's) and int8 (the server's queries); word pieces without [CLS]/[SEP]."""
+    from threadpoolctl import threadpool_limits
+
+    from recops_serve.search.embed import Encoder
+
+    encoders = {
+        "numpy": Encoder(backend="numpy"),
+        "onnxruntime float32": Encoder(),
+        "onnxruntime int8": Encoder(int8=True),
+    }
+    rows = []
+    with threadpool_limits(1):
+        for name, enc in encoders.items():
+            for n in tokens:
+                ids = [2000 + i for i in range(n)]
+                for _ in range(5):
+                    enc.encode_ids([ids])
+                lat = []
+                for _ in range(repeats if name != "numpy" else repeats // 4):
+                    t0 = time.perf_counter()
+                    enc.encode_ids([ids])
+                    lat.append(time.perf_counter() - t0)
+                p50, p99 = _lat(lat)
+                rows.append([name, n, len(lat), f"{p50:.2f}", f"{p99:.2f}"])
+    table(
+        f"query embedding in process, one thread ({_load()})",
+        ["backend", "word pieces", "calls", "p50 ms", "p99 ms"],
+        rows,
+    )
+
+
 def run(table) -> None:
     with tempfile.TemporaryDirectory(prefix="recops-bench-search-") as d:
         tmp = Path(d)
+        bench_embed(table)
         bench_vectorize(table, tmp)
         bench_endpoints(table, tmp)
         bench_index(table)

@@ -3,7 +3,7 @@ query (the vectorizer and the server both run it; the server's queries with int8
 
 Why: a query is a handful of tokens, so each of the 24 weight matrices (42 MB in all) is multiplied
 by a 3-10 row matrix. numpy hands that to OpenBLAS's sgemm, which re-packs the whole weight matrix
-on every call: ~22 ms for a 3-token query on this machine, ~2 GB/s of weights. onnxruntime packs
+on every call: 22-25 ms for a 3-word-piece query on this machine, ~2 GB/s of weights. onnxruntime packs
 constant weights once when the session is created (MLAS pre-packing), so a query costs little more
 than streaming the weights once (6 ms; 2.4 ms with a quarter of the bytes in int8).
 
