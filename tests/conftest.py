@@ -51,6 +51,17 @@ def k8s_cluster():
         cluster.stop()
 
 
+@pytest.fixture(autouse=True)
+def _cluster_oss_volumes(request, monkeypatch) -> None:
+    """Renders in this process (in-process kopf, the training sync) against the cluster follow its
+    ``RECOPS_OSS_VOLUMES`` as the operator subprocesses do through ``cluster.env``: the local control
+    plane has no OSS CSI driver, so no bucket claims (``tests/operator/test_storage_e2e.py`` asks for them)."""
+    if "k8s_cluster" in request.fixturenames:
+        mode = request.getfixturevalue("k8s_cluster").env.get("RECOPS_OSS_VOLUMES")
+        if mode:
+            monkeypatch.setenv("RECOPS_OSS_VOLUMES", mode)
+
+
 @pytest.fixture
 def k8s_namespace(k8s_cluster) -> Iterator[str]:
     name = f"t-{uuid.uuid4().hex[:10]}"

@@ -376,6 +376,15 @@ class Cluster(pulumi.ComponentResource):
         self.register_outputs({"cluster_id": self.cluster.id})
 
 
+def _oidc_condition(meta: dict | None, subject: str) -> dict:
+    """RRSA trust: this cluster's issuer and audience, and the ServiceAccount ``subject``; a subject
+    with ``*`` (any namespace) under StringLike, since StringEquals compares literally."""
+    exact = {"oidc:aud": "sts.aliyuncs.com", "oidc:iss": (meta or {}).get("rrsa_oidc_issuer_url", "")}
+    if "*" in subject:
+        return {"StringEquals": exact, "StringLike": {"oidc:sub": subject}}
+    return {"StringEquals": {**exact, "oidc:sub": subject}}
+
+
 class Identities(pulumi.ComponentResource):
     """RAM roles assumed through RRSA: training reads data and writes checkpoints/models; serving reads models."""
 
@@ -400,12 +409,29 @@ class Identities(pulumi.ComponentResource):
                 },
             ],
             "serving": [{"Effect": "Allow", "Action": read, "Resource": arn(b["models"])}],
+            # the OSS CSI driver's mounts (the chart's ossVolumes roleName): pods hold no credentials and
+            # reach a bucket only through a claim, read-only unless its volume is writable
+            "oss-mount": [
+                {"Effect": "Allow", "Action": read, "Resource": [a for p in b.values() for a in arn(p)]},
+                {
+                    "Effect": "Allow",
+                    "Action": ["oss:PutObject", "oss:DeleteObject"],
+                    "Resource": [arn(b["models"])[1], arn(b["checkpoints"])[1]],
+                },
+            ],
+        }
+        # who assumes each role through RRSA: the pods' ServiceAccounts (any namespace), and for mounts
+        # the ossfs client's ServiceAccount, whose namespace ACK fixes (ack-csi-fuse)
+        subjects = {
+            "training": "system:serviceaccount:*:recops-trainer",
+            "serving": "system:serviceaccount:*:recops-serve",
+            "oss-mount": "system:serviceaccount:ack-csi-fuse:csi-fuse-ossfs",
         }
         self.roles: dict[str, ali.ram.Role] = {}
         for who, statements in grants.items():
-            sa = "recops-trainer" if who == "training" else "recops-serve"
+            subject = subjects[who]
             trust = cluster.cluster.rrsa_metadata.apply(
-                lambda meta, sa=sa: json.dumps(
+                lambda meta, subject=subject: json.dumps(
                     {
                         "Version": "1",
                         "Statement": [
@@ -413,13 +439,7 @@ class Identities(pulumi.ComponentResource):
                                 "Action": "sts:AssumeRole",
                                 "Effect": "Allow",
                                 "Principal": {"Federated": [(meta or {}).get("ram_oidc_provider_arn", "")]},
-                                "Condition": {
-                                    "StringEquals": {
-                                        "oidc:aud": "sts.aliyuncs.com",
-                                        "oidc:iss": (meta or {}).get("rrsa_oidc_issuer_url", ""),
-                                        "oidc:sub": f"system:serviceaccount:*:{sa}",
-                                    }
-                                },
+                                "Condition": _oidc_condition(meta, subject),
                             }
                         ],
                     }

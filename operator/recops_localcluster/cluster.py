@@ -151,8 +151,10 @@ class LocalCluster:
 
     @property
     def env(self) -> dict[str, str]:
-        """Environment for subprocesses (kubectl, the operator) that should talk to this cluster."""
-        return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        """Environment for subprocesses (kubectl, the operator) that should talk to this cluster.
+        No OSS CSI driver here: object storage is a local directory (``RECOPS_OSS_LOCAL_ROOT``) and the
+        KWOK pods run no code, so the operator mounts no bucket claims unless told to."""
+        return {"RECOPS_OSS_VOLUMES": "none", **os.environ, "KUBECONFIG": str(self.kubeconfig)}
 
     # ---- lifecycle ---------------------------------------------------------------------
     def start(self) -> LocalCluster:

@@ -14,7 +14,7 @@ import kopf
 from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
-from recops_operator import events, metrics, rejections
+from recops_operator import events, metrics, oss, rejections
 from recops_operator.api.models import RecommenderServiceSpec
 from recops_operator.apply import Applier
 from recops_operator.controller import CONTROLLER
@@ -24,6 +24,8 @@ from recops_operator.render import stream as stream_render
 from recops_operator.render.serving import deployment_name
 from recops_operator.rollout import analysis
 from recops_operator.status import changed, compute_status, condition, merge_conditions
+from recops_operator.training.config import TRIGGER_SCHEDULED, TrainingConfigError, training_of
+from recops_operator.training.render import render_pod_template
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,7 @@ def reconcile(
         )
         error: str | None = None
         failure: ApiException | None = None
+        desired: list[dict[str, Any]] = []
         try:
             desired = desired_objects(owner, spec, ctx)
             ap.apply_all(desired, fresh)
@@ -100,6 +103,7 @@ def reconcile(
         new = compute_status(spec, generation, dep, reconcile_error=error, monitoring_available=monitoring)
         new["conditions"] += autoscaling.autoscaling_conditions(spec, ctx, generation)
         _window_events(body, new["conditions"])
+        _storage_status(body, new, ap, namespace, desired, fresh)
         lag_url = autoscaling.prometheus_url(spec, ctx) if fresh else None
         _stream_status(body, spec, new, ap, owner, flink and wants_stream, fresh, lag_url)
         if rollout is not None and error is None:
@@ -114,6 +118,50 @@ def reconcile(
         if failure is not None and raise_errors:
             raise kopf.TemporaryError(error, delay=backoff(retry)) from failure
         return body
+
+
+def _storage_status(
+    body: dict[str, Any], new: dict[str, Any], ap: Applier, namespace: str, desired: list, fresh: bool
+) -> None:
+    """The StorageReady condition: every bucket claim the service's pods mount (serving, search and
+    training pods alike) exists and is Bound; else which one is not, and a Warning Event when the
+    condition turns False. Without OSS volumes (local URIs, ``RECOPS_OSS_VOLUMES=none``) no condition."""
+    needed = oss.claims(desired + _training_templates(body))
+    if not needed:
+        return
+    missing, unbound = [], []
+    for claim in needed:
+        live = ap.get({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                       "metadata": {"name": claim, "namespace": namespace}}, fresh)  # fmt: skip
+        if live is None:
+            missing.append(claim)
+        elif ((live.get("status") or {}).get("phase")) != "Bound":
+            unbound.append(f"{claim} ({(live.get('status') or {}).get('phase') or 'no phase'})")
+    if missing:
+        ok, reason = False, "ClaimMissing"
+        msg = (f"no PersistentVolumeClaim {', '.join(missing)} in {namespace}: pods stay Pending until the "
+               "platform creates it (chart value ossVolumes, docs/install.md)")  # fmt: skip
+    elif unbound:
+        ok, reason = False, "ClaimNotBound"
+        msg = f"PersistentVolumeClaim not Bound: {', '.join(unbound)}"
+    else:
+        ok, reason, msg = True, "ClaimsBound", f"OSS buckets mounted from {', '.join(needed)}"
+    new["conditions"].append(condition("StorageReady", ok, reason, msg, new.get("observedGeneration")))
+    old = next(
+        (c for c in (body.get("status") or {}).get("conditions") or [] if c.get("type") == "StorageReady"),
+        None,
+    )
+    if not ok and (old or {}).get("reason") != reason:
+        events.record(CONTROLLER.api(), body, "Warning", reason, msg)
+
+
+def _training_templates(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The training pod template, when the spec trains: on-demand runs mount what scheduled ones do."""
+    try:
+        cfg = training_of(body.get("spec") or {})
+        return [render_pod_template(body, cfg, TRIGGER_SCHEDULED)] if cfg else []
+    except TrainingConfigError:  # reported by the training controller
+        return []
 
 
 BACKOFF_BASE_SECONDS = float(os.environ.get("RECOPS_BACKOFF_BASE_SECONDS", "2"))

@@ -24,6 +24,7 @@ EXPECTED_RULES = [
     ([""], ["pods"], ["get", "list", "watch", "delete"]),
     ([""], ["pods/eviction"], ["create"]),
     ([""], ["pods/status"], ["patch"]),
+    ([""], ["persistentvolumeclaims"], ["get"]),  # StorageReady: the bucket claims exist and are Bound
     ([""], ["events"], ["get", "list", "watch", "create", "patch"]),
     (["events.k8s.io"], ["events"], ["create", "patch"]),
     (["networking.k8s.io"], ["ingresses", "networkpolicies"], MANAGE),
@@ -173,3 +174,67 @@ def test_rendered_objects_are_valid_kubernetes_1_37():
         if doc["apiVersion"].startswith(("cert-manager", "monitoring.coreos.com", "recops.io")):
             continue
         kv.validate(doc, "1.37", strict=True)
+
+
+OSS_SETS = (
+    "ossVolumes.roleName=recops-oss-mount",
+    "ossVolumes.buckets[0].name=retail-models-hz",
+    "ossVolumes.buckets[0].namespaces[0]=recs",
+    "ossVolumes.buckets[1].name=retail-data-hz",
+    "ossVolumes.buckets[1].namespaces[0]=recs",
+    "ossVolumes.buckets[1].readOnly=true",
+    "ossVolumes.buckets[1].operator=false",
+    "ossVolumes.buckets[1].region=cn-shanghai",
+)
+
+
+def test_oss_volumes_bind_each_bucket_claim_the_operator_renders_on_the_internal_endpoint():
+    """Per bucket and namespace a CSI PV pre-bound to the claim the operator mounts
+    (``recops_contracts.storage.claim_name``): RRSA, no keys, internal endpoint of the bucket's
+    region, read-only where asked and always for the operator's own mount."""
+    from recops_contracts import storage
+
+    docs = template(*OSS_SETS)
+    pvs = {d["metadata"]["name"]: d for d in by_kind(docs, "PersistentVolume")}
+    pvcs = {
+        (d["metadata"]["namespace"], d["metadata"]["name"]): d for d in by_kind(docs, "PersistentVolumeClaim")
+    }
+    models, data = storage.claim_name("retail-models-hz"), storage.claim_name("retail-data-hz")
+    assert set(pvcs) == {("recs", models), ("recs", data), ("recops-system", models)}
+    for (ns, name), pvc in pvcs.items():
+        pv = pvs[pvc["spec"]["volumeName"]]
+        assert pv["spec"]["claimRef"] == {"namespace": ns, "name": name}
+        assert pv["spec"]["accessModes"] == pvc["spec"]["accessModes"]
+        assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Retain"
+        attrs = pv["spec"]["csi"]["volumeAttributes"]
+        assert pv["spec"]["csi"]["driver"] == "ossplugin.csi.alibabacloud.com"
+        assert attrs["authType"] == "rrsa" and attrs["roleName"] == "recops-oss-mount"
+        assert not {"akId", "akSecret"} & set(attrs) and "nodePublishSecretRef" not in pv["spec"]["csi"]
+        region = "cn-shanghai" if name == data else "cn-hangzhou"
+        assert attrs["url"] == f"oss-{region}-internal.aliyuncs.com"
+    modes = {k: v["spec"]["accessModes"] for k, v in pvcs.items()}
+    assert modes == {
+        ("recs", models): ["ReadWriteMany"],  # training writes bundles there
+        ("recs", data): ["ReadOnlyMany"],
+        ("recops-system", models): ["ReadOnlyMany"],  # the operator only reads manifests
+    }
+    op = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
+    c = op["containers"][0]
+    assert {"name": "RECOPS_OSS_LOCAL_ROOT", "value": storage.OSS_ROOT} in c["env"]
+    mount = next(m for m in c["volumeMounts"] if m["mountPath"] == f"{storage.OSS_ROOT}/retail-models-hz")
+    assert mount["readOnly"] is True
+    vol = next(v for v in op["volumes"] if v["name"] == mount["name"])
+    assert vol["persistentVolumeClaim"] == {"claimName": models, "readOnly": True}
+    assert not any("retail-data-hz" in m["mountPath"] for m in c["volumeMounts"])
+    kv = pytest.importorskip("kubernetes_validate")
+    for doc in [*pvs.values(), *pvcs.values()]:
+        kv.validate(doc, "1.37", strict=True)
+
+
+def test_oss_volumes_need_a_role_and_default_to_none():
+    out = helm("template", "recops", str(CHART), "--set", "ossVolumes.buckets[0].name=b-hz", check=False)
+    assert out.returncode != 0 and "ossVolumes: set roleName" in out.stderr
+    docs = template()
+    assert not by_kind(docs, "PersistentVolume") and not by_kind(docs, "PersistentVolumeClaim")
+    env = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert "RECOPS_OSS_LOCAL_ROOT" not in {e["name"] for e in env}

@@ -108,7 +108,15 @@ def test_inventory_and_key_arguments(stack):
     assert ack["slbInternetEnabled"] is False and ack["enableRrsa"] is True
     assert {"ack-virtual-node", "arms-prometheus"} <= {a["name"] for a in ack["addons"]}
     roles = {r.props["roleName"] for r in by_type(res, "alicloud:ram/role:Role")}
-    assert roles == {f"recops-training-{region}", f"recops-serving-{region}"}
+    assert roles == {f"recops-training-{region}", f"recops-serving-{region}", f"recops-oss-mount-{region}"}
+    mount = next(r for r in by_type(res, "alicloud:ram/role:Role") if "oss-mount" in r.props["roleName"])
+    trust = json.loads(mount.props["assumeRolePolicyDocument"])["Statement"][0]["Condition"]["StringEquals"]
+    assert trust["oidc:sub"] == "system:serviceaccount:ack-csi-fuse:csi-fuse-ossfs", "only the ossfs client"
+    for role in by_type(
+        res, "alicloud:ram/role:Role"
+    ):  # "*" is literal under StringEquals: any namespace needs StringLike
+        cond = json.loads(role.props["assumeRolePolicyDocument"])["Statement"][0]["Condition"]
+        assert not any("*" in v for v in cond["StringEquals"].values()), cond
     serving_policy = next(
         p for p in by_type(res, "alicloud:ram/policy:Policy") if "serving" in p.props["policyName"]
     )

@@ -70,7 +70,8 @@ def test_pod_is_hardened():
         "kubernetes.io/hostname",
     }
     # the feature-store Secret is a read-only file named by an argument, never an env var
-    assert "env" not in c, c.get("env")
+    # (the one variable is where the OSS buckets are mounted: a path, no secret)
+    assert c.get("env") == [{"name": "RECOPS_OSS_LOCAL_ROOT", "value": "/mnt/oss"}], c.get("env")
     args = c["args"]
     url_file = args[args.index("--redis-url-file") + 1]
     mount = next(m for m in c["volumeMounts"] if m["name"] == "feature-store")

@@ -29,3 +29,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- range $k, $v := . }}{{ $out = append $out (printf "%s=%s" $k $v) }}{{ end -}}
 {{- join "," $out -}}
 {{- end }}
+
+
+{{/* The ossVolumes buckets also mounted into the operator (space-separated; empty when none). */}}
+{{- define "recops.operatorBuckets" -}}
+{{- $out := list -}}
+{{- range .Values.ossVolumes.buckets }}{{ if ne (.operator | toString) "false" }}{{ $out = append $out .name }}{{ end }}{{ end -}}
+{{- join " " $out -}}
+{{- end -}}

@@ -14,6 +14,7 @@ from typing import Any
 
 from recops_operator import pods
 from recops_operator.api.models import RecommenderServiceSpec
+from recops_operator.oss import oss_volumes
 from recops_operator.render.serving import Owner, RenderContext
 from recops_operator.training import config as c
 from recops_operator.training.render import _placement, pod_failure_policy
@@ -60,6 +61,7 @@ def render_search(owner: Owner, spec: RecommenderServiceSpec, ctx: RenderContext
     affinity, tolerations, annotations = _placement(s)
     resources = {"cpu": s.resources.cpu, "memory": s.resources.memory}
     labels = search_labels(owner.name)
+    oss = oss_volumes([s.catalog], [s.uri])  # the catalogue read-only; bundles and checkpoints written
     pod: dict[str, Any] = {
         "metadata": {"labels": labels, "annotations": annotations},
         "spec": {
@@ -84,14 +86,15 @@ def render_search(owner: Owner, spec: RecommenderServiceSpec, ctx: RenderContext
                         },
                         {"name": "OPENBLAS_NUM_THREADS", "value": "1"},
                         {"name": "OMP_NUM_THREADS", "value": "1"},
+                        *oss.env,
                     ],
                     "resources": {"requests": dict(resources), "limits": dict(resources)},
                     "terminationMessagePolicy": "FallbackToLogsOnError",
                     "securityContext": pods.container_security_context(),
-                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *oss.mounts],
                 }
             ],
-            "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}}],
+            "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}}, *oss.volumes],
         },
     }
     job_spec = {

@@ -17,6 +17,7 @@ from recops_contracts.serving import ServeConfig
 from recops_operator import pods
 from recops_operator.api.models import GROUP, KIND, VERSION, RecommenderServiceSpec
 from recops_operator.api.status import RolloutStatus
+from recops_operator.oss import oss_volumes
 from recops_operator.render import autoscaling
 
 MANAGED_BY = "recops"
@@ -209,6 +210,7 @@ class _Files(NamedTuple):
     args: list[str]
     mounts: list[dict[str, Any]]
     volumes: list[dict[str, Any]]
+    env: list[dict[str, str]]
 
 
 def _files(owner: Owner, spec: RecommenderServiceSpec, track: str) -> _Files:
@@ -249,7 +251,9 @@ def _files(owner: Owner, spec: RecommenderServiceSpec, track: str) -> _Files:
             args += part[0]
             mounts.append(part[1])
             volumes.append(part[2])
-    return _Files(args, mounts, volumes)
+    # the buckets of the model and search bundles, read-only (every track reads, none writes)
+    oss = oss_volumes([spec.model.uri, spec.search.uri if spec.search else None])
+    return _Files(args, mounts + oss.mounts, volumes + oss.volumes, oss.env)
 
 
 def _probes() -> dict[str, Any]:
@@ -288,6 +292,7 @@ def _serve_container(spec: RecommenderServiceSpec, image: str, files: _Files) ->
         **_probes(),
         "securityContext": pods.container_security_context(),
         "volumeMounts": files.mounts,
+        **({"env": files.env} if files.env else {}),
     }
 
 

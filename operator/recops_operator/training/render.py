@@ -27,6 +27,7 @@ from recops_contracts.training import CONFIG_ERROR_EXIT_CODES, EXIT_PREEMPTED
 from recops_operator import pods
 from recops_operator.api.models import Training
 from recops_operator.api.status import TrainingStatus
+from recops_operator.oss import oss_volumes
 from recops_operator.training import config as c
 from recops_operator.training import naming
 from recops_operator.training.config import TrainingConfigError, training_of
@@ -175,6 +176,8 @@ def render_pod_template(body: Mapping[str, Any], cfg: Training, trigger: str) ->
         raise TrainingConfigError("spec.training.image (or spec.serving.image) is required")
     affinity, tolerations, annotations = _placement(cfg)
     resources = {"cpu": cfg.resources.cpu, "memory": cfg.resources.memory}
+    # the shop's data read-only; the bundle and checkpoint buckets written
+    oss = oss_volumes([cfg.data.events, cfg.data.catalog], [model_uri, cfg.checkpoint.uri])
     return {
         "metadata": {
             "labels": {**training_labels(service), c.TRIGGER_LABEL: trigger},
@@ -193,15 +196,15 @@ def render_pod_template(body: Mapping[str, Any], cfg: Training, trigger: str) ->
                     "image": image,
                     "command": ["recops-serve"],
                     "args": trainer_args(cfg),
-                    "env": _env(cfg, service, model_uri, trigger),
+                    "env": _env(cfg, service, model_uri, trigger) + oss.env,
                     "resources": {"requests": dict(resources), "limits": dict(resources)},
                     # the trainer writes its one-line failure reason there; else the log's tail
                     "terminationMessagePolicy": "FallbackToLogsOnError",
                     "securityContext": pods.container_security_context(),
-                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *oss.mounts],
                 }
             ],
-            "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}}],
+            "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}}, *oss.volumes],
         },
     }
 
