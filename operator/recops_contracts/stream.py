@@ -19,8 +19,12 @@ DEFAULT_GROUP = "recops-clickstream"
 BOOTSTRAP_ENV = "RECOPS_KAFKA_BOOTSTRAP"
 REDIS_URL_ENV = "RECOPS_REDIS_URL"
 
-#: where the stream image carries the job (the FlinkDeployment's ``-py`` argument)
+#: where the stream image carries the job (the FlinkDeployment's ``-py`` argument), the Python
+#: that runs the driver and the UDF workers (a venv with PyFlink and redis-py), and the paths that
+#: make ``recops_stream`` and ``recops_contracts`` importable there (stream/Dockerfile builds them)
 JOB_PATH = "/opt/recops/stream/recops_stream/job.py"
+PYTHON_PATH = "/opt/recops/venv/bin/python"
+IMPORT_PATHS = ("/opt/recops/stream", "/opt/recops/operator")
 
 #: state TTLs and windows the job defaults to (recops_stream.features.JobConfig uses these)
 FEATURE_STATE_TTL_SECONDS = 1800 + 300

@@ -99,6 +99,9 @@ def flink_configuration(spec: RecommenderServiceSpec, cfg: StreamFeatures) -> di
         "high-availability.type": "kubernetes",
         "high-availability.storageDir": f"{base}/ha",
         "fs.oss.endpoint": f"oss-{spec.region}-internal.aliyuncs.com",
+        # the image's venv runs the driver and the Python UDF workers (stream/Dockerfile)
+        "python.executable": contract.PYTHON_PATH,
+        "python.client.executable": contract.PYTHON_PATH,
         "kubernetes.operator.savepoint.history.max.count": "5",
         # Prometheus scrapes every JobManager/TaskManager on METRICS_PORT (a PodMonitor or pod
         # annotations): the Kafka source's pendingRecords there is the lag in status (lag_query)
