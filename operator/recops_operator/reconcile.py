@@ -302,6 +302,7 @@ OPTIONAL_KINDS = (
     ("batch/v1", "CronJob", "{name}-vectorize"),
     ("networking.k8s.io/v1", "NetworkPolicy", "{name}-search"),
     ("flink.apache.org/v1beta1", "FlinkDeployment", "{name}-stream"),
+    ("batch/v1", "CronJob", "{name}-archive"),
 )
 
 

@@ -82,13 +82,25 @@ def read_archive(events_dir: Path) -> pa.Table:
     return pa.concat_tables([pq.read_table(p, schema=SCHEMA) for p in files])
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="publish the stream job's committed archive files as Parquet")
-    p.add_argument("events_dir", type=Path)
+    p.add_argument("events_dir", help="the archive's events/ directory: a path, file:// or oss:// (mounted)")
     p.add_argument("--interval", type=float, default=0, help="repeat every N seconds (0: once)")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Compact once or every ``--interval`` s; ``oss://`` resolves through the mounted bucket
+    (recops_contracts.storage), as in the operator's archive CronJob."""
+    from recops_contracts import storage
+
+    a = parser().parse_args(argv)
+    try:
+        events_dir = storage.local_path(a.events_dir)
+    except storage.StorageError as e:  # one line (the termination message), exit 1
+        raise SystemExit(f"recops_stream.archive: {e}") from None
     while True:
-        compact(a.events_dir)
+        compact(events_dir)
         if not a.interval:
             return
         time.sleep(a.interval)

@@ -236,3 +236,51 @@ def test_the_documented_section_is_valid_and_in_region():
     s = RecommenderServiceSpec.model_validate(body)
     assert s.features.stream.parallelism == 4
     assert [e for e in location_errors(s, {}, {}) if "features" in e] == []
+
+
+def _archive_job(s: RecommenderServiceSpec) -> dict:
+    (obj,) = [
+        o
+        for o in desired_objects(OWNER, s, RenderContext(flink_available=True))
+        if o["kind"] == "CronJob" and o["metadata"]["name"] == r.archive_name(OWNER)
+    ]
+    return obj
+
+
+def test_the_archive_is_compacted_on_its_mounted_bucket_by_the_stream_image(monkeypatch):
+    """A CronJob runs ``recops_stream.archive`` (its own parser reads the rendered command) on the
+    archive's events/ through the bucket's claim, writable; never two at once; hardened, placed
+    like the job, schema-valid; gone with the section or the CRD."""
+    from recops_operator import oss
+    from recops_stream import archive
+
+    monkeypatch.delenv(oss.MODE_ENV, raising=False)
+    job = _archive_job(spec())
+    kubernetes_validate.validate(job, "1.37", strict=True)
+    assert job["spec"]["concurrencyPolicy"] == "Forbid" and job["spec"]["schedule"] == r.ARCHIVE_SCHEDULE
+    ps = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (c,) = ps["containers"]
+    assert c["image"] == STREAM["image"] and c["command"][:3] == [
+        contract.PYTHON_PATH,
+        "-m",
+        "recops_stream.archive",
+    ]
+    a = archive.parser().parse_args(c["command"][3:])
+    assert a.events_dir == STREAM["archiveURI"] + "/events" and a.interval == 0
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    bucket = mounts["/mnt/oss/retail-events-cn-hangzhou"]
+    assert bucket["readOnly"] is False  # it publishes Parquet and deletes the staged part files
+    claim = next(v for v in ps["volumes"] if v["name"] == bucket["name"])["persistentVolumeClaim"]
+    assert claim == {"claimName": "recops-oss-retail-events-cn-hangzhou"}
+    assert {"name": "RECOPS_OSS_LOCAL_ROOT", "value": "/mnt/oss"} in c["env"]
+    assert (
+        c["securityContext"]["readOnlyRootFilesystem"] is True
+        and ps["securityContext"]["runAsNonRoot"] is True
+    )
+    assert "tolerations" not in ps and ps["nodeSelector"] == {topo.CAPACITY_LABEL: topo.CAPACITY_ON_DEMAND}
+    assert _archive_job(spec({"tolerateRestarts": True}))["spec"]["jobTemplate"]["spec"]["template"]["spec"][
+        "tolerations"
+    ] == [topo.SPOT_TAINT.toleration()]
+    assert not [o for o in desired_objects(OWNER, spec(), RenderContext()) if o["kind"] == "CronJob"]
+    bare = RecommenderServiceSpec.model_validate({**spec().model_dump(by_alias=True), "features": None})
+    assert r.render_archive_compaction(OWNER, bare) is None

@@ -138,6 +138,13 @@ def test_flink_deployment_is_applied_and_its_status_reaches_ours(k8s_cluster, k8
         assert ref["uid"] == owner["metadata"]["uid"] and ref["controller"] is True
         assert fd["spec"]["job"]["upgradeMode"] == "savepoint" and fd["spec"]["job"]["parallelism"] == 1
         assert fd["spec"]["flinkConfiguration"]["state.backend.type"] == "rocksdb"
+        # the archive's compaction beside the job, admitted by the real API server's CronJob schema
+        cron = wait_for(
+            lambda: get(k8s_cluster, ns, "cronjob", "home-feed-archive"), timeout=60, what="CronJob"
+        )
+        (c,) = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+        assert c["command"][-1] == STREAM["archiveURI"].rstrip("/") + "/events"
+        assert cron["metadata"]["ownerReferences"][0]["uid"] == owner["metadata"]["uid"]
 
         apply(k8s_cluster, ns, service(features={"stream": {**STREAM, "parallelism": 3}}))
         wait_for(
@@ -186,6 +193,11 @@ def test_flink_deployment_is_applied_and_its_status_reaches_ours(k8s_cluster, k8
             lambda: get(k8s_cluster, ns, "flinkdeployment", "home-feed-stream") is None,
             timeout=90,
             what="the FlinkDeployment pruned",
+        )
+        wait_for(
+            lambda: get(k8s_cluster, ns, "cronjob", "home-feed-archive") is None,
+            timeout=90,
+            what="the archive CronJob pruned with it",
         )
     finally:
         op.stop()

@@ -19,6 +19,7 @@ from recops_contracts import stream as contract
 from recops_contracts import topology as topo
 from recops_operator import pods
 from recops_operator.api.models import RecommenderServiceSpec, StreamFeatures, duration_seconds
+from recops_operator.oss import oss_volumes
 from recops_operator.render.serving import MANAGED_BY, Owner, RenderContext
 
 FLINK_API = "flink.apache.org/v1beta1"
@@ -249,12 +250,91 @@ def render_flink_deployment(owner: Owner, spec: RecommenderServiceSpec) -> dict[
     }
 
 
+#: how often the archive's committed part files are published as Parquet (the nightly training
+#: reads ``events/dt=...``; each run is idempotent, so a missed or repeated one loses nothing)
+ARCHIVE_SCHEDULE = "*/10 * * * *"
+
+
+def archive_name(owner: Owner) -> str:
+    return f"{owner.name}-archive"
+
+
+def archive_events_uri(cfg: StreamFeatures) -> str:
+    """The ``events/`` directory of the archive, where the job stages and the compaction publishes."""
+    return f"{cfg.archive_uri.rstrip('/')}/events"
+
+
+def render_archive_compaction(owner: Owner, spec: RecommenderServiceSpec) -> dict[str, Any] | None:
+    """The CronJob that runs ``recops_stream.archive`` (in the stream image) on the archive bucket,
+    mounted writable; never two at once, placed like the job."""
+    cfg = spec.features.stream if spec.features else None
+    if cfg is None:
+        return None
+    oss = oss_volumes([], [cfg.archive_uri])
+    labels = {**stream_labels(owner), "app.kubernetes.io/component": "archive"}
+    container = {
+        "name": "compact",
+        "image": cfg.image,
+        "command": [contract.PYTHON_PATH, "-m", "recops_stream.archive", archive_events_uri(cfg)],
+        "env": oss.env,
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "256Mi"},
+            "limits": {"cpu": "1", "memory": "1Gi"},
+        },
+        "securityContext": {**pods.container_security_context(), "runAsUser": FLINK_UID},
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *oss.mounts],
+    }
+    pod = {
+        "metadata": {"labels": labels},
+        "spec": {
+            "restartPolicy": "Never",
+            **pods.hardened_pod_fields(),
+            "securityContext": {
+                **pods.pod_security_context(),
+                "runAsUser": FLINK_UID,
+                "runAsGroup": FLINK_UID,
+            },
+            "containers": [container],
+            "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}, *oss.volumes],
+            **_placement(cfg),
+        },
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {
+            "name": archive_name(owner),
+            "namespace": owner.namespace,
+            "labels": labels,
+            "ownerReferences": [owner.reference()],
+        },
+        "spec": {
+            "schedule": ARCHIVE_SCHEDULE,
+            "concurrencyPolicy": "Forbid",
+            "startingDeadlineSeconds": 300,
+            "successfulJobsHistoryLimit": 1,
+            "failedJobsHistoryLimit": 3,
+            "jobTemplate": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "backoffLimit": 2,
+                    "activeDeadlineSeconds": 1800,
+                    "ttlSecondsAfterFinished": 3600,
+                    "template": pod,
+                },
+            },
+        },
+    }
+
+
 def render_stream(owner: Owner, spec: RecommenderServiceSpec, ctx: RenderContext) -> list[dict[str, Any]]:
-    """The FlinkDeployment, when asked for and its CRD is served (else the condition says why)."""
+    """The FlinkDeployment and the archive's compaction CronJob, when asked for and the Flink CRD is
+    served (else the condition says why)."""
     if not ctx.flink_available:
         return []
-    obj = render_flink_deployment(owner, spec)
-    return [obj] if obj else []
+    objs = [render_flink_deployment(owner, spec), render_archive_compaction(owner, spec)]
+    return [o for o in objs if o]
 
 
 # ---------------------------------------------------------------------------------- status
