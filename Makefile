@@ -38,11 +38,13 @@ testbin:
 	@scripts/build-testbin.sh >/dev/null
 	@scripts/build-keda.sh >/dev/null
 
-# Kafka broker jars and the PyFlink venv + connector jars for the clickstream pipeline (once, cached
-# outside the repo by version: ~/.cache/recops/kafka-<v>, ~/.cache/recops/flink-<v>).
+# Kafka broker jars, the PyFlink venv + connector jars for the clickstream pipeline, and the Flink
+# Kubernetes Operator's CRDs (once, cached outside the repo by version: ~/.cache/recops/kafka-<v>,
+# ~/.cache/recops/flink-<v>, ~/.cache/recops/flink-operator-<v>).
 streambin:
 	@scripts/build-kafka.sh >/dev/null
 	@scripts/build-flink.sh >/dev/null
+	@scripts/build-flink-crd.sh >/dev/null
 
 demo: system-deps venv testbin streambin
 	KUBEBUILDER_ASSETS=$${KUBEBUILDER_ASSETS:-$$(scripts/build-testbin.sh | tail -n1)} $(BIN)/recops-demo

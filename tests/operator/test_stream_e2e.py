@@ -3,11 +3,13 @@ and applier): first without the flink.apache.org CRDs (a condition and an Event 
 FlinkDeployment CRD installed: the object is created and updated from the spec, and a status patched
 onto it as the Flink operator would shows up in the RecommenderService's status and conditions.
 
-The FlinkDeployment CRD here is a minimal structural one of our own (spec and status
-x-kubernetes-preserve-unknown-fields, the status subresource): no registry package carries the
-Apache Flink Kubernetes Operator's CRD (/work/.library/env/packages/maven-partial.tsv has no
-flink-kubernetes-operator artifact). It is installed by this module only, never put in crds/ (the
-session cluster installs every CRD there), and removed again at the end. The two tests run in this
+The FlinkDeployment CRD here is the Apache Flink Kubernetes Operator's own (1.10.0, as its API jar
+from Maven Central carries it: scripts/build-flink-crd.sh, part of ``make test``), so the API server
+checks our FlinkDeployment against the Flink operator's schema, and a field that schema does not
+know would be pruned: the test asserts that everything rendered survives. It is installed by this
+module only, never put in crds/ (the session cluster installs every CRD there), and removed again
+at the end. Operator 1.10's schema stops at flinkVersion v1_20, so the service here asks for v1_20
+(the image that carries Flink 1.20), and the default v2_3 is shown refused at admission. The two tests run in this
 order; the first removes a leftover CRD before it starts. The last one reads the job's lag from a
 real Prometheus whose TSDB is backfilled (promtool) with the Kafka source's pendingRecords gauge as
 the Flink reporter exports it per TaskManager pod.
@@ -16,46 +18,52 @@ the Flink reporter exports it per TaskManager pod.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
+import yaml
 
+from recops_operator.api.models import RecommenderServiceSpec
+from recops_operator.apply import is_subset
+from recops_operator.render import Owner
+from recops_operator.render import stream as stream_render
 from tests.support.kube import Operator, apply, feature_store_secret, get, service, wait_for
 from tests.support.prometheus_server import PrometheusServer
 
 pytestmark = pytest.mark.integration
 
 CRD_NAME = "flinkdeployments.flink.apache.org"
-FLINK_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": CRD_NAME},
-    "spec": {
-        "group": "flink.apache.org",
-        "names": {"kind": "FlinkDeployment", "plural": "flinkdeployments", "singular": "flinkdeployment"},
-        "scope": "Namespaced",
-        "versions": [
-            {
-                "name": "v1beta1",
-                "served": True,
-                "storage": True,
-                "subresources": {"status": {}},
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "properties": {
-                            "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
-                            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
-                        },
-                    }
-                },
-            }
-        ],
-    },
-}
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _flink_crd() -> dict:
+    """The Flink operator's FlinkDeployment CRD (apiextensions v1), from the cached API jar."""
+    out = subprocess.run([str(ROOT / "scripts" / "build-flink-crd.sh")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return yaml.safe_load((Path(out.stdout.strip().splitlines()[-1]) / f"{CRD_NAME}-v1.yml").read_text())
+
+
+FLINK_CRD = _flink_crd()
+
+
+def _install_flink_crd(cluster) -> None:
+    """Server-side apply (the CRD is ~500 KB: past the client-side last-applied annotation's limit),
+    then wait until it is Established."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=json.dumps(FLINK_CRD))
+
+    def established() -> bool:
+        crd = json.loads(cluster.kubectl("get", "crd", CRD_NAME, "-o", "json").stdout)
+        conds = (crd.get("status") or {}).get("conditions") or []
+        return any(c["type"] == "Established" and c["status"] == "True" for c in conds)
+
+    wait_for(established, timeout=60, what="the FlinkDeployment CRD Established")
+
 
 STREAM = {
     "image": "registry-vpc.cn-hangzhou.aliyuncs.com/recops/recops-stream:0.1.0",
+    "flinkVersion": "v1_20",  # the newest the 1.10 operator's schema knows
     "kafka": {"bootstrapSecretRef": {"name": "kafka-bootstrap"}},
     "checkpointURI": "oss://recops-state-cn-hangzhou/home-feed/",
     "archiveURI": "oss://retail-events-cn-hangzhou/home-feed/",
@@ -123,17 +131,27 @@ def test_without_the_flink_crds_a_condition_and_an_event_say_so(k8s_cluster, k8s
 
 def test_flink_deployment_is_applied_and_its_status_reaches_ours(k8s_cluster, k8s_namespace, tmp_path):
     ns = k8s_namespace
-    k8s_cluster.kubectl("apply", "-f", "-", input=json.dumps(FLINK_CRD))
-    k8s_cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
+    _install_flink_crd(k8s_cluster)
     _secrets(k8s_cluster, ns)
     # no resync within the test: the FlinkDeployment's status reaches ours through the child watch
     op = Operator(k8s_cluster, ns, tmp_path / "operator.log", {"RECOPS_RESYNC_SECONDS": "3600"}).start()
     try:
+        # the spec's default flinkVersion (v2_3) is outside operator 1.10's schema: refused at apply,
+        # by the webhook's dry run of the FlinkDeployment, naming the field
+        newer = {k: v for k, v in STREAM.items() if k != "flinkVersion"}
+        res = apply(k8s_cluster, ns, service(features={"stream": newer}), check=False)
+        assert res.returncode != 0 and "flinkVersion" in res.stderr and "v2_3" in res.stderr, res.stderr
         apply(k8s_cluster, ns, service(features={"stream": STREAM}))
         fd = wait_for(
             lambda: get(k8s_cluster, ns, "flinkdeployment", "home-feed-stream"), timeout=90, what="FD"
         )
         owner = get(k8s_cluster, ns, "recsvc", "home-feed")
+        # nothing we render is unknown to the Flink operator's schema (it would have been pruned)
+        rendered = stream_render.render_flink_deployment(
+            Owner("home-feed", ns, owner["metadata"]["uid"]),
+            RecommenderServiceSpec.model_validate(owner["spec"]),
+        )
+        assert is_subset(rendered["spec"], fd["spec"]), "fields pruned by the Flink operator's CRD"
         (ref,) = fd["metadata"]["ownerReferences"]
         assert ref["uid"] == owner["metadata"]["uid"] and ref["controller"] is True
         assert fd["spec"]["job"]["upgradeMode"] == "savepoint" and fd["spec"]["job"]["parallelism"] == 1
@@ -216,8 +234,7 @@ def _pending(ns: str, per_pod: dict[str, float], end: int, minutes: int = 10) ->
 
 def test_a_lagging_job_turns_the_condition_false_with_an_event(k8s_cluster, k8s_namespace, tmp_path):
     ns = k8s_namespace
-    k8s_cluster.kubectl("apply", "-f", "-", input=json.dumps(FLINK_CRD))
-    k8s_cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
+    _install_flink_crd(k8s_cluster)
     _secrets(k8s_cluster, ns)
     pods = {"home-feed-stream-taskmanager-1-1": 90_000, "home-feed-stream-taskmanager-1-2": 60_000}
     pods["other-stream-taskmanager-1-1"] = 10**9  # another job's pod: not ours, never summed
