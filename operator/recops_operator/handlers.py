@@ -16,8 +16,10 @@ import threading
 from typing import Any
 
 import kopf
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from recops_contracts import storage
 from recops_operator import metrics
 from recops_operator.api.models import GROUP, PLURAL, VERSION
 from recops_operator.apply import FIELD_MANAGER
@@ -130,6 +132,31 @@ def _on_child(body: kopf.Body, namespace: str | None, type: str | None = None, *
         log.warning("child-triggered reconcile of %s/%s failed: %s", namespace, owner, e.reason)
 
 
+def _is_bucket_claim(name: str | None, **_: Any) -> bool:
+    return bool(name) and name.startswith(storage.CLAIM_PREFIX)
+
+
+def on_bucket_claim(namespace: str, name: str, **_: Any) -> None:
+    """A bucket claim appeared, bound or went: reconcile the namespace's services whose
+    StorageReady names it, so the condition follows at once (a claim only training pods use
+    changes nothing else the operator watches)."""
+    items = client.CustomObjectsApi(CONTROLLER.api()).list_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL
+    )["items"]
+    for body in items:
+        conds = (body.get("status") or {}).get("conditions") or []
+        if any(c.get("type") == "StorageReady" and name in (c.get("message") or "") for c in conds):
+            try:
+                reconcile(namespace, body["metadata"]["name"])
+            except ApiException as e:  # the resync timer retries
+                log.warning(
+                    "claim-triggered reconcile of %s/%s failed: %s",
+                    namespace,
+                    body["metadata"]["name"],
+                    e.reason,
+                )
+
+
 def register(registry: kopf.OperatorRegistry) -> None:
     """Register the serving controller's triggers in ``registry``."""
     for on, id_ in ((kopf.on.resume, "serving-resume"), (kopf.on.create, "serving-create")):
@@ -154,6 +181,10 @@ def register(registry: kopf.OperatorRegistry) -> None:
         when=_has_schedules,
         registry=registry,
     )(on_sale_window_tick)
+    # bucket claims are the platform's (the chart's ossVolumes), not our children: watched by name
+    kopf.on.event(
+        "", "v1", "persistentvolumeclaims", when=_is_bucket_claim, id="bucket-claims", registry=registry
+    )(on_bucket_claim)
     for resource, _ in CHILD_WATCHES:
         kopf.on.event(*resource, labels=_CHILD_LABELS, id=f"child-{resource[-1]}", registry=registry)(
             _on_child

@@ -24,7 +24,7 @@ EXPECTED_RULES = [
     ([""], ["pods"], ["get", "list", "watch", "delete"]),
     ([""], ["pods/eviction"], ["create"]),
     ([""], ["pods/status"], ["patch"]),
-    ([""], ["persistentvolumeclaims"], ["get"]),  # StorageReady: the bucket claims exist and are Bound
+    ([""], ["persistentvolumeclaims"], ["get", "list", "watch"]),  # StorageReady: bucket claims exist, Bound
     ([""], ["events"], ["get", "list", "watch", "create", "patch"]),
     (["events.k8s.io"], ["events"], ["create", "patch"]),
     (["networking.k8s.io"], ["ingresses", "networkpolicies"], MANAGE),

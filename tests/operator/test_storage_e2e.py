@@ -14,6 +14,20 @@ from tests.support.kube import Operator, apply, feature_store_secret, get, ready
 pytestmark = pytest.mark.integration
 
 BUCKET = "retail-models-cn-hangzhou"  # the example's model and checkpoint bucket
+DATA = "shop-data-cn-hangzhou"  # the shop's events: read by training pods only
+
+
+def _claims(ns: str, bucket: str) -> list[dict]:
+    """The platform's part for ``bucket`` in ``ns``, exactly as the chart renders it."""
+    docs = template(
+        "ossVolumes.roleName=recops-oss-mount",
+        f"ossVolumes.buckets[0].name={bucket}",
+        f"ossVolumes.buckets[0].namespaces[0]={ns}",
+        "ossVolumes.buckets[0].operator=false",
+    )
+    objs = [d for d in docs if d["kind"] in ("PersistentVolume", "PersistentVolumeClaim")]
+    assert {d["kind"] for d in objs} == {"PersistentVolume", "PersistentVolumeClaim"}
+    return objs
 
 
 def _storage(cluster, ns):
@@ -30,15 +44,17 @@ def test_pods_wait_for_their_bucket_claims_and_status_names_the_missing_one(
         k8s_cluster,
         ns,
         tmp_path / "operator.log",
-        {"RECOPS_OSS_VOLUMES": "claims", "RECOPS_RESYNC_SECONDS": "3"},
+        # no resync within the test: claims reach the status through the operator's claim watch
+        {"RECOPS_OSS_VOLUMES": "claims", "RECOPS_RESYNC_SECONDS": "3600"},
     )
     op.start()
     pv_names: list[str] = []
     try:
-        apply(k8s_cluster, ns, service())
+        apply(k8s_cluster, ns, service(training__data={"events": f"oss://{DATA}/events/"}))
         cond = wait_for(lambda: (c := _storage(k8s_cluster, ns)) and c["status"] == "False" and c, timeout=60,
                         what="StorageReady False")  # fmt: skip
         assert cond["reason"] == "ClaimMissing" and claim in cond["message"] and ns in cond["message"], cond
+        assert storage.claim_name(DATA) in cond["message"], cond  # the training pods' bucket too
         assert "\n" not in cond["message"]
 
         def unschedulable():
@@ -65,24 +81,26 @@ def test_pods_wait_for_their_bucket_claims_and_status_names_the_missing_one(
         assert any(e["reason"] == "ClaimMissing" and e["type"] == "Warning" for e in events)
 
         # the platform's part, exactly as the chart renders it for this namespace
-        docs = template(
-            "ossVolumes.roleName=recops-oss-mount",
-            f"ossVolumes.buckets[0].name={BUCKET}",
-            f"ossVolumes.buckets[0].namespaces[0]={ns}",
-            "ossVolumes.buckets[0].operator=false",
-        )
-        objs = [d for d in docs if d["kind"] in ("PersistentVolume", "PersistentVolumeClaim")]
-        assert {d["kind"] for d in objs} == {"PersistentVolume", "PersistentVolumeClaim"}
+        objs = _claims(ns, BUCKET)
         pv_names = [d["metadata"]["name"] for d in objs if d["kind"] == "PersistentVolume"]
         k8s_cluster.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in objs))
         wait_for(lambda: ((get(k8s_cluster, ns, "pvc", claim) or {}).get("status") or {}).get("phase") == "Bound",
                  timeout=60, what="the claim Bound by the PV controller")  # fmt: skip
-        cond = wait_for(lambda: (c := _storage(k8s_cluster, ns)) and c["status"] == "True" and c, timeout=60,
-                        what="StorageReady True")  # fmt: skip
-        assert cond["reason"] == "ClaimsBound" and claim in cond["message"]
         wait_for(
             lambda: ready(k8s_cluster, ns), timeout=90, what="the service Ready once its pods are scheduled"
         )
+        cond = _storage(k8s_cluster, ns)  # serving runs; training still lacks its data bucket
+        assert cond["status"] == "False" and storage.claim_name(DATA) in cond["message"], cond
+        assert claim not in cond["message"], cond
+
+        # nothing the service's own children do changes now: only the claim watch can see this one
+        objs = _claims(ns, DATA)
+        pv_names += [d["metadata"]["name"] for d in objs if d["kind"] == "PersistentVolume"]
+        k8s_cluster.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in objs))
+        cond = wait_for(lambda: (c := _storage(k8s_cluster, ns)) and c["status"] == "True" and c, timeout=60,
+                        what="StorageReady True through the claim watch")  # fmt: skip
+        assert cond["reason"] == "ClaimsBound" and claim in cond["message"]
+        assert storage.claim_name(DATA) in cond["message"]
     finally:
         op.stop()
         for name in pv_names:  # cluster-scoped: the namespace's deletion does not take it
