@@ -187,8 +187,10 @@ def test_chunked_uploads_are_capped_while_reading(bundles, redis_server, make_se
 def test_a_large_batch_does_not_stall_other_requests(bundles, redis_server, make_server):
     """An 18,000-event batch held the event loop ~0.9 s; now it is parsed and stored in slices, so
     other requests are answered *while* it runs. Relative, not a latency target (that lives in
-    bench/serve): the longest wait of another request is a small part of the batch's own time
-    (before: nearly all of it), however fast or loaded the machine is."""
+    bench/serve), however fast or loaded the machine is: other requests are answered during the
+    batch (held loop: none), and their typical wait is a small part of the batch's own time. Not
+    the single longest wait: one preemption or collection on these shared cores can take ~50 ms
+    of a ~80 ms batch (CI35), which says nothing about the batch holding the loop."""
     server, _ = make_server({"model_uri": str(bundles["v1"])}, redis_server.url)
     item = top_item(bundles)
     batch = {
@@ -208,7 +210,7 @@ def test_a_large_batch_does_not_stall_other_requests(bundles, redis_server, make
                 while not done.is_set():
                     assert (await c.get("/v1/recommendations", params={"user_id": "p"})).status_code == 200
                     now = time.perf_counter()
-                    gaps.append(now - last)
+                    gaps.append((now, now - last))
                     last = now
 
             task = asyncio.create_task(probe())
@@ -222,8 +224,11 @@ def test_a_large_batch_does_not_stall_other_requests(bundles, redis_server, make
 
     gaps, t0, t1, stored = asyncio.run(run())
     assert stored == 18_000
-    assert max(gaps) < 0.5 * (t1 - t0), (
-        f"another request waited {1000 * max(gaps):.0f} ms of the batch's {1000 * (t1 - t0):.0f} ms"
+    during = sorted(gap for at, gap in gaps if t0 < at < t1)  # answers that arrived while it ran
+    assert len(during) >= 3, f"{len(during)} other answers during the batch's {1000 * (t1 - t0):.0f} ms"
+    typical = during[len(during) // 2]
+    assert typical < 0.25 * (t1 - t0), (
+        f"other requests typically waited {1000 * typical:.0f} ms of the batch's {1000 * (t1 - t0):.0f} ms"
     )
 
 
