@@ -31,6 +31,9 @@ CHILD_WATCHES: tuple[tuple[tuple[str, ...], tuple[str, str]], ...] = (
     (("flink.apache.org", "v1beta1", "flinkdeployments"), ("flink.apache.org/v1beta1", "FlinkDeployment")),
 )
 
+#: the platform's bucket claims: not children, but watched too (StorageReady reads them each reconcile)
+CLAIM_KIND = ("v1", "PersistentVolumeClaim")
+
 
 class Controller:
     """Shared clients, per-service locks and the status writer, built lazily and once."""
@@ -56,7 +59,8 @@ class Controller:
         with self._build:
             if self._applier is None:
                 self._applier = Applier(self.api())
-                self._applier.watched = {kind for _, kind in CHILD_WATCHES}
+                # children, and the bucket claims StorageReady reads (handlers.on_bucket_claim)
+                self._applier.watched = {kind for _, kind in CHILD_WATCHES} | {CLAIM_KIND}
             return self._applier
 
     def lock(self, namespace: str, name: str) -> threading.RLock:

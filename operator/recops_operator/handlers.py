@@ -136,10 +136,11 @@ def _is_bucket_claim(name: str | None, **_: Any) -> bool:
     return bool(name) and name.startswith(storage.CLAIM_PREFIX)
 
 
-def on_bucket_claim(namespace: str, name: str, **_: Any) -> None:
-    """A bucket claim appeared, bound or went: reconcile the namespace's services whose
-    StorageReady names it, so the condition follows at once (a claim only training pods use
-    changes nothing else the operator watches)."""
+def on_bucket_claim(body: kopf.Body, namespace: str, name: str, type: str | None = None, **_: Any) -> None:
+    """A bucket claim appeared, bound or went: keep the applier's copy current (reconcile reads
+    it instead of the API) and reconcile the namespace's services whose StorageReady names it, so
+    the condition follows at once (a claim only training pods use changes nothing else watched)."""
+    CONTROLLER.applier().observe(dict(body), deleted=type == "DELETED")
     items = client.CustomObjectsApi(CONTROLLER.api()).list_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL
     )["items"]

@@ -40,11 +40,9 @@ def oss_volumes(read: Iterable[str | None], write: Iterable[str | None] = ()) ->
     """Volumes, mounts and env for the buckets of the ``read`` and ``write`` URIs (non-OSS URIs and
     None are skipped). A bucket in both is mounted once, writable. Sorted by bucket: the same
     spec always renders the same pod template."""
-    if mode() == "none":
-        return OssVolumes([], [], [])
-    writable = {b for b in map(_bucket, write) if b}
-    buckets = sorted(writable | {b for b in map(_bucket, read) if b})
-    if not buckets:
+    writable = {b for b in map(storage.bucket, filter(None, write)) if b}
+    buckets = sorted(writable | {b for b in map(storage.bucket, filter(None, read)) if b})
+    if mode() == "none" or not buckets:
         return OssVolumes([], [], [])
     volumes, mounts = [], []
     for name in buckets:
@@ -56,10 +54,6 @@ def oss_volumes(read: Iterable[str | None], write: Iterable[str | None] = ()) ->
         )
         mounts.append({"name": volume, "mountPath": f"{storage.OSS_ROOT}/{name}", "readOnly": ro})
     return OssVolumes(volumes, mounts, [{"name": storage.OSS_ROOT_ENV, "value": storage.OSS_ROOT}])
-
-
-def _bucket(uri: str | None) -> str | None:
-    return storage.bucket(uri) if uri else None
 
 
 def claims(objects: Iterable[Mapping[str, Any]]) -> list[str]:
