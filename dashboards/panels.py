@@ -245,6 +245,36 @@ SERVING = Dashboard(
             ),
         ),
         Panel(
+            "Assistant answers (/v1/answer) by outcome, and citations removed (products not retrieved)",
+            "reqps",
+            (
+                Query(
+                    f"sum by (outcome) (rate(recops_assistant_answers_total{{{SEL}}}[{RI}]))",
+                    "{{outcome}}",
+                ),
+                Query(
+                    f"sum(rate(recops_assistant_removed_citations_total{{{SEL}}}[{RI}]))",
+                    "removed citations",
+                ),
+            ),
+            "grounded: cites retrieved products only; upstream_error / timeout: the model API failed (502 / 504).",
+        ),
+        Panel(
+            "Assistant latency p50 / p99: the whole answer and the model API's part",
+            "s",
+            (
+                Query(
+                    _q(0.5, "recops_http_request_duration_seconds", "route", f'route="answer", {SEL}'),
+                    "p50 answer",
+                ),
+                Query(
+                    _q(0.99, "recops_http_request_duration_seconds", "route", f'route="answer", {SEL}'),
+                    "p99 answer",
+                ),
+                Query(_q(0.99, "recops_assistant_model_seconds", "recsvc"), "p99 model API"),
+            ),
+        ),
+        Panel(
             "Visual search latency p50 / p99 (/v1/visual-search) and image decode + embed p99",
             "s",
             (

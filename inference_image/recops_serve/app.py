@@ -2,8 +2,8 @@
 worker per process): no framework routing or validation layers on the hot path.
 
 Routes: ``GET /v1/recommendations?user_id=|session_id=&k=&category=``,
-``POST /v1/events`` (one event or ``{"events": [...]}``), ``GET /v1/search``, ``POST /v1/retrieve``
-(catalogue search: ``search/http.py``), ``/healthz``, ``/readyz``
+``POST /v1/events`` (one event or ``{"events": [...]}``), ``GET /v1/search``, ``POST /v1/retrieve``,
+``POST /v1/visual-search``, ``POST /v1/answer`` (catalogue search: ``search/http.py``), ``/healthz``, ``/readyz``
 (200 only with a warm bundle), ``/metrics``, ``/openapi.json``; other methods get 405 with ``Allow``.
 
 Client input never causes a 5xx: every field is parsed strictly (400 naming it), the 1 MiB body
@@ -60,7 +60,7 @@ EVENT_TYPES = frozenset(m.EVENT_TYPES)
 MAX_BODY = 1 << 20
 MAX_ID = 128
 GET_ROUTES = frozenset(("/v1/recommendations", "/healthz", "/readyz", "/metrics", "/openapi.json"))
-SEARCH_ROUTES = frozenset(("/v1/search", "/v1/retrieve", "/v1/visual-search"))
+SEARCH_ROUTES = frozenset(("/v1/search", "/v1/retrieve", "/v1/visual-search", "/v1/answer"))
 #: events validated between two looks at the clock (``Turn``): ~0.1 ms of plain events
 VALIDATE_CHUNK = 128
 _ITEM_LIMIT = 1 << 63
@@ -200,6 +200,7 @@ class Server:
     search: Any = None  # search.service.SearchService over the configured search bundle
     search_error: str | None = None
     visual: Any = None  # search.visual.VisualSearchService when the search bundle has an image index
+    assistant: Any = None  # search.assistant.ModelApi while the config names a model API (/v1/answer)
     mirror: shadow.Mirror = field(default_factory=shadow.Mirror)  # shadow traffic to the candidate
     _config_mtime: float = 0.0
 
@@ -845,6 +846,29 @@ OPENAPI = {
                         "description": "image over 8 MiB (8388608 bytes) or over 40 Mpx (decompression bomb)"
                     },
                     "503": {"description": "no search bundle loaded, or it has no image index"},
+                },
+            }
+        },
+        "/v1/answer": {
+            "post": {
+                "description": '{"question", "k"?: 1..50 (20), "category"?}, body at most 64 KiB: the chunks '
+                "/v1/retrieve finds, answered by the configured OpenAI-compatible chat model; citations of "
+                "products that were not retrieved are removed (removed_citations).",
+                "responses": {
+                    "200": {
+                        "description": "search_version, question, model, answer (null: nothing matched), grounded, "
+                        "citations [{item_id, title}], removed_citations, finish_reason, usage, chunks"
+                    },
+                    "400": {"description": "bad input, naming the field"},
+                    "405": {"description": "method not allowed (Allow: POST)"},
+                    "413": {"description": "body larger than 64 KiB"},
+                    "502": {"description": "the model API failed (the reason), with the retrieved chunks"},
+                    "503": {
+                        "description": "no search bundle, or no model API configured (spec.search.assistant)"
+                    },
+                    "504": {
+                        "description": "the model API did not answer within the deadline, with the chunks"
+                    },
                 },
             }
         },

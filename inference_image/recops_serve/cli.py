@@ -33,6 +33,10 @@ def _serve_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="file holding the attribution-token HMAC key (a mounted Secret; absent or empty: "
         "a per-process key)",
     )
+    p.add_argument(
+        "--assistant-key-file",
+        help="file holding the answer-synthesis model API key (a mounted Secret; read per answer)",
+    )
     p.add_argument("--host", default="0.0.0.0", help="listen address (default: %(default)s)")
     p.add_argument("--port", type=int, default=8080, help="listen port (default: %(default)s)")
     p.add_argument(
@@ -79,6 +83,7 @@ def parse_settings(argv: list[str], prog: str = "recops-serve serve") -> LaunchS
         "redis_url": args.redis_url,
         "redis_url_file": args.redis_url_file,
         "attribution_key_file": args.attribution_key_file,
+        "assistant_key_file": args.assistant_key_file,
     }
     try:
         return LaunchSettings.model_validate(

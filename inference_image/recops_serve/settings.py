@@ -48,6 +48,9 @@ class LaunchSettings(BaseModel):
     redis_url_file: Path | None = None
     #: the attribution-token HMAC key's Secret file; optional (the Secret key may be absent)
     attribution_key_file: Path | None = None
+    #: the answer-synthesis model API's bearer key (a mounted Secret), read with each answer so a
+    #: rotated Secret is used as soon as kubelet updates the file
+    assistant_key_file: Path | None = None
     host: str = "0.0.0.0"
     port: int = Field(default=8080, ge=1, le=65535)
     #: requests granian admits at once; more wait in the listen backlog
@@ -88,6 +91,20 @@ class LaunchSettings(BaseModel):
         if path is not None and path.is_file() and (key := path.read_bytes().strip()):
             return key
         return None
+
+    def assistant_key(self) -> str | None:
+        """The model API key; None without a file. Raises ValueError when the file is unreadable or
+        empty (the reason names the file, never the key)."""
+        path = self.assistant_key_file
+        if path is None:
+            return None
+        try:
+            key = read_secret_file(path)
+        except OSError as e:
+            raise ValueError(f"assistant_key_file {path}: {e.strerror}") from None
+        if not key:
+            raise ValueError(f"assistant_key_file {path} is empty")
+        return key
 
     def to_json(self) -> str:
         """What the worker parses back (unset fields omitted: the override keys stay the ones given)."""

@@ -22,6 +22,9 @@ MAX_SESSION_EVENTS = 50
 SESSION_LENGTH = 10
 NEW_ITEM_BOOST_HOURS = 48
 FALLBACK_STRATEGY = "category-popularity"
+ASSISTANT_BUDGET_TOKENS = 1500
+ASSISTANT_MAX_ANSWER_TOKENS = 400
+ASSISTANT_TIMEOUT_SECONDS = 20.0
 
 
 class _Strict(BaseModel):
@@ -74,6 +77,16 @@ class ServeConfig(_Strict):
     search_uri: str | None = None
     #: hybrid score weight of the vector cosine (1 - it: the normalised BM25 score)
     search_alpha: float = Field(default=0.5, ge=0, le=1)
+    #: answer synthesis (``POST /v1/answer``, search/assistant.py): an OpenAI-compatible chat API's base
+    #: URL (``.../v1``) in the region; None: /v1/answer answers 503. Its key is a Secret file
+    #: (``--assistant-key-file``), never config.
+    assistant_url: str | None = None
+    assistant_model: str | None = None
+    #: retrieved chunk tokens put in the prompt, and the answer's own token limit
+    assistant_budget_tokens: int = Field(default=ASSISTANT_BUDGET_TOKENS, ge=1, le=8192)
+    assistant_max_answer_tokens: int = Field(default=ASSISTANT_MAX_ANSWER_TOKENS, ge=1, le=4096)
+    #: one deadline for the model's whole answer (connect, generate, read)
+    assistant_timeout_seconds: float = Field(default=ASSISTANT_TIMEOUT_SECONDS, gt=0, le=300)
     #: read the Flink job's signals with the session list (streamfeatures.py): sold-out items are
     #: never recommended, trending ones boosted; off = the session list only
     stream_features: bool = True

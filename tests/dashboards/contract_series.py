@@ -136,6 +136,21 @@ def openmetrics(end: int, minutes: int = 30, step_s: int = 15) -> str:
                     f"recops_http_requests_total{_lbl({**t, 'route': 'visual_search', 'arm': 'model', 'code': code})} {n * _c(i):.3f} {ts}"
                 )
             _hist(lines, "recops_search_image_embed_seconds", t, i, 2, {0.1: 0.6, 0.2: 0.3, 0.5: 0.1}, ts)
+            _hist(  # answer synthesis (search/assistant.py): the whole answer and the model API's part
+                lines,
+                "recops_http_request_duration_seconds",
+                {**t, "route": "answer", "arm": "model"},
+                i,
+                1,
+                {1: 0.4, 2: 0.5, 4: 0.1},
+                ts,
+            )
+            _hist(lines, "recops_assistant_model_seconds", t, i, 1, {1: 0.5, 2: 0.4, 4: 0.1}, ts)
+            for outcome, n in (("grounded", 0.9), ("ungrounded", 0.05), ("upstream_error", 0.03)):
+                lines.append(
+                    f"recops_assistant_answers_total{_lbl({**t, 'outcome': outcome})} {n * _c(i):.3f} {ts}"
+                )
+            lines.append(f"recops_assistant_removed_citations_total{_lbl(t)} {0.02 * _c(i):.3f} {ts}")
             lines.append(f"recops_inflight_requests{_lbl(t)} 3 {ts}")
             lines.append(f"recops_overload_rejections_total{_lbl(t)} {0.1 * _c(i):.2f} {ts}")
             lines.append(f"recops_model_load_failures_total{_lbl(t)} 0 {ts}")

@@ -14,6 +14,10 @@ pytestmark = pytest.mark.integration
 
 ENTERPRISE_ACR = "shop-registry-vpc.cn-hangzhou.cr.aliyuncs.com"
 RES = "serving__resources"
+SEARCH = {
+    "catalog": "oss://retail-data-cn-hangzhou/catalog.parquet",
+    "uri": "oss://retail-models-cn-hangzhou/search/",
+}
 
 REJECTED = [
     # --- children the API server refuses (dry-run apply of every rendered child)
@@ -127,6 +131,24 @@ REJECTED = [
         {"network__allowCIDRs": ["169.254.0.0/16"]},
         "spec.network.allowCIDRs[0]: '169.254.0.0/16' includes link-local addresses",
     ),
+    (
+        "assistant on another region's model API",
+        {
+            "search": {
+                **SEARCH,
+                "assistant": {
+                    "endpoint": "https://dashscope-intl.aliyuncs.com/compatible-mode/v1",
+                    "model": "qwen-plus",
+                },
+            }
+        },
+        "spec.search.assistant.endpoint: model API 'dashscope-intl.aliyuncs.com' is in ap-southeast-1, outside spec.region cn-hangzhou",
+    ),
+    (
+        "assistant key inlined in the URL",
+        {"search": {**SEARCH, "assistant": {"endpoint": "http://user:sk-1@llm.ai.svc/v1", "model": "m"}}},
+        "spec.search.assistant.endpoint in body should match",
+    ),
     # --- floors and ranges in the schema (the API server itself, messages with the bound)
     ("rollout interval of zero", {"rollout__interval": "0s"}, "rollout.interval must be between 5s and 1h"),
     ("rollout interval of 4s", {"rollout__interval": "4s"}, "rollout.interval must be between 5s and 1h"),
@@ -184,6 +206,19 @@ ADMITTED = [
     ),
     ("schedule with a time zone", {"training__schedule": "0 2 * * *", "training__timeZone": "Asia/Shanghai"}),
     ("interval at the floor", {"rollout__interval": "5s"}),
+    (
+        "assistant on the region's PAI-EAS VPC endpoint",
+        {
+            "search": {
+                **SEARCH,
+                "assistant": {
+                    "endpoint": "http://1234567.vpc.cn-hangzhou.pai-eas.aliyuncs.com/api/predict/qwen/v1",
+                    "model": "qwen2.5-7b-instruct",
+                    "apiKeySecretRef": {"name": "llm-key"},
+                },
+            }
+        },
+    ),
 ]
 
 

@@ -67,6 +67,7 @@ def test_the_rule_checks_every_marked_field():
         "endpoint": "http://169.254.169.254/",
         "host": "100.100.100.200",
         "cidr": ["169.254.0.0/16"],
+        "model": "https://dashscope-intl.aliyuncs.com/compatible-mode/v1",
     }
     spec = {"region": "cn-hangzhou"}
     for where, kind in marked.items():
@@ -81,6 +82,7 @@ def test_the_rule_checks_every_marked_field():
     spec["training"]["checkpoint"].setdefault("uri", bad["oss"])
     spec["features"]["stream"]["kafka"] = {"bootstrapSecretRef": {"name": "kafka"}}
     spec["serving"]["featureStore"] = {"secretRef": {"name": "tair"}}  # features.stream writes there
+    spec["search"]["assistant"]["model"] = "qwen-plus"
     errors = location_errors(m.RecommenderServiceSpec.model_validate(spec), {}, {})
     named = {e.split(":")[0].split("[")[0] for e in errors}  # list items: spec.x[0] -> spec.x
     assert named == set(marked), f"not checked: {set(marked) - named}; errors: {errors}"
@@ -130,3 +132,70 @@ def test_digest_pinning_is_an_admission_policy(monkeypatch):
         }
     )
     assert location_errors(pinned, {}, {}) == []
+
+
+def _with_assistant(endpoint: str) -> m.RecommenderServiceSpec:
+    return m.RecommenderServiceSpec.model_validate(
+        {
+            "region": "cn-hangzhou",
+            "model": {"uri": "oss://m-cn-hangzhou/x/", "version": "v1"},
+            "serving": {"image": "registry-vpc.cn-hangzhou.aliyuncs.com/r/serve:1"},
+            "search": {
+                "catalog": "oss://c-cn-hangzhou/catalog/",
+                "uri": "oss://m-cn-hangzhou/search/",
+                "assistant": {"endpoint": endpoint, "model": "qwen2.5-7b-instruct"},
+            },
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "error"),
+    [
+        ("http://vllm.llm.svc:8000/v1", None),
+        ("http://vllm.llm.svc.cluster.local/v1", None),
+        ("http://10.0.3.7:8000/v1", None),
+        ("http://1234567.vpc.cn-hangzhou.pai-eas.aliyuncs.com/api/predict/qwen/v1", None),
+        (
+            "http://1234567.vpc.cn-shanghai.pai-eas.aliyuncs.com/api/predict/qwen/v1",
+            "model API '1234567.vpc.cn-shanghai.pai-eas.aliyuncs.com' is in cn-shanghai, outside spec.region cn-hangzhou",
+        ),
+        (
+            "https://dashscope-intl.aliyuncs.com/compatible-mode/v1",
+            "model API 'dashscope-intl.aliyuncs.com' is in ap-southeast-1, outside spec.region cn-hangzhou",
+        ),
+        (
+            # the public PAI-EAS endpoint of the right region is still the internet
+            "https://1234567.cn-hangzhou.pai-eas.aliyuncs.com/api/predict/qwen/v1",
+            "is neither in-cluster (*.svc), a private address, the cn-hangzhou PAI-EAS VPC endpoint",
+        ),
+        ("https://api.openai.com/v1", "host 'api.openai.com' is neither in-cluster"),
+        ("http://8.8.8.8/v1", "host '8.8.8.8' is a public address"),
+        ("http://169.254.169.254/v1", "link-local or the instance metadata service"),
+        ("http://vllm.llm.svc/a/../v1", "path has a dot segment"),
+    ],
+)
+def test_the_model_api_of_answer_synthesis_stays_in_the_vpc_and_the_region(endpoint, error):
+    errors = location_errors(_with_assistant(endpoint), {}, {})
+    if error is None:
+        assert errors == []
+    else:
+        (got,) = errors
+        assert got.startswith("spec.search.assistant.endpoint: ") and error in got, got
+
+
+def test_a_registered_private_link_host_is_admitted_in_its_region(monkeypatch):
+    host = "ep-1.dashscope.cn-hangzhou.privatelink.aliyuncs.com"
+    spec = _with_assistant(f"https://{host}/compatible-mode/v1")
+    (err,) = location_errors(spec, {}, {})
+    assert "nor in RECOPS_MODEL_API_REGIONS" in err
+    monkeypatch.setenv("RECOPS_MODEL_API_REGIONS", f"{host}=cn-hangzhou")
+    assert location_errors(spec, {}, {}) == []
+    monkeypatch.setenv("RECOPS_MODEL_API_REGIONS", f"{host}=cn-beijing")
+    (err,) = location_errors(spec, {}, {})
+    assert "is in cn-beijing, outside spec.region cn-hangzhou" in err
+
+
+def test_model_api_credentials_belong_in_a_secret():
+    with pytest.raises(ValueError, match="pattern"):  # the CRD pattern refuses user:pass@ already
+        _with_assistant("https://user:sk-123@vllm.llm.svc/v1")

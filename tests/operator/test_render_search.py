@@ -179,3 +179,72 @@ def test_a_candidate_search_version_needs_spec_search():
     raw["rollout"] = {"candidate": {"version": "m-new", "searchVersion": "s-new"}}
     with pytest.raises(pydantic.ValidationError, match=r"set spec\.search"):
         RecommenderServiceSpec.model_validate(raw)
+
+
+ASSISTANT = {
+    "endpoint": "http://vllm.llm.svc:8000/v1/",
+    "model": "qwen2.5-7b-instruct",
+    "apiKeySecretRef": {"name": "llm-key"},
+    "cidrs": ["10.8.0.0/16"],
+}
+
+
+def test_the_assistant_reaches_the_config_its_key_is_a_secret_file_and_egress_opens_its_port():
+    objs = desired_objects(OWNER, spec(version="s1", assistant=ASSISTANT))
+    (cm,) = _by_kind(objs, "ConfigMap", "home-feed-serving")
+    cfg = json.loads(cm["data"]["config.json"])
+    assert (
+        cfg["assistant_url"] == "http://vllm.llm.svc:8000/v1"
+        and cfg["assistant_model"] == "qwen2.5-7b-instruct"
+    )
+    assert (
+        cfg["assistant_budget_tokens"],
+        cfg["assistant_max_answer_tokens"],
+        cfg["assistant_timeout_seconds"],
+    ) == (
+        1500,
+        400,
+        20.0,
+    )
+    assert "llm-key" not in cm["data"]["config.json"]  # the key is never config
+    (dep,) = _by_kind(objs, "Deployment", "home-feed")
+    pod = dep["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    path = args[args.index("--assistant-key-file") + 1]
+    assert path == "/var/run/secrets/recops/assistant/api-key"
+    (vol,) = [v for v in pod["volumes"] if v["name"] == "assistant-key"]
+    assert vol["secret"]["secretName"] == "llm-key" and vol["secret"]["items"] == [
+        {"key": "api-key", "path": "api-key"}
+    ]
+    assert "optional" not in vol["secret"]
+    assert not any(e.get("name", "").endswith("KEY") for e in pod["containers"][0].get("env", []))
+    for track in ("stable", "canary"):
+        (policy,) = _by_kind(objs, "NetworkPolicy", f"home-feed-{track}")
+        rules = policy["spec"]["egress"]
+        assert {
+            "to": [{"ipBlock": {"cidr": "10.8.0.0/16"}}],
+            "ports": [{"protocol": "TCP", "port": 8000}],
+        } in rules
+    (search,) = _by_kind(objs, "NetworkPolicy", "home-feed-search")  # the vectorization pods
+    assert not any(r.get("ports") == [{"protocol": "TCP", "port": 8000}] for r in search["spec"]["egress"])
+
+
+def test_without_an_assistant_nothing_of_it_is_rendered_and_the_egress_port_can_be_named():
+    objs = desired_objects(OWNER, spec(version="s1"))
+    (cm,) = _by_kind(objs, "ConfigMap", "home-feed-serving")
+    assert "assistant_url" not in json.loads(cm["data"]["config.json"])  # /v1/answer: 503
+    (dep,) = _by_kind(objs, "Deployment", "home-feed")
+    assert "--assistant-key-file" not in dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    keyless = {**ASSISTANT, "endpoint": "https://1.vpc.cn-hangzhou.pai-eas.aliyuncs.com/api/predict/q/v1"}
+    del keyless["apiKeySecretRef"]
+    objs = desired_objects(OWNER, spec(version="s1", assistant=keyless))
+    (dep,) = _by_kind(objs, "Deployment", "home-feed")
+    assert "--assistant-key-file" not in dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    (policy,) = _by_kind(objs, "NetworkPolicy", "home-feed-stable")
+    assert [{"protocol": "TCP", "port": 443}] in [r["ports"] for r in policy["spec"]["egress"]]
+    objs = desired_objects(OWNER, spec(version="s1", assistant={**ASSISTANT, "egressPort": 8080}))
+    (policy,) = _by_kind(objs, "NetworkPolicy", "home-feed-stable")
+    assert {
+        "to": [{"ipBlock": {"cidr": "10.8.0.0/16"}}],
+        "ports": [{"protocol": "TCP", "port": 8080}],
+    } in policy["spec"]["egress"]

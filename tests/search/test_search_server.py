@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from recops_localcluster.cluster import free_port
 from tests.search.catalog import FORBIDDEN, write_catalog
 from tests.support.redis_server import RedisServer
 from tests.support.serving import ServerProc, train
@@ -166,5 +167,65 @@ def test_without_search_bundle_503_with_reason(stack, tmp_path):
         )
         assert other.get("/readyz").json()["search"]["error"].startswith("SearchBundleError")
         assert other.get("/v1/recommendations", user_id="u1").status_code == 200  # search never gates serving
+    finally:
+        other.stop()
+
+
+def test_answer_is_503_until_a_model_api_is_configured(stack):
+    server, _ = stack
+    r = server.post("/v1/answer", {"question": "which milk do you have?"})
+    assert r.status_code == 503, r.text
+    assert r.json()["error"] == "answer synthesis is not configured (spec.search.assistant)"
+    r = server.get("/v1/answer")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ({"query": "milk"}, "unknown field 'query' (question, k, category)"),
+        ({"question": ""}, "question must not be empty"),
+        ({"question": "milk", "k": 0}, "k must be an integer between 1 and 50"),
+        ({"question": "milk", "category": "Fuel"}, "category 'Fuel' is not a category"),
+    ],
+)
+def test_answer_bad_input(stack, body, needle):
+    r = stack[0].post("/v1/answer", body)
+    assert r.status_code == 400 and needle in r.json()["error"], r.text
+
+
+def test_an_unreachable_model_api_is_a_502_that_still_carries_the_products(stack, tmp_path):
+    """The model API's port is closed (nothing listens): the answer is a 502 naming the failure, with
+    the retrieved chunks, and the outcome is counted; recommendations are untouched."""
+    server, _ = stack
+    key = tmp_path / "api-key"
+    key.write_text("sk-test\n")
+    config = json.loads(Path(server.proc.args[3]).read_text())
+    config |= {
+        "assistant_url": f"http://127.0.0.1:{free_port()}/v1",
+        "assistant_model": "m",
+        "assistant_timeout_seconds": 5,
+    }
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    other = ServerProc(
+        tmp_path / "config.json", None, tmp_path / "server.log", extra=["--assistant-key-file", str(key)]
+    )
+    try:
+        r = other.post("/v1/answer", {"question": "what milk do you have", "k": 5})
+        assert r.status_code == 502, r.text
+        body = r.json()
+        assert body["error"] == "cannot reach the assistant model API: ConnectError"
+        assert body["chunks"] and body["chunks"][0]["title"].startswith("Organic Whole Milk")
+        assert body["model"] == "m" and body["search_version"] == "s1"
+        metrics = other.get("/metrics").text
+        assert 'recops_assistant_answers_total{outcome="upstream_error"} 1.0' in metrics
+        assert 'recops_http_requests_total{arm="model",code="502",route="answer"} 1.0' in metrics
+        key.write_text("")  # an emptied Secret: a 503 naming the file, never a crash
+        r = other.post("/v1/answer", {"question": "what milk do you have"})
+        assert (
+            r.status_code == 503
+            and r.json()["error"] == f"assistant key unavailable: assistant_key_file {key} is empty"
+        )
+        assert other.get("/v1/recommendations", user_id="u1").status_code == 200
     finally:
         other.stop()

@@ -6,6 +6,10 @@ unavailable products only with ``include_unavailable=true``. ``POST /v1/retrieve
 ``{"query", "budget_tokens"? (1..8192, default 1000), "k"? (1..50 chunks, default 20), "category"?}``
 (body at most 64 KiB): the best chunks with product id, title, category and text, while their
 token count fits the budget. The model reads at most 64 query word pieces (the rest is ignored).
+``POST /v1/answer`` with ``{"question", "k"?, "category"?}``: those chunks (under the configured
+``assistant_budget_tokens``) answered by the configured chat model, its citations checked
+(``assistant.py``); 503 when no model API is configured, 502/504 (with the chunks) when it fails.
+Answers are not mirrored while shadowing: each costs a model call.
 
 ``POST /v1/visual-search?k=&category=&include_unavailable=`` with the image bytes as the body (JPEG,
 PNG, WebP or GIF; at most 8 MiB, larger -> 413 naming the limit, refused on Content-Length before
@@ -37,6 +41,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from recops_serve import metrics as m
 from recops_serve import shadow
+from recops_serve.search import assistant
 from recops_serve.search.image_decode import MAX_IMAGE_BYTES, ImageInputError, decode
 from recops_serve.search.service import MAX_QUERY_CHARS, SearchInputError, SearchService
 
@@ -45,9 +50,14 @@ MAX_K = 100
 MAX_RETRIEVE_K = 50
 MAX_BUDGET = 8192
 MAX_RETRIEVE_BODY = 64 << 10
-ROUTES = ("search", "retrieve", "visual_search")
-PATHS = {"/v1/search": "search", "/v1/retrieve": "retrieve", "/v1/visual-search": "visual_search"}
-CODES = ("200", "400", "405", "413", "500", "503")
+ROUTES = ("search", "retrieve", "visual_search", "answer")
+PATHS = {
+    "/v1/search": "search",
+    "/v1/retrieve": "retrieve",
+    "/v1/visual-search": "visual_search",
+    "/v1/answer": "answer",
+}
+CODES = ("200", "400", "405", "413", "500", "502", "503", "504")
 
 search_latency = {r: m.request_duration.labels(r, "model") for r in ROUTES}
 search_requests = {(r, c): m.requests_total.labels(r, "model", c) for r in ROUTES for c in CODES}
@@ -176,16 +186,26 @@ async def search(svc: SearchService | None, query_string: str, why_not: str | No
     return 200, {"search_version": svc.bundle.version, "query": text, "items": items}
 
 
-async def retrieve(svc: SearchService | None, body: bytes, why_not: str | None) -> tuple[int, dict]:
+def _object(body: bytes, fields: tuple[str, ...], shape: str) -> dict:
+    """The JSON object of a POST body, with no field outside ``fields``; BadSearch saying what is wrong."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as e:
         raise BadSearch(f"body is not valid JSON: {e}") from None
     if not isinstance(doc, dict):
-        raise BadSearch('body must be an object: {"query": "...", "budget_tokens"?: int, "k"?: int}')
-    unknown = sorted(set(doc) - {"query", "budget_tokens", "k", "category"})
+        raise BadSearch(f"body must be an object: {shape}")
+    unknown = sorted(set(doc) - set(fields))
     if unknown:
-        raise BadSearch(f"unknown field {unknown[0]!r} (query, budget_tokens, k, category)")
+        raise BadSearch(f"unknown field {unknown[0]!r} ({', '.join(fields)})")
+    return doc
+
+
+async def retrieve(svc: SearchService | None, body: bytes, why_not: str | None) -> tuple[int, dict]:
+    doc = _object(
+        body,
+        ("query", "budget_tokens", "k", "category"),
+        '{"query": "...", "budget_tokens"?: int, "k"?: int}',
+    )
     if svc is None:
         return 503, {"error": f"search not available: {why_not or 'no search bundle configured'}"}
     text = _query(doc.get("query"), "query")
@@ -202,6 +222,84 @@ async def retrieve(svc: SearchService | None, body: bytes, why_not: str | None) 
         "budget_tokens": budget,
         "tokens": used,
         "tokenizer": svc.bundle.manifest["model"]["name"],
+        "chunks": chunks,
+    }
+
+
+def _model_api(server) -> assistant.ModelApi | None:
+    """The configured model API client, rebuilt when its config changed; the old one is closed once
+    its answers in flight have had their whole deadline."""
+    cfg = server.config
+    current = server.assistant
+    if cfg.assistant_url is None or cfg.assistant_model is None:
+        wanted = None
+    else:
+        wanted = (
+            cfg.assistant_url,
+            cfg.assistant_model,
+            cfg.assistant_timeout_seconds,
+            cfg.assistant_max_answer_tokens,
+        )
+    if current is not None and wanted is not None and current.same(*wanted):
+        return current
+    if current is not None:
+        loop = asyncio.get_running_loop()
+        loop.call_later(current.timeout + 1, lambda: loop.create_task(current.close()))
+    server.assistant = assistant.ModelApi(*wanted) if wanted else None
+    return server.assistant
+
+
+async def answer(server, body: bytes) -> tuple[int, dict]:
+    """Retrieve the chunks for the question, have the model answer from them, check its citations."""
+    doc = _object(body, ("question", "k", "category"), '{"question": "...", "k"?: int, "category"?: str}')
+    svc = server.search
+    if svc is None:
+        why = server.search_error or "no search bundle configured"
+        return 503, {"error": f"search not available: {why}"}
+    question = _query(doc.get("question"), "question")
+    k = _int(doc.get("k", 20), "k", 1, MAX_RETRIEVE_K)
+    cat = _category(svc, doc.get("category"))
+    api = _model_api(server)
+    if api is None:
+        return 503, {"error": "answer synthesis is not configured (spec.search.assistant)"}
+    budget = server.config.assistant_budget_tokens
+    chunks, _ = await _run(_timed_retrieve, svc, question, budget, k, cat)
+    base = {"search_version": svc.bundle.version, "question": question, "model": api.model}
+    if not chunks:  # nothing to ground an answer in: the model is not asked
+        assistant.answers_total.labels("no_context").inc()
+        reason = "no catalogue text matched the question"
+        return 200, {
+            **base,
+            "answer": None,
+            "grounded": False,
+            "reason": reason,
+            "citations": [],
+            "chunks": [],
+        }
+    try:
+        key = server.settings.assistant_key()
+    except ValueError as e:
+        return 503, {**base, "error": f"assistant key unavailable: {e}", "chunks": chunks}
+    t0 = time.perf_counter()
+    try:
+        done = await api.complete(assistant.messages(question, chunks), key)
+    except assistant.AssistantError as e:
+        assistant.answers_total.labels(e.outcome).inc()
+        return e.status, {**base, "error": str(e), "chunks": chunks}
+    assistant.observe(done, time.perf_counter() - t0)
+    titles = {c["item_id"]: c["title"] for c in chunks}
+    checked = assistant.check_citations(done.text, set(titles))
+    assistant.removed_total.inc(len(checked.removed))
+    assistant.answers_total.labels("grounded" if checked.grounded else "ungrounded").inc()
+    return 200, {
+        **base,
+        "model": done.model,
+        "answer": checked.text,
+        "grounded": checked.grounded,
+        "citations": [{"item_id": i, "title": titles[i]} for i in checked.cited],
+        "removed_citations": checked.removed,
+        "finish_reason": done.finish_reason,
+        "usage": done.usage,
         "chunks": chunks,
     }
 
@@ -254,8 +352,8 @@ async def visual_search(server, scope, proto, read_body) -> tuple[int, dict, byt
 
 
 async def handle(server, scope, proto, read_body) -> None:
-    """Route one request to /v1/search, /v1/retrieve or /v1/visual-search (``server`` is the app's
-    Server)."""
+    """Route one request to /v1/search, /v1/retrieve, /v1/visual-search or /v1/answer (``server``
+    is the app's Server)."""
     route = PATHS[scope.path]
     t0, body = time.perf_counter(), b""
     want = "GET" if route == "search" else "POST"
@@ -277,7 +375,10 @@ async def handle(server, scope, proto, read_body) -> None:
                     raise
                 except Exception as e:  # the client sent less than it announced, bad chunking
                     raise BadSearch(f"incomplete request body: {type(e).__name__}") from None
-                status, payload = await retrieve(svc, body, why_not)
+                if route == "answer":
+                    status, payload = await answer(server, body)
+                else:
+                    status, payload = await retrieve(svc, body, why_not)
         except BadSearch as e:
             status, payload = e.status, {"error": str(e)}
         except ValueError as e:  # the app's BadRequest / TooLarge (body limit): status on the class

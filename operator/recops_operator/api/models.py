@@ -51,10 +51,11 @@ class Location:
 
     kind: ``oss`` (oss:// URI), ``data`` (oss:// or builtin:NAME), ``image`` (container image,
     registry host), ``endpoint`` (http(s) URL that must be in-cluster or regional), ``host``
-    (an intranet host name), ``cidr`` (an address range pods may talk to; list items).
+    (an intranet host name), ``cidr`` (an address range pods may talk to; list items), ``model``
+    (an OpenAI-compatible model API: in-cluster, a private address or the region's PAI-EAS VPC endpoint).
     """
 
-    kind: Literal["oss", "data", "image", "endpoint", "host", "cidr"]
+    kind: Literal["oss", "data", "image", "endpoint", "host", "cidr", "model"]
 
 
 OSS = Location("oss")
@@ -63,6 +64,7 @@ IMAGE = Location("image")
 ENDPOINT = Location("endpoint")
 HOST = Location("host")
 CIDR = Location("cidr")
+MODEL_API = Location("model")
 
 
 def location_of(field: Any) -> Location | None:
@@ -347,18 +349,16 @@ class Resources(Model):
     limits: Annotated[ResourceList, Field(description="Limits.")] = ResourceList(cpu="2", memory="4Gi")
 
 
+def SecretKey(description: str) -> Any:
+    """A key of a Secret's data: anything outside the pattern can never be mounted."""
+    return Annotated[str, Field(description=description, pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)]
+
+
 class SecretKeyRef(Model):
     name: Annotated[
         str, Field(description="Secret name in the same namespace.", pattern=DNS_LABEL, max_length=253)
     ]
-    key: Annotated[
-        str,
-        Field(
-            description="Key in the Secret holding the redis:// or rediss:// URL (with password).",
-            pattern=r"^[-._a-zA-Z0-9]+$",  # a Secret data key: anything else can never be mounted
-            max_length=253,
-        ),
-    ] = "url"
+    key: SecretKey("Key in the Secret holding the redis:// or rediss:// URL (with password).") = "url"
 
 
 class FeatureStore(Model):
@@ -628,6 +628,68 @@ class Training(SpotJob):
 
 
 # ---------------------------------------------------------------------------------- search
+CIDR_PATTERN = r"^[0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}$"
+PRIVATE_CIDRS = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
+Cidr = Annotated[str, Field(pattern=CIDR_PATTERN, max_length=18)]
+MODEL_API_PATTERN = r"^https?://[^@\s?#]+$"
+
+
+class AssistantKeyRef(SecretKeyRef):
+    key: SecretKey("Key in the Secret holding the model API's bearer key.") = "api-key"
+
+
+class Assistant(Model):
+    """Answer synthesis for a shopping assistant (POST /v1/answer): the chunks /v1/retrieve finds,
+    with the shopper's question, go to an OpenAI-compatible chat API in spec.region, told to cite
+    only those product ids; a citation of any other id is removed from the answer and counted."""
+
+    endpoint: Annotated[
+        str,
+        Field(
+            description="The chat API's base URL (.../v1; POST <endpoint>/chat/completions): in-cluster (*.svc), "
+            "a private address, or the spec.region PAI-EAS VPC endpoint (*.vpc.<region>.pai-eas.aliyuncs.com).",
+            pattern=MODEL_API_PATTERN,
+            max_length=1024,
+        ),
+        MODEL_API,
+    ]
+    model: Annotated[
+        str,
+        Field(
+            description="The model name sent with each request.",
+            pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$",
+            max_length=128,
+        ),
+    ]
+    api_key_secret_ref: Maybe(
+        AssistantKeyRef, "Secret with the API's bearer key (omit for an in-cluster model that takes none)."
+    ) = None
+    budget_tokens: Bounded(int, "Retrieved chunk tokens put in the prompt.", ge=100, le=8192) = (
+        serve_defaults.ASSISTANT_BUDGET_TOKENS
+    )
+    max_answer_tokens: Bounded(int, "The answer's token limit (max_tokens).", ge=16, le=4096) = (
+        serve_defaults.ASSISTANT_MAX_ANSWER_TOKENS
+    )
+    timeout_seconds: Seconds("One deadline for the whole answer.", ge=1, le=300) = int(
+        serve_defaults.ASSISTANT_TIMEOUT_SECONDS
+    )
+    cidrs: Annotated[
+        list[Cidr],
+        Field(
+            description="Address ranges of the model API (the serving pods' egress allows only these).",
+            min_length=1,
+            max_length=20,
+        ),
+        CIDR,
+    ] = PRIVATE_CIDRS
+    egress_port: Bounded(
+        int | None,
+        "Port the egress policy opens (default: the endpoint URL's; an in-cluster Service's targetPort when it differs).",
+        ge=1,
+        le=65535,
+    ) = None
+
+
 class VisualSearch(Model):
     """Visual search (/v1/visual-search): the vectorization job also embeds each product's
     ``image_uri`` into the search bundle's image index; the server answers once the served bundle
@@ -669,6 +731,9 @@ class Search(SpotJob):
     visual: Annotated[
         VisualSearch, Field(description="Visual search: product images in the search bundle.")
     ] = VisualSearch()
+    assistant: Maybe(
+        Assistant, "Answer synthesis (POST /v1/answer) by an OpenAI-compatible chat API in spec.region."
+    ) = None
 
 
 # ---------------------------------------------------------------------------------- rollout
@@ -875,14 +940,9 @@ class Experiment(Model):
 
 # ---------------------------------------------------------------------------------- features
 class KafkaSecretRef(SecretKeyRef):
-    key: Annotated[
-        str,
-        Field(
-            description="Key in the Secret holding the Kafka bootstrap servers (host:port,...; the VPC endpoint).",
-            pattern=r"^[-._a-zA-Z0-9]+$",
-            max_length=253,
-        ),
-    ] = "bootstrap"
+    key: SecretKey(
+        "Key in the Secret holding the Kafka bootstrap servers (host:port,...; the VPC endpoint)."
+    ) = "bootstrap"
 
 
 class StreamKafka(Model):
@@ -1032,9 +1092,6 @@ class Features(Model):
 
 
 # ---------------------------------------------------------------------------------- network
-CIDR_PATTERN = r"^[0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}$"
-PRIVATE_CIDRS = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
-Cidr = Annotated[str, Field(pattern=CIDR_PATTERN, max_length=18)]
 
 
 class Network(Model):

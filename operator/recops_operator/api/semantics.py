@@ -11,7 +11,8 @@ operator's bucket registry lists it (``RECOPS_BUCKET_REGIONS`` =
 ``bucket=region,...``, filled from the Pulumi stack outputs), or (c) the bucket
 name ends with ``-<region>``. Anything else is rejected: a location we cannot
 place is treated as outside the region. Prometheus must be in-cluster or the
-region's ARMS endpoint.
+region's ARMS endpoint; a model API (answer synthesis) in-cluster, private, the region's PAI-EAS
+VPC endpoint or a host in ``RECOPS_MODEL_API_REGIONS``.
 
 Placement: the rendered pod templates must keep inference off spot and training
 on spot (``training.invariants.check_capacity_invariants``).
@@ -57,15 +58,25 @@ def oss_region(uri: str, registry: Mapping[str, str]) -> tuple[str, str | None]:
     return bucket, m.group(1) if m else None
 
 
-def registry_regions(env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Enterprise ACR instances (and any other registry host) the operator knows the region of:
-    ``RECOPS_REGISTRY_REGIONS`` = ``host=region,...``, registered the same way as buckets."""
-    raw = (env if env is not None else os.environ).get("RECOPS_REGISTRY_REGIONS", "")
+def _host_regions(variable: str, env: Mapping[str, str] | None) -> dict[str, str]:
+    raw = (env if env is not None else os.environ).get(variable, "")
     out: dict[str, str] = {}
     for item in filter(None, (p.strip() for p in raw.split(","))):
         host, _, region = item.partition("=")
         out[host.strip().lower()] = region.strip()
     return out
+
+
+def registry_regions(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Enterprise ACR instances (and any other registry host) the operator knows the region of:
+    ``RECOPS_REGISTRY_REGIONS`` = ``host=region,...``, registered the same way as buckets."""
+    return _host_regions("RECOPS_REGISTRY_REGIONS", env)
+
+
+def model_api_regions(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Model API hosts the platform team vouches for (a PrivateLink endpoint's domain):
+    ``RECOPS_MODEL_API_REGIONS`` = ``host=region,...``."""
+    return _host_regions("RECOPS_MODEL_API_REGIONS", env)
 
 
 _ACR_HOST = re.compile(r"^registry(?:-vpc|-intl)?\.(?P<region>[a-z]{2}-[a-z]+(?:-[0-9]+)?)\.aliyuncs\.com$")
@@ -184,20 +195,60 @@ def _check_image(
     return None
 
 
-def _check_endpoint(field: str, url: str, region: str) -> str | None:
+def _url_problem(field: str, url: str) -> tuple[str, str | None]:
+    """(its host, what makes a URL no location at all: credentials, a metadata/public IP, path tricks)."""
     parsed = urlparse(url)
     host = (parsed.hostname or "").lower()
     if parsed.username or parsed.password or "@" in parsed.netloc:
-        return f"{field}: credentials must not be embedded in URLs; reference a Secret instead"
+        return host, f"{field}: credentials must not be embedded in URLs; reference a Secret instead"
     bad = _forbidden_host(host) or (f"path has {t}" if (t := path_tricks(parsed.path)) else None)
+    return host, f"{field}: {bad}" if bad else None
+
+
+def _check_endpoint(field: str, url: str, region: str) -> str | None:
+    host, bad = _url_problem(field, url)
     if bad:
-        return f"{field}: {bad}"
+        return bad
     arms = _ARMS_HOST.search(host)
     if arms and arms.group("region") != region:
         return f"{field}: ARMS endpoint in {arms.group('region')}, outside spec.region {region}"
     if not arms and not _IN_CLUSTER.search(host) and not (_ip(host) and _ip(host).is_private):
         return f"{field}: host '{host}' is neither in-cluster (*.svc) nor the {region} ARMS endpoint"
     return None
+
+
+_PAI_EAS_VPC = re.compile(r"\.vpc\.(?P<region>[a-z]{2}-[a-z]+(?:-[0-9]+)?)\.pai-eas\.aliyuncs\.com$")
+#: Model Studio's public OpenAI-compatible hosts and their regions: reached over the internet
+_MODEL_STUDIO = {
+    "dashscope.aliyuncs.com": "cn-beijing",
+    "dashscope-intl.aliyuncs.com": "ap-southeast-1",
+    "dashscope-us.aliyuncs.com": "us-east-1",
+    "cn-hongkong.dashscope.aliyuncs.com": "cn-hongkong",
+}
+
+
+def _check_model_api(field: str, url: str, region: str, known: Mapping[str, str]) -> str | None:
+    """An OpenAI-compatible model API the shoppers' questions may go to: inside the VPC and in
+    ``region``: in-cluster, a private address, the region's PAI-EAS VPC endpoint, or a host the
+    platform team registered (``RECOPS_MODEL_API_REGIONS``)."""
+    host, bad = _url_problem(field, url)
+    if bad:
+        return bad
+    eas = _PAI_EAS_VPC.search(host)
+    where = known.get(host) or (eas.group("region") if eas else None) or _MODEL_STUDIO.get(host)
+    if where is not None and where != region:
+        return f"{field}: model API '{host}' is in {where}, outside spec.region {region} (data residency)"
+    if host in known or eas or _IN_CLUSTER.search(host) or (_ip(host) and _ip(host).is_private):
+        return None
+    if host in _MODEL_STUDIO:
+        return (
+            f"{field}: '{host}' is Model Studio's public internet endpoint; use a PrivateLink endpoint "
+            "registered in RECOPS_MODEL_API_REGIONS, or a PAI-EAS VPC endpoint"
+        )
+    return (
+        f"{field}: host '{host}' is neither in-cluster (*.svc), a private address, the {region} "
+        "PAI-EAS VPC endpoint (*.vpc.<region>.pai-eas.aliyuncs.com) nor in RECOPS_MODEL_API_REGIONS"
+    )
 
 
 _SHARED = ipaddress.ip_network("100.64.0.0/10")  # Alibaba Cloud's service range (internal OSS, ...)
@@ -230,6 +281,7 @@ def location_errors(
     """The one residency-and-safety rule, over every Location-marked field of the spec."""
     registries = registry_regions() if registries is None else registries
     digest = require_digest()
+    model_apis = model_api_regions()
     errors: list[str] = []
     for field, marker, value in _marked_values(spec, "spec"):
         if marker.kind in ("oss", "data"):
@@ -240,6 +292,8 @@ def location_errors(
             err = _check_endpoint(field, value, spec.region)
         elif marker.kind == "cidr":
             err = _check_cidr(field, value)
+        elif marker.kind == "model":
+            err = _check_model_api(field, value, spec.region, model_apis)
         else:
             err = _check_host(field, value)
         if err:

@@ -3,16 +3,17 @@
 Ingress only from what ``spec.network`` allows (namespaces, pod labels of this namespace, the VPC
 ranges of the intranet load balancer) plus the monitoring namespace, on the serving port; the
 canary also from its own stable pods (mesh-free shadowing mirrors from them). Egress only DNS, the
-feature store (when set) and object storage; stable also to its canary (shadowing). Training has
-no ingress at all. Pure, like every renderer.
+feature store (when set), object storage and the model API of answer synthesis (when set); stable
+also to its canary (shadowing). Training has no ingress at all. Pure, like every renderer.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from typing import Any
+from urllib.parse import urlparse
 
-from recops_operator.api.models import RecommenderServiceSpec
+from recops_operator.api.models import Assistant, RecommenderServiceSpec
 from recops_operator.render.serving import Owner, RenderContext, _meta
 from recops_operator.training import config as training_config
 
@@ -59,6 +60,8 @@ def _egress(spec: RecommenderServiceSpec, serving: bool) -> list[dict[str, Any]]
             "ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 80}],
         },
     ]
+    if serving and spec.search is not None and spec.search.assistant is not None:
+        rules.append(_model_api(spec.search.assistant))
     if serving and spec.serving.feature_store:
         rules.append(
             {
@@ -67,6 +70,13 @@ def _egress(spec: RecommenderServiceSpec, serving: bool) -> list[dict[str, Any]]
             }
         )
     return rules
+
+
+def _model_api(assistant: Assistant) -> dict[str, Any]:
+    """Answer synthesis: the model API's ranges, on its port (the URL's, else the scheme's)."""
+    url = urlparse(assistant.endpoint)
+    port = assistant.egress_port or url.port or (443 if url.scheme == "https" else 80)
+    return {"to": _blocks(assistant.cidrs), "ports": [{"protocol": "TCP", "port": port}]}
 
 
 def _policy(

@@ -25,6 +25,8 @@ CONFIG_MOUNT = "/etc/recops"
 CONFIG_FILE = "config.json"
 SECRET_MOUNT = "/var/run/secrets/recops/feature-store"
 ATTRIBUTION_MOUNT = "/var/run/secrets/recops/attribution"
+ASSISTANT_MOUNT = "/var/run/secrets/recops/assistant"
+ASSISTANT_KEY_FILE = "api-key"
 FEATURE_STORE_FILE = "url"
 
 
@@ -135,7 +137,16 @@ def _search_config(spec: RecommenderServiceSpec, version: str | None) -> dict[st
     version = version or (search.version if search else None)
     if search is None or not version:
         return {}
-    return {"search_uri": search.uri.rstrip("/") + "/" + version, "search_alpha": search.alpha}
+    out: dict[str, Any] = {"search_uri": search.uri.rstrip("/") + "/" + version, "search_alpha": search.alpha}
+    if (a := search.assistant) is not None:
+        out |= {
+            "assistant_url": a.endpoint.rstrip("/"),
+            "assistant_model": a.model,
+            "assistant_budget_tokens": a.budget_tokens,
+            "assistant_max_answer_tokens": a.max_answer_tokens,
+            "assistant_timeout_seconds": float(a.timeout_seconds),
+        }
+    return out
 
 
 def render_config_map(
@@ -251,6 +262,15 @@ def _files(owner: Owner, spec: RecommenderServiceSpec, track: str) -> _Files:
             args += part[0]
             mounts.append(part[1])
             volumes.append(part[2])
+    assistant = spec.search.assistant if spec.search else None
+    if assistant is not None and assistant.api_key_secret_ref is not None:
+        ref = assistant.api_key_secret_ref
+        option, mount, volume = _secret_file(
+            "assistant-key", "--assistant-key-file", ref.name, ref.key, ASSISTANT_MOUNT, ASSISTANT_KEY_FILE
+        )
+        args += option
+        mounts.append(mount)
+        volumes.append(volume)
     # the buckets of the model and search bundles, read-only (every track reads, none writes)
     oss = oss_volumes([spec.model.uri, spec.search.uri if spec.search else None])
     return _Files(args, mounts + oss.mounts, volumes + oss.volumes, oss.env)
