@@ -8,7 +8,8 @@
    completejourney search bundle (92,331 products): one client connection, requests back to back,
    every query distinct (no embedding cache hit), so each latency includes tokenizing and
    embedding the query, the HNSW and BM25 searches and the HTTP round trip; p50/p99.
-3. One query's embedding in process per backend (numpy reference, onnxruntime float32, int8).
+3. One query's embedding in process per backend (numpy reference, onnxruntime float32, int8), and
+   one search by stage in process (tokenize, forward pass, HNSW, BM25, the whole call).
 4. HNSW build time for 100,000 vectors (the completejourney vectors repeated with small noise so
    they are distinct: for build time only).
 The load average is printed with each table: the machine is shared.
@@ -17,6 +18,7 @@ The load average is printed with each table: the machine is shared.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import resource
@@ -236,10 +238,48 @@ def bench_embed(table, tokens: tuple[int, ...] = (3, 8, 20), repeats: int = 100)
     )
 
 
+def bench_stages(table, n: int = 1000) -> None:
+    """Where one search's time goes, in process on the endpoints' bundle and queries: each stage the
+    server's ``SearchService.search`` runs (tokenize, int8 forward pass, filtered HNSW, BM25), then
+    the whole call with the embedding cache cleared (what a distinct query costs before HTTP)."""
+    from recops_serve.search.index import load_search_bundle
+    from recops_serve.search.service import CANDIDATES, MAX_QUERY_TOKENS, SearchService
+
+    svc = SearchService(load_search_bundle(str(CACHE / "search-completejourney")))
+    svc.search("warm up", 1)
+    b, enc = svc.bundle, svc.encoder
+    mask, sel, _ = svc._filter(None, True)
+    params = svc._faiss.SearchParametersHNSW(sel=sel, efSearch=max(CANDIDATES, b.index.hnsw.efSearch))
+    stages: dict[str, list[float]] = {k: [] for k in ("tokenize", "forward pass", "HNSW", "BM25", "search")}
+    for i, q in enumerate(_queries()[:n]):
+        q = f"{q} search {i}"
+        t = [time.perf_counter()]
+        ids = enc.token_ids(q)[:MAX_QUERY_TOKENS]
+        t.append(time.perf_counter())
+        qv = enc.encode_ids([ids])[0]
+        t.append(time.perf_counter())
+        b.index.search(qv[None, :], CANDIDATES, params=params)
+        t.append(time.perf_counter())
+        svc.keyword_scores(q, mask)
+        t.append(time.perf_counter())
+        svc.embed_query.cache_clear()
+        t0 = time.perf_counter()
+        svc.search(q, 10)
+        t.append(t[-1] + time.perf_counter() - t0)
+        for name, (a, z) in zip(stages, itertools.pairwise(t), strict=True):
+            stages[name].append(z - a)
+    table(
+        f"one search in process, by stage, {n} distinct queries ({_load()})",
+        ["stage", "p50 ms", "p99 ms"],
+        [[name, *(f"{x:.2f}" for x in _lat(lat))] for name, lat in stages.items()],
+    )
+
+
 def run(table) -> None:
     with tempfile.TemporaryDirectory(prefix="recops-bench-search-") as d:
         tmp = Path(d)
         bench_embed(table)
         bench_vectorize(table, tmp)
         bench_endpoints(table, tmp)
+        bench_stages(table)
         bench_index(table)
