@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml inference_image/requirements-models.txt | sha256sum | cut -c1-12)
 
-.PHONY: demo down test lint bench venv system-deps testbin streambin crds dashboards helm checkov
+.PHONY: demo down test lint bench venv system-deps testbin streambin crds dashboards helm checkov llm
 
 $(STAMP): pyproject.toml inference_image/requirements-models.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,11 @@ streambin:
 	@scripts/build-flink.sh >/dev/null
 	@scripts/build-flink-crd.sh >/dev/null
 
+# A small instruction-tuned chat model behind llama.cpp's OpenAI-compatible server, for the
+# answer-synthesis test against a real model (once, cached outside the repo: ~/.cache/recops/llm-<key>).
+llm:
+	@scripts/build-llm.sh >/dev/null
+
 demo: system-deps venv testbin streambin
 	KUBEBUILDER_ASSETS=$${KUBEBUILDER_ASSETS:-$$(scripts/build-testbin.sh | tail -n1)} $(BIN)/recops-demo
 
@@ -56,7 +61,7 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: system-deps venv checkov testbin streambin
+test: system-deps venv checkov testbin streambin llm
 	$(BIN)/ruff check .
 	KUBEBUILDER_ASSETS=$${KUBEBUILDER_ASSETS:-$$(scripts/build-testbin.sh | tail -n1)} $(BIN)/pytest $(PYTEST_ARGS)
 

@@ -27,7 +27,7 @@ def test_the_prompt_lists_every_retrieved_product_by_id_and_fences_the_catalogue
     text = user["content"]
     assert text.count("[item 101]") == 2 and text.count("[item 205]") == 1
     assert text.index("<<<") < text.index("[item 101]") < text.index(">>>") < text.index("which milk")
-    assert "Foams well." in text and "category: Dairy > Alternatives" in text
+    assert "Foams well." in text and "Category: Dairy > Alternatives" in text
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ import pytest
 
 from recops_localcluster.cluster import free_port
 from tests.search.catalog import FORBIDDEN, write_catalog
+from tests.support.chat_model import MODEL_NAME, ChatModel
 from tests.support.redis_server import RedisServer
 from tests.support.serving import ServerProc, train
 
@@ -229,3 +230,40 @@ def test_an_unreachable_model_api_is_a_502_that_still_carries_the_products(stack
         assert other.get("/v1/recommendations", user_id="u1").status_code == 200
     finally:
         other.stop()
+
+
+def test_a_real_chat_model_answers_from_the_retrieved_products_only(stack, tmp_path):
+    """llama.cpp's OpenAI-compatible server over Qwen2.5-Coder-1.5B-Instruct (make llm): the answer
+    names a retrieved product with its citation, and nothing it cites was not retrieved."""
+    server, _ = stack
+    model = ChatModel(tmp_path)
+    config = json.loads(Path(server.proc.args[3]).read_text())
+    config |= {
+        "assistant_url": model.url,
+        "assistant_model": MODEL_NAME,
+        "assistant_budget_tokens": 300,
+        "assistant_max_answer_tokens": 80,
+        "assistant_timeout_seconds": 240,
+    }
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    other = ServerProc(tmp_path / "config.json", None, tmp_path / "server.log")
+    try:
+        r = httpx.post(
+            f"{other.url}/v1/answer",
+            json={"question": "Do you sell espresso coffee beans?", "k": 5},
+            timeout=300,
+        )
+        assert r.status_code == 200, r.text
+        body = r.json()
+        retrieved = {c["item_id"] for c in body["chunks"]}
+        assert body["answer"] and body["usage"]["prompt_tokens"] > 50, body
+        assert {c["item_id"] for c in body["citations"]} <= retrieved
+        assert all(f"item {i}" not in body["answer"] for i in body["removed_citations"])
+        assert body["grounded"], body  # a retrieved product, cited, and nothing else
+        cited_titles = " ".join(c["title"] for c in body["citations"]).lower()
+        assert "espresso" in cited_titles or "coffee" in cited_titles, body
+        metrics = other.get("/metrics").text
+        assert 'recops_assistant_answers_total{outcome="grounded"} 1.0' in metrics
+    finally:
+        other.stop()
+        model.stop()

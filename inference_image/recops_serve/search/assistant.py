@@ -82,11 +82,15 @@ def messages(question: str, chunks: list[dict]) -> list[dict[str, str]]:
     """The chat request: the rules, then the catalogue excerpt (one block per chunk, its product id
     first) and the question."""
     blocks = [
-        f"[item {c['item_id']}] {c['title'] or ''} (category: {c['category'] or 'none'})\n{c['text']}"
+        f"[item {c['item_id']}] {c['title'] or ''}\nCategory: {c['category'] or 'none'}\n{c['text']}"
         for c in chunks
     ]
     excerpt = "\n\n".join(blocks)
-    user = f"Catalogue excerpt:\n<<<\n{excerpt}\n>>>\n\nShopper's question: {question}"
+    user = (
+        f"Catalogue excerpt:\n<<<\n{excerpt}\n>>>\n\nShopper's question: {question}\n\n"
+        "Answer in one to three sentences. Name each listed product that fits the question and put "
+        "its citation right after its name, like this: Example Product [item 123] ..."
+    )
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
