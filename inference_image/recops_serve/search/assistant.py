@@ -143,20 +143,14 @@ class ModelApi:
     """One OpenAI-compatible chat API (``POST <url>/chat/completions``), pooled connections."""
 
     def __init__(self, url: str, model: str, timeout: float, max_tokens: int):
+        #: what it was built from: a config naming other settings gets a new client
+        self.settings = (url, model, timeout, max_tokens)
         self.url, self.model, self.timeout, self.max_tokens = url.rstrip("/"), model, timeout, max_tokens
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout),
             limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=8),
             follow_redirects=False,  # a redirect could leave the region the operator admitted
             trust_env=False,  # no proxy from the environment: the endpoint is the admitted one
-        )
-
-    def same(self, url: str, model: str, timeout: float, max_tokens: int) -> bool:
-        return (self.url, self.model, self.timeout, self.max_tokens) == (
-            url.rstrip("/"),
-            model,
-            timeout,
-            max_tokens,
         )
 
     async def close(self) -> None:

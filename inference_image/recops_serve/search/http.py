@@ -138,6 +138,11 @@ def _category(svc: SearchService, raw: Any) -> int | None:
         raise BadSearch(str(e)) from None
 
 
+def _no_search(why: str | None) -> dict:
+    """The 503 answer of every search route while no search bundle is loaded, with the reason."""
+    return {"error": f"search not available: {why or 'no search bundle configured'}"}
+
+
 def _flag(raw: str | None, name: str) -> bool:
     if raw in (None, "", "false", "0"):
         return False
@@ -174,7 +179,7 @@ async def search(svc: SearchService | None, query_string: str, why_not: str | No
     except UnicodeDecodeError:
         raise BadSearch("query string is not valid UTF-8") from None
     if svc is None:
-        return 503, {"error": f"search not available: {why_not or 'no search bundle configured'}"}
+        return 503, _no_search(why_not)
     text = _query(q.get("q"), "q")
     k = _int(q["k"], "k", 1, MAX_K, text=True) if "k" in q else 10
     cat = _category(svc, q.get("category"))
@@ -207,7 +212,7 @@ async def retrieve(svc: SearchService | None, body: bytes, why_not: str | None) 
         '{"query": "...", "budget_tokens"?: int, "k"?: int}',
     )
     if svc is None:
-        return 503, {"error": f"search not available: {why_not or 'no search bundle configured'}"}
+        return 503, _no_search(why_not)
     text = _query(doc.get("query"), "query")
     budget = _int(doc.get("budget_tokens", 1000), "budget_tokens", 1, MAX_BUDGET)
     k = _int(doc.get("k", 20), "k", 1, MAX_RETRIEVE_K)
@@ -240,7 +245,7 @@ def _model_api(server) -> assistant.ModelApi | None:
             cfg.assistant_timeout_seconds,
             cfg.assistant_max_answer_tokens,
         )
-    if current is not None and wanted is not None and current.same(*wanted):
+    if current is not None and current.settings == wanted:
         return current
     if current is not None:
         loop = asyncio.get_running_loop()
@@ -254,8 +259,7 @@ async def answer(server, body: bytes) -> tuple[int, dict]:
     doc = _object(body, ("question", "k", "category"), '{"question": "...", "k"?: int, "category"?: str}')
     svc = server.search
     if svc is None:
-        why = server.search_error or "no search bundle configured"
-        return 503, {"error": f"search not available: {why}"}
+        return 503, _no_search(server.search_error)
     question = _query(doc.get("question"), "question")
     k = _int(doc.get("k", 20), "k", 1, MAX_RETRIEVE_K)
     cat = _category(svc, doc.get("category"))
@@ -328,8 +332,7 @@ async def visual_search(server, scope, proto, read_body) -> tuple[int, dict, byt
     avail = not _flag(q.get("include_unavailable"), "include_unavailable")
     svc, vis = server.search, server.visual
     if svc is None:
-        why = server.search_error or "no search bundle configured"
-        return 503, {"error": f"search not available: {why}"}, b""
+        return 503, _no_search(server.search_error), b""
     if vis is None:
         return (
             503,
