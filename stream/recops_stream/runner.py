@@ -87,10 +87,13 @@ class StreamJob:
         args = [str(home / "venv" / "bin" / "python"), str(JOB), *self.args, "--jars", *jars]
         if restore:
             args += ["--restore", restore.as_uri()]
-        env = {**os.environ, "PYTHONPATH": str(JOB.parents[1])}
-        env.pop("PYTHONHOME", None)
         self.starts += 1
         log = self.workdir / f"job-{self.starts}.log"
+        # the JobManager/TaskManager log beside the job, one per start: flink-job-N-python-<host>.log
+        # (PyFlink's default is one file inside the cached venv, truncated by the next job)
+        env = {**os.environ, "PYTHONPATH": str(JOB.parents[1]), "FLINK_LOG_DIR": str(self.workdir)}
+        env["FLINK_IDENT_STRING"] = f"job-{self.starts}"
+        env.pop("PYTHONHOME", None)
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
                 args,
@@ -102,6 +105,10 @@ class StreamJob:
             )
         self.log = log
         return self
+
+    def flink_logs(self) -> list[Path]:
+        """The JobManager/TaskManager logs of this job's runs (one file per start of the JVM)."""
+        return sorted(self.workdir.glob("flink-*.log"))
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

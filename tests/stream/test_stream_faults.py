@@ -22,9 +22,8 @@ import pytest
 import redis
 
 from recops_serve.eventlog import EventLog
-from recops_stream import features as f
 from recops_stream.runner import StreamJob, flink_home
-from tests.stream.test_stream_job import archived_ids, features_in_redis, get_json, make_events, wait_for
+from tests.stream.test_stream_job import archived_ids, get_json, make_events, wait_features, wait_for
 from tests.support.redis_server import RedisServer, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.stream, pytest.mark.slow]
@@ -89,7 +88,7 @@ def test_kafka_broker_killed_and_restarted_loses_and_duplicates_nothing(stack, k
     first = make_events(rng, 1000, base, "k1")
     log.publish(first, time.time())
     assert log.producer.flush(30) == 0
-    wait_for(lambda: features_in_redis(r) == f.recompute(first), 120, "features before the fault", job)
+    wait_features(r, first, 120, "features before the fault", job)
 
     second = make_events(rng, 2000, base, "k2")
     feeder = feed(log, second)
@@ -103,7 +102,7 @@ def test_kafka_broker_killed_and_restarted_loses_and_duplicates_nothing(stack, k
     state["produced"] = produced
     want = collections.Counter(ev["event_id"] for ev in produced)
     wait_for(lambda: archived_ids(root / "archive" / "events") == want, 180, "archive == produced", job, 1)
-    wait_for(lambda: features_in_redis(r) == f.recompute(produced), 60, "features after the fault", job)
+    wait_features(r, produced, 60, "features after the fault", job)
 
 
 def test_redis_stopped_and_started_resumes_without_double_counting(stack):
@@ -117,7 +116,7 @@ def test_redis_stopped_and_started_resumes_without_double_counting(stack):
         produced = make_events(rng, 500, base, "r0")
         log.publish(produced, time.time())
         assert log.producer.flush(30) == 0
-    wait_for(lambda: features_in_redis(r) == f.recompute(produced), 120, "features before", job)
+    wait_features(r, produced, 120, "features before", job)
     before = len(failures(job))
     third = make_events(rng, 2000, base, "r1")
     feeder = feed(log, third)
@@ -129,7 +128,7 @@ def test_redis_stopped_and_started_resumes_without_double_counting(stack):
     assert log.producer.flush(30) == 0
     produced += third
     r = redis.Redis.from_url(rs.url)
-    wait_for(lambda: features_in_redis(r) == f.recompute(produced), 180, "features after Redis is back", job)
+    wait_features(r, produced, 180, "features after Redis is back", job)
     failed = failures(job)[before:]
     assert any("redis.exceptions.ConnectionError" in f for f in failed), (
         f"the writer never failed the task: {[f[:300] for f in failed]}"

@@ -51,7 +51,9 @@ def make_events(rng: random.Random, n: int, base: float, tag: str) -> list[dict]
     return out
 
 
-def wait_for(cond, timeout: float, what: str, job: StreamJob, every: float = 0.5):
+def wait_for(cond, timeout: float, what: str, job: StreamJob, every: float = 0.5, explain=None):
+    """Poll ``cond``; on a timeout fail with what Flink says of the job (and ``explain()``: how far
+    the state is from the wanted one), so a CI log alone tells a stuck job from a wrong result."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not job.alive():
@@ -59,7 +61,47 @@ def wait_for(cond, timeout: float, what: str, job: StreamJob, every: float = 0.5
         if got := cond():
             return got
         time.sleep(every)
-    pytest.fail(f"timed out waiting for {what}; job log {job.log}")
+    detail = explain() if explain else ""
+    pytest.fail(f"timed out waiting for {what}; {detail}\n{job_report(job)}")
+
+
+def job_report(job: StreamJob) -> str:
+    """The job's state from Flink's REST API and the warnings of its JobManager/TaskManager log."""
+    out = [f"job log {job.log}"]
+    if job.rest_port:
+        rest = f"http://127.0.0.1:{job.rest_port}"
+        try:
+            for j in get_json(f"{rest}/jobs")["jobs"]:
+                ck = get_json(f"{rest}/jobs/{j['id']}/checkpoints")["counts"]
+                hist = get_json(f"{rest}/jobs/{j['id']}/exceptions").get("exceptionHistory", {})
+                names = [e.get("exceptionName", "")[:160] for e in hist.get("entries", [])]
+                out.append(f"flink job {j['id']} {j['status']}: checkpoints {ck}; failures {names[:5]}")
+        except OSError as e:
+            out.append(f"REST API: {e}")
+    for log in job.flink_logs()[-1:]:
+        noise = "kafka.clients.NetworkClient"  # the broker kills of the fault tests, once a second
+        lines = [
+            ln
+            for ln in log.read_text(errors="replace").splitlines()
+            if (" WARN " in ln or " ERROR " in ln) and noise not in ln
+        ]
+        out += [f"{log} (its last warnings):", *(ln[:300] for ln in lines[-25:])]
+    return "\n".join(out)
+
+
+def wait_features(r: redis.Redis, events: list[dict], timeout: float, what: str, job: StreamJob) -> None:
+    """Until Redis holds exactly the from-scratch recomputation of ``events``."""
+    want = f.recompute(events)
+    wait_for(lambda: features_in_redis(r) == want, timeout, what, job, explain=lambda: features_diff(r, want))
+
+
+def features_diff(r: redis.Redis, want: dict[str, dict[str, str]]) -> str:
+    got = features_in_redis(r)
+    missing = sorted(set(want) - set(got))
+    extra = sorted(set(got) - set(want))
+    wrong = sorted(k for k in set(want) & set(got) if want[k] != got[k])
+    example = f"; e.g. {wrong[0]}: got {got[wrong[0]]}, want {want[wrong[0]]}" if wrong else ""
+    return f"feature keys: {len(missing)} missing {missing[:3]}, {len(extra)} extra, {len(wrong)} differ{example}"
 
 
 def features_in_redis(r: redis.Redis) -> dict[str, dict[str, str]]:
@@ -147,7 +189,7 @@ def test_features_trending_soldout_late_and_exactly_once_archive_across_a_crash(
     produced = first + buys
     log.publish(produced, time.time())
     assert log.producer.flush(30) == 0
-    wait_for(lambda: features_in_redis(r) == f.recompute(produced), 120, "features == recomputation", job)
+    wait_features(r, produced, 120, "features == recomputation", job)
     # stock comes out of its own join and aggregation, not the count windows: its write may land a
     # batch later than the features' (CI34 saw the features equal while the sold-out set was still empty)
     wait_for(lambda: r.smembers(f.SOLDOUT_KEY) == {b"1000"}, 60, "item 1000 sold out", job)
@@ -178,7 +220,7 @@ def test_features_trending_soldout_late_and_exactly_once_archive_across_a_crash(
     produced += second
     want = collections.Counter(ev["event_id"] for ev in produced)
     wait_for(lambda: archived_ids(events_dir) == want, 180, "archive == produced", job, every=1)
-    wait_for(lambda: features_in_redis(r) == f.recompute(produced), 60, "features after the crash", job)
+    wait_features(r, produced, 60, "features after the crash", job)
 
     # a late event (40 min behind the watermark): archived, dropped by the event-time windows (Flink's
     # numLateRecordsDropped counts it), its own minute bucket in the absolute entity counts
@@ -198,7 +240,7 @@ def test_features_trending_soldout_late_and_exactly_once_archive_across_a_crash(
     want["late-1"] = 1
     wait_for(lambda: archived_ids(events_dir) == want, 120, "late event archived", job, every=1)
     produced.append(late)
-    wait_for(lambda: features_in_redis(r) == f.recompute(produced), 60, "late event's bucket", job)
+    wait_features(r, produced, 60, "late event's bucket", job)
     assert r.zscore(f"{f.TREND_PREFIX}1", "39") == trend_before
     days = {p.name for p in events_dir.glob("dt=*")}
     assert days == {time.strftime("dt=%Y-%m-%d", time.gmtime(t)) for t in (base - 2400, base, base + 60)}
