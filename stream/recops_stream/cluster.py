@@ -74,6 +74,7 @@ class FlinkCluster:
             "python.executable": str(py),
             "python.client.executable": str(py),
             "env.log.dir": str(self.workdir / "log"),
+            "io.tmp.dirs": str(self.workdir / "tmp"),  # the TaskManager's files (RocksDB's), not /tmp
         }
         # keep the wheel's defaults (env.java.opts.all: the --add-opens Java 17 needs), flattened
         flat: dict[str, object] = {}
@@ -122,7 +123,7 @@ class FlinkCluster:
             return -1
 
     def start(self, timeout: float = 120) -> FlinkCluster:
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "tmp").mkdir(parents=True, exist_ok=True)
         self._assemble()
         self.jm = self._spawn("jobmanager")
         self.start_taskmanager(timeout)

@@ -190,6 +190,8 @@ def flink_config(args: argparse.Namespace, cfg: f.JobConfig) -> Configuration:
         "table.exec.state.ttl": f"{cfg.feature_state_ttl_s} s",
         "table.local-time-zone": "UTC",
     }
+    if args.tmp_dir:
+        settings["io.tmp.dirs"] = args.tmp_dir
     if args.rest_port:  # embedded only: under `flink run` the client's -m address must stay
         settings["rest.port"] = str(args.rest_port)
     if args.restore:

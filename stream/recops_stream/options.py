@@ -40,8 +40,11 @@ def parser(env: dict[str, str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--restore", help="a retained checkpoint (chk-N dir) or savepoint to start from")
     p.add_argument("--jars", nargs="*", default=[])
     p.add_argument("--parallelism", type=int, default=1)
-    p.add_argument("--state-backend", default="hashmap", choices=["hashmap", "rocksdb"])
+    p.add_argument("--state-backend", default="rocksdb", choices=["rocksdb", "hashmap"])
     p.add_argument("--rest-port", type=int, default=0)
+    p.add_argument(
+        "--tmp-dir", help="io.tmp.dirs: the TaskManager's working files (RocksDB's among them); default /tmp"
+    )
     p.add_argument("--explain", action="store_true", help="print the execution plan and exit")
     p.add_argument(
         "--detached",

@@ -85,6 +85,10 @@ class StreamJob:
         self.workdir.mkdir(parents=True, exist_ok=True)
         jars = sorted(str(j) for j in (home / "jars").glob("*.jar"))
         args = [str(home / "venv" / "bin" / "python"), str(JOB), *self.args, "--jars", *jars]
+        # the mini-cluster's working files (RocksDB's instance and native library) beside the job: a
+        # SIGKILLed run leaves them where the job's own directory is cleaned, not in /tmp
+        (self.workdir / "tmp").mkdir(exist_ok=True)
+        args += ["--tmp-dir", str(self.workdir / "tmp")]
         if restore:
             args += ["--restore", restore.as_uri()]
         self.starts += 1
