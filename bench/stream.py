@@ -15,12 +15,14 @@ Reported, not asserted (targets: >= 20,000 events/s, event-to-feature p99 <= 1 s
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import redis
@@ -28,9 +30,9 @@ import redis
 from recops_serve.eventlog import EventLog
 from recops_stream import archive
 from recops_stream import features as f
-from recops_stream.runner import StreamJob, latest_checkpoint
+from recops_stream.runner import StreamJob
 from tests.support.kafka_broker import KafkaBroker
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisServer, free_port
 
 N = int(os.environ.get("RECOPS_BENCH_STREAM_EVENTS", "60000"))
 PROBE_EVERY = int(os.environ.get("RECOPS_BENCH_STREAM_PROBE_EVERY", "200"))
@@ -39,6 +41,9 @@ PROBE_EVERY = int(os.environ.get("RECOPS_BENCH_STREAM_PROBE_EVERY", "200"))
 CONFIGS = os.environ.get("RECOPS_BENCH_STREAM_CONFIGS", "5000/100/100")
 #: offered load in events/s (0 = as fast as the producer goes): latency below saturation
 RATE = float(os.environ.get("RECOPS_BENCH_STREAM_RATE", "0"))
+#: state backends, one row each: rocksdb is what the operator renders (recops_contracts.stream), hashmap
+#: the local runner's default
+BACKENDS = os.environ.get("RECOPS_BENCH_STREAM_BACKENDS", "rocksdb,hashmap")
 TOPIC = "recops.events"
 
 
@@ -47,8 +52,16 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
 
 
-def du(path: Path | None) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path else 0
+def checkpoint_sizes(rest_port: int) -> tuple[int, int]:
+    """(full state size, bytes the newest completed checkpoint wrote) as Flink reports them: the
+    directory of an incremental RocksDB checkpoint holds only its metadata, the state lies in shared/."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{rest_port}/jobs", timeout=5) as resp:
+        jobs = [j["id"] for j in json.loads(resp.read())["jobs"] if j["status"] == "RUNNING"]
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{rest_port}/jobs/{jobs[0]}/checkpoints", timeout=5
+    ) as resp:
+        done = json.loads(resp.read())["latest"]["completed"] or {}
+    return int(done.get("state_size", 0)), int(done.get("checkpointed_size", 0))
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -76,7 +89,7 @@ def group(pgid: int) -> list[int]:
     return out
 
 
-def run_one(root: Path, bundle_size: int, bundle_time_ms: int, mini_batch_ms: int) -> list:
+def run_one(root: Path, backend: str, bundle_size: int, bundle_time_ms: int, mini_batch_ms: int) -> list:
     with KafkaBroker(root / "kafka", partitions=4) as kafka, RedisServer(root / "redis") as rs:
         kafka.create_topic(TOPIC)
         r = redis.Redis.from_url(rs.url)
@@ -89,6 +102,8 @@ def run_one(root: Path, bundle_size: int, bundle_time_ms: int, mini_batch_ms: in
             bundle_size=bundle_size,
             bundle_time_ms=bundle_time_ms,
             mini_batch_ms=mini_batch_ms,
+            state_backend=backend,
+            rest_port=free_port(),
         ).start()
         log = EventLog(kafka.bootstrap, TOPIC, buffer_messages=max(100_000, 2 * N))
         try:
@@ -172,10 +187,11 @@ def run_one(root: Path, bundle_size: int, bundle_time_ms: int, mini_batch_ms: in
                     break
                 time.sleep(1)
             lat = [seen[k] - sent[k] for k in sent if k in seen]
-            ckpt = du(latest_checkpoint(job.checkpoints))
+            full, written = checkpoint_sizes(job.rest_port)
             span = t_features - t0
             where = ", ".join(f"{k} {v / span:.2f}" for k, v in cpu.items())
             return [
+                backend,
                 f"{bundle_size}/{bundle_time_ms}/{mini_batch_ms} ms",
                 f"{RATE:,.0f}/s" if RATE else "max",
                 N,
@@ -186,7 +202,7 @@ def run_one(root: Path, bundle_size: int, bundle_time_ms: int, mini_batch_ms: in
                 f"{pct(lat, 0.99) * 1000:.0f}",
                 f"{len(set(ids))}/{N + 1}",
                 len(ids) - len(set(ids)),
-                f"{ckpt / 1e6:.1f} MB",
+                f"{full / 1e6:.1f} / {written / 1e6:.1f} MB",
                 where,
                 os.getloadavg()[0],
             ]
@@ -199,15 +215,19 @@ def run(table) -> None:
     root = Path(tempfile.mkdtemp(prefix="recops-bench-stream-"))
     rows = []
     try:
-        for spec in CONFIGS.split(","):
-            bundle_size, bundle_time, mini_batch = (int(x) for x in spec.split("/"))
-            rows.append(run_one(root / f"b{bundle_size}-{mini_batch}", bundle_size, bundle_time, mini_batch))
+        for backend in BACKENDS.split(","):
+            for spec in CONFIGS.split(","):
+                size, time_ms, mini_batch = (int(x) for x in spec.split("/"))
+                rows.append(
+                    run_one(root / f"{backend}-{size}-{mini_batch}", backend, size, time_ms, mini_batch)
+                )
     finally:
         shutil.rmtree(root, ignore_errors=True)
     table(
         "stream: producer -> Kafka -> Flink SQL (embedded, parallelism 1) -> Python UDF -> Redis + archive "
         "(targets: >= 20,000 events/s, event-to-feature p99 <= 1000 ms; reported, not asserted)",
         [
+            "state",
             "bundle/time/mini-batch",
             "offered",
             "events",
@@ -218,7 +238,7 @@ def run(table) -> None:
             "e2f p99 ms",
             "archived (distinct)",
             "duplicates",
-            "checkpoint",
+            "checkpoint full / written",
             "cores used (CPU s / s)",
             "load 1m",
         ],
