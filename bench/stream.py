@@ -10,7 +10,8 @@ Reported, not asserted (targets: >= 20,000 events/s, event-to-feature p99 <= 1 s
 - event-to-feature p50/p99: probe events (one in ``RECOPS_BENCH_STREAM_PROBE_EVERY``) each in a fresh
   session, from publish to its hash being visible in Redis (polled every 2 ms);
 - archive completeness: distinct event_ids archived / produced, duplicates;
-- checkpoint size of the newest retained checkpoint.
+- checkpoint size: the newest completed checkpoint's full state and the bytes it wrote (Flink's REST
+  API), one row per state backend (``RECOPS_BENCH_STREAM_BACKENDS``, default ``rocksdb,hashmap``).
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ PROBE_EVERY = int(os.environ.get("RECOPS_BENCH_STREAM_PROBE_EVERY", "200"))
 CONFIGS = os.environ.get("RECOPS_BENCH_STREAM_CONFIGS", "5000/100/100")
 #: offered load in events/s (0 = as fast as the producer goes): latency below saturation
 RATE = float(os.environ.get("RECOPS_BENCH_STREAM_RATE", "0"))
-#: state backends, one row each: rocksdb is what the operator renders (recops_contracts.stream), hashmap
-#: the local runner's default
+#: state backends, one row each: rocksdb is what the operator renders (recops_contracts.stream) and the
+#: job's default, hashmap the heap alternative
 BACKENDS = os.environ.get("RECOPS_BENCH_STREAM_BACKENDS", "rocksdb,hashmap")
 TOPIC = "recops.events"
 
